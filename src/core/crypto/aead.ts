@@ -1,0 +1,43 @@
+/**
+ * One interface for every AEAD that NTS negotiates (RFC 5116 semantics), selected by IANA id.
+ * Implementations cache key-dependent state (AES key schedule, CMAC subkeys, POLYVAL key) in the
+ * keyed `AeadCipher`, so a key that is used more than once is expanded once.
+ *
+ * CONTRACT (other modules rely on it):
+ *  - `getAead(id)` returns undefined for ids we do not implement.
+ *  - `newCipher(key)` throws only on a wrong key length (a bug, not peer input).
+ *  - seal writes `plaintext.length + tagLength` bytes at out[outOffset..] and returns the offset after them.
+ *  - open returns the offset after the plaintext written at out[outOffset..], or -1 when authentication fails
+ *    or the ciphertext is shorter than the tag. It never throws on peer input.
+ *  - `out` must not overlap the inputs.
+ */
+
+/** A keyed AEAD instance (key material already expanded). */
+export interface AeadCipher {
+  /** IANA AEAD id. */
+  readonly aeadId: number;
+  /** Encrypts and authenticates `plaintext` with `associatedData`; returns the offset after the ciphertext. */
+  seal(nonce: Uint8Array, associatedData: Uint8Array, plaintext: Uint8Array, out: Uint8Array, outOffset: number): number;
+  /** Verifies and decrypts; returns the offset after the plaintext, or -1 on failure. */
+  open(nonce: Uint8Array, associatedData: Uint8Array, ciphertext: Uint8Array, out: Uint8Array, outOffset: number): number;
+}
+
+/** Static description of an AEAD algorithm plus a keyed-instance factory. */
+export interface AeadAlgorithm {
+  /** IANA AEAD id. */
+  readonly aeadId: number;
+  /** Human name as in the IANA registry, e.g. "AEAD_AES_SIV_CMAC_256". */
+  readonly name: string;
+  /** Key length in octets; also the length of C2S/S2C exported for it (RFC 8915 §5.1). */
+  readonly keyLength: number;
+  /** Nonce length this implementation generates (16 for SIV-CMAC, 12 for GCM-SIV). */
+  readonly nonceLength: number;
+  /** Smallest nonce length accepted on open (1 for SIV-CMAC, 12 for GCM-SIV). */
+  readonly minNonceLength: number;
+  /** Largest nonce length accepted on open (RFC 5116 N_MAX). */
+  readonly maxNonceLength: number;
+  /** Ciphertext expansion in octets (16 for all NTS AEADs). */
+  readonly tagLength: number;
+  /** Creates a keyed instance. */
+  newCipher(key: Uint8Array): AeadCipher;
+}
