@@ -1,0 +1,132 @@
+/**
+ * Enforces the import rules of ARCHITECTURE.md: a pure core, thin shells, ciphers in one place.
+ * It reads every src/**\/*.ts file as text, so a broken rule fails here before it reaches review.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root: the nearest ancestor of this file (compiled under dist/test/) holding tsconfig.json, else cwd. */
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'tsconfig.json')) && existsSync(join(dir, 'src'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) return process.cwd();
+    dir = parent;
+  }
+}
+const repoRoot = findRepoRoot();
+const srcRoot = join(repoRoot, 'src');
+
+interface SourceFile {
+  /** Path relative to src/, with forward slashes. */
+  readonly path: string;
+  readonly text: string;
+  /** Import specifiers (static, dynamic, re-export, side-effect). */
+  readonly imports: readonly string[];
+}
+
+function listTs(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const full = join(dir, name);
+    if (statSync(full).isDirectory()) out.push(...listTs(full));
+    else if (name.endsWith('.ts')) out.push(full);
+  }
+  return out;
+}
+
+const IMPORT_RE = /(?:^|[\s;])(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
+
+function readSources(): SourceFile[] {
+  return listTs(srcRoot).map((full) => {
+    const text = readFileSync(full, 'utf8');
+    const imports: string[] = [];
+    for (const m of text.matchAll(IMPORT_RE)) {
+      const spec = m[1] ?? m[2] ?? m[3];
+      if (spec !== undefined) imports.push(spec);
+    }
+    return { path: relative(srcRoot, full).split(sep).join('/'), text, imports };
+  });
+}
+
+/** Resolves a relative import to a src-relative path ("core/bytes.ts"), or undefined for packages/builtins. */
+function target(file: SourceFile, spec: string): string | undefined {
+  if (!spec.startsWith('.')) return undefined;
+  const abs = resolve(srcRoot, dirname(file.path), spec).replace(/\.js$/, '.ts');
+  return relative(srcRoot, abs).split(sep).join('/');
+}
+
+const sources = readSources();
+const CIPHER_PACKAGES = /^@noble\//;
+
+test('the source tree is not empty (the rules below would pass vacuously)', () => {
+  assert.ok(sources.some((f) => f.path.startsWith('core/')), 'no files under src/core');
+  assert.ok(sources.length >= 10, `only ${sources.length} source files found`);
+});
+
+test('src/core imports nothing outside src/core: no node builtins, no I/O, no logging', () => {
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => s.path.startsWith('core/'))) {
+    for (const spec of f.imports) {
+      const t = target(f, spec);
+      if (t === undefined) {
+        if (!(CIPHER_PACKAGES.test(spec) && f.path.startsWith('core/crypto/'))) broken.push(`${f.path} imports ${spec}`);
+      } else if (!t.startsWith('core/')) {
+        broken.push(`${f.path} imports ${spec} (outside core)`);
+      }
+    }
+    if (/\b(Date\.now|Math\.random|process\.|setTimeout|setInterval|setImmediate)\b/.test(f.text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ''))) {
+      broken.push(`${f.path} uses a clock, randomness, timers or process directly`);
+    }
+  }
+  assert.deepEqual(broken, []);
+});
+
+test('cipher packages are imported only in src/core/crypto', () => {
+  const broken = sources.flatMap((f) =>
+    f.imports.filter((spec) => CIPHER_PACKAGES.test(spec) && !f.path.startsWith('core/crypto/')).map((s) => `${f.path} imports ${s}`),
+  );
+  assert.deepEqual(broken, []);
+});
+
+test('pool/worker.ts imports only core, pool/protocol and clock', () => {
+  const worker = sources.find((f) => f.path === 'pool/worker.ts');
+  if (worker === undefined) return assert.fail('src/pool/worker.ts is missing');
+  const allowedPackages = new Set(['node:worker_threads', 'node:crypto']);
+  const broken = worker.imports.filter((spec) => {
+    const t = target(worker, spec);
+    if (t === undefined) return !allowedPackages.has(spec);
+    return !(t.startsWith('core/') || t === 'pool/protocol.ts' || t === 'clock.ts');
+  });
+  assert.deepEqual(broken, []);
+});
+
+test('io modules do not import each other (daemon.ts wires them)', () => {
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => s.path.startsWith('io/'))) {
+    for (const spec of f.imports) {
+      const t = target(f, spec);
+      if (t?.startsWith('io/') === true) broken.push(`${f.path} imports ${spec}`);
+      if (t?.startsWith('config/') === true && t !== 'config/schema.ts') broken.push(`${f.path} imports ${spec} (config types only)`);
+    }
+  }
+  assert.deepEqual(broken, []);
+});
+
+test('config/schema.ts does no I/O and does not parse TOML', () => {
+  const schema = sources.find((f) => f.path === 'config/schema.ts');
+  if (schema === undefined) return assert.fail('src/config/schema.ts is missing');
+  const broken = schema.imports.filter((s) => /^(node:)?(fs|fs\/promises|net|dgram|tls)$|^smol-toml$/.test(s));
+  assert.deepEqual(broken, []);
+});
+
+test('no `any` in src', () => {
+  const broken = sources
+    .filter((f) => /:\s*any\b|\bas any\b|<any>/.test(f.text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')))
+    .map((f) => f.path);
+  assert.deepEqual(broken, []);
+});
