@@ -1,0 +1,658 @@
+/**
+ * Configuration schema: types, defaults and validation of an already-parsed TOML document.
+ * No file access and no TOML parsing here (load.ts does that), so the rules can be tested as pure functions.
+ *
+ * Keys are kebab-case and follow ntpd-rs where ntpd-rs has the same knob (OPERATIONS.md "Configuration").
+ * Validation never stops at the first problem: it returns every problem, each prefixed with its TOML key
+ * path (`server[0].listen: ...`), and an unknown key anywhere is an error.
+ * Relative paths (certificates, key storage, log file) resolve against `baseDir`, which load.ts sets to the
+ * directory that holds the configuration file.
+ */
+import { isAbsolute, resolve } from 'node:path';
+
+/** IP family of a listen address. */
+export type AddressFamily = 'IPv4' | 'IPv6';
+
+/** A parsed `"IP:port"` or `"[IPv6]:port"` string. */
+export interface ListenAddress {
+  /** IP literal without brackets, as node:dgram / node:net expect it. */
+  readonly host: string;
+  /** Port 0..65535; 0 asks the OS for a free port (tests). */
+  readonly port: number;
+  readonly family: AddressFamily;
+}
+
+/** One `[[server]]` table: a UDP NTP/NTS listener. */
+export interface NtpServerConfig {
+  readonly listen: ListenAddress;
+  /** When true, plain (unauthenticated) NTP requests are dropped. */
+  readonly requireNts: boolean;
+  /** NTP versions answered (RFC 5905 §7.3 VN field). */
+  readonly acceptNtpVersions: readonly number[];
+}
+
+/** Per-client NTS-KE token bucket (chrony's `ntsratelimit` idea). */
+export interface ClientRateLimitConfig {
+  /** Seconds to earn one token; 0 turns per-client limiting off. */
+  readonly intervalS: number;
+  /** Bucket size: connections a client may open back to back. */
+  readonly burst: number;
+  /** Maximum number of client addresses tracked (the table is bounded; the oldest entries are evicted). */
+  readonly tableSize: number;
+}
+
+/** One `[[nts-ke-server]]` table: a TLS 1.3 NTS-KE listener. */
+export interface NtsKeServerConfig {
+  readonly listen: ListenAddress;
+  /** Absolute path of the PEM certificate chain. */
+  readonly certificateChainPath: string;
+  /** Absolute path of the PEM private key. */
+  readonly privateKeyPath: string;
+  /** Deadline for a whole session, TLS handshake included. */
+  readonly keyExchangeTimeoutMs: number;
+  /** Connection cap; beyond it new connections wait or are refused. */
+  readonly concurrentConnections: number;
+  /** Largest request accepted (RFC 8915 §4: at least 1024 octets MUST be accepted). */
+  readonly maxRequestBytes: number;
+  /** Value of the NTPv4 Server Negotiation record (RFC 8915 §4.1.7); undefined = no record. */
+  readonly ntpServer: string | undefined;
+  /**
+   * NTP port to advertise (RFC 8915 §4.1.8; a record is needed whenever it is not 123).
+   * When `ntpPortExplicit` is false it was copied from `server[0].listen.port`; the daemon should then
+   * advertise server[0]'s actually bound port (they differ only when that listen port is 0).
+   */
+  readonly ntpPort: number;
+  /** True when `ntp-port` was set in the file. */
+  readonly ntpPortExplicit: boolean;
+  /** AEAD ids offered (RFC 8915 §5.1; 15 is mandatory to implement). */
+  readonly aeadAlgorithms: readonly number[];
+  /** Seconds between checks of the certificate files for changes; 0 = reload on SIGHUP only. */
+  readonly certificateReloadIntervalS: number;
+  readonly clientRateLimit: ClientRateLimitConfig;
+}
+
+/** `[keyset]`: master keys for cookies (RFC 8915 §6). */
+export interface KeysetConfig {
+  /** Absolute path of the key file. */
+  readonly keyStoragePath: string;
+  readonly keyRotationIntervalS: number;
+  /** Old keys still accepted after rotation. */
+  readonly staleKeyCount: number;
+}
+
+/** pino level names accepted by `log-level`. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** One of LOG_LEVELS. */
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** Values accepted by `log-format`. */
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+/** One of LOG_FORMATS. */
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** `[observability]`. */
+export interface ObservabilityConfig {
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Absolute path of a log file (reopened on SIGHUP); undefined = standard output. */
+  readonly logFile: string | undefined;
+  /** Prometheus listener; undefined = metrics endpoint off (`metrics-listen = ""`). */
+  readonly metricsListen: ListenAddress | undefined;
+}
+
+/** `[worker-pool]`. */
+export interface WorkerPoolConfig {
+  /** Worker threads; 0 = answer inline on the main thread. */
+  readonly threads: number;
+  /** Packets per batch handed to a worker. */
+  readonly batchSize: number;
+  /** Longest wait before a partial batch is flushed, microseconds. */
+  readonly flushIntervalUs: number;
+  /** Packets queued beyond which new packets are dropped (`queue_full`). */
+  readonly queueLimit: number;
+}
+
+/** `[time-source] mode = "static"`: server fields fixed by the operator. */
+export interface StaticTimeSourceConfig {
+  readonly mode: 'static';
+  /** Stratum to claim, 1..15; 16 = always answer "unsynchronised" (LI = 3). */
+  readonly localStratum: number;
+  /** Reference ID as the 32-bit wire value (RFC 5905 §7.3). */
+  readonly referenceId: number;
+  /** The reference ID as written in the file (for logs). */
+  readonly referenceIdText: string;
+}
+
+/** `[time-source] mode = "follow"`: copy the host time daemon's state over loopback NTP. */
+export interface FollowTimeSourceConfig {
+  readonly mode: 'follow';
+  /** Host time daemon's NTP address (normally 127.0.0.1:123). */
+  readonly address: ListenAddress;
+  /** Seconds between queries. */
+  readonly pollIntervalS: number;
+}
+
+/** Where the stratum/leap/root-delay/root-dispersion/refid of replies come from. */
+export type TimeSourceConfig = StaticTimeSourceConfig | FollowTimeSourceConfig;
+
+/** The validated, fully defaulted configuration. */
+export interface Config {
+  /** `[[server]]` tables, in file order (at least one). */
+  readonly servers: readonly NtpServerConfig[];
+  /** `[[nts-ke-server]]` tables, in file order (at least one). */
+  readonly ntsKeServers: readonly NtsKeServerConfig[];
+  readonly keyset: KeysetConfig;
+  readonly observability: ObservabilityConfig;
+  readonly workerPool: WorkerPoolConfig;
+  readonly timeSource: TimeSourceConfig;
+}
+
+/** Result of validation: the config, or every problem found. */
+export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] };
+
+/** Facts about the host that defaults depend on (kept out of this module so it stays pure). */
+export interface ValidateOptions {
+  /** Directory that relative paths resolve against (the config file's directory). */
+  readonly baseDir: string;
+  /** Usable CPUs; `worker-pool.threads` defaults to cpuCount − 1, at least 1. */
+  readonly cpuCount: number;
+}
+
+/** AEAD ids we implement (IANA AEAD registry): AES-SIV-CMAC-256/384/512 (RFC 5297), AES-128-GCM-SIV (RFC 8452). */
+export const SUPPORTED_AEAD_IDS = [15, 16, 17, 30] as const;
+/** AEAD_AES_SIV_CMAC_256: mandatory to implement (RFC 8915 §5.1), so it can never be removed. */
+export const MANDATORY_AEAD_ID = 15;
+
+/** Every default, in one place (README's configuration table mirrors it). */
+export const DEFAULTS = {
+  server: { requireNts: false, acceptNtpVersions: [3, 4] },
+  ntsKeServer: {
+    keyExchangeTimeoutMs: 2000,
+    concurrentConnections: 512,
+    maxRequestBytes: 4096,
+    aeadAlgorithms: [15, 16, 17, 30],
+    certificateReloadIntervalS: 60,
+    clientRateLimitIntervalS: 64,
+    clientRateLimitBurst: 8,
+    clientRateLimitTableSize: 65536,
+  },
+  keyset: { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 },
+  observability: { logLevel: 'info', logFormat: 'json', metricsListen: '127.0.0.1:9975' },
+  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096 },
+  timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
+} as const;
+
+// ---------------------------------------------------------------------------------------------------------
+// Small parsers shared with other modules.
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** True for a dotted-quad IPv4 literal without leading zeros. */
+export function isIPv4Literal(text: string): boolean {
+  return IPV4_RE.test(text);
+}
+
+/** True for an RFC 4291 IPv6 literal (no brackets, no zone id). */
+export function isIPv6Literal(text: string): boolean {
+  if (!/^[0-9A-Fa-f:.]+$/.test(text) || !text.includes(':')) return false;
+  try {
+    // The WHATWG URL parser implements the full IPv6 grammar (including embedded IPv4); pure computation.
+    return new URL(`http://[${text}]/`).hostname.length > 2;
+  } catch {
+    return false;
+  }
+}
+
+/** Parses `"1.2.3.4:123"` or `"[::1]:123"`; returns undefined when the text is neither. */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  let host: string;
+  let portText: string;
+  if (text.startsWith('[')) {
+    const close = text.indexOf(']');
+    if (close < 0 || text[close + 1] !== ':') return undefined;
+    host = text.slice(1, close);
+    portText = text.slice(close + 2);
+    if (!isIPv6Literal(host)) return undefined;
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0) return undefined;
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    if (!isIPv4Literal(host)) return undefined;
+  }
+  if (!/^\d{1,5}$/.test(portText)) return undefined;
+  const port = Number(portText);
+  if (port > 65535) return undefined;
+  return { host, port, family: host.includes(':') ? 'IPv6' : 'IPv4' };
+}
+
+/** Formats a listen address back to `"host:port"` / `"[v6]:port"`. */
+export function formatListenAddress(address: ListenAddress): string {
+  return address.family === 'IPv6' ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/**
+ * Parses a reference ID (RFC 5905 §7.3): a dotted-quad IPv4 address, or 1–4 printable ASCII characters
+ * left-justified and NUL-padded (e.g. "GPS", "LOCL"). Returns the 32-bit wire value, or undefined.
+ */
+export function parseReferenceId(text: string): number | undefined {
+  if (isIPv4Literal(text)) {
+    return text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0) >>> 0;
+  }
+  if (!/^[\x21-\x7e]{1,4}$/.test(text)) return undefined;
+  let value = 0;
+  for (let i = 0; i < 4; i++) value = value * 256 + (i < text.length ? text.charCodeAt(i) : 0);
+  return value >>> 0;
+}
+
+/** A DNS name usable in a Server Negotiation record (RFC 8915 §4.1.7: FQDN, A-labels). */
+function isHostname(text: string): boolean {
+  if (text.length === 0 || text.length > 253) return false;
+  const labels = (text.endsWith('.') ? text.slice(0, -1) : text).split('.');
+  return labels.every((l) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Validation machinery.
+
+type Table = Record<string, unknown>;
+
+function isTable(value: unknown): value is Table {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+/** Short rendering of a value for error messages. */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Date) return 'a date';
+  if (isTable(value)) return 'a table';
+  return typeof value;
+}
+
+/** Reads keys of one TOML table, remembering which were consumed so the rest can be reported as unknown. */
+class TableReader {
+  readonly #table: Table;
+  readonly #path: string;
+  readonly #errors: string[];
+  readonly #seen = new Set<string>();
+
+  constructor(table: Table, path: string, errors: string[]) {
+    this.#table = table;
+    this.#path = path;
+    this.#errors = errors;
+  }
+
+  /** Key path for messages: `section.key` or just `key` at top level. */
+  pathOf(key: string): string {
+    return this.#path === '' ? key : `${this.#path}.${key}`;
+  }
+
+  error(key: string, message: string): void {
+    this.#errors.push(`${this.pathOf(key)}: ${message}`);
+  }
+
+  has(key: string): boolean {
+    return Object.hasOwn(this.#table, key);
+  }
+
+  raw(key: string): unknown {
+    this.#seen.add(key);
+    return this.#table[key];
+  }
+
+  /** Marks `key` as known but reports it as misplaced when present. */
+  reject(key: string, message: string): void {
+    if (this.has(key)) {
+      this.#seen.add(key);
+      this.error(key, message);
+    }
+  }
+
+  integer(key: string, min: number, max: number, fallback: number): number {
+    if (!this.has(key)) return fallback;
+    const v = this.raw(key);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.error(key, `must be an integer between ${min} and ${max}, got ${show(v)}`);
+      return fallback;
+    }
+    return v;
+  }
+
+  boolean(key: string, fallback: boolean): boolean {
+    if (!this.has(key)) return fallback;
+    const v = this.raw(key);
+    if (typeof v !== 'boolean') {
+      this.error(key, `must be true or false, got ${show(v)}`);
+      return fallback;
+    }
+    return v;
+  }
+
+  string(key: string): string | undefined {
+    if (!this.has(key)) return undefined;
+    const v = this.raw(key);
+    if (typeof v !== 'string') {
+      this.error(key, `must be a string, got ${show(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  oneOf<const T extends readonly string[]>(key: string, allowed: T, fallback: T[number]): T[number] {
+    const v = this.string(key);
+    if (v === undefined) return fallback;
+    const hit = allowed.find((a) => a === v);
+    if (hit === undefined) {
+      this.error(key, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${show(v)}`);
+      return fallback;
+    }
+    return hit;
+  }
+
+  listen(key: string, required: boolean, fallback?: string): ListenAddress | undefined {
+    const v = this.has(key) ? this.string(key) : fallback;
+    if (v === undefined) {
+      if (required && !this.has(key)) this.error(key, 'required key is missing (e.g. "127.0.0.1:123" or "[::]:123")');
+      return undefined;
+    }
+    const parsed = parseListenAddress(v);
+    if (parsed === undefined) this.error(key, `expected "host:port" (IPv4) or "[host]:port" (IPv6), got ${show(v)}`);
+    return parsed;
+  }
+
+  path(key: string, baseDir: string, required: boolean, fallback?: string): string | undefined {
+    const v = this.has(key) ? this.string(key) : fallback;
+    if (v === undefined) {
+      if (required && !this.has(key)) this.error(key, 'required key is missing');
+      return undefined;
+    }
+    if (v.length === 0 || v.includes('\0')) {
+      this.error(key, `must be a non-empty file path, got ${show(v)}`);
+      return undefined;
+    }
+    return isAbsolute(v) ? resolve(v) : resolve(baseDir, v);
+  }
+
+  /** An array of distinct integers, each accepted by `allowed`. */
+  intList(key: string, allowed: readonly number[], fallback: readonly number[]): readonly number[] {
+    if (!this.has(key)) return fallback;
+    const v = this.raw(key);
+    if (!Array.isArray(v) || v.length === 0) {
+      this.error(key, `must be a non-empty array of integers from {${allowed.join(', ')}}, got ${show(v)}`);
+      return fallback;
+    }
+    const out: number[] = [];
+    let bad = false;
+    v.forEach((item: unknown, i) => {
+      if (typeof item !== 'number' || !allowed.includes(item)) {
+        this.#errors.push(`${this.pathOf(key)}[${i}]: must be one of {${allowed.join(', ')}}, got ${show(item)}`);
+        bad = true;
+      } else if (out.includes(item)) {
+        this.#errors.push(`${this.pathOf(key)}[${i}]: duplicate value ${item}`);
+        bad = true;
+      } else {
+        out.push(item);
+      }
+    });
+    return bad ? fallback : out;
+  }
+
+  /** A sub-table (`[section]`); absent = empty. */
+  table(key: string): Table {
+    if (!this.has(key)) return {};
+    const v = this.raw(key);
+    if (!isTable(v)) {
+      this.error(key, `must be a table ([${key}]), got ${show(v)}`);
+      return {};
+    }
+    return v;
+  }
+
+  /** An array of tables (`[[section]]`); absent = empty. */
+  tables(key: string): Table[] {
+    if (!this.has(key)) return [];
+    const v = this.raw(key);
+    if (!Array.isArray(v)) {
+      this.error(key, `must be an array of tables ([[${key}]]), got ${show(v)}`);
+      return [];
+    }
+    const out: Table[] = [];
+    v.forEach((item: unknown, i) => {
+      if (isTable(item)) out.push(item);
+      else this.#errors.push(`${this.pathOf(key)}[${i}]: must be a table, got ${show(item)}`);
+    });
+    return out;
+  }
+
+  /** Reports every key that was never read. Call last. */
+  finish(): void {
+    for (const key of Object.keys(this.#table)) {
+      if (!this.#seen.has(key)) this.error(key, 'unknown key');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sections.
+
+function readServer(table: Table, path: string, errors: string[]): NtpServerConfig | undefined {
+  const r = new TableReader(table, path, errors);
+  const listen = r.listen('listen', true);
+  const requireNts = r.boolean('require-nts', DEFAULTS.server.requireNts);
+  const acceptNtpVersions = r.intList('accept-ntp-versions', [1, 2, 3, 4], DEFAULTS.server.acceptNtpVersions);
+  // RFC 8915 §5: NTS extension fields exist only in NTPv4, so an NTS-only server must answer version 4.
+  if (requireNts && !acceptNtpVersions.includes(4)) {
+    r.error('accept-ntp-versions', 'must include 4 when require-nts = true (NTS is NTPv4 only, RFC 8915 §5)');
+  }
+  r.finish();
+  return listen === undefined ? undefined : { listen, requireNts, acceptNtpVersions };
+}
+
+function readNtsKeServer(
+  table: Table,
+  path: string,
+  errors: string[],
+  options: ValidateOptions,
+  firstServerPort: number | undefined,
+): NtsKeServerConfig | undefined {
+  const d = DEFAULTS.ntsKeServer;
+  const r = new TableReader(table, path, errors);
+  const listen = r.listen('listen', true);
+  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
+  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 100, 60_000, d.keyExchangeTimeoutMs);
+  const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
+  // RFC 8915 §4: a server MUST accept requests of at least 1024 octets.
+  const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
+  let ntpServer = r.string('ntp-server');
+  if (ntpServer !== undefined && !(isIPv4Literal(ntpServer) || isIPv6Literal(ntpServer) || isHostname(ntpServer))) {
+    r.error('ntp-server', `must be an IPv4 address, an IPv6 address without brackets, or a DNS name, got ${show(ntpServer)}`);
+    ntpServer = undefined;
+  }
+  const ntpPortExplicit = r.has('ntp-port');
+  const ntpPort = r.integer('ntp-port', 1, 65535, firstServerPort ?? 0);
+  // RFC 8915 §5.1: AEAD_AES_SIV_CMAC_256 is mandatory to implement; we never stop offering it.
+  const aeadAlgorithms = r.intList('aead-algorithms', SUPPORTED_AEAD_IDS, d.aeadAlgorithms);
+  if (!aeadAlgorithms.includes(MANDATORY_AEAD_ID)) {
+    r.error('aead-algorithms', `must include ${MANDATORY_AEAD_ID} (AEAD_AES_SIV_CMAC_256, mandatory per RFC 8915 §5.1)`);
+  }
+  const certificateReloadIntervalS = r.integer('certificate-reload-interval-s', 0, 86_400, d.certificateReloadIntervalS);
+  const clientRateLimit: ClientRateLimitConfig = {
+    intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
+    burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
+    tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
+  };
+  r.finish();
+  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  return {
+    listen,
+    certificateChainPath,
+    privateKeyPath,
+    keyExchangeTimeoutMs,
+    concurrentConnections,
+    maxRequestBytes,
+    ntpServer,
+    ntpPort,
+    ntpPortExplicit,
+    aeadAlgorithms,
+    certificateReloadIntervalS,
+    clientRateLimit,
+  };
+}
+
+function readKeyset(table: Table, errors: string[], options: ValidateOptions): KeysetConfig {
+  const d = DEFAULTS.keyset;
+  const r = new TableReader(table, 'keyset', errors);
+  const keyStoragePath =
+    r.path('key-storage-path', options.baseDir, false, d.keyStoragePath) ?? resolve(d.keyStoragePath);
+  const keyRotationIntervalS = r.integer('key-rotation-interval-s', 60, 31_536_000, d.keyRotationIntervalS);
+  const staleKeyCount = r.integer('stale-key-count', 1, 1000, d.staleKeyCount);
+  r.finish();
+  return { keyStoragePath, keyRotationIntervalS, staleKeyCount };
+}
+
+function readObservability(table: Table, errors: string[], options: ValidateOptions): ObservabilityConfig {
+  const d = DEFAULTS.observability;
+  const r = new TableReader(table, 'observability', errors);
+  const logLevel = r.oneOf('log-level', LOG_LEVELS, d.logLevel);
+  const logFormat = r.oneOf('log-format', LOG_FORMATS, d.logFormat);
+  const logFile = r.path('log-file', options.baseDir, false);
+  let metricsListen: ListenAddress | undefined;
+  // An empty string turns the endpoint off; absent means the default loopback listener.
+  if (!(r.has('metrics-listen') && r.raw('metrics-listen') === '')) {
+    metricsListen = r.listen('metrics-listen', false, d.metricsListen);
+  }
+  r.finish();
+  return { logLevel, logFormat, logFile, metricsListen };
+}
+
+function readWorkerPool(table: Table, errors: string[], options: ValidateOptions): WorkerPoolConfig {
+  const d = DEFAULTS.workerPool;
+  const r = new TableReader(table, 'worker-pool', errors);
+  const threads = r.integer('threads', 0, 256, Math.max(1, Math.floor(options.cpuCount) - 1));
+  const batchSize = r.integer('batch-size', 1, 1024, d.batchSize);
+  const flushIntervalUs = r.integer('flush-interval-us', 0, 100_000, d.flushIntervalUs);
+  const queueLimit = r.integer('queue-limit', 1, 1_000_000, d.queueLimit);
+  r.finish();
+  return { threads, batchSize, flushIntervalUs, queueLimit };
+}
+
+const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;
+const FOLLOW_ONLY = ['address', 'poll-interval-s'] as const;
+
+function readTimeSource(table: Table, errors: string[]): TimeSourceConfig {
+  const d = DEFAULTS.timeSource;
+  const r = new TableReader(table, 'time-source', errors);
+  const mode = r.oneOf('mode', ['static', 'follow'] as const, d.mode);
+  let result: TimeSourceConfig;
+  if (mode === 'static') {
+    for (const key of FOLLOW_ONLY) r.reject(key, 'only valid with mode = "follow"');
+    // No default: claiming a stratum is a statement the operator must make deliberately.
+    if (!r.has('local-stratum')) r.error('local-stratum', 'required when mode = "static" (1..15, or 16 = unsynchronised)');
+    const localStratum = r.integer('local-stratum', 1, 16, 16);
+    const referenceIdText = r.string('reference-id') ?? d.referenceId;
+    let referenceId = parseReferenceId(referenceIdText);
+    if (referenceId === undefined) {
+      r.error('reference-id', `must be 1-4 printable ASCII characters (e.g. "LOCL", "GPS") or an IPv4 address, got ${show(referenceIdText)}`);
+      referenceId = 0;
+    }
+    result = { mode, localStratum, referenceId, referenceIdText };
+  } else {
+    for (const key of STATIC_ONLY) r.reject(key, 'only valid with mode = "static"');
+    const address = r.listen('address', false, d.address) ?? { host: '127.0.0.1', port: 123, family: 'IPv4' as const };
+    if (address.port === 0) r.error('address', 'port must not be 0');
+    const pollIntervalS = r.integer('poll-interval-s', 1, 1024, d.pollIntervalS);
+    result = { mode, address, pollIntervalS };
+  }
+  r.finish();
+  return result;
+}
+
+const sameAddress = (a: ListenAddress, b: ListenAddress): boolean =>
+  a.port !== 0 && a.port === b.port && a.host === b.host;
+
+/**
+ * Validates a parsed TOML document (plain objects/arrays as smol-toml returns them) and fills in defaults.
+ * Returns every problem found, each starting with its key path.
+ */
+export function validateConfig(raw: unknown, options: ValidateOptions): ConfigResult {
+  const errors: string[] = [];
+  if (!isTable(raw)) return { ok: false, errors: ['(top level): expected a table'] };
+  const top = new TableReader(raw, '', errors);
+
+  const serverTables = top.tables('server');
+  if (serverTables.length === 0 && (!top.has('server') || Array.isArray(raw['server']))) {
+    errors.push('server: at least one [[server]] table is required');
+  }
+  const servers: NtpServerConfig[] = [];
+  serverTables.forEach((t, i) => {
+    const s = readServer(t, `server[${i}]`, errors);
+    if (s !== undefined) servers.push(s);
+  });
+
+  const keTables = top.tables('nts-ke-server');
+  if (keTables.length === 0 && (!top.has('nts-ke-server') || Array.isArray(raw['nts-ke-server']))) {
+    errors.push('nts-ke-server: at least one [[nts-ke-server]] table is required');
+  }
+  const firstServerPort = serverTables.length > 0 && servers.length === serverTables.length ? servers[0]?.listen.port : undefined;
+  const ntsKeServers: NtsKeServerConfig[] = [];
+  keTables.forEach((t, i) => {
+    const k = readNtsKeServer(t, `nts-ke-server[${i}]`, errors, options, firstServerPort);
+    if (k !== undefined) ntsKeServers.push(k);
+  });
+
+  const keyset = readKeyset(top.table('keyset'), errors, options);
+  const observability = readObservability(top.table('observability'), errors, options);
+  const workerPool = readWorkerPool(top.table('worker-pool'), errors, options);
+  const timeSource = readTimeSource(top.table('time-source'), errors);
+  top.finish();
+
+  // Cross-checks between sections (only meaningful once each listen parsed).
+  if (errors.length === 0) {
+    servers.forEach((s, i) => {
+      const j = servers.findIndex((o) => sameAddress(o.listen, s.listen));
+      if (j < i) errors.push(`server[${i}].listen: same address as server[${j}].listen`);
+    });
+    ntsKeServers.forEach((k, i) => {
+      const j = ntsKeServers.findIndex((o) => sameAddress(o.listen, k.listen));
+      if (j < i) errors.push(`nts-ke-server[${i}].listen: same address as nts-ke-server[${j}].listen`);
+    });
+    const m = observability.metricsListen;
+    if (m !== undefined) {
+      const j = ntsKeServers.findIndex((k) => sameAddress(k.listen, m));
+      if (j >= 0) errors.push(`observability.metrics-listen: same TCP address as nts-ke-server[${j}].listen`);
+    }
+  }
+
+  if (errors.length > 0) return { ok: false, errors };
+  return { ok: true, config: { servers, ntsKeServers, keyset, observability, workerPool, timeSource } };
+}
+
+/**
+ * Settings that a SIGHUP reload cannot apply (OPERATIONS.md "Signals": such a change is refused with a
+ * warning). Returns the key paths that differ between the running and the re-read configuration; an empty
+ * list means the new file can be applied at runtime (log level, KE limits and rate limits, certificate
+ * paths, AEAD list, ntp-server/ntp-port, key rotation interval and stale-key-count).
+ */
+export function changesRequiringRestart(running: Config, next: Config): string[] {
+  const changed: string[] = [];
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  if (running.servers.length !== next.servers.length) changed.push('server');
+  running.servers.forEach((s, i) => {
+    const n = next.servers[i];
+    if (n !== undefined && !same(s.listen, n.listen)) changed.push(`server[${i}].listen`);
+  });
+  if (running.ntsKeServers.length !== next.ntsKeServers.length) changed.push('nts-ke-server');
+  running.ntsKeServers.forEach((k, i) => {
+    const n = next.ntsKeServers[i];
+    if (n !== undefined && !same(k.listen, n.listen)) changed.push(`nts-ke-server[${i}].listen`);
+  });
+  if (running.keyset.keyStoragePath !== next.keyset.keyStoragePath) changed.push('keyset.key-storage-path');
+  if (running.observability.logFormat !== next.observability.logFormat) changed.push('observability.log-format');
+  if (running.observability.logFile !== next.observability.logFile) changed.push('observability.log-file');
+  if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
+  if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
+  if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
+  return changed;
+}

@@ -1,0 +1,503 @@
+/**
+ * Prometheus metrics (OPERATIONS.md "Metrics"): one prom-client Registry owned by the daemon, a typed facade
+ * the shells call, and a tiny node:http listener that serves GET /metrics.
+ *
+ * Rules kept here:
+ * - names start with `ntsd_`, use base units, counters end in `_total`;
+ * - label values come from the fixed `as const` sets below, never from a client address;
+ * - every labelled counter starts at 0 for every label value, so rate() works from the first scrape;
+ * - histogram buckets suit microseconds (prom-client's defaults start at 5 ms);
+ * - workers own no registry: they send tallies, and the main thread adds them in bulk.
+ */
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
+import { NtsdError } from '../errors.js';
+
+// ---------------------------------------------------------------------------------------------------------
+// Label value sets.
+
+/** `protocol` label of ntsd_ntp_responses_total. */
+export const NTP_PROTOCOLS = ['ntp', 'nts'] as const;
+/** One of NTP_PROTOCOLS. */
+export type NtpProtocolLabel = (typeof NTP_PROTOCOLS)[number];
+/** `kind` label of ntsd_ntp_responses_total. */
+export const NTP_RESPONSE_KINDS = ['time', 'nts_nak', 'kod'] as const;
+/** One of NTP_RESPONSE_KINDS. */
+export type NtpResponseKindLabel = (typeof NTP_RESPONSE_KINDS)[number];
+/** The (protocol, kind) pairs that can occur: a NAK is only ever an NTS answer (RFC 8915 §5.7). */
+export const NTP_RESPONSE_LABELS = [
+  ['ntp', 'time'],
+  ['ntp', 'kod'],
+  ['nts', 'time'],
+  ['nts', 'nts_nak'],
+  ['nts', 'kod'],
+] as const satisfies readonly (readonly [NtpProtocolLabel, NtpResponseKindLabel])[];
+/** `reason` label of ntsd_ntp_dropped_total. */
+export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'queue_full'] as const;
+/** One of NTP_DROP_REASONS. */
+export type NtpDropReasonLabel = (typeof NTP_DROP_REASONS)[number];
+/** `reason` label of ntsd_nts_nak_total. */
+export const NTS_NAK_REASONS = ['cookie_malformed', 'cookie_unknown_key', 'cookie_decrypt_failed', 'auth_failed'] as const;
+/** One of NTS_NAK_REASONS. */
+export type NtsNakReasonLabel = (typeof NTS_NAK_REASONS)[number];
+/**
+ * `key_age` label of ntsd_nts_cookie_decodes_total, capped so the set stays small whatever
+ * stale-key-count is: "next" (pre-published key), "current", "stale1".."stale7", "stale8+".
+ */
+export const COOKIE_KEY_AGES = [
+  'next',
+  'current',
+  'stale1',
+  'stale2',
+  'stale3',
+  'stale4',
+  'stale5',
+  'stale6',
+  'stale7',
+  'stale8+',
+] as const;
+/** One of COOKIE_KEY_AGES. */
+export type CookieKeyAgeLabel = (typeof COOKIE_KEY_AGES)[number];
+/** `via` label of ntsd_nts_cookies_issued_total. */
+export const COOKIE_ISSUE_PATHS = ['ke', 'ntp'] as const;
+/** One of COOKIE_ISSUE_PATHS. */
+export type CookieIssuePathLabel = (typeof COOKIE_ISSUE_PATHS)[number];
+/** `reason` label of ntsd_ke_connections_rejected_total (refused before TLS). */
+export const KE_REJECT_REASONS = ['connection_limit', 'rate_limited'] as const;
+/** One of KE_REJECT_REASONS. */
+export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
+/** `outcome` label of ntsd_ke_sessions_total. */
+export const KE_SESSION_OUTCOMES = [
+  'success',
+  'tls_error',
+  'timeout',
+  'bad_request',
+  'no_common_protocol',
+  'no_common_aead',
+  'internal_error',
+] as const;
+/** One of KE_SESSION_OUTCOMES. */
+export type KeSessionOutcomeLabel = (typeof KE_SESSION_OUTCOMES)[number];
+/** `result` label of rotation and reload counters. */
+export const RESULTS = ['success', 'failure'] as const;
+/** One of RESULTS. */
+export type ResultLabel = (typeof RESULTS)[number];
+
+/** Maps a keyset age (Keyset.find(): -1 = next, 0 = current, n = stale generation n) to its label. */
+export function cookieKeyAgeLabel(age: number): CookieKeyAgeLabel {
+  if (age < 0) return 'next';
+  return COOKIE_KEY_AGES[Math.min(age, 8) + 1] ?? 'stale8+';
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Buckets.
+
+/** Upper bounds (seconds) of ntsd_ntp_request_duration_seconds: 5 µs to 50 ms. */
+export const NTP_DURATION_BUCKETS_S = [
+  0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+] as const;
+/** Upper bounds (seconds) of ntsd_ke_session_duration_seconds: 1 ms to 10 s (the session deadline is ≤ 60 s). */
+export const KE_DURATION_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+
+/** Index of the bucket that `seconds` falls in (NTP_DURATION_BUCKETS_S.length = the +Inf bucket). */
+export function ntpDurationBucketIndex(seconds: number): number {
+  const b = NTP_DURATION_BUCKETS_S;
+  let i = 0;
+  while (i < b.length && seconds > (b[i] ?? Infinity)) i++;
+  return i;
+}
+
+/**
+ * A label-less histogram that accepts pre-tallied bucket counts (prom-client's Histogram only takes one
+ * observation at a time). Exposed in the standard `_bucket{le}` / `_sum` / `_count` form.
+ */
+class BulkHistogram {
+  readonly name: string;
+  readonly help: string;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly #bounds: readonly number[];
+  readonly #counts: Float64Array;
+  #sum = 0;
+
+  constructor(name: string, help: string, bounds: readonly number[]) {
+    this.name = name;
+    this.help = help;
+    this.#bounds = bounds;
+    this.#counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(seconds: number): void {
+    const b = this.#bounds;
+    let i = 0;
+    while (i < b.length && seconds > (b[i] ?? Infinity)) i++;
+    this.#counts[i] = (this.#counts[i] ?? 0) + 1;
+    this.#sum += seconds;
+  }
+
+  add(bucketCounts: ArrayLike<number>, sumS: number): void {
+    const n = Math.min(bucketCounts.length, this.#counts.length);
+    for (let i = 0; i < n; i++) this.#counts[i] = (this.#counts[i] ?? 0) + (bucketCounts[i] ?? 0);
+    this.#sum += sumS;
+  }
+
+  reset(): void {
+    this.#counts.fill(0);
+    this.#sum = 0;
+  }
+
+  get(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: { metricName: string; labels: Record<string, string | number>; value: number }[];
+  }> {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    let cumulative = 0;
+    this.#bounds.forEach((le, i) => {
+      cumulative += this.#counts[i] ?? 0;
+      values.push({ metricName: `${this.name}_bucket`, labels: { le }, value: cumulative });
+    });
+    cumulative += this.#counts[this.#bounds.length] ?? 0;
+    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.#sum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: cumulative });
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
+  }
+}
+
+function labelled<T extends string>(registry: Registry, name: string, help: string, label: T, values: readonly string[]): Counter<T> {
+  const counter = new Counter<T>({ name, help, labelNames: [label], registers: [registry] });
+  for (const v of values) counter.inc({ [label]: v } as Partial<Record<T, string>>, 0);
+  return counter;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The facade.
+
+/** Options of createMetrics. */
+export interface MetricsOptions {
+  /** ntsd version for ntsd_build_info. */
+  readonly version: string;
+  /** Also collect prom-client's process/Node.js metrics (event-loop lag, GC, memory). Default true. */
+  readonly defaultMetrics?: boolean;
+}
+
+/** NTP responder metrics. */
+export interface NtpMetrics {
+  /** ntsd_ntp_packets_received_total += n. */
+  addReceived(n: number): void;
+  /**
+   * Adds a worker's tally of responder outcomes: `counts[o]` = requests with `Outcome` value o
+   * (src/core/responder.ts). Each outcome feeds responses{protocol,kind}, dropped{reason} and/or
+   * nak{reason} as OUTCOME_METRICS says.
+   */
+  addOutcomeCounts(counts: ArrayLike<number>): void;
+  /**
+   * Adds a tally of cookie openings by key age: `countsByAge[0]` = opened with the next key,
+   * `countsByAge[1 + a]` = opened with the key of age a (0 current, 1.. stale). Ages ≥ 8 share "stale8+".
+   */
+  addCookieDecodeCounts(countsByAge: ArrayLike<number>): void;
+  /** ntsd_ntp_responses_total{protocol,kind} += n. */
+  addResponses(protocol: NtpProtocolLabel, kind: NtpResponseKindLabel, n: number): void;
+  /** ntsd_ntp_dropped_total{reason} += n. */
+  addDropped(reason: NtpDropReasonLabel, n: number): void;
+  /** ntsd_nts_nak_total{reason} += n. */
+  addNaks(reason: NtsNakReasonLabel, n: number): void;
+  /** ntsd_nts_cookie_decodes_total{key_age} += n. */
+  addCookieDecodes(keyAge: CookieKeyAgeLabel, n: number): void;
+  /** ntsd_nts_cookies_issued_total{via} += n. */
+  addCookiesIssued(via: CookieIssuePathLabel, n: number): void;
+  /** One receive-to-send duration into ntsd_ntp_request_duration_seconds (cheap: no labels, no allocation). */
+  observeRequestDurationS(seconds: number): void;
+  /** Pre-tallied durations: `bucketCounts[i]` per NTP_DURATION_BUCKETS_S bucket (last = +Inf), and their sum. */
+  addRequestDurations(bucketCounts: ArrayLike<number>, sumS: number): void;
+}
+
+/** NTS-KE listener metrics. */
+export interface KeMetrics {
+  /** ntsd_ke_connections_accepted_total += 1. */
+  connectionAccepted(): void;
+  /** ntsd_ke_connections_rejected_total{reason} += 1. */
+  connectionRejected(reason: KeRejectReasonLabel): void;
+  /** One finished session: ntsd_ke_sessions_total{outcome} and ntsd_ke_session_duration_seconds. */
+  sessionFinished(outcome: KeSessionOutcomeLabel, durationS: number): void;
+  /** ntsd_ke_active_connections = n. */
+  setActiveConnections(n: number): void;
+}
+
+/** Keyset and TLS material metrics. */
+export interface KeyMetrics {
+  /** ntsd_keyset_rotations_total{result} += 1. */
+  rotation(result: ResultLabel): void;
+  /** ntsd_keyset_current_key_created_timestamp_seconds and ntsd_keyset_keys from a snapshot. */
+  setKeyset(currentKeyCreatedUnixS: number, keyCount: number): void;
+  /** ntsd_keyset_persist_failures_total += 1. */
+  persistFailure(): void;
+  /** ntsd_tls_certificate_expiry_timestamp_seconds = notAfter (earliest over all KE listeners). */
+  setCertificateExpiry(notAfterUnixS: number): void;
+  /** ntsd_tls_reloads_total{result} += 1. */
+  tlsReload(result: ResultLabel): void;
+}
+
+/** Worker pool metrics. */
+export interface PoolMetrics {
+  /** ntsd_worker_queue_depth = n (packets waiting for a worker). */
+  setQueueDepth(n: number): void;
+  /** ntsd_worker_queue_rejected_total += n. */
+  addQueueRejected(n: number): void;
+  /** ntsd_worker_restarts_total += 1. */
+  workerRestarted(): void;
+}
+
+/** State of the server-fields source (io/time-source.ts); not in OPERATIONS.md's list, added for alerting. */
+export interface TimeSourceMetrics {
+  /** Sets ntsd_time_source_synchronized (0/1), ntsd_time_source_stratum and ntsd_time_source_root_distance_seconds. */
+  set(fields: ServerFields): void;
+}
+
+/** Every ntsd metric, grouped by the component that updates it. */
+export interface Metrics {
+  /** The registry to serve (startMetricsServer) or scrape in tests. */
+  readonly registry: Registry;
+  readonly ntp: NtpMetrics;
+  readonly ke: KeMetrics;
+  readonly keys: KeyMetrics;
+  readonly pool: PoolMetrics;
+  readonly timeSource: TimeSourceMetrics;
+}
+
+/** Creates a registry holding every metric of OPERATIONS.md, labelled counters at 0. */
+export function createMetrics(options: MetricsOptions): Metrics {
+  const registry = new Registry();
+  const registers = [registry];
+
+  // NTP
+  const received = new Counter({ name: 'ntsd_ntp_packets_received_total', help: 'NTP packets received on all [[server]] sockets.', registers });
+  const responses = new Counter<'protocol' | 'kind'>({
+    name: 'ntsd_ntp_responses_total',
+    help: 'NTP responses sent, by protocol (ntp = unauthenticated, nts) and kind (time, nts_nak, kod).',
+    labelNames: ['protocol', 'kind'],
+    registers,
+  });
+  for (const [protocol, kind] of NTP_RESPONSE_LABELS) responses.inc({ protocol, kind }, 0);
+  const dropped = labelled(registry, 'ntsd_ntp_dropped_total', 'NTP packets dropped without a response, by reason.', 'reason', NTP_DROP_REASONS);
+  const naks = labelled(registry, 'ntsd_nts_nak_total', 'NTS NAK responses (RFC 8915 §5.7), by reason.', 'reason', NTS_NAK_REASONS);
+  const cookieDecodes = labelled(
+    registry,
+    'ntsd_nts_cookie_decodes_total',
+    'Cookies opened, by generation of the master key that opened them (0 = current, next = pre-published).',
+    'key_age',
+    COOKIE_KEY_AGES,
+  );
+  const cookiesIssued = labelled(registry, 'ntsd_nts_cookies_issued_total', 'NTS cookies issued, by path (ke, ntp).', 'via', COOKIE_ISSUE_PATHS);
+  const ntpDuration = new BulkHistogram(
+    'ntsd_ntp_request_duration_seconds',
+    'Time from receiving an NTP request to sending its response, seconds.',
+    NTP_DURATION_BUCKETS_S,
+  );
+  registry.registerMetric(ntpDuration as unknown as Metric);
+
+  // NTS-KE
+  const keAccepted = new Counter({ name: 'ntsd_ke_connections_accepted_total', help: 'NTS-KE TCP connections accepted.', registers });
+  const keRejected = labelled(
+    registry,
+    'ntsd_ke_connections_rejected_total',
+    'NTS-KE TCP connections refused before TLS, by reason.',
+    'reason',
+    KE_REJECT_REASONS,
+  );
+  const keSessions = labelled(registry, 'ntsd_ke_sessions_total', 'NTS-KE sessions finished, by outcome.', 'outcome', KE_SESSION_OUTCOMES);
+  const keDuration = new Histogram({
+    name: 'ntsd_ke_session_duration_seconds',
+    help: 'NTS-KE session duration from accept to close, TLS handshake included, seconds.',
+    buckets: [...KE_DURATION_BUCKETS_S],
+    registers,
+  });
+  const keActive = new Gauge({ name: 'ntsd_ke_active_connections', help: 'NTS-KE connections currently open.', registers });
+
+  // Keys and TLS
+  const rotations = labelled(registry, 'ntsd_keyset_rotations_total', 'Master key rotations, by result.', 'result', RESULTS);
+  const keyCreated = new Gauge({
+    name: 'ntsd_keyset_current_key_created_timestamp_seconds',
+    help: 'Creation time (Unix seconds) of the master key that seals new cookies.',
+    registers,
+  });
+  const keyCount = new Gauge({ name: 'ntsd_keyset_keys', help: 'Master keys held (current, next and stale).', registers });
+  const persistFailures = new Counter({ name: 'ntsd_keyset_persist_failures_total', help: 'Failed writes of the key storage file.', registers });
+  const certExpiry = new Gauge({
+    name: 'ntsd_tls_certificate_expiry_timestamp_seconds',
+    help: 'notAfter (Unix seconds) of the earliest-expiring certificate in use.',
+    registers,
+  });
+  const tlsReloads = labelled(registry, 'ntsd_tls_reloads_total', 'Certificate/key reload attempts, by result.', 'result', RESULTS);
+
+  // Pool
+  const queueDepth = new Gauge({ name: 'ntsd_worker_queue_depth', help: 'NTP packets waiting for a worker.', registers });
+  const queueRejected = new Counter({ name: 'ntsd_worker_queue_rejected_total', help: 'NTP packets refused because the worker queue was full.', registers });
+  const restarts = new Counter({ name: 'ntsd_worker_restarts_total', help: 'Worker threads restarted after dying.', registers });
+
+  // Time source
+  const synchronized = new Gauge({
+    name: 'ntsd_time_source_synchronized',
+    help: '1 when replies claim synchronised time (LI != 3, stratum < 16), else 0.',
+    registers,
+  });
+  const stratum = new Gauge({ name: 'ntsd_time_source_stratum', help: 'Stratum put in replies (16 = unsynchronised).', registers });
+  stratum.set(16);
+  const rootDistance = new Gauge({
+    name: 'ntsd_time_source_root_distance_seconds',
+    help: 'Root delay / 2 + root dispersion put in replies, seconds (RFC 5905 §11.2.1).',
+    registers,
+  });
+
+  // Process
+  const buildInfo = new Gauge<'version' | 'node'>({
+    name: 'ntsd_build_info',
+    help: 'Always 1; labels carry the ntsd and Node.js versions.',
+    labelNames: ['version', 'node'],
+    registers,
+  });
+  buildInfo.set({ version: options.version, node: process.versions.node }, 1);
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+
+  const add = (counter: Counter, n: number): void => {
+    if (n > 0) counter.inc(n);
+  };
+
+  return {
+    registry,
+    ntp: {
+      addReceived: (n) => add(received, n),
+      addOutcomeCounts: (counts) => {
+        const n = Math.min(counts.length, OUTCOME_METRICS.length);
+        for (let o = 0; o < n; o++) {
+          const count = counts[o] ?? 0;
+          const labels: OutcomeMetricLabels | undefined = OUTCOME_METRICS[o];
+          if (count <= 0 || labels === undefined) continue;
+          if (labels.response !== null) responses.inc({ protocol: labels.response.protocol, kind: labels.response.kind }, count);
+          if (labels.dropReason !== null) dropped.inc({ reason: labels.dropReason }, count);
+          if (labels.nakReason !== null) naks.inc({ reason: labels.nakReason }, count);
+        }
+      },
+      addCookieDecodeCounts: (countsByAge) => {
+        for (let i = 0; i < countsByAge.length; i++) {
+          const count = countsByAge[i] ?? 0;
+          if (count > 0) cookieDecodes.inc({ key_age: cookieKeyAgeLabel(i - 1) }, count);
+        }
+      },
+      addResponses: (protocol, kind, n) => {
+        if (n > 0) responses.inc({ protocol, kind }, n);
+      },
+      addDropped: (reason, n) => {
+        if (n > 0) dropped.inc({ reason }, n);
+      },
+      addNaks: (reason, n) => {
+        if (n > 0) naks.inc({ reason }, n);
+      },
+      addCookieDecodes: (keyAge, n) => {
+        if (n > 0) cookieDecodes.inc({ key_age: keyAge }, n);
+      },
+      addCookiesIssued: (via, n) => {
+        if (n > 0) cookiesIssued.inc({ via }, n);
+      },
+      observeRequestDurationS: (seconds) => ntpDuration.observe(seconds),
+      addRequestDurations: (bucketCounts, sumS) => ntpDuration.add(bucketCounts, sumS),
+    },
+    ke: {
+      connectionAccepted: () => keAccepted.inc(),
+      connectionRejected: (reason) => keRejected.inc({ reason }),
+      sessionFinished: (outcome, durationS) => {
+        keSessions.inc({ outcome });
+        keDuration.observe(durationS);
+      },
+      setActiveConnections: (n) => keActive.set(n),
+    },
+    keys: {
+      rotation: (result) => rotations.inc({ result }),
+      setKeyset: (createdUnixS, count) => {
+        keyCreated.set(createdUnixS);
+        keyCount.set(count);
+      },
+      persistFailure: () => persistFailures.inc(),
+      setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),
+      tlsReload: (result) => tlsReloads.inc({ result }),
+    },
+    pool: {
+      setQueueDepth: (n) => queueDepth.set(n),
+      addQueueRejected: (n) => add(queueRejected, n),
+      workerRestarted: () => restarts.inc(),
+    },
+    timeSource: {
+      set: (fields) => {
+        synchronized.set(fields.leap !== 3 && fields.stratum < 16 ? 1 : 0);
+        stratum.set(fields.stratum);
+        rootDistance.set(fields.rootDelay / 65536 / 2 + fields.rootDispersion / 65536);
+      },
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The /metrics listener.
+
+/** A running metrics listener. */
+export interface MetricsServer {
+  /** The bound port (useful when asked for port 0). */
+  readonly port: number;
+  /** Stops listening and closes idle keep-alive connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `GET /metrics` (and HEAD) from `registry` on host:port; every other path is 404, other methods 405.
+ * @throws NtsdError BIND_FAILED when the address cannot be bound.
+ */
+export function startMetricsServer(registry: Registry, host: string, port: number): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(req.method === 'HEAD' ? undefined : text);
+      },
+      () => {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('metrics collection failed\n');
+      },
+    );
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 5_000;
+  return new Promise((resolvePromise, reject) => {
+    const onError = (error: Error): void => {
+      reject(new NtsdError('BIND_FAILED', `metrics listener cannot bind ${host}:${port}: ${error.message}`, { cause: error }));
+    };
+    server.once('error', onError);
+    server.listen({ host, port }, () => {
+      server.off('error', onError);
+      // After binding, a socket-level error (e.g. EMFILE on accept) must not take the daemon down.
+      server.on('error', () => undefined);
+      const address = server.address();
+      const bound = typeof address === 'object' && address !== null ? address.port : port;
+      resolvePromise({
+        port: bound,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeIdleConnections();
+          }),
+      });
+    });
+  });
+}

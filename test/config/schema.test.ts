@@ -1,0 +1,340 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  DEFAULTS,
+  changesRequiringRestart,
+  formatListenAddress,
+  parseListenAddress,
+  parseReferenceId,
+  validateConfig,
+  type Config,
+  type ConfigResult,
+} from '../../src/config/schema.js';
+
+type Doc = Record<string, unknown>;
+const OPTIONS = { baseDir: '/etc/ntsd', cpuCount: 4 };
+
+/** The smallest valid document. */
+function base(): Doc {
+  return {
+    server: [{ listen: '0.0.0.0:123' }],
+    'nts-ke-server': [{ listen: '0.0.0.0:4460', 'certificate-chain-path': 'fullchain.pem', 'private-key-path': 'privkey.pem' }],
+  };
+}
+
+function valid(doc: Doc): Config {
+  const r = validateConfig(doc, OPTIONS);
+  if (!r.ok) assert.fail(`expected valid config, got:\n${r.errors.join('\n')}`);
+  return r.config;
+}
+
+function errorsOf(result: ConfigResult): string[] {
+  if (result.ok) return assert.fail('expected validation errors, got a valid config');
+  return result.errors;
+}
+
+function table(doc: Doc, key: string): Doc {
+  const existing = doc[key];
+  if (existing !== undefined) return existing as Doc;
+  const created: Doc = {};
+  doc[key] = created;
+  return created;
+}
+
+function first(doc: Doc, key: 'server' | 'nts-ke-server'): Doc {
+  return (doc[key] as Doc[])[0] as Doc;
+}
+
+/** [key path, how to break it] — one row per configuration key. */
+const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
+  ['server[0].listen', (d) => (first(d, 'server')['listen'] = 'abc')],
+  ['server[0].require-nts', (d) => (first(d, 'server')['require-nts'] = 'yes')],
+  ['server[0].accept-ntp-versions', (d) => (first(d, 'server')['accept-ntp-versions'] = [5])],
+  ['nts-ke-server[0].listen', (d) => (first(d, 'nts-ke-server')['listen'] = '1.2.3.4')],
+  ['nts-ke-server[0].certificate-chain-path', (d) => (first(d, 'nts-ke-server')['certificate-chain-path'] = 5)],
+  ['nts-ke-server[0].private-key-path', (d) => (first(d, 'nts-ke-server')['private-key-path'] = '')],
+  ['nts-ke-server[0].key-exchange-timeout-ms', (d) => (first(d, 'nts-ke-server')['key-exchange-timeout-ms'] = 0)],
+  ['nts-ke-server[0].concurrent-connections', (d) => (first(d, 'nts-ke-server')['concurrent-connections'] = -1)],
+  ['nts-ke-server[0].max-request-bytes', (d) => (first(d, 'nts-ke-server')['max-request-bytes'] = 512)],
+  ['nts-ke-server[0].ntp-server', (d) => (first(d, 'nts-ke-server')['ntp-server'] = 'bad host!')],
+  ['nts-ke-server[0].ntp-port', (d) => (first(d, 'nts-ke-server')['ntp-port'] = 70000)],
+  ['nts-ke-server[0].aead-algorithms', (d) => (first(d, 'nts-ke-server')['aead-algorithms'] = [16])],
+  ['nts-ke-server[0].certificate-reload-interval-s', (d) => (first(d, 'nts-ke-server')['certificate-reload-interval-s'] = 1.5)],
+  ['nts-ke-server[0].client-rate-limit-interval-s', (d) => (first(d, 'nts-ke-server')['client-rate-limit-interval-s'] = -1)],
+  ['nts-ke-server[0].client-rate-limit-burst', (d) => (first(d, 'nts-ke-server')['client-rate-limit-burst'] = 0)],
+  ['nts-ke-server[0].client-rate-limit-table-size', (d) => (first(d, 'nts-ke-server')['client-rate-limit-table-size'] = 1)],
+  ['keyset.key-storage-path', (d) => (table(d, 'keyset')['key-storage-path'] = 7)],
+  ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 10)],
+  ['keyset.stale-key-count', (d) => (table(d, 'keyset')['stale-key-count'] = 0)],
+  ['observability.log-level', (d) => (table(d, 'observability')['log-level'] = 'loud')],
+  ['observability.log-format', (d) => (table(d, 'observability')['log-format'] = 'xml')],
+  ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
+  ['observability.metrics-listen', (d) => (table(d, 'observability')['metrics-listen'] = 'localhost:9975')],
+  ['worker-pool.threads', (d) => (table(d, 'worker-pool')['threads'] = 1000)],
+  ['worker-pool.batch-size', (d) => (table(d, 'worker-pool')['batch-size'] = 0)],
+  ['worker-pool.flush-interval-us', (d) => (table(d, 'worker-pool')['flush-interval-us'] = -5)],
+  ['worker-pool.queue-limit', (d) => (table(d, 'worker-pool')['queue-limit'] = 0)],
+  ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
+  ['time-source.local-stratum', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 0 })],
+  ['time-source.reference-id', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 2, 'reference-id': 'TOOLONG' })],
+  ['time-source.address', (d) => (table(d, 'time-source')['address'] = 'x')],
+  ['time-source.poll-interval-s', (d) => (table(d, 'time-source')['poll-interval-s'] = 0)],
+];
+
+for (const [path, breakIt] of BAD_VALUES) {
+  test(`a bad ${path} is reported with its key path`, () => {
+    const doc = base();
+    breakIt(doc);
+    const errors = errorsOf(validateConfig(doc, OPTIONS));
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.ok(errors[0]?.startsWith(`${path}`), `"${errors[0]}" should start with "${path}"`);
+  });
+}
+
+test('every problem is reported at once, not only the first', () => {
+  const doc = base();
+  // Only the non-time-source rows: the time-source rows overwrite each other's mode.
+  const rows = BAD_VALUES.filter(([path]) => !path.startsWith('time-source'));
+  for (const [, breakIt] of rows) breakIt(doc);
+  const errors = errorsOf(validateConfig(doc, OPTIONS));
+  for (const [path] of rows) assert.ok(errors.some((e) => e.startsWith(path)), `no error for ${path} in:\n${errors.join('\n')}`);
+});
+
+test('messages have the documented shape', () => {
+  const doc = base();
+  first(doc, 'server')['listen'] = 'abc';
+  table(doc, 'keyset')['stale-key-count'] = 0;
+  table(doc, 'observability')['log-levle'] = 'debug';
+  const errors = errorsOf(validateConfig(doc, OPTIONS));
+  assert.ok(errors.some((e) => e.startsWith('server[0].listen: expected "host:port"') && e.endsWith('got "abc"')), errors.join('\n'));
+  assert.ok(errors.includes('keyset.stale-key-count: must be an integer between 1 and 1000, got 0'), errors.join('\n'));
+  assert.ok(errors.includes('observability.log-levle: unknown key'), errors.join('\n'));
+});
+
+test('unknown keys are errors at every level', () => {
+  const doc = base();
+  doc['servers'] = [{ listen: '1.2.3.4:123' }];
+  first(doc, 'server')['lisen'] = '1.2.3.4:123';
+  (doc['nts-ke-server'] as Doc[]).push({ listen: '127.0.0.1:4461', 'certificate-chain-path': 'a', 'private-key-path': 'b', foo: 1 });
+  table(doc, 'keyset')['rotation'] = 5;
+  table(doc, 'worker-pool')['thread'] = 2;
+  table(doc, 'time-source')['stratum'] = 3;
+  const errors = errorsOf(validateConfig(doc, OPTIONS));
+  assert.deepEqual(errors.toSorted(), [
+    'keyset.rotation: unknown key',
+    'nts-ke-server[1].foo: unknown key',
+    'server[0].lisen: unknown key',
+    'servers: unknown key',
+    'time-source.stratum: unknown key',
+    'worker-pool.thread: unknown key',
+  ]);
+});
+
+test('keys of the other time-source mode are rejected', () => {
+  const staticDoc = base();
+  staticDoc['time-source'] = { mode: 'static', 'local-stratum': 1, 'reference-id': 'GPS', address: '127.0.0.1:123' };
+  assert.deepEqual(errorsOf(validateConfig(staticDoc, OPTIONS)), ['time-source.address: only valid with mode = "follow"']);
+  const followDoc = base();
+  followDoc['time-source'] = { mode: 'follow', 'local-stratum': 1 };
+  assert.deepEqual(errorsOf(validateConfig(followDoc, OPTIONS)), ['time-source.local-stratum: only valid with mode = "static"']);
+  const noStratum = base();
+  noStratum['time-source'] = { mode: 'static' };
+  assert.match(errorsOf(validateConfig(noStratum, OPTIONS)).join('\n'), /^time-source\.local-stratum: required/);
+});
+
+test('defaults match OPERATIONS.md', () => {
+  const c = valid(base());
+  assert.equal(c.servers.length, 1);
+  assert.deepEqual(c.servers[0], { listen: { host: '0.0.0.0', port: 123, family: 'IPv4' }, requireNts: false, acceptNtpVersions: [3, 4] });
+  const ke = c.ntsKeServers[0];
+  assert.ok(ke !== undefined);
+  assert.equal(ke.keyExchangeTimeoutMs, 2000);
+  assert.equal(ke.concurrentConnections, 512);
+  assert.equal(ke.maxRequestBytes, 4096);
+  assert.deepEqual(ke.aeadAlgorithms, [15, 16, 17, 30]);
+  assert.equal(ke.certificateReloadIntervalS, 60);
+  assert.equal(ke.ntpServer, undefined);
+  assert.deepEqual(ke.clientRateLimit, { intervalS: 64, burst: 8, tableSize: 65536 });
+  assert.deepEqual(c.keyset, { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 });
+  assert.deepEqual(c.observability, {
+    logLevel: 'info',
+    logFormat: 'json',
+    logFile: undefined,
+    metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
+  });
+  assert.deepEqual(c.workerPool, { threads: 3, batchSize: 32, flushIntervalUs: 200, queueLimit: 4096 });
+  // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
+  assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });
+  assert.equal(DEFAULTS.timeSource.mode, 'follow');
+});
+
+test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 means inline', () => {
+  const one = validateConfig(base(), { ...OPTIONS, cpuCount: 1 });
+  assert.ok(one.ok);
+  assert.equal(one.config.workerPool.threads, 1);
+  const doc = base();
+  doc['worker-pool'] = { threads: 0 };
+  assert.equal(valid(doc).workerPool.threads, 0);
+});
+
+test('metrics-listen = "" turns the endpoint off', () => {
+  const doc = base();
+  doc['observability'] = { 'metrics-listen': '' };
+  assert.equal(valid(doc).observability.metricsListen, undefined);
+});
+
+test('listen accepts IPv4 and bracketed IPv6, and rejects everything else', () => {
+  assert.deepEqual(parseListenAddress('[::]:123'), { host: '::', port: 123, family: 'IPv6' });
+  assert.deepEqual(parseListenAddress('[2001:db8::1]:4460'), { host: '2001:db8::1', port: 4460, family: 'IPv6' });
+  assert.deepEqual(parseListenAddress('[::ffff:192.0.2.1]:123'), { host: '::ffff:192.0.2.1', port: 123, family: 'IPv6' });
+  assert.deepEqual(parseListenAddress('192.0.2.1:0'), { host: '192.0.2.1', port: 0, family: 'IPv4' });
+  for (const bad of ['abc', '::1:123', '[::1]', '[::1]:', '[fe80::1%eth0]:123', '1.2.3.4:65536', '01.2.3.4:1', '[::1]:12x', 'localhost:123', '1.2.3:123', '[1.2.3.4]:123', '[:::1]:1', '1.2.3.4:-1']) {
+    assert.equal(parseListenAddress(bad), undefined, bad);
+  }
+  assert.equal(formatListenAddress({ host: '::1', port: 4460, family: 'IPv6' }), '[::1]:4460');
+  assert.equal(formatListenAddress({ host: '127.0.0.1', port: 123, family: 'IPv4' }), '127.0.0.1:123');
+  const doc = base();
+  first(doc, 'server')['listen'] = '[::1]:11123';
+  assert.deepEqual(valid(doc).servers[0]?.listen, { host: '::1', port: 11123, family: 'IPv6' });
+});
+
+test('several [[server]] and [[nts-ke-server]] tables; at least one of each', () => {
+  const doc = base();
+  (doc['server'] as Doc[]).push({ listen: '[::]:123' });
+  (doc['nts-ke-server'] as Doc[]).push({ listen: '[::]:4460', 'certificate-chain-path': 'a', 'private-key-path': 'b' });
+  const c = valid(doc);
+  assert.equal(c.servers.length, 2);
+  assert.equal(c.ntsKeServers.length, 2);
+
+  const none: Doc = {};
+  assert.deepEqual(errorsOf(validateConfig(none, OPTIONS)), [
+    'server: at least one [[server]] table is required',
+    'nts-ke-server: at least one [[nts-ke-server]] table is required',
+  ]);
+  const empty = base();
+  empty['server'] = [];
+  assert.deepEqual(errorsOf(validateConfig(empty, OPTIONS)), ['server: at least one [[server]] table is required']);
+  const notArray = base();
+  notArray['server'] = { listen: '1.2.3.4:123' };
+  assert.match(errorsOf(validateConfig(notArray, OPTIONS)).join('\n'), /^server: must be an array of tables \(\[\[server\]\]\)/);
+});
+
+test('the same listen address twice is an error', () => {
+  const doc = base();
+  (doc['server'] as Doc[]).push({ listen: '0.0.0.0:123' });
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), ['server[1].listen: same address as server[0].listen']);
+  const clash = base();
+  clash['observability'] = { 'metrics-listen': '0.0.0.0:4460' };
+  assert.deepEqual(errorsOf(validateConfig(clash, OPTIONS)), ['observability.metrics-listen: same TCP address as nts-ke-server[0].listen']);
+});
+
+test('without ntp-port the KE server advertises the port of the first [[server]]', () => {
+  const doc = base();
+  doc['server'] = [{ listen: '127.0.0.1:11123' }, { listen: '[::1]:22123' }];
+  (doc['nts-ke-server'] as Doc[]).push({ listen: '[::1]:4460', 'certificate-chain-path': 'a', 'private-key-path': 'b', 'ntp-port': 123 });
+  const c = valid(doc);
+  assert.equal(c.ntsKeServers[0]?.ntpPort, 11123);
+  assert.equal(c.ntsKeServers[0]?.ntpPortExplicit, false);
+  assert.equal(c.ntsKeServers[1]?.ntpPort, 123);
+  assert.equal(c.ntsKeServers[1]?.ntpPortExplicit, true);
+});
+
+test('aead-algorithms: 15 is mandatory (RFC 8915 §5.1); only 15, 16, 17, 30; no duplicates', () => {
+  const set = (v: unknown): string[] => {
+    const doc = base();
+    first(doc, 'nts-ke-server')['aead-algorithms'] = v;
+    const r = validateConfig(doc, OPTIONS);
+    return r.ok ? [] : r.errors;
+  };
+  assert.deepEqual(set([30, 15]), []);
+  assert.deepEqual(set([16, 17]), ['nts-ke-server[0].aead-algorithms: must include 15 (AEAD_AES_SIV_CMAC_256, mandatory per RFC 8915 §5.1)']);
+  assert.deepEqual(set([15, 99]), ['nts-ke-server[0].aead-algorithms[1]: must be one of {15, 16, 17, 30}, got 99']);
+  assert.deepEqual(set([15, 15]), ['nts-ke-server[0].aead-algorithms[1]: duplicate value 15']);
+  assert.match(set([]).join(), /^nts-ke-server\[0\]\.aead-algorithms: must be a non-empty array/);
+  assert.match(set('15').join(), /^nts-ke-server\[0\]\.aead-algorithms: must be a non-empty array/);
+});
+
+test('require-nts needs NTPv4 in accept-ntp-versions (RFC 8915 §5)', () => {
+  const doc = base();
+  Object.assign(first(doc, 'server'), { 'require-nts': true, 'accept-ntp-versions': [3] });
+  assert.match(errorsOf(validateConfig(doc, OPTIONS)).join(), /^server\[0\]\.accept-ntp-versions: must include 4/);
+});
+
+test('ntp-server accepts IPv4, IPv6 without brackets and DNS names (RFC 8915 §4.1.7)', () => {
+  for (const ok of ['192.0.2.1', '2001:db8::1', 'time.example.com', 'time.example.com.']) {
+    const doc = base();
+    first(doc, 'nts-ke-server')['ntp-server'] = ok;
+    assert.equal(valid(doc).ntsKeServers[0]?.ntpServer, ok);
+  }
+  for (const bad of ['[2001:db8::1]', 'a b', '-x.example', '']) {
+    const doc = base();
+    first(doc, 'nts-ke-server')['ntp-server'] = bad;
+    assert.match(errorsOf(validateConfig(doc, OPTIONS)).join(), /^nts-ke-server\[0\]\.ntp-server: /, bad);
+  }
+});
+
+test('relative paths resolve against the config directory; absolute paths stay', () => {
+  const doc = base();
+  first(doc, 'nts-ke-server')['private-key-path'] = '/etc/letsencrypt/live/x/privkey.pem';
+  doc['keyset'] = { 'key-storage-path': '../state/keys' };
+  doc['observability'] = { 'log-file': 'logs/ntsd.log' };
+  const c = valid(doc);
+  assert.equal(c.ntsKeServers[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
+  assert.equal(c.ntsKeServers[0]?.privateKeyPath, '/etc/letsencrypt/live/x/privkey.pem');
+  assert.equal(c.keyset.keyStoragePath, '/etc/state/keys');
+  assert.equal(c.observability.logFile, '/etc/ntsd/logs/ntsd.log');
+});
+
+test('static time source: reference id as ASCII or IPv4 (RFC 5905 §7.3)', () => {
+  assert.equal(parseReferenceId('GPS'), 0x47505300);
+  assert.equal(parseReferenceId('LOCL'), 0x4c4f434c);
+  assert.equal(parseReferenceId('192.0.2.1'), 0xc0000201);
+  assert.equal(parseReferenceId(''), undefined);
+  assert.equal(parseReferenceId('ABCDE'), undefined);
+  assert.equal(parseReferenceId('A B'), undefined);
+  const doc = base();
+  doc['time-source'] = { mode: 'static', 'local-stratum': 1, 'reference-id': 'GPS' };
+  assert.deepEqual(valid(doc).timeSource, { mode: 'static', localStratum: 1, referenceId: 0x47505300, referenceIdText: 'GPS' });
+  doc['time-source'] = { mode: 'static', 'local-stratum': 16 };
+  assert.deepEqual(valid(doc).timeSource, { mode: 'static', localStratum: 16, referenceId: 0x4c4f434c, referenceIdText: 'LOCL' });
+});
+
+test('follow time source: address and poll interval', () => {
+  const doc = base();
+  doc['time-source'] = { mode: 'follow', address: '[::1]:10123', 'poll-interval-s': 4 };
+  assert.deepEqual(valid(doc).timeSource, { mode: 'follow', address: { host: '::1', port: 10123, family: 'IPv6' }, pollIntervalS: 4 });
+  doc['time-source'] = { mode: 'follow', address: '127.0.0.1:0' };
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), ['time-source.address: port must not be 0']);
+});
+
+test('wrong value types name the type they got', () => {
+  const doc = base();
+  doc['keyset'] = 'keys';
+  doc['observability'] = { 'log-level': 3 };
+  const errors = errorsOf(validateConfig(doc, OPTIONS));
+  assert.ok(errors.includes('keyset: must be a table ([keyset]), got "keys"'), errors.join('\n'));
+  assert.ok(errors.includes('observability.log-level: must be a string, got 3'), errors.join('\n'));
+  assert.deepEqual(errorsOf(validateConfig([], OPTIONS)), ['(top level): expected a table']);
+});
+
+test('changesRequiringRestart lists listen and structural changes, not runtime-tunable ones', () => {
+  const running = valid(base());
+  const tuned = base();
+  Object.assign(first(tuned, 'nts-ke-server'), { 'client-rate-limit-burst': 2, 'concurrent-connections': 10, 'certificate-chain-path': 'new.pem' });
+  tuned['observability'] = { 'log-level': 'debug' };
+  tuned['keyset'] = { 'stale-key-count': 3 };
+  assert.deepEqual(changesRequiringRestart(running, valid(tuned)), []);
+  const moved = base();
+  first(moved, 'server')['listen'] = '0.0.0.0:1123';
+  (moved['nts-ke-server'] as Doc[]).push({ listen: '[::]:4460', 'certificate-chain-path': 'a', 'private-key-path': 'b' });
+  moved['worker-pool'] = { threads: 1 };
+  moved['time-source'] = { mode: 'static', 'local-stratum': 3 };
+  moved['observability'] = { 'metrics-listen': '' };
+  assert.deepEqual(changesRequiringRestart(running, valid(moved)), [
+    'server[0].listen',
+    'nts-ke-server',
+    'observability.metrics-listen',
+    'worker-pool',
+    'time-source',
+  ]);
+});

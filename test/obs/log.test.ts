@@ -1,0 +1,96 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REDACTED, componentLogger, createLogDestination, createLogger, formatPrettyLine } from '../../src/obs/log.js';
+
+function capture(): { lines: string[]; destination: { write(line: string): void } } {
+  const lines: string[] = [];
+  return { lines, destination: { write: (line: string) => lines.push(line) } };
+}
+
+const SECRET_HEX = 'c0ffee00deadbeef';
+const SECRET_BYTES = new Uint8Array([0xc0, 0xff, 0xee, 0x00, 0xde, 0xad, 0xbe, 0xef]);
+
+for (const format of ['json', 'pretty'] as const) {
+  test(`secrets never reach the output (${format})`, () => {
+    const { lines, destination } = capture();
+    const log = createLogger({ level: 'trace', format, destination });
+    const child = componentLogger(log, 'ke-server');
+    child.info({ key: SECRET_HEX }, 'a');
+    child.info({ session: { c2s: SECRET_HEX, s2c: SECRET_HEX } }, 'b');
+    child.info({ keyset: { current: { id: 7, key: SECRET_HEX } } }, 'c');
+    child.info({ cookie: SECRET_HEX, cookies: [SECRET_HEX] }, 'd');
+    child.info({ tls: { privateKey: SECRET_HEX }, masterKey: SECRET_HEX, keys: [SECRET_HEX] }, 'e');
+    // Bytes are hidden whatever their field name and depth.
+    child.warn({ a: { b: { c: { d: { material: SECRET_BYTES } } } }, blob: Buffer.from(SECRET_BYTES) }, 'f');
+    child.error({ list: [SECRET_BYTES] }, 'g');
+    const out = lines.join('');
+    assert.equal(lines.length, 7);
+    assert.ok(!out.includes(SECRET_HEX), out);
+    assert.ok(!out.includes('"0":192'), out);
+    assert.ok(!/192,\s*255/.test(out), out);
+    assert.ok(out.includes(REDACTED));
+    assert.ok(out.includes('[8 bytes]'));
+    // Non-secret fields survive.
+    assert.ok(out.includes('"id":7'), out);
+  });
+}
+
+test('json lines carry level label, time, component and message', () => {
+  const { lines, destination } = capture();
+  const log = createLogger({ level: 'info', format: 'json', destination });
+  componentLogger(log, 'udp-server').info({ port: 123 }, 'listening');
+  log.debug('not shown');
+  assert.equal(lines.length, 1);
+  const entry: unknown = JSON.parse(lines[0] ?? '');
+  assert.ok(typeof entry === 'object' && entry !== null);
+  const e = entry as Record<string, unknown>;
+  assert.equal(e['level'], 'info');
+  assert.equal(e['component'], 'udp-server');
+  assert.equal(e['msg'], 'listening');
+  assert.equal(e['port'], 123);
+  assert.equal(typeof e['time'], 'number');
+});
+
+test('the level can change at runtime (SIGHUP re-reads log-level)', () => {
+  const { lines, destination } = capture();
+  const log = createLogger({ level: 'warn', format: 'json', destination });
+  log.info('hidden');
+  log.level = 'info';
+  log.info('shown');
+  assert.equal(lines.length, 1);
+});
+
+test('pretty lines are one readable line per entry, with fields and stack', () => {
+  const line = formatPrettyLine(
+    JSON.stringify({ level: 'warn', time: Date.UTC(2025, 0, 2, 3, 4, 5, 678), pid: 1, component: 'ke', msg: 'slow', ms: 12, host: 'a' }),
+  );
+  assert.equal(line, '2025-01-02T03:04:05.678Z WARN  [ke] slow ms=12 host="a"\n');
+  const { lines, destination } = capture();
+  createLogger({ level: 'info', format: 'pretty', destination }).error({ err: new Error('boom') }, 'failed');
+  assert.match(lines[0] ?? '', /ERROR failed\n {4}Error: boom\n/);
+  assert.equal(formatPrettyLine('not json'), 'not json\n');
+});
+
+test('a file destination appends and reopens after rotation', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ntsd-log-'));
+  try {
+    const file = join(dir, 'sub', 'ntsd.log');
+    const destination = createLogDestination(file);
+    const log = createLogger({ level: 'info', format: 'json', destination });
+    log.info('before');
+    renameSync(file, `${file}.1`);
+    log.info('still old file');
+    destination.reopen();
+    log.info('after');
+    destination.flushSync();
+    assert.match(readFileSync(`${file}.1`, 'utf8'), /before[\s\S]*still old file/);
+    const fresh = readFileSync(file, 'utf8');
+    assert.match(fresh, /after/);
+    assert.doesNotMatch(fresh, /before/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
