@@ -226,6 +226,18 @@ export interface KeMetrics {
   sessionFinished(outcome: KeSessionOutcomeLabel, durationS: number): void;
   /** ntsd_ke_active_connections = n. */
   setActiveConnections(n: number): void;
+  /** Adds one stats report of a KE thread (counter deltas, session durations, the active gauge). */
+  addStats(stats: KeStatsReport): void;
+}
+
+/** A KE thread's periodic report, as the metrics need it (io/ke-server.ts KeStats fits it). */
+export interface KeStatsReport {
+  readonly accepted: number;
+  readonly rejected: Readonly<Partial<Record<KeRejectReasonLabel, number>>>;
+  readonly sessions: Readonly<Partial<Record<KeSessionOutcomeLabel, number>>>;
+  readonly sessionDurationsS: readonly number[];
+  readonly cookiesIssued: number;
+  readonly activeConnections: number;
 }
 
 /** Keyset and TLS material metrics. */
@@ -414,6 +426,20 @@ export function createMetrics(options: MetricsOptions): Metrics {
         keDuration.observe(durationS);
       },
       setActiveConnections: (n) => keActive.set(n),
+      addStats: (stats) => {
+        add(keAccepted, stats.accepted);
+        for (const reason of KE_REJECT_REASONS) {
+          const n = stats.rejected[reason] ?? 0;
+          if (n > 0) keRejected.inc({ reason }, n);
+        }
+        for (const outcome of KE_SESSION_OUTCOMES) {
+          const n = stats.sessions[outcome] ?? 0;
+          if (n > 0) keSessions.inc({ outcome }, n);
+        }
+        for (const d of stats.sessionDurationsS) keDuration.observe(d);
+        if (stats.cookiesIssued > 0) cookiesIssued.inc({ via: 'ke' }, stats.cookiesIssued);
+        keActive.set(stats.activeConnections);
+      },
     },
     keys: {
       rotation: (result) => rotations.inc({ result }),

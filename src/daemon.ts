@@ -1,0 +1,304 @@
+/**
+ * Composition root: configuration → logger → metrics → clock → keyset store → time source → pool →
+ * UDP and NTS-KE listeners → metrics endpoint; then signals.
+ *
+ * Nothing here parses packets or touches keys: it wires the shells together and owns the lifecycle.
+ * - SIGHUP reloads the certificates (validated first), the log level and reopens the log file.
+ * - SIGTERM/SIGINT stop accepting, let KE sessions finish, persist the keyset and resolve with exit 0
+ *   (forced after STOP_DEADLINE_MS so a stuck peer cannot keep the daemon alive).
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { WallClock, startClockCalibrator, type ClockCalibrator } from './clock.js';
+import type { Config } from './config/schema.js';
+import { formatListenAddress } from './config/schema.js';
+import { keysetKeys } from './core/nts/keyset.js';
+import { ExitCode, NtsdError } from './errors.js';
+import { openKeysetStore, type KeysetStore } from './io/keyset-store.js';
+import { createTimeSource, type TimeSource } from './io/time-source.js';
+import { startUdpServer, type ReplyTarget, type UdpServer } from './io/udp-server.js';
+import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
+import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
+import { createPool, type Pool, type PoolStats } from './pool/pool.js';
+import { startKeListeners, type KeListeners } from './ke-listeners.js';
+
+/** Longest a graceful stop may take before the daemon exits anyway. */
+const STOP_DEADLINE_MS = 5000;
+/** How often pool/UDP counters are folded into the metrics registry. */
+const STATS_INTERVAL_MS = 1000;
+
+/** The daemon's version (package.json), for logs and ntsd_build_info. */
+export function ntsdVersion(): string {
+  try {
+    const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
+  } catch {
+    // fall through
+  }
+  return '0.0.0';
+}
+
+/** Options for starting the daemon. */
+export interface DaemonOptions {
+  /** True when running the embedded development configuration (prints a `check` hint). */
+  readonly usingDefaultConfig?: boolean;
+  /** Log destination (tests); default: standard output or `log-file`. */
+  readonly logDestination?: LogDestination;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Bound NTP addresses, in `[[server]]` order. */
+  readonly ntpAddresses: readonly { address: string; port: number }[];
+  /** Bound NTS-KE addresses, in `[[nts-ke-server]]` order. */
+  readonly keAddresses: readonly { address: string; port: number }[];
+  /** Reloads certificates and reopens the log (what SIGHUP does). */
+  reload(): Promise<void>;
+  /** Graceful stop; resolves when everything is closed and the keyset persisted. */
+  stop(): Promise<void>;
+}
+
+/** Folds cumulative pool/UDP counters into the registry as deltas. */
+function createStatsFolder(metrics: Metrics, pool: Pool<ReplyTarget>, udp: UdpServer): () => void {
+  let last: PoolStats | undefined;
+  let lastReceived = 0;
+  return () => {
+    const now = pool.stats();
+    const received = udp.stats().received;
+    metrics.ntp.addReceived(received - lastReceived);
+    lastReceived = received;
+    const outcomes = now.outcomes.map((v, i) => v - (last?.outcomes[i] ?? 0));
+    const keyAges = now.keyAges.map((v, i) => v - (last?.keyAges[i] ?? 0));
+    metrics.ntp.addOutcomeCounts(outcomes);
+    metrics.ntp.addCookieDecodeCounts(keyAges);
+    metrics.ntp.addCookiesIssued('ntp', now.cookiesIssued - (last?.cookiesIssued ?? 0));
+    const rejected = now.queueRejected - (last?.queueRejected ?? 0);
+    metrics.pool.addQueueRejected(rejected);
+    metrics.ntp.addDropped('queue_full', rejected);
+    metrics.pool.setQueueDepth(now.queueDepth);
+    last = now;
+  };
+}
+
+/** Starts every component; throws NtsdError for operational failures (config, TLS material, bind). */
+export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
+  const version = ntsdVersion();
+  const destination = options.logDestination ?? createLogDestination(config.observability.logFile);
+  const logger = createLogger({ level: config.observability.logLevel, format: config.observability.logFormat, destination });
+  const metrics = createMetrics({ version });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (error) {
+        logger.error({ err: error }, 'error while stopping');
+      }
+    }
+  };
+
+  try {
+    const clock = new WallClock();
+    const calibrator: ClockCalibrator = startClockCalibrator(clock);
+    cleanups.push(() => calibrator.stop());
+
+    // Key set first: the pool and the KE listeners both start from its snapshot.
+    let pool: Pool<ReplyTarget> | undefined;
+    let ke: KeListeners | undefined;
+    const store: KeysetStore = await openKeysetStore({
+      path: config.keyset.keyStoragePath,
+      rotationIntervalS: config.keyset.keyRotationIntervalS,
+      staleKeyCount: config.keyset.staleKeyCount,
+      logger: logger.child({ component: 'keyset' }),
+      onSnapshot: (keyset, bytes) => {
+        pool?.setKeyset(bytes);
+        ke?.setKeyset(bytes);
+        metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length);
+      },
+      onRotation: (result) => metrics.keys.rotation(result === 'success' ? 'success' : 'failure'),
+      onPersistFailure: () => metrics.keys.persistFailure(),
+    });
+    cleanups.push(async () => {
+      await store.close();
+      await store.persist();
+    });
+    metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length);
+
+    const timeSource: TimeSource = createTimeSource(config.timeSource, { clock, logger: logger.child({ component: 'time-source' }) });
+    cleanups.push(() => timeSource.close());
+    await timeSource.ready;
+    metrics.timeSource.set(timeSource.current());
+
+    // TLS material is validated before any socket is bound: a bad pair is a config error (exit 78).
+    let udpServer: UdpServer | undefined;
+    ke = await startKeListeners(config, {
+      keysetBytes: store.bytes,
+      logger: logger.child({ component: 'nts-ke' }),
+      metrics,
+      ntpPortFallback: () => udpServer?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
+    });
+    const keListeners = ke;
+    cleanups.push(() => keListeners.stop());
+
+    pool = createPool<ReplyTarget>({
+      threads: config.workerPool.threads,
+      batchSize: config.workerPool.batchSize,
+      flushIntervalUs: config.workerPool.flushIntervalUs,
+      queueLimit: config.workerPool.queueLimit,
+      keysetBytes: store.bytes,
+      serverFields: timeSource.current(),
+      policies: config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions })),
+      clock,
+      onEvent: (event) => {
+        switch (event.kind) {
+          case 'workerExit':
+            metrics.pool.workerRestarted();
+            logger.error({ worker: event.index, exitCode: event.exitCode, lostPackets: event.lostPackets, err: event.error }, 'worker exited; replacing it');
+            break;
+          case 'respondError':
+            logger.error({ reason: event.message }, 'responder bug: packet dropped');
+            break;
+          case 'replyCallbackError':
+            logger.error({ err: event.error }, 'reply callback failed');
+            break;
+          case 'keysetRejected':
+            logger.error({ reason: event.reason }, 'worker refused a keyset snapshot');
+            break;
+        }
+      },
+    });
+    const activePool = pool;
+    cleanups.push(() => activePool.close());
+    const unsubscribe = timeSource.onChange((fields) => {
+      activePool.setServerFields(fields);
+      metrics.timeSource.set(fields);
+    });
+    cleanups.push(unsubscribe);
+
+    const udpLog = logger.child({ component: 'ntp' });
+    udpServer = await startUdpServer({
+      listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
+      pool: activePool,
+      clock,
+      onError: (error, where) => udpLog.debug({ err: error, where }, 'udp error'),
+      onReplySent: (durationS) => metrics.ntp.observeRequestDurationS(durationS),
+    });
+    const udp = udpServer;
+    cleanups.push(() => udp.close());
+
+    const foldStats = createStatsFolder(metrics, activePool, udp);
+    const statsTimer = setInterval(foldStats, STATS_INTERVAL_MS);
+    statsTimer.unref();
+    cleanups.push(() => {
+      clearInterval(statsTimer);
+      foldStats();
+    });
+
+    let metricsServer: MetricsServer | undefined;
+    const metricsListen = config.observability.metricsListen;
+    if (metricsListen !== undefined) {
+      metricsServer = await startMetricsServer(metrics.registry, metricsListen.host, metricsListen.port);
+      const server = metricsServer;
+      cleanups.push(() => server.close());
+    }
+
+    await ke.start();
+    store.start();
+
+    const ntpAddresses = udp.addresses.map((a) => ({ address: a.address, port: a.port }));
+    const keAddresses = ke.addresses();
+    logger.info(
+      {
+        version,
+        node: process.versions.node,
+        ntp: ntpAddresses.map((a) => `${a.address}:${a.port}`),
+        ntsKe: keAddresses.map((a) => `${a.address}:${a.port}`),
+        ntpPortAdvertised: ke.advertisedNtpPort(),
+        metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
+        threads: config.workerPool.threads,
+        reusePort: udp.reusePort,
+        keyStorage: config.keyset.keyStoragePath,
+        timeSource: config.timeSource.mode,
+      },
+      'ntsd started',
+    );
+    if (options.usingDefaultConfig === true) {
+      const first = keAddresses[0];
+      if (first !== undefined) {
+        logger.info(
+          { hint: `npx ntsd check localhost:${first.port} --ca certs/unsafe-dev-ca.pem` },
+          'running the embedded development configuration (loopback only)',
+        );
+      }
+    }
+
+    let stopping: Promise<void> | undefined;
+    return {
+      logger,
+      metrics,
+      ntpAddresses,
+      keAddresses,
+      async reload() {
+        destination.reopen();
+        const results = await ke?.reloadCertificates();
+        logger.info({ certificates: results }, 'reload');
+      },
+      stop() {
+        stopping ??= (async () => {
+          logger.info('stopping');
+          await cleanup();
+          logger.info('stopped');
+          destination.flushSync();
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await cleanup();
+    destination.flushSync();
+    throw error;
+  }
+}
+
+/** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
+export async function runDaemon(config: Config, options: DaemonOptions = {}): Promise<number> {
+  const daemon = await startDaemon(config, options);
+  const { logger } = daemon;
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ err: error }, 'uncaught exception: exiting');
+    process.exit(ExitCode.internal);
+  });
+  process.on('unhandledRejection', (reason) => {
+    logger.fatal({ err: reason }, 'unhandled rejection: exiting');
+    process.exit(ExitCode.internal);
+  });
+  process.on('SIGHUP', () => {
+    daemon.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed'));
+  });
+  return new Promise<number>((resolve) => {
+    const onStop = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, 'signal received');
+      const force = setTimeout(() => {
+        logger.error({ deadlineMs: STOP_DEADLINE_MS }, 'graceful stop took too long: exiting');
+        resolve(ExitCode.ok);
+      }, STOP_DEADLINE_MS);
+      force.unref();
+      daemon.stop().then(
+        () => {
+          clearTimeout(force);
+          resolve(ExitCode.ok);
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, 'error while stopping');
+          resolve(ExitCode.internal);
+        },
+      );
+    };
+    process.once('SIGTERM', onStop);
+    process.once('SIGINT', onStop);
+  });
+}
+
+export { NtsdError, formatListenAddress };

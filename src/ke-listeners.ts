@@ -1,0 +1,150 @@
+/**
+ * NTS-KE side of the daemon: one KE thread (io/ke-server.ts) and one certificate watcher
+ * (io/cert-watcher.ts) per `[[nts-ke-server]]`, wired to the metrics. Kept out of io/ because it
+ * composes two io modules, which io files may not do themselves.
+ */
+import type { Logger } from 'pino';
+import type { Config, NtsKeServerConfig } from './config/schema.js';
+import { NTP_PORT } from './core/nts/ids.js';
+import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
+import { KeServer, type KeStats } from './io/ke-server.js';
+import type { Metrics } from './obs/metrics.js';
+
+/** What the daemon needs to start the KE listeners. */
+export interface KeListenersOptions {
+  readonly keysetBytes: Uint8Array;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** The NTP port to advertise when `ntp-port` is not set: server[0]'s bound port. */
+  readonly ntpPortFallback: () => number;
+}
+
+/** The running KE listeners. */
+export interface KeListeners {
+  /** Binds every listener (after the UDP port is known). */
+  start(): Promise<void>;
+  /** Bound addresses in `[[nts-ke-server]]` order. */
+  addresses(): { address: string; port: number }[];
+  /** NTP port advertised by the first listener. */
+  advertisedNtpPort(): number;
+  /** Sends a new keyset snapshot to every KE thread. */
+  setKeyset(bytes: Uint8Array): void;
+  /** Re-reads every certificate pair (SIGHUP); returns one result per listener. */
+  reloadCertificates(): Promise<string[]>;
+  /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
+  stop(): Promise<void>;
+}
+
+interface Listener {
+  readonly config: NtsKeServerConfig;
+  readonly watcher: CertWatcher;
+  readonly initialPair: CertificatePair;
+  server: KeServer | undefined;
+  notAfterS: number;
+}
+
+/** Maps the KE thread's report onto metric label sets. */
+function toMetricsReport(stats: KeStats): Parameters<Metrics['ke']['addStats']>[0] {
+  return {
+    accepted: stats.accepted,
+    rejected: { connection_limit: stats.rejected.limit, rate_limited: stats.rejected.rate_limited },
+    sessions: stats.sessions,
+    sessionDurationsS: stats.sessionDurationsS,
+    cookiesIssued: stats.cookiesIssued,
+    activeConnections: stats.activeConnections,
+  };
+}
+
+/**
+ * Loads and validates every certificate pair (throwing NtsdError TLS_MATERIAL_INVALID, exit 78, for an
+ * unusable one) but binds nothing until start().
+ */
+export async function startKeListeners(config: Config, options: KeListenersOptions): Promise<KeListeners> {
+  const { logger, metrics } = options;
+  let keysetBytes = options.keysetBytes;
+  const listeners: Listener[] = [];
+  const updateExpiry = (): void => {
+    const earliest = Math.min(...listeners.map((l) => l.notAfterS));
+    if (Number.isFinite(earliest)) metrics.keys.setCertificateExpiry(earliest);
+  };
+
+  for (const keConfig of config.ntsKeServers) {
+    const holder: { listener?: Listener } = {};
+    const watcher = new CertWatcher({
+      chainPath: keConfig.certificateChainPath,
+      keyPath: keConfig.privateKeyPath,
+      intervalS: keConfig.certificateReloadIntervalS,
+      logger,
+      onReload: async (pair) => {
+        const server = holder.listener?.server;
+        if (server !== undefined) await server.reloadCertificate(pair.chainPem, pair.keyPem);
+      },
+      onResult: (result, pair) => {
+        if (result === 'unchanged') return;
+        metrics.keys.tlsReload(result);
+        if (result === 'success' && pair !== undefined && holder.listener !== undefined) {
+          holder.listener.notAfterS = pair.notAfterS;
+          updateExpiry();
+        }
+      },
+    });
+    const initialPair = await watcher.load();
+    const listener: Listener = { config: keConfig, watcher, initialPair, server: undefined, notAfterS: initialPair.notAfterS };
+    holder.listener = listener;
+    listeners.push(listener);
+    logger.info(
+      { listen: `${keConfig.listen.host}:${keConfig.listen.port}`, subject: initialPair.subject, notAfter: new Date(initialPair.notAfterS * 1000).toISOString() },
+      'certificate loaded',
+    );
+  }
+  updateExpiry();
+
+  const advertisedPort = (c: NtsKeServerConfig): number => (c.ntpPortExplicit ? c.ntpPort : options.ntpPortFallback());
+
+  return {
+    async start() {
+      for (const listener of listeners) {
+        const c = listener.config;
+        const ntpPort = advertisedPort(c);
+        const server = new KeServer({
+          listen: [{ host: c.listen.host, port: c.listen.port }],
+          certificateChainPem: listener.initialPair.chainPem,
+          privateKeyPem: listener.initialPair.keyPem,
+          keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
+          concurrentConnections: c.concurrentConnections,
+          maxRequestBytes: c.maxRequestBytes,
+          clientRateLimit: c.clientRateLimit,
+          policy: {
+            aeadIds: c.aeadAlgorithms,
+            ...(c.ntpServer !== undefined ? { ntpServer: c.ntpServer } : {}),
+            // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
+            ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
+          },
+          keyset: keysetBytes,
+          logger,
+        });
+        server.onStats((stats) => metrics.ke.addStats(toMetricsReport(stats)));
+        listener.server = server;
+        await server.start();
+      }
+    },
+    addresses() {
+      return listeners.flatMap((l) => (l.server?.addresses ?? []).map((a) => ({ address: a.address, port: a.port })));
+    },
+    advertisedNtpPort() {
+      const first = listeners[0];
+      return first === undefined ? NTP_PORT : advertisedPort(first.config);
+    },
+    setKeyset(bytes) {
+      keysetBytes = bytes;
+      for (const l of listeners) l.server?.updateKeyset(bytes);
+    },
+    async reloadCertificates() {
+      return Promise.all(listeners.map((l) => l.watcher.reload(true)));
+    },
+    async stop() {
+      for (const l of listeners) l.watcher.stop();
+      await Promise.all(listeners.map((l) => l.server?.stop()));
+    },
+  };
+}

@@ -1,0 +1,589 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomFillSync } from 'node:crypto';
+import { once } from 'node:events';
+import * as net from 'node:net';
+import { Writable } from 'node:stream';
+import * as tls from 'node:tls';
+import { pino } from 'pino';
+import { openCookie } from '../../src/core/nts/cookie.js';
+import { NTS_EXPORTER_LABEL } from '../../src/core/nts/ids.js';
+import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
+import { createKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { NtsdError } from '../../src/errors.js';
+import {
+  ClientRateLimiter,
+  clientRateKey,
+  KE_SESSION_OUTCOMES,
+  KeServer,
+  type KeServerOptions,
+  type KeSessionOutcome,
+  type KeStats,
+} from '../../src/io/ke-server.js';
+import { makeTestPki, type TestPki } from '../helpers/certs.js';
+
+const fillRandom = (b: Uint8Array): void => {
+  randomFillSync(b);
+};
+
+function newKeyset(): Keyset {
+  return createKeyset(Math.floor(Date.now() / 1000), fillRandom, { staleKeyCount: 2 });
+}
+
+/** Sums every stats report into totals, and lets a test wait for a condition. */
+class StatsTally {
+  accepted = 0;
+  rejected = { limit: 0, rate_limited: 0 };
+  sessions: Record<KeSessionOutcome, number> = Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<
+    KeSessionOutcome,
+    number
+  >;
+  durations: number[] = [];
+  cookiesIssued = 0;
+  active = 0;
+  readonly #waiters: (() => void)[] = [];
+
+  add(s: KeStats): void {
+    this.accepted += s.accepted;
+    this.rejected.limit += s.rejected.limit;
+    this.rejected.rate_limited += s.rejected.rate_limited;
+    for (const o of KE_SESSION_OUTCOMES) this.sessions[o] += s.sessions[o];
+    this.durations.push(...s.sessionDurationsS);
+    this.cookiesIssued += s.cookiesIssued;
+    this.active = s.activeConnections;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  async until(predicate: () => boolean, timeoutMs = 3000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`stats condition not met: ${JSON.stringify(this)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+interface Harness {
+  readonly server: KeServer;
+  readonly port: number;
+  readonly stats: StatsTally;
+  readonly logs: string[];
+}
+
+async function startServer(pki: TestPki, keyset: Keyset, overrides: Partial<KeServerOptions> = {}): Promise<Harness> {
+  const logs: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb): void {
+      logs.push(chunk.toString());
+      cb();
+    },
+  });
+  const server = new KeServer({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    certificateChainPem: pki.certPem,
+    privateKeyPem: pki.keyPem,
+    keyExchangeTimeoutMs: 2000,
+    concurrentConnections: 64,
+    maxRequestBytes: 1024,
+    clientRateLimit: { intervalS: 0, burst: 8, tableSize: 1024 },
+    policy: { aeadIds: [15, 16, 17, 30], ntpPort: 4123 },
+    keyset,
+    logger: pino({ level: 'warn' }, stream),
+    statsIntervalMs: 25,
+    ...overrides,
+  });
+  const stats = new StatsTally();
+  server.onStats((s) => stats.add(s));
+  const addresses = await server.start();
+  const first = addresses[0];
+  assert.ok(first !== undefined);
+  return { server, port: first.port, stats, logs };
+}
+
+const GOOD_REQUEST: readonly KeRecord[] = [
+  { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+  { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+  { kind: 'endOfMessage', critical: true },
+];
+
+interface KeReply {
+  /** Every octet the server sent before closing. */
+  readonly bytes: Uint8Array;
+  /** True when the server sent close_notify/FIN (an orderly end). */
+  readonly ended: boolean;
+  /** Client-side C2S/S2C for AEAD 15 (RFC 8915 §5.1 contexts), exported right after the handshake. */
+  readonly c2s: Uint8Array | undefined;
+  readonly s2c: Uint8Array | undefined;
+  /** TLS or socket error seen by the client, if any. */
+  readonly error: Error | undefined;
+  /** Milliseconds from connect to close. */
+  readonly elapsedMs: number;
+  /** Server certificate serial (hex). */
+  readonly serial: string | undefined;
+}
+
+interface ClientOptions {
+  readonly port: number;
+  readonly ca: string;
+  readonly host?: string;
+  /** Bytes to send after the handshake (all at once); undefined = send nothing. */
+  readonly send?: Uint8Array | undefined;
+  readonly alpn?: string[] | undefined;
+  readonly maxVersion?: tls.SecureVersion;
+}
+
+function keClient(options: ClientOptions): Promise<KeReply> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let ended = false;
+    let error: Error | undefined;
+    let c2s: Uint8Array | undefined;
+    let s2c: Uint8Array | undefined;
+    let serial: string | undefined;
+    const socket = tls.connect({
+      host: options.host ?? '127.0.0.1',
+      port: options.port,
+      ca: options.ca,
+      ...(options.alpn === undefined ? {} : { ALPNProtocols: options.alpn }),
+      ...(options.maxVersion === undefined ? {} : { maxVersion: options.maxVersion }),
+    });
+    socket.on('secureConnect', () => {
+      serial = socket.getPeerCertificate().serialNumber;
+      // RFC 8915 §5.1: NTPv4 contexts for AEAD 15, one exporter call per direction.
+      c2s = socket.exportKeyingMaterial(32, NTS_EXPORTER_LABEL, Buffer.from([0, 0, 0, 15, 0]));
+      s2c = socket.exportKeyingMaterial(32, NTS_EXPORTER_LABEL, Buffer.from([0, 0, 0, 15, 1]));
+      if (options.send !== undefined) socket.write(options.send);
+    });
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('end', () => {
+      ended = true;
+    });
+    socket.on('error', (e) => {
+      error = e;
+    });
+    socket.on('close', () =>
+      resolve({ bytes: new Uint8Array(Buffer.concat(chunks)), ended, c2s, s2c, error, elapsedMs: Date.now() - started, serial }),
+    );
+  });
+}
+
+function records(bytes: Uint8Array): readonly KeRecord[] {
+  const decoded = decodeKeMessage(bytes);
+  assert.ok(decoded.ok, `response does not decode: ${Buffer.from(bytes).toString('hex')}`);
+  return decoded.records;
+}
+
+function errorCodeOf(bytes: Uint8Array): number | undefined {
+  const rs = records(bytes);
+  assert.equal(rs.length, 2, 'an error response is one Error record and End of Message');
+  const [first] = rs;
+  return first?.kind === 'error' ? first.code : undefined;
+}
+
+/** Raw TCP connection (no TLS); resolves when the server closes it. */
+async function rawConnect(port: number, payload?: Uint8Array): Promise<{ socket: net.Socket; closed: Promise<number> }> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  const started = Date.now();
+  const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)));
+  await once(socket, 'connect');
+  if (payload !== undefined) socket.write(payload);
+  return { socket, closed };
+}
+
+describe('KeServer: good clients (RFC 8915 §4)', () => {
+  let pki: TestPki;
+  let keyset: Keyset;
+  let h: Harness;
+  before(async () => {
+    pki = makeTestPki(['nts.test', '127.0.0.1', '::1']);
+    keyset = newKeyset();
+    h = await startServer(pki, keyset);
+  });
+  after(async () => {
+    await h.server.stop();
+    pki.cleanup();
+  });
+
+  test('RFC 8915 §4.1.6: a good client gets 8 cookies whose keys equal its own exporter output (§5.1)', async () => {
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+    assert.equal(reply.error, undefined);
+    assert.equal(reply.ended, true, 'server sends close_notify after the response');
+    const rs = records(reply.bytes);
+    assert.deepEqual(rs[0], { kind: 'nextProtocol', critical: true, protocolIds: [0] });
+    assert.deepEqual(rs[1], { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] });
+    assert.deepEqual(rs[2], { kind: 'ntpv4Port', critical: true, port: 4123 });
+    const cookies = rs.flatMap((r) => (r.kind === 'newCookie' ? [r.cookie] : []));
+    assert.equal(cookies.length, 8);
+    assert.ok(reply.c2s !== undefined && reply.s2c !== undefined);
+    for (const cookie of cookies) {
+      const opened = openCookie(keyset, cookie);
+      assert.ok(opened.ok);
+      assert.equal(opened.aeadId, 15);
+      assert.deepEqual(Buffer.from(opened.c2s), Buffer.from(reply.c2s));
+      assert.deepEqual(Buffer.from(opened.s2c), Buffer.from(reply.s2c));
+    }
+    assert.notDeepEqual(Buffer.from(reply.c2s), Buffer.from(reply.s2c));
+    await h.stats.until(() => h.stats.sessions.success >= 1 && h.stats.cookiesIssued >= 8);
+    assert.ok(h.stats.durations.length >= 1 && (h.stats.durations[0] ?? -1) >= 0);
+  });
+
+  test('the listening sockets live on the KE thread, not on the main (NTP) thread', () => {
+    // Handshakes run where the sockets are; the main thread must own no TCP listener.
+    assert.equal(process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length, 0);
+  });
+
+  test('the request may arrive in pieces (record header split across TLS records)', async () => {
+    const request = encodeKeMessage(GOOD_REQUEST);
+    const reply = await new Promise<Uint8Array>((resolve) => {
+      const chunks: Buffer[] = [];
+      const socket = tls.connect({ host: '127.0.0.1', port: h.port, ca: pki.caPem, ALPNProtocols: ['ntske/1'] });
+      socket.on('secureConnect', () => {
+        socket.write(request.subarray(0, 3));
+        setTimeout(() => socket.write(request.subarray(3, 9)), 20);
+        setTimeout(() => socket.write(request.subarray(9)), 40);
+      });
+      socket.on('data', (d: Buffer) => chunks.push(d));
+      socket.on('close', () => resolve(new Uint8Array(Buffer.concat(chunks))));
+    });
+    assert.equal(records(reply).filter((r) => r.kind === 'newCookie').length, 8);
+  });
+
+  test('RFC 8915 §3: a TLS 1.2 client is refused', async () => {
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], maxVersion: 'TLSv1.2', send: encodeKeMessage(GOOD_REQUEST) });
+    assert.ok(reply.error !== undefined);
+    assert.equal(reply.bytes.length, 0);
+  });
+
+  test('RFC 8915 §4: a client offering no ALPN gets no KE answer', async () => {
+    const reply = await keClient({ port: h.port, ca: pki.caPem, send: encodeKeMessage(GOOD_REQUEST) });
+    assert.equal(reply.bytes.length, 0);
+  });
+
+  test('RFC 8915 §4: a client offering only another ALPN id fails the handshake', async () => {
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['h2'], send: encodeKeMessage(GOOD_REQUEST) });
+    assert.ok(reply.error !== undefined);
+    assert.equal(reply.bytes.length, 0);
+  });
+
+  test('garbage instead of a TLS ClientHello is closed and counted as tls_error', async () => {
+    const before = h.stats.sessions.tls_error;
+    const { closed } = await rawConnect(h.port, new TextEncoder().encode('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    assert.ok((await closed) < 1000);
+    await h.stats.until(() => h.stats.sessions.tls_error > before);
+  });
+
+  test('RFC 8915 §4.1.3: unknown critical record → Error 0', async () => {
+    const request = encodeKeMessage([
+      { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+      { kind: 'unknown', critical: true, type: 0x1234, body: new Uint8Array(2) },
+      { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+      { kind: 'endOfMessage', critical: true },
+    ]);
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request });
+    assert.equal(errorCodeOf(reply.bytes), 0);
+    assert.equal(reply.ended, true);
+  });
+
+  test('RFC 8915 §4.1.2: missing Next Protocol → Error 1', async () => {
+    const request = encodeKeMessage([
+      { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+      { kind: 'endOfMessage', critical: true },
+    ]);
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request });
+    assert.equal(errorCodeOf(reply.bytes), 1);
+  });
+
+  test('RFC 8915 §4.1.2: duplicate Next Protocol → Error 1', async () => {
+    const request = encodeKeMessage([
+      { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+      { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+      { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+      { kind: 'endOfMessage', critical: true },
+    ]);
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request });
+    assert.equal(errorCodeOf(reply.bytes), 1);
+  });
+
+  test('RFC 8915 §4: a request over maxRequestBytes → Error 1 (without waiting for its body)', async () => {
+    const request = encodeKeMessage([
+      { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+      { kind: 'unknown', critical: false, type: 0x4000, body: new Uint8Array(1100) },
+      { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+      { kind: 'endOfMessage', critical: true },
+    ]);
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request.subarray(0, 20) });
+    assert.equal(errorCodeOf(reply.bytes), 1);
+    assert.ok(reply.elapsedMs < 1000, `answered in ${reply.elapsedMs} ms`);
+  });
+
+  test('RFC 8915 §4: a 1024-octet request (the minimum a server MUST accept) is served', async () => {
+    const padding = 1024 - 4 * 4 - 2 - 2; // four headers, two 2-octet id lists
+    const request = encodeKeMessage([
+      { kind: 'nextProtocol', critical: true, protocolIds: [0] },
+      { kind: 'unknown', critical: false, type: 0x4000, body: new Uint8Array(padding) },
+      { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
+      { kind: 'endOfMessage', critical: true },
+    ]);
+    assert.equal(request.length, 1024);
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request });
+    assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+  });
+
+  test('RFC 8915 §4.1.3: a client that half-closes after a partial request gets Error 1', async () => {
+    const request = encodeKeMessage(GOOD_REQUEST);
+    const reply = await new Promise<Uint8Array>((resolve) => {
+      const chunks: Buffer[] = [];
+      // allowHalfOpen is honoured by tls.connect but missing from its typings.
+      const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+        host: '127.0.0.1',
+        port: h.port,
+        ca: pki.caPem,
+        ALPNProtocols: ['ntske/1'],
+        allowHalfOpen: true,
+      };
+      const socket = tls.connect(options);
+      socket.on('secureConnect', () => socket.end(request.subarray(0, 6)));
+      socket.on('data', (d: Buffer) => chunks.push(d));
+      socket.on('close', () => resolve(new Uint8Array(Buffer.concat(chunks))));
+    });
+    assert.equal(errorCodeOf(reply), 1);
+  });
+
+  test('updateKeyset: new cookies are sealed under the new current key', async () => {
+    const next = newKeyset();
+    h.server.updateKeyset(encodeKeyset(next)); // the store hands bytes; a Keyset object works too
+    // The snapshot travels by message; a later KE is answered with it.
+    await new Promise((r) => setTimeout(r, 50));
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+    const cookie = records(reply.bytes).find((r) => r.kind === 'newCookie');
+    assert.ok(cookie?.kind === 'newCookie');
+    const opened = openCookie(next, cookie.cookie);
+    assert.ok(opened.ok && opened.keyAge === 0);
+    assert.equal(openCookie(keyset, cookie.cookie).ok, false);
+    keyset = next;
+  });
+
+  test('no errors were logged for any of the above', () => {
+    assert.deepEqual(h.logs, []);
+  });
+
+  test('a keyset snapshot that does not decode is logged and the previous one stays', async () => {
+    h.server.updateKeyset(Uint8Array.of(1, 2, 3));
+    const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+    const cookie = records(reply.bytes).find((r) => r.kind === 'newCookie');
+    assert.ok(cookie?.kind === 'newCookie');
+    assert.ok(openCookie(keyset, cookie.cookie).ok);
+    for (let i = 0; i < 100 && h.logs.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(h.logs.length, 1);
+    assert.match(h.logs[0] ?? '', /keyset snapshot did not decode/);
+  });
+});
+
+describe('KeServer: deadlines, caps and rate limits (OPERATIONS.md hardening)', () => {
+  let pki: TestPki;
+  before(() => {
+    pki = makeTestPki(['127.0.0.1']);
+  });
+  after(() => pki.cleanup());
+
+  test('truncated record then stall → Error 1 at the deadline, closed soon after', async () => {
+    const h = await startServer(pki, newKeyset(), { keyExchangeTimeoutMs: 400 });
+    try {
+      const request = encodeKeMessage(GOOD_REQUEST);
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: request.subarray(0, 7) });
+      assert.equal(errorCodeOf(reply.bytes), 1);
+      assert.ok(reply.elapsedMs >= 350 && reply.elapsedMs < 400 + 600, `closed after ${reply.elapsedMs} ms`);
+      await h.stats.until(() => h.stats.sessions.timeout === 1);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('slowloris: silent connections are cut at the deadline and do not delay a good client', async () => {
+    const h = await startServer(pki, newKeyset(), { keyExchangeTimeoutMs: 1500 });
+    try {
+      const idle = await Promise.all(Array.from({ length: 20 }, () => rawConnect(h.port)));
+      // Handshake started but never finished: a ClientHello prefix, then silence.
+      const half = await rawConnect(h.port, Uint8Array.of(0x16, 0x03, 0x01, 0x00, 0xf0, 0x01));
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+      // Served long before the idle connections' deadline: they hold slots, not the event loop.
+      assert.ok(reply.elapsedMs < 750, `good client served in ${reply.elapsedMs} ms while 21 connections idle`);
+      const closedAfter = await Promise.all([...idle, half].map((c) => c.closed));
+      for (const ms of closedAfter) assert.ok(ms >= 1400 && ms < 1500 + 1000, `idle connection closed after ${ms} ms`);
+      await h.stats.until(() => h.stats.sessions.timeout === 21 && h.stats.active === 0);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('connection cap: extra connections are closed before TLS, and the server still serves after', async () => {
+    const h = await startServer(pki, newKeyset(), { concurrentConnections: 2 });
+    try {
+      const a = await rawConnect(h.port);
+      const b = await rawConnect(h.port);
+      await h.stats.until(() => h.stats.accepted === 2);
+      const extra = await rawConnect(h.port);
+      assert.ok((await extra.closed) < 500, 'third connection closed at once');
+      await h.stats.until(() => h.stats.rejected.limit === 1);
+      a.socket.destroy();
+      b.socket.destroy();
+      await Promise.all([a.closed, b.closed]);
+      await h.stats.until(() => h.stats.active === 0);
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('per-client token bucket: over the burst → closed before TLS and counted as rate_limited', async () => {
+    const h = await startServer(pki, newKeyset(), { clientRateLimit: { intervalS: 3600, burst: 3, tableSize: 16 } });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const ok = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+        assert.equal(records(ok.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+      }
+      const limited = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.ok(limited.error !== undefined);
+      assert.equal(limited.bytes.length, 0);
+      await h.stats.until(() => h.stats.rejected.rate_limited === 1 && h.stats.sessions.success === 3);
+      // Lifting the limit (SIGHUP) takes effect for the next connection.
+      h.server.updateRateLimit({ intervalS: 0, burst: 3, tableSize: 16 });
+      await new Promise((r) => setTimeout(r, 30));
+      const again = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(again.error, undefined);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('stop(): no new connections, open sessions may finish', async () => {
+    const h = await startServer(pki, newKeyset());
+    const request = encodeKeMessage(GOOD_REQUEST);
+    const socket = tls.connect({ host: '127.0.0.1', port: h.port, ca: pki.caPem, ALPNProtocols: ['ntske/1'] });
+    await once(socket, 'secureConnect');
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    const closed = once(socket, 'close');
+    const stopped = h.server.stop();
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await new Promise<boolean>((resolve) => {
+      const s = net.connect(h.port, '127.0.0.1');
+      s.on('error', () => resolve(true));
+      s.on('connect', () => {
+        s.destroy();
+        resolve(false);
+      });
+    });
+    assert.equal(refused, true, 'listener closed');
+    socket.write(request);
+    await closed;
+    await stopped;
+    assert.equal(records(new Uint8Array(Buffer.concat(chunks))).filter((r) => r.kind === 'newCookie').length, 8);
+    assert.equal(h.stats.sessions.success, 1);
+  });
+});
+
+describe('KeServer: listeners and certificates', () => {
+  let pki: TestPki;
+  before(() => {
+    pki = makeTestPki(['nts.test', '127.0.0.1', '::1']);
+  });
+  after(() => pki.cleanup());
+
+  test('listens on IPv4 and IPv6 loopback at once', async () => {
+    const h = await startServer(pki, newKeyset(), {
+      listen: [
+        { host: '127.0.0.1', port: 0 },
+        { host: '::1', port: 0 },
+      ],
+    });
+    try {
+      const [v4, v6] = h.server.addresses;
+      assert.equal(v4?.family, 'IPv4');
+      assert.equal(v6?.family, 'IPv6');
+      const reply = await keClient({ host: '::1', port: v6?.port ?? 0, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('a listen address in use → NtsdError BIND_FAILED', async () => {
+    const blocker = net.createServer();
+    blocker.listen(0, '127.0.0.1');
+    await once(blocker, 'listening');
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      await assert.rejects(startServer(pki, newKeyset(), { listen: [{ host: '127.0.0.1', port }] }), (e: unknown) => {
+        assert.ok(e instanceof NtsdError);
+        assert.equal(e.code, 'BIND_FAILED');
+        return true;
+      });
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('reloadCertificate: new handshakes see the new leaf, TLS 1.2 stays refused, a bad pair is rejected', async () => {
+    const h = await startServer(pki, newKeyset());
+    try {
+      const first = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      const leaf = pki.issueLeaf();
+      await h.server.reloadCertificate(leaf.certPem, leaf.keyPem);
+      const second = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.ok(first.serial !== undefined && second.serial !== undefined);
+      assert.notEqual(first.serial, second.serial);
+      const tls12 = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], maxVersion: 'TLSv1.2' });
+      assert.ok(tls12.error !== undefined, 'TLS 1.2 must stay refused after a reload');
+      // Mismatched pair: the KE thread refuses it and keeps serving the current one.
+      await assert.rejects(h.server.reloadCertificate(pki.certPem, leaf.keyPem), /certificate reload refused/);
+      const third = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(third.serial, second.serial);
+      assert.equal(records(third.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+    } finally {
+      await h.server.stop();
+    }
+  });
+});
+
+describe('ClientRateLimiter and clientRateKey', () => {
+  test('clientRateKey: IPv4 as is, IPv4-mapped unwrapped, IPv6 by /64', () => {
+    assert.equal(clientRateKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(clientRateKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(clientRateKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(clientRateKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
+    assert.equal(clientRateKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(clientRateKey('::1'), '0:0:0:0::/64');
+    assert.equal(clientRateKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  });
+
+  test('burst, refill and bounded table', () => {
+    const limiter = new ClientRateLimiter({ intervalS: 10, burst: 2, tableSize: 3 });
+    assert.equal(limiter.take('192.0.2.1', 0), true);
+    assert.equal(limiter.take('192.0.2.1', 0), true);
+    assert.equal(limiter.take('192.0.2.1', 0), false);
+    assert.equal(limiter.take('192.0.2.1', 9_000), false);
+    assert.equal(limiter.take('192.0.2.1', 10_500), true);
+    assert.equal(limiter.take('192.0.2.2', 0), true);
+    assert.equal(limiter.take('192.0.2.3', 0), true);
+    assert.equal(limiter.take('192.0.2.4', 0), true);
+    assert.equal(limiter.size, 3, 'table never exceeds its size');
+    // 192.0.2.1 was least recently seen and has been evicted: it starts with a full bucket again.
+    assert.equal(limiter.take('192.0.2.1', 10_600), true);
+    assert.equal(limiter.size, 3);
+    const off = new ClientRateLimiter({ intervalS: 0, burst: 1, tableSize: 3 });
+    for (let i = 0; i < 100; i++) assert.equal(off.take('192.0.2.9', 0), true);
+    assert.equal(off.size, 0);
+  });
+});
