@@ -11,7 +11,8 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './clock.js';
 import type { Config } from './config/schema.js';
-import { formatListenAddress } from './config/schema.js';
+import { changesRequiringRestart } from './config/schema.js';
+import { loadConfigFile } from './config/load.js';
 import { keysetKeys } from './core/nts/keyset.js';
 import { ExitCode, NtsdError } from './errors.js';
 import { openKeysetStore, type KeysetStore } from './io/keyset-store.js';
@@ -42,6 +43,8 @@ export function ntsdVersion(): string {
 export interface DaemonOptions {
   /** True when running the embedded development configuration (prints a `check` hint). */
   readonly usingDefaultConfig?: boolean;
+  /** The configuration file, re-read on SIGHUP (undefined: the embedded default, nothing to re-read). */
+  readonly configPath?: string;
   /** Log destination (tests); default: standard output or `log-file`. */
   readonly logDestination?: LogDestination;
 }
@@ -235,6 +238,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     }
 
     let stopping: Promise<void> | undefined;
+    let running = config;
     return {
       logger,
       metrics,
@@ -242,8 +246,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       keAddresses,
       async reload() {
         destination.reopen();
-        const results = await ke?.reloadCertificates();
-        logger.info({ certificates: results }, 'reload');
+        if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, keListeners);
+        const results = await keListeners.reloadCertificates();
+        logger.info({ certificates: results, logLevel: logger.level }, 'reload');
       },
       stop() {
         stopping ??= (async () => {
@@ -260,6 +265,37 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     destination.flushSync();
     throw error;
   }
+}
+
+/**
+ * SIGHUP: re-reads the configuration file and applies what can change at runtime (log level, per-client KE
+ * rate limits). Anything else that changed needs a restart: it is logged as a warning and not applied.
+ * An invalid file changes nothing. Returns the configuration now in force.
+ */
+function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners): Config {
+  let next: Config;
+  try {
+    next = loadConfigFile(path);
+  } catch (error) {
+    const details = error instanceof NtsdError ? error.details : [String(error)];
+    logger.error({ path, problems: details }, 'reload: configuration invalid; keeping the running configuration');
+    return running;
+  }
+  const applied: Config = {
+    ...running,
+    observability: { ...running.observability, logLevel: next.observability.logLevel },
+    ntsKeServers: running.ntsKeServers.map((k, i) => ({ ...k, clientRateLimit: next.ntsKeServers[i]?.clientRateLimit ?? k.clientRateLimit })),
+  };
+  logger.level = applied.observability.logLevel;
+  ke.updateRateLimits(applied.ntsKeServers.map((k) => k.clientRateLimit));
+  const needRestart = changesRequiringRestart(running, next);
+  if (needRestart.length > 0 || JSON.stringify(applied) !== JSON.stringify(next)) {
+    logger.warn(
+      { path, keys: needRestart.length > 0 ? needRestart : ['(other keys)'] },
+      'reload: some changes need a restart and were not applied (only log-level and client rate limits apply at runtime)',
+    );
+  }
+  return applied;
 }
 
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
@@ -301,4 +337,3 @@ export async function runDaemon(config: Config, options: DaemonOptions = {}): Pr
   });
 }
 
-export { NtsdError, formatListenAddress };

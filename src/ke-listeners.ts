@@ -4,7 +4,7 @@
  * composes two io modules, which io files may not do themselves.
  */
 import type { Logger } from 'pino';
-import type { Config, NtsKeServerConfig } from './config/schema.js';
+import type { ClientRateLimitConfig, Config, NtsKeServerConfig } from './config/schema.js';
 import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
 import { KeServer, type KeStats } from './io/ke-server.js';
@@ -29,6 +29,8 @@ export interface KeListeners {
   advertisedNtpPort(): number;
   /** Sends a new keyset snapshot to every KE thread. */
   setKeyset(bytes: Uint8Array): void;
+  /** Applies new per-client rate limits, one per `[[nts-ke-server]]` in order (SIGHUP). */
+  updateRateLimits(limits: readonly ClientRateLimitConfig[]): void;
   /** Re-reads every certificate pair (SIGHUP); returns one result per listener. */
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
@@ -138,6 +140,12 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
     setKeyset(bytes) {
       keysetBytes = bytes;
       for (const l of listeners) l.server?.updateKeyset(bytes);
+    },
+    updateRateLimits(limits) {
+      listeners.forEach((l, i) => {
+        const limit = limits[i];
+        if (limit !== undefined) l.server?.updateRateLimit(limit);
+      });
     },
     async reloadCertificates() {
       return Promise.all(listeners.map((l) => l.watcher.reload(true)));

@@ -105,7 +105,10 @@ export async function main(argv: readonly string[], write: Write = (l) => proces
     {
       // Loaded only for `run`, so validate/check/inspect start fast and never depend on the daemon's modules.
       const { runDaemon } = await import('./daemon.js');
-      return runDaemon(configFrom(values.config), { usingDefaultConfig: values.config === undefined });
+      return runDaemon(configFrom(values.config), {
+        usingDefaultConfig: values.config === undefined,
+        ...(values.config !== undefined ? { configPath: values.config } : {}),
+      });
     }
     case 'validate': {
       if (values.config === undefined) throw usageError('validate needs --config FILE');
