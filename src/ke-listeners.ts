@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { ClientRateLimitConfig, Config, NtsKeServerConfig } from './config/schema.js';
 import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
-import { KeServer, type KeStats } from './io/ke-server.js';
+import { KeServer } from './io/ke-server.js';
 import type { Metrics } from './obs/metrics.js';
 
 /** What the daemon needs to start the KE listeners. */
@@ -43,18 +43,6 @@ interface Listener {
   readonly initialPair: CertificatePair;
   server: KeServer | undefined;
   notAfterS: number;
-}
-
-/** Maps the KE thread's report onto metric label sets. */
-function toMetricsReport(stats: KeStats): Parameters<Metrics['ke']['addStats']>[0] {
-  return {
-    accepted: stats.accepted,
-    rejected: { connection_limit: stats.rejected.limit, rate_limited: stats.rejected.rate_limited },
-    sessions: stats.sessions,
-    sessionDurationsS: stats.sessionDurationsS,
-    cookiesIssued: stats.cookiesIssued,
-    activeConnections: stats.activeConnections,
-  };
 }
 
 /**
@@ -125,7 +113,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           keyset: keysetBytes,
           logger,
         });
-        server.onStats((stats) => metrics.ke.addStats(toMetricsReport(stats)));
+        server.onStats((stats) => metrics.ke.addStats(stats));
         listener.server = server;
         await server.start();
       }

@@ -27,32 +27,27 @@ import { encodeKeErrorResponse } from '../core/nts/ke-message.js';
 import { scanKeMessage } from '../core/nts/ke-record.js';
 import { decodeKeyset, encodeKeyset, keysetKeys, type Keyset } from '../core/nts/keyset.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import {
+  KE_REJECT_REASONS,
+  KE_SESSION_OUTCOMES,
+  type KeRejectReasonLabel,
+  type KeSessionOutcomeLabel,
+} from '../obs/metrics.js';
 
 // ---------------------------------------------------------------------------------------------
 // Public types
 // ---------------------------------------------------------------------------------------------
 
-/** Why a TCP connection was refused before TLS (label values of ntsd_ke_connections_rejected_total). */
-export const KE_REJECT_REASONS = ['limit', 'rate_limited'] as const;
-/** One of KE_REJECT_REASONS. */
-export type KeRejectReason = (typeof KE_REJECT_REASONS)[number];
+/** Why a TCP connection was refused before TLS: the metric's label set (ntsd_ke_connections_rejected_total). */
+export type KeRejectReason = KeRejectReasonLabel;
 
 /**
  * How an accepted connection ended (label values of ntsd_ke_sessions_total); exactly one per connection.
  * `tls_error` covers handshake failures, a missing/wrong ALPN and peers that vanish mid-session;
  * `bad_request` covers Error 1 and Error 0 (unrecognized critical record) answers.
  */
-export const KE_SESSION_OUTCOMES = [
-  'success',
-  'tls_error',
-  'timeout',
-  'bad_request',
-  'no_common_protocol',
-  'no_common_aead',
-  'internal_error',
-] as const;
-/** One of KE_SESSION_OUTCOMES. */
-export type KeSessionOutcome = (typeof KE_SESSION_OUTCOMES)[number];
+export type KeSessionOutcome = KeSessionOutcomeLabel;
+export { KE_REJECT_REASONS, KE_SESSION_OUTCOMES };
 
 /** Metric deltas since the previous report (counters), plus the current gauge. */
 export interface KeStats {
@@ -465,7 +460,7 @@ function newStats(): {
 } {
   return {
     accepted: 0,
-    rejected: { limit: 0, rate_limited: 0 },
+    rejected: { connection_limit: 0, rate_limited: 0 },
     sessions: {
       success: 0,
       tls_error: 0,
@@ -558,7 +553,7 @@ function runKeThread(init: KeWorkerInit): void {
       s.accepted === 0 &&
       s.cookiesIssued === 0 &&
       s.sessionDurationsS.length === 0 &&
-      s.rejected.limit === 0 &&
+      s.rejected.connection_limit === 0 &&
       s.rejected.rate_limited === 0 &&
       sessions.size === lastReportedActive;
     if (logsSuppressed > 0) {
@@ -679,7 +674,7 @@ function runKeThread(init: KeWorkerInit): void {
       return;
     }
     if (sessions.size >= init.concurrentConnections) {
-      stats.rejected.limit++;
+      stats.rejected.connection_limit++;
       raw.destroy();
       return;
     }

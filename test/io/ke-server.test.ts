@@ -33,7 +33,7 @@ function newKeyset(): Keyset {
 /** Sums every stats report into totals, and lets a test wait for a condition. */
 class StatsTally {
   accepted = 0;
-  rejected = { limit: 0, rate_limited: 0 };
+  rejected = { connection_limit: 0, rate_limited: 0 };
   sessions: Record<KeSessionOutcome, number> = Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<
     KeSessionOutcome,
     number
@@ -45,7 +45,7 @@ class StatsTally {
 
   add(s: KeStats): void {
     this.accepted += s.accepted;
-    this.rejected.limit += s.rejected.limit;
+    this.rejected.connection_limit += s.rejected.connection_limit;
     this.rejected.rate_limited += s.rejected.rate_limited;
     for (const o of KE_SESSION_OUTCOMES) this.sessions[o] += s.sessions[o];
     this.durations.push(...s.sessionDurationsS);
@@ -434,7 +434,7 @@ describe('KeServer: deadlines, caps and rate limits (OPERATIONS.md hardening)', 
       await h.stats.until(() => h.stats.accepted === 2);
       const extra = await rawConnect(h.port);
       assert.ok((await extra.closed) < 500, 'third connection closed at once');
-      await h.stats.until(() => h.stats.rejected.limit === 1);
+      await h.stats.until(() => h.stats.rejected.connection_limit === 1);
       a.socket.destroy();
       b.socket.destroy();
       await Promise.all([a.closed, b.closed]);

@@ -1,0 +1,108 @@
+/**
+ * The two servers of the comparison, both on loopback, unprivileged ports, in their own temp dirs, and
+ * both under `setpriv --bounding-set -sys_time` (neither can ever set the clock):
+ *  - ntsd through its CLI (`node dist/src/main.js run --config FILE`), static time source, stratum 2;
+ *  - chronyd through test/interop/peers.ts `startChronyServer` (`-x`, `local stratum 2`, `ntsprocesses 1`).
+ * Both present the same ECDSA P-256 chain. Installing chrony with apt-get when it is missing lives here too.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { makeWorkDir, spawnPeer, startChronyServer, tcpAccepts, waitFor, type PeerProcess } from '../../test/interop/peers.js';
+
+/** A server under test. */
+export interface ServerUnderTest {
+  /** "ntsd" or "chrony". */
+  readonly name: string;
+  /** PID whose /proc entries are read (the daemon itself; setpriv execs it). */
+  readonly pid: number;
+  readonly ntpPort: number;
+  readonly kePort: number;
+  /** Output so far (for error messages). */
+  output(): string;
+  running(): boolean;
+  /** Stops it by PID and removes its temp directory. */
+  stop(): Promise<void>;
+}
+
+/** Where certificates live for both servers. */
+export interface ServerTls {
+  /** Leaf + CA chain, PEM. */
+  readonly chainPath: string;
+  /** Leaf private key (PKCS#8 PEM). */
+  readonly keyPath: string;
+}
+
+const CHRONYD = '/usr/sbin/chronyd';
+
+/** Installs Debian's chrony with apt-get when /usr/sbin/chronyd is missing. Throws when that fails. */
+export function ensureChronyInstalled(log: (line: string) => void): void {
+  if (existsSync(CHRONYD)) return;
+  log('chronyd not found: installing chrony with apt-get (it starts no service here)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  let result = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chrony'], { stdio: 'inherit', env });
+  if (result.status !== 0) {
+    spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
+    result = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chrony'], { stdio: 'inherit', env });
+  }
+  if (result.status !== 0 || !existsSync(CHRONYD)) throw new Error('cannot install chrony (apt-get install -y chrony failed)');
+}
+
+/** Starts ntsd from its built CLI with a loopback-only configuration; resolves once its KE port accepts. */
+export async function startNtsd(options: {
+  /** Path of dist/src/main.js. */
+  readonly mainJs: string;
+  readonly ntpPort: number;
+  readonly kePort: number;
+  readonly tls: ServerTls;
+  /** `[worker-pool] threads`; undefined = ntsd's default. */
+  readonly threads?: number | undefined;
+  readonly startTimeoutMs?: number;
+}): Promise<ServerUnderTest> {
+  const dir = makeWorkDir('bench-ntsd');
+  const config = join(dir, 'ntsd.toml');
+  const lines = [
+    '# Written by bench/compare: loopback only, unprivileged ports.',
+    '[[server]]',
+    `listen = "127.0.0.1:${options.ntpPort}"`,
+    '',
+    '[[nts-ke-server]]',
+    `listen = "127.0.0.1:${options.kePort}"`,
+    `certificate-chain-path = ${JSON.stringify(options.tls.chainPath)}`,
+    `private-key-path = ${JSON.stringify(options.tls.keyPath)}`,
+    '# One client address produces all the load: per-client KE limiting would measure the limiter.',
+    'client-rate-limit-interval-s = 0',
+    '',
+    '[keyset]',
+    `key-storage-path = ${JSON.stringify(join(dir, 'keyset', 'ntsd.keys'))}`,
+    '',
+    '[observability]',
+    'log-level = "info"',
+    'metrics-listen = ""',
+    '',
+    ...(options.threads === undefined ? [] : ['[worker-pool]', `threads = ${options.threads}`, '']),
+    '[time-source]',
+    'mode = "static"',
+    'local-stratum = 2',
+    '',
+  ];
+  writeFileSync(config, lines.join('\n'));
+  const peer: PeerProcess = spawnPeer(dir, process.execPath, [options.mainJs, 'run', '--config', config]);
+  try {
+    await waitFor(`ntsd NTS-KE on port ${options.kePort}`, options.startTimeoutMs ?? 15_000, async () => {
+      if (!peer.running()) throw new Error(`ntsd exited early:\n${peer.output()}`);
+      if (!peer.output().includes('"msg":"ntsd started"')) return undefined;
+      return (await tcpAccepts(options.kePort)) ? true : undefined;
+    });
+  } catch (err) {
+    await peer.stop();
+    throw err;
+  }
+  return { name: 'ntsd', pid: peer.pid, ntpPort: options.ntpPort, kePort: options.kePort, output: peer.output, running: peer.running, stop: peer.stop };
+}
+
+/** Starts Debian's chronyd as an NTS server (PEERS.md) presenting the same chain. */
+export async function startChrony(options: { readonly ntpPort: number; readonly kePort: number; readonly tls: ServerTls }): Promise<ServerUnderTest> {
+  const chrony = await startChronyServer({ ntpPort: options.ntpPort, kePort: options.kePort, certPath: options.tls.chainPath, keyPath: options.tls.keyPath });
+  return { name: 'chrony', pid: chrony.pid, ntpPort: chrony.ntpPort, kePort: chrony.kePort, output: chrony.output, running: chrony.running, stop: chrony.stop };
+}

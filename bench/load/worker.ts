@@ -1,0 +1,480 @@
+/**
+ * One load-generator thread. A UDP thread owns its sockets and a pool of precomputed requests (NTS:
+ * sealed with C2S, each with its own Unique Identifier and transmit timestamp, cookies reused round-robin
+ * since the server is stateless); it sends at a fixed rate or keeps a window outstanding, matches replies
+ * by the echoed origin timestamp, checks every reply cheaply and a sample fully, and records delay and
+ * |offset|. A KE thread runs several NTS-KE sessions back to back. Both stop by themselves and post one
+ * result message.
+ *
+ * The transmit timestamp of request i is (runTag, i): the server echoes it as the origin timestamp
+ * (RFC 5905 §8), which gives the slot without a lookup table. It carries no clock reading (chrony does
+ * the same), so a request can be sealed long before it is sent; t1 is read just before the send.
+ */
+import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { createSocket, type Socket } from 'node:dgram';
+import { randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { WallClock, monotonicS, NTP_UNIX_OFFSET_S } from '../../src/clock.js';
+import { getAead } from '../../src/core/crypto/aead.js';
+import { buildNtsRequest, MIN_UNIQUE_ID_LENGTH, ntsRequestLength, verifyNtsResponse } from '../../src/client/ntp-client.js';
+import { performKeyExchange } from '../../src/client/ke-client.js';
+import { UsHistogram } from './histogram.js';
+import type { GoMessage, KeWorkerData, KeWorkerResult, LoadWorkerData, UdpWorkerData, UdpWorkerResult, WorkerMessage } from './protocol.js';
+
+const NTP_HEADER_BYTES = 48;
+/** LI 0, VN 4, mode 3 (client), RFC 5905 §7.3. */
+const CLIENT_LI_VN_MODE = (4 << 3) | 3;
+const ORIGIN_OFFSET = 24;
+const RECEIVE_OFFSET = 32;
+const TRANSMIT_OFFSET = 40;
+const TWO_POW_32 = 4_294_967_296;
+const FREE = 0;
+const IN_FLIGHT = 1;
+/** Replies fully checked at the start of a run regardless of the sampling rate. */
+const ALWAYS_VERIFY_FIRST = 32;
+/** Most packets a tick-paced sender sends in one go (so replies keep being read while it catches up). */
+const MAX_BURST = 2048;
+
+function isLoadWorkerData(value: unknown): value is LoadWorkerData {
+  if (typeof value !== 'object' || value === null) return false;
+  const role: unknown = (value as { role?: unknown }).role;
+  return role === 'udp' || role === 'ke';
+}
+
+function isGoMessage(value: unknown): value is GoMessage {
+  return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'go';
+}
+
+function post(port: MessagePort, message: WorkerMessage): void {
+  port.postMessage(message);
+}
+
+function waitForGo(port: MessagePort): Promise<GoMessage> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown): void => {
+      if (!isGoMessage(message)) return;
+      port.off('message', onMessage);
+      resolve(message);
+    };
+    port.on('message', onMessage);
+  });
+}
+
+function randomU32(): number {
+  const b = new Uint8Array(4);
+  randomFillSync(b);
+  return ((b[0] ?? 0) * 0x1000000 + ((b[1] ?? 0) << 16) + ((b[2] ?? 0) << 8) + (b[3] ?? 0)) >>> 0;
+}
+
+function writeU32BE(buf: Uint8Array, offset: number, value: number): void {
+  buf[offset] = (value >>> 24) & 0xff;
+  buf[offset + 1] = (value >>> 16) & 0xff;
+  buf[offset + 2] = (value >>> 8) & 0xff;
+  buf[offset + 3] = value & 0xff;
+}
+
+/** The precomputed requests of one UDP thread. */
+interface RequestPool {
+  readonly packets: Buffer[];
+  readonly lengths: Uint16Array;
+  /** Unique Identifier of each request (nts mode), `MIN_UNIQUE_ID_LENGTH` octets each. */
+  readonly uniqueIds: Uint8Array;
+}
+
+function buildPool(data: UdpWorkerData, runTag: number): RequestPool {
+  const size = data.poolSize;
+  const packets: Buffer[] = new Array<Buffer>(size);
+  const lengths = new Uint16Array(size);
+  if (data.mode !== 'nts') {
+    const block = Buffer.alloc(size * NTP_HEADER_BYTES);
+    for (let i = 0; i < size; i++) {
+      const at = i * NTP_HEADER_BYTES;
+      block[at] = CLIENT_LI_VN_MODE;
+      block[at + 2] = 4; // poll exponent
+      writeU32BE(block, at + TRANSMIT_OFFSET, runTag);
+      writeU32BE(block, at + TRANSMIT_OFFSET + 4, i);
+      packets[i] = block.subarray(at, at + NTP_HEADER_BYTES);
+      lengths[i] = NTP_HEADER_BYTES;
+    }
+    return { packets, lengths, uniqueIds: new Uint8Array(0) };
+  }
+  const session = data.session;
+  if (session === undefined) throw new Error('nts mode without a session');
+  const aead = getAead(session.aeadId);
+  if (aead === undefined) throw new Error(`AEAD ${session.aeadId} is not implemented`);
+  if (session.cookies.length === 0) throw new Error('the NTS-KE returned no cookies');
+  const c2sCipher = aead.newCipher(session.c2s);
+  let stride = 0;
+  for (const cookie of session.cookies) stride = Math.max(stride, ntsRequestLength(aead, MIN_UNIQUE_ID_LENGTH, cookie.length, data.placeholders));
+  const block = Buffer.alloc(size * stride);
+  const uniqueIds = new Uint8Array(size * MIN_UNIQUE_ID_LENGTH);
+  randomFillSync(uniqueIds);
+  for (let i = 0; i < size; i++) {
+    const at = i * stride;
+    const cookie = session.cookies[i % session.cookies.length] ?? new Uint8Array(0);
+    const end = buildNtsRequest(
+      {
+        aead,
+        c2sCipher,
+        uniqueId: uniqueIds.subarray(i * MIN_UNIQUE_ID_LENGTH, (i + 1) * MIN_UNIQUE_ID_LENGTH),
+        cookie,
+        placeholders: data.placeholders,
+        fillRandom: randomFillSync,
+        transmitTime: { seconds: runTag, fraction: i },
+      },
+      block,
+      at,
+    );
+    packets[i] = block.subarray(at, end);
+    lengths[i] = end - at;
+  }
+  return { packets, lengths, uniqueIds };
+}
+
+function runUdp(data: UdpWorkerData, port: MessagePort): void {
+  const clock = new WallClock(data.clockShared);
+  const runTag = randomU32();
+  const pool = buildPool(data, runTag);
+  const size = data.poolSize;
+  const matchOffset = data.mode === 'echo' ? TRANSMIT_OFFSET : ORIGIN_OFFSET;
+  const s2cCipher = data.session === undefined ? undefined : getAead(data.session.aeadId)?.newCipher(data.session.s2c);
+
+  // Times are Unix seconds minus a whole-second base, so float64 keeps sub-nanosecond resolution.
+  const baseUnixS = Math.floor(clock.nowUnixS());
+  const baseNtpS = (baseUnixS + NTP_UNIX_OFFSET_S) >>> 0;
+  const now = (): number => clock.nowUnixS() - baseUnixS;
+  const serverTime = (msg: Buffer, offset: number): number =>
+    ((msg.readUInt32BE(offset) - baseNtpS) | 0) + msg.readUInt32BE(offset + 4) / TWO_POW_32;
+
+  const state = new Uint8Array(size);
+  const sendAt = new Float64Array(size);
+  const measuredSlot = new Uint8Array(size);
+  const slotSocket = new Uint16Array(size);
+  const sockets: Socket[] = [];
+  const inFlight = new Int32Array(data.socketsPerThread);
+
+  const delay = new UsHistogram();
+  const offset = new UsHistogram();
+  const invalid: Record<string, number> = {};
+  let offsetSumUs = 0;
+  let sentTotal = 0;
+  let sent = 0;
+  let received = 0;
+  let unmatched = 0;
+  let lost = 0;
+  let verified = 0;
+  let replies = 0;
+  let repliesTotal = 0;
+  let sendErrors = 0;
+  let maxReplyBytes = 0;
+  let loops = 0;
+  let nextSeq = 0;
+  let oldestSeq = 0;
+  let sending = false;
+  let finished = false;
+  let startRel = 0;
+  let measureFromRel = 0;
+  let stopRel = 0;
+  let endSendRel = 0;
+  let nextSocket = 0;
+  const closedLoop = data.ratePerS === undefined;
+  const ratePerS = data.ratePerS ?? 0;
+  const timeoutS = data.timeoutMs / 1000;
+
+  const countInvalid = (reason: string): void => {
+    invalid[reason] = (invalid[reason] ?? 0) + 1;
+  };
+
+  const expire = (idx: number): void => {
+    state[idx] = FREE;
+    const j = slotSocket[idx] ?? 0;
+    inFlight[j] = (inFlight[j] ?? 0) - 1;
+    if (measuredSlot[idx] === 1) lost++;
+  };
+
+  const sendOne = (j: number): void => {
+    const idx = nextSeq % size;
+    nextSeq++;
+    if (state[idx] === IN_FLIGHT) expire(idx);
+    const t1 = now();
+    state[idx] = IN_FLIGHT;
+    sendAt[idx] = t1;
+    slotSocket[idx] = j;
+    const measured = t1 >= measureFromRel;
+    measuredSlot[idx] = measured ? 1 : 0;
+    inFlight[j] = (inFlight[j] ?? 0) + 1;
+    sentTotal++;
+    if (measured) sent++;
+    const packet = pool.packets[idx];
+    const socket = sockets[j];
+    if (packet !== undefined && socket !== undefined) socket.send(packet);
+  };
+
+  const mayStillSend = (): boolean => {
+    if (!sending) return false;
+    if (sentTotal >= data.maxRequests || now() >= stopRel) {
+      stopSending();
+      return false;
+    }
+    return true;
+  };
+
+  const refill = (j: number): void => {
+    while ((inFlight[j] ?? 0) < data.window && mayStillSend()) sendOne(j);
+  };
+
+  const checkReply = (msg: Buffer, idx: number): boolean => {
+    if (msg.length > (pool.lengths[idx] ?? 0)) {
+      countInvalid('larger_than_request');
+      return false;
+    }
+    const first = msg[0] ?? 0;
+    if ((first & 7) !== 4 || ((first >>> 3) & 7) !== 4) {
+      countInvalid('not_server_reply');
+      return false;
+    }
+    if (msg[1] === 0) {
+      countInvalid(data.mode === 'nts' ? 'nts_nak_or_kod' : 'kiss_of_death');
+      return false;
+    }
+    replies++;
+    if (replies <= ALWAYS_VERIFY_FIRST || replies % data.verifyEvery === 0) {
+      verified++;
+      if (data.mode === 'nts' && s2cCipher !== undefined) {
+        const checked = verifyNtsResponse(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), {
+          uniqueId: pool.uniqueIds.subarray(idx * MIN_UNIQUE_ID_LENGTH, (idx + 1) * MIN_UNIQUE_ID_LENGTH),
+          transmitTime: { seconds: runTag, fraction: idx },
+          s2cCipher,
+        });
+        if (!checked.ok) {
+          countInvalid(checked.error);
+          return false;
+        }
+      } else if (msg.readUInt32BE(RECEIVE_OFFSET) === 0 && msg.readUInt32BE(RECEIVE_OFFSET + 4) === 0) {
+        countInvalid('zero_receive_timestamp');
+        return false;
+      }
+    }
+    return true;
+  };
+
+  const onMessage = (msg: Buffer): void => {
+    const t4 = now();
+    if (finished) return;
+    if (msg.length < NTP_HEADER_BYTES) {
+      unmatched++;
+      return;
+    }
+    const idx = msg.readUInt32BE(matchOffset + 4);
+    if (msg.readUInt32BE(matchOffset) !== runTag || idx >= size || state[idx] !== IN_FLIGHT) {
+      unmatched++;
+      return;
+    }
+    state[idx] = FREE;
+    repliesTotal++;
+    const j = slotSocket[idx] ?? 0;
+    inFlight[j] = (inFlight[j] ?? 0) - 1;
+    if (msg.length > maxReplyBytes) maxReplyBytes = msg.length;
+    if (measuredSlot[idx] === 1) {
+      const valid = data.mode === 'echo' ? true : checkReply(msg, idx);
+      if (valid) {
+        received++;
+        const t1 = sendAt[idx] ?? 0;
+        delay.record((t4 - t1) * 1e6);
+        if (data.mode !== 'echo') {
+          const t2 = serverTime(msg, RECEIVE_OFFSET);
+          const t3 = serverTime(msg, TRANSMIT_OFFSET);
+          const offsetUs = ((t2 - t1 + (t3 - t4)) / 2) * 1e6;
+          offset.record(offsetUs);
+          offsetSumUs += offsetUs;
+        }
+      }
+    }
+    if (closedLoop) refill(j);
+  };
+
+  /** Declares requests older than the timeout lost; in closed loop, replaces them. */
+  const sweep = (): void => {
+    const cutoff = now() - timeoutS;
+    if (oldestSeq < nextSeq - size) oldestSeq = nextSeq - size;
+    while (oldestSeq < nextSeq) {
+      const idx = oldestSeq % size;
+      if (state[idx] === IN_FLIGHT) {
+        if ((sendAt[idx] ?? 0) > cutoff) break;
+        expire(idx);
+      }
+      oldestSeq++;
+    }
+    if (closedLoop) for (let j = 0; j < sockets.length; j++) refill(j);
+    else mayStillSend();
+  };
+
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let paceTimer: NodeJS.Timeout | undefined;
+
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    clearInterval(sweepTimer);
+    for (let idx = 0; idx < size; idx++) if (state[idx] === IN_FLIGHT) expire(idx);
+    let closed = 0;
+    const done = (): void => {
+      closed++;
+      if (closed < sockets.length) return;
+      const measuredS = Math.max(0, endSendRel - Math.max(startRel, measureFromRel));
+      const result: UdpWorkerResult = {
+        type: 'udp-result',
+        sentTotal,
+        sent,
+        received,
+        repliesTotal,
+        unmatched,
+        lost,
+        invalid,
+        verified,
+        sendErrors,
+        measuredS,
+        requestBytes: pool.lengths[0] ?? 0,
+        maxReplyBytes,
+        delay: delay.snapshot(),
+        offset: offset.snapshot(),
+        offsetSumUs,
+        loops,
+      };
+      post(port, result);
+    };
+    for (const socket of sockets) socket.close(done);
+  };
+
+  function stopSending(): void {
+    if (!sending) return;
+    sending = false;
+    endSendRel = now();
+    clearTimeout(paceTimer);
+    // Drain: wait for the last replies, at most one timeout.
+    const drainUntil = endSendRel + timeoutS;
+    const drain = (): void => {
+      let outstanding = 0;
+      for (let j = 0; j < inFlight.length; j++) outstanding += inFlight[j] ?? 0;
+      if (outstanding <= 0 || now() >= drainUntil) finish();
+      else setTimeout(drain, 2);
+    };
+    setTimeout(drain, 1);
+  }
+
+  const tick = (): void => {
+    loops++;
+    if (!mayStillSend()) return;
+    const due = Math.min(Math.floor((now() - startRel) * ratePerS), data.maxRequests);
+    let burst = Math.min(due - sentTotal, MAX_BURST);
+    while (burst > 0) {
+      sendOne(nextSocket);
+      nextSocket = nextSocket + 1 === sockets.length ? 0 : nextSocket + 1;
+      burst--;
+    }
+    if (data.pacing === 'spin') setImmediate(tick);
+    else paceTimer = setTimeout(tick, 1);
+  };
+
+  const open = (j: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const socket = createSocket(data.target.host.includes(':') ? 'udp6' : 'udp4');
+      sockets[j] = socket;
+      socket.once('error', reject);
+      socket.on('message', onMessage);
+      socket.connect(data.target.port, data.target.host, () => {
+        socket.off('error', reject);
+        socket.on('error', () => {
+          sendErrors++;
+        });
+        // Large buffers so a burst is not dropped by the generator's own socket.
+        try {
+          socket.setRecvBufferSize(4 * 1024 * 1024);
+          socket.setSendBufferSize(4 * 1024 * 1024);
+        } catch {
+          // The kernel may cap these; the defaults still work.
+        }
+        resolve();
+      });
+    });
+
+  void (async () => {
+    for (let j = 0; j < data.socketsPerThread; j++) await open(j);
+    post(port, { type: 'ready' });
+    const go = await waitForGo(port);
+    const toRel = (monoS: number): number => monoS - monotonicS() + now();
+    startRel = now();
+    measureFromRel = toRel(go.measureFromMonoS);
+    stopRel = toRel(go.stopMonoS);
+    sending = true;
+    sweepTimer = setInterval(sweep, 5);
+    if (closedLoop) {
+      for (let j = 0; j < sockets.length; j++) refill(j);
+    } else {
+      tick();
+    }
+  })().catch((err: unknown) => {
+    post(port, { type: 'failed', message: err instanceof Error ? err.message : String(err) });
+  });
+}
+
+function runKe(data: KeWorkerData, port: MessagePort): void {
+  const duration = new UsHistogram();
+  const failed: Record<string, number> = {};
+  let succeeded = 0;
+  let succeededTotal = 0;
+  let firstFailure: string | undefined;
+  post(port, { type: 'ready' });
+  void waitForGo(port).then(async (go) => {
+    const startS = monotonicS();
+    let endS = startS;
+    const lane = async (): Promise<void> => {
+      while (monotonicS() < go.stopMonoS) {
+        const t0 = performance.now();
+        const measured = monotonicS() >= go.measureFromMonoS;
+        const outcome = await performKeyExchange({
+          host: data.ke.host,
+          port: data.ke.port,
+          ca: data.caPem,
+          ...(data.servername === undefined ? {} : { servername: data.servername }),
+          ...(data.aeadIds === undefined ? {} : { aeadIds: data.aeadIds }),
+          timeoutMs: data.timeoutMs,
+        });
+        const ms = performance.now() - t0;
+        if (outcome.ok) succeededTotal++;
+        if (!measured) continue;
+        if (outcome.ok) {
+          succeeded++;
+          duration.record(ms * 1000);
+        } else {
+          failed[outcome.failure.kind] = (failed[outcome.failure.kind] ?? 0) + 1;
+          firstFailure ??= outcome.failure.message;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+      endS = Math.max(endS, monotonicS());
+    };
+    await Promise.all(Array.from({ length: data.lanes }, () => lane()));
+    const result: KeWorkerResult = {
+      type: 'ke-result',
+      succeeded,
+      succeededTotal,
+      failed,
+      measuredS: Math.max(0, Math.min(endS, go.stopMonoS) - Math.max(startS, go.measureFromMonoS)),
+      duration: duration.snapshot(),
+      firstFailure,
+    };
+    post(port, result);
+  });
+}
+
+if (!isMainThread && parentPort !== null && isLoadWorkerData(workerData)) {
+  const port = parentPort;
+  const data = workerData;
+  try {
+    if (data.role === 'udp') runUdp(data, port);
+    else runKe(data, port);
+  } catch (err) {
+    post(port, { type: 'failed', message: err instanceof Error ? err.message : String(err) });
+  }
+}

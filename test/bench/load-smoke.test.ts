@@ -1,0 +1,131 @@
+/**
+ * Smoke tests of the load generator (bench/load): short runs bounded in time (≤ 3 s) and count
+ * (≤ 2000 requests) against servers started here on 127.0.0.1 — its own echo server, a tiny plain NTP
+ * responder, deliberately broken responders (so the checks are shown to catch bad replies), and the
+ * ntsd daemon itself through its CLI for nts mode.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket, type Socket } from 'node:dgram';
+import { fileURLToPath } from 'node:url';
+import { WallClock, unixSToNtp, type NtpTime } from '../../src/clock.js';
+import { runLoad } from '../../bench/load/run.js';
+import { DEFAULT_LOAD_OPTIONS, type LoadOptions } from '../../bench/load/protocol.js';
+import { freeTcpAndUdpPort } from '../interop/peers.js';
+import { makeTestPki } from '../helpers/certs.js';
+import { startNtsd } from '../../bench/compare/servers.js';
+
+const MAX_REQUESTS = 2000;
+
+function options(overrides: Partial<LoadOptions>): LoadOptions {
+  return { ...DEFAULT_LOAD_OPTIONS, durationS: 1, maxRequests: MAX_REQUESTS, window: 16, poolSize: 1024, timeoutMs: 200, ...overrides };
+}
+
+type Mangle = (reply: Buffer) => Buffer;
+
+/** A minimal plain NTPv4 server (RFC 5905 mode 4 reply) on 127.0.0.1:0; `mangle` breaks replies on purpose. */
+async function startPlainNtpServer(mangle: Mangle = (r) => r): Promise<{ port: number; close: () => Promise<void> }> {
+  const clock = new WallClock();
+  const t: NtpTime = { seconds: 0, fraction: 0 };
+  const socket: Socket = createSocket('udp4');
+  socket.on('message', (msg, rinfo) => {
+    const received = clock.nowUnixS();
+    if (msg.length < 48) return;
+    const reply = Buffer.alloc(48);
+    reply[0] = (0 << 6) | (4 << 3) | 4; // LI 0, VN 4, mode 4
+    reply[1] = 2; // stratum
+    reply[3] = 0xec; // precision 2^-20
+    reply.write('LOCL', 12, 'latin1');
+    msg.copy(reply, 24, 40, 48); // origin = client's transmit
+    unixSToNtp(received, t);
+    reply.writeUInt32BE(t.seconds, 16);
+    reply.writeUInt32BE(t.seconds, 32);
+    reply.writeUInt32BE(t.fraction, 36);
+    unixSToNtp(clock.nowUnixS(), t);
+    reply.writeUInt32BE(t.seconds, 40);
+    reply.writeUInt32BE(t.fraction, 44);
+    socket.send(mangle(reply), rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return { port: socket.address().port, close: () => new Promise((resolve) => socket.close(() => resolve())) };
+}
+
+test('echo mode: the generator starts its own echo server, stays within its bounds and loses nothing on loopback', async () => {
+  const r = await runLoad(options({ mode: 'echo' }));
+  assert.equal(r.mode, 'echo');
+  assert.ok(r.sentTotal <= MAX_REQUESTS, `sent ${r.sentTotal} > ${MAX_REQUESTS}`);
+  assert.ok(r.received > 0, 'no echo came back');
+  assert.equal(r.invalid, 0);
+  assert.ok(r.lost <= r.sent * 0.01, `lost ${r.lost} of ${r.sent}`);
+  assert.ok(r.measuredS > 0 && r.measuredS <= 1.5, `measured ${r.measuredS} s`);
+  assert.ok(Number.isFinite(r.delayUs.p50) && r.delayUs.p50 > 0);
+  assert.ok(r.delayUs.p50 <= r.delayUs.p99 && r.delayUs.p99 <= r.delayUs.max * 1.01);
+  assert.equal(r.offsetAbsUs, null);
+});
+
+test('plain mode at a fixed rate: valid replies, offset near zero on loopback, the count bound holds', async () => {
+  const server = await startPlainNtpServer();
+  try {
+    const r = await runLoad(options({ mode: 'plain', target: { host: '127.0.0.1', port: server.port }, ratePerS: 1500, durationS: 2, probeRatePerS: 100 }));
+    assert.ok(r.sentTotal <= MAX_REQUESTS);
+    assert.ok(r.received >= r.sent * 0.95, `only ${r.received} of ${r.sent} valid`);
+    assert.equal(r.invalid, 0, JSON.stringify(r.invalidByReason));
+    assert.ok(r.verified > 0);
+    // Fixed rate: 1500/s for 2 s is 3000, so the count bound (2000) stops it first.
+    assert.equal(r.sentTotal, MAX_REQUESTS);
+    const offset = r.offsetAbsUs;
+    assert.ok(offset !== null);
+    // Both ends read the same system clock: the median |offset| is queueing noise, far below 5 ms.
+    assert.ok(offset.p50 < 5000, `|offset| p50 ${offset.p50} µs`);
+    assert.ok(r.probe !== null && r.probe.received > 0, 'the probe thread measured nothing');
+  } finally {
+    await server.close();
+  }
+});
+
+test('plain mode closed loop: replies larger than the request and Kiss-o\'-Death replies are counted invalid', async () => {
+  const oversize = await startPlainNtpServer((reply) => Buffer.concat([reply, Buffer.alloc(20)]));
+  const kod = await startPlainNtpServer((reply) => {
+    reply[1] = 0;
+    return reply;
+  });
+  try {
+    const a = await runLoad(options({ mode: 'plain', target: { host: '127.0.0.1', port: oversize.port }, maxRequests: 300 }));
+    assert.ok(a.sentTotal <= 300);
+    assert.equal(a.received, 0);
+    assert.ok((a.invalidByReason['larger_than_request'] ?? 0) > 0, JSON.stringify(a.invalidByReason));
+    const b = await runLoad(options({ mode: 'plain', target: { host: '127.0.0.1', port: kod.port }, maxRequests: 300 }));
+    assert.equal(b.received, 0);
+    assert.ok((b.invalidByReason['kiss_of_death'] ?? 0) > 0, JSON.stringify(b.invalidByReason));
+  } finally {
+    await oversize.close();
+    await kod.close();
+  }
+});
+
+const ntsdMain = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+/** The daemon is usable when its CLI loads (its whole module graph resolves) and prints usage. */
+
+test('nts mode against the ntsd daemon: one NTS-KE, authenticated replies, none invalid', async () => {
+  const pki = makeTestPki(['localhost', '127.0.0.1']);
+  const ntpPort = await freeTcpAndUdpPort();
+  const kePort = await freeTcpAndUdpPort();
+  const ntsd = await startNtsd({ mainJs: ntsdMain, ntpPort, kePort, tls: { chainPath: pki.chainPath, keyPath: pki.keyPath }, threads: 1 });
+  try {
+    const r = await runLoad(options({ mode: 'nts', ke: { host: '127.0.0.1', port: kePort }, caPem: pki.caPem, ratePerS: 1000, durationS: 1.5, verifyEvery: 4 }));
+    assert.ok(r.session !== null);
+    assert.equal(r.session.ntp, `127.0.0.1:${ntpPort}`, 'the Port Negotiation record should name the NTP port');
+    assert.ok(r.session.cookies >= 1);
+    assert.ok(r.sentTotal <= MAX_REQUESTS);
+    assert.ok(r.received >= r.sent * 0.95, `only ${r.received} of ${r.sent} valid`);
+    assert.equal(r.invalid, 0, JSON.stringify(r.invalidByReason));
+    assert.ok(r.verified >= 32, `only ${r.verified} replies fully verified`);
+    assert.ok(r.maxReplyBytes <= r.requestBytes, 'a reply was larger than its request');
+    const ke = await runLoad(options({ mode: 'ke', ke: { host: '127.0.0.1', port: kePort }, caPem: pki.caPem, concurrency: 2, durationS: 1 }));
+    assert.ok(ke.received > 0, `no KE session succeeded: ${ke.firstKeFailure ?? ''}`);
+    assert.equal(ke.invalid, 0, JSON.stringify(ke.keFailures));
+  } finally {
+    await ntsd.stop();
+    pki.cleanup();
+  }
+});
