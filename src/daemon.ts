@@ -107,9 +107,17 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     const calibrator: ClockCalibrator = startClockCalibrator(clock);
     cleanups.push(() => calibrator.stop());
 
-    // Key set first: the pool and the KE listeners both start from its snapshot.
+    // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
+    let udpServer: UdpServer | undefined;
+    const ke: KeListeners = await startKeListeners(config, {
+      logger: logger.child({ component: 'nts-ke' }),
+      metrics,
+      ntpPortFallback: () => udpServer?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
+    });
+    cleanups.push(() => ke.stop());
     let pool: Pool<ReplyTarget> | undefined;
-    let ke: KeListeners | undefined;
+
+    // Then the key set: the pool and the KE listeners both start from its snapshot.
     const store: KeysetStore = await openKeysetStore({
       path: config.keyset.keyStoragePath,
       rotationIntervalS: config.keyset.keyRotationIntervalS,
@@ -117,7 +125,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       logger: logger.child({ component: 'keyset' }),
       onSnapshot: (keyset, bytes) => {
         pool?.setKeyset(bytes);
-        ke?.setKeyset(bytes);
+        ke.setKeyset(bytes);
         metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length);
       },
       onRotation: (result) => metrics.keys.rotation(result === 'success' ? 'success' : 'failure'),
@@ -133,17 +141,6 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     cleanups.push(() => timeSource.close());
     await timeSource.ready;
     metrics.timeSource.set(timeSource.current());
-
-    // TLS material is validated before any socket is bound: a bad pair is a config error (exit 78).
-    let udpServer: UdpServer | undefined;
-    ke = await startKeListeners(config, {
-      keysetBytes: store.bytes,
-      logger: logger.child({ component: 'nts-ke' }),
-      metrics,
-      ntpPortFallback: () => udpServer?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
-    });
-    const keListeners = ke;
-    cleanups.push(() => keListeners.stop());
 
     pool = createPool<ReplyTarget>({
       threads: config.workerPool.threads,
@@ -207,7 +204,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       cleanups.push(() => server.close());
     }
 
-    await ke.start();
+    await ke.start(store.bytes);
     store.start();
 
     const ntpAddresses = udp.addresses.map((a) => ({ address: a.address, port: a.port }));
@@ -246,8 +243,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       keAddresses,
       async reload() {
         destination.reopen();
-        if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, keListeners);
-        const results = await keListeners.reloadCertificates();
+        if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, ke);
+        const results = await ke.reloadCertificates();
         logger.info({ certificates: results, logLevel: logger.level }, 'reload');
       },
       stop() {
@@ -289,9 +286,11 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   logger.level = applied.observability.logLevel;
   ke.updateRateLimits(applied.ntsKeServers.map((k) => k.clientRateLimit));
   const needRestart = changesRequiringRestart(running, next);
-  if (needRestart.length > 0 || JSON.stringify(applied) !== JSON.stringify(next)) {
+  const sections = ['servers', 'ntsKeServers', 'keyset', 'observability', 'workerPool', 'timeSource'] as const;
+  const otherSections = sections.filter((k) => JSON.stringify(applied[k]) !== JSON.stringify(next[k]));
+  if (needRestart.length > 0 || otherSections.length > 0) {
     logger.warn(
-      { path, keys: needRestart.length > 0 ? needRestart : ['(other keys)'] },
+      { path, settings: needRestart.length > 0 ? needRestart : otherSections },
       'reload: some changes need a restart and were not applied (only log-level and client rate limits apply at runtime)',
     );
   }

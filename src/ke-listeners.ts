@@ -12,7 +12,6 @@ import type { Metrics } from './obs/metrics.js';
 
 /** What the daemon needs to start the KE listeners. */
 export interface KeListenersOptions {
-  readonly keysetBytes: Uint8Array;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** The NTP port to advertise when `ntp-port` is not set: server[0]'s bound port. */
@@ -21,8 +20,8 @@ export interface KeListenersOptions {
 
 /** The running KE listeners. */
 export interface KeListeners {
-  /** Binds every listener (after the UDP port is known). */
-  start(): Promise<void>;
+  /** Binds every listener (after the UDP port is known) with the initial keyset snapshot. */
+  start(keysetBytes: Uint8Array): Promise<void>;
   /** Bound addresses in `[[nts-ke-server]]` order. */
   addresses(): { address: string; port: number }[];
   /** NTP port advertised by the first listener. */
@@ -51,7 +50,7 @@ interface Listener {
  */
 export async function startKeListeners(config: Config, options: KeListenersOptions): Promise<KeListeners> {
   const { logger, metrics } = options;
-  let keysetBytes = options.keysetBytes;
+  let keysetBytes: Uint8Array | undefined;
   const listeners: Listener[] = [];
   const updateExpiry = (): void => {
     const earliest = Math.min(...listeners.map((l) => l.notAfterS));
@@ -92,7 +91,8 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   const advertisedPort = (c: NtsKeServerConfig): number => (c.ntpPortExplicit ? c.ntpPort : options.ntpPortFallback());
 
   return {
-    async start() {
+    async start(initialKeysetBytes) {
+      keysetBytes ??= initialKeysetBytes;
       for (const listener of listeners) {
         const c = listener.config;
         const ntpPort = advertisedPort(c);

@@ -109,6 +109,13 @@ export interface WorkerPoolConfig {
   readonly flushIntervalUs: number;
   /** Packets queued beyond which new packets are dropped (`queue_full`). */
   readonly queueLimit: number;
+  /**
+   * Receiver threads, each with its own SO_REUSEPORT socket per `[[server]]` that stamps, answers inline
+   * and sends (dgram `reusePort`, Node ≥ 22.12); 0 = the main thread receives and the pool answers. Opt-in
+   * for many-core machines: under saturation a packet can wait behind other packets' crypto on its thread
+   * before it is stamped. Without reusePort (Node 20) the daemon warns and receives on the main thread.
+   */
+  readonly receiveThreads: number;
 }
 
 /** `[time-source] mode = "static"`: server fields fixed by the operator. */
@@ -177,7 +184,7 @@ export const DEFAULTS = {
   },
   keyset: { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 },
   observability: { logLevel: 'info', logFormat: 'json', metricsListen: '127.0.0.1:9975' },
-  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096 },
+  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0 },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -534,8 +541,9 @@ function readWorkerPool(table: Table, errors: string[], options: ValidateOptions
   const batchSize = r.integer('batch-size', 1, 1024, d.batchSize);
   const flushIntervalUs = r.integer('flush-interval-us', 0, 100_000, d.flushIntervalUs);
   const queueLimit = r.integer('queue-limit', 1, 1_000_000, d.queueLimit);
+  const receiveThreads = r.integer('receive-threads', 0, 256, d.receiveThreads);
   r.finish();
-  return { threads, batchSize, flushIntervalUs, queueLimit };
+  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;
@@ -612,11 +620,11 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   if (errors.length === 0) {
     servers.forEach((s, i) => {
       const j = servers.findIndex((o) => sameAddress(o.listen, s.listen));
-      if (j < i) errors.push(`server[${i}].listen: same address as server[${j}].listen`);
+      if (j >= 0 && j < i) errors.push(`server[${i}].listen: same address as server[${j}].listen`);
     });
     ntsKeServers.forEach((k, i) => {
       const j = ntsKeServers.findIndex((o) => sameAddress(o.listen, k.listen));
-      if (j < i) errors.push(`nts-ke-server[${i}].listen: same address as nts-ke-server[${j}].listen`);
+      if (j >= 0 && j < i) errors.push(`nts-ke-server[${i}].listen: same address as nts-ke-server[${j}].listen`);
     });
     const m = observability.metricsListen;
     if (m !== undefined) {
