@@ -1,6 +1,7 @@
 /**
- * Composition root: configuration → logger → metrics → clock → keyset store → time source → pool →
- * UDP and NTS-KE listeners → metrics endpoint; then signals.
+ * Composition root: configuration → logger → metrics → clock → keyset store → time source → NTP listeners
+ * (main-thread sockets + pool, or receiver threads: ntp-listeners.ts) and NTS-KE listeners → metrics
+ * endpoint; then signals.
  *
  * Nothing here parses packets or touches keys: it wires the shells together and owns the lifecycle.
  * - SIGHUP reloads the certificates (validated first), the log level and reopens the log file.
@@ -17,16 +18,13 @@ import { keysetKeys } from './core/nts/keyset.js';
 import { ExitCode, NtsdError } from './errors.js';
 import { openKeysetStore, type KeysetStore } from './io/keyset-store.js';
 import { createTimeSource, type TimeSource } from './io/time-source.js';
-import { startUdpServer, type ReplyTarget, type UdpServer } from './io/udp-server.js';
 import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
-import { createPool, type Pool, type PoolStats } from './pool/pool.js';
 import { startKeListeners, type KeListeners } from './ke-listeners.js';
+import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
-/** How often pool/UDP counters are folded into the metrics registry. */
-const STATS_INTERVAL_MS = 1000;
 
 /** The daemon's version (package.json), for logs and ntsd_build_info. */
 export function ntsdVersion(): string {
@@ -63,28 +61,6 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-/** Folds cumulative pool/UDP counters into the registry as deltas. */
-function createStatsFolder(metrics: Metrics, pool: Pool<ReplyTarget>, udp: UdpServer): () => void {
-  let last: PoolStats | undefined;
-  let lastReceived = 0;
-  return () => {
-    const now = pool.stats();
-    const received = udp.stats().received;
-    metrics.ntp.addReceived(received - lastReceived);
-    lastReceived = received;
-    const outcomes = now.outcomes.map((v, i) => v - (last?.outcomes[i] ?? 0));
-    const keyAges = now.keyAges.map((v, i) => v - (last?.keyAges[i] ?? 0));
-    metrics.ntp.addOutcomeCounts(outcomes);
-    metrics.ntp.addCookieDecodeCounts(keyAges);
-    metrics.ntp.addCookiesIssued('ntp', now.cookiesIssued - (last?.cookiesIssued ?? 0));
-    const rejected = now.queueRejected - (last?.queueRejected ?? 0);
-    metrics.pool.addQueueRejected(rejected);
-    metrics.ntp.addDropped('queue_full', rejected);
-    metrics.pool.setQueueDepth(now.queueDepth);
-    last = now;
-  };
-}
-
 /** Starts every component; throws NtsdError for operational failures (config, TLS material, bind). */
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const version = ntsdVersion();
@@ -108,23 +84,22 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     cleanups.push(() => calibrator.stop());
 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
-    let udpServer: UdpServer | undefined;
+    let ntp: NtpListeners | undefined;
     const ke: KeListeners = await startKeListeners(config, {
       logger: logger.child({ component: 'nts-ke' }),
       metrics,
-      ntpPortFallback: () => udpServer?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
+      ntpPortFallback: () => ntp?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
     });
     cleanups.push(() => ke.stop());
-    let pool: Pool<ReplyTarget> | undefined;
 
-    // Then the key set: the pool and the KE listeners both start from its snapshot.
+    // Then the key set: the NTP and KE listeners both start from its snapshot.
     const store: KeysetStore = await openKeysetStore({
       path: config.keyset.keyStoragePath,
       rotationIntervalS: config.keyset.keyRotationIntervalS,
       staleKeyCount: config.keyset.staleKeyCount,
       logger: logger.child({ component: 'keyset' }),
       onSnapshot: (keyset, bytes) => {
-        pool?.setKeyset(bytes);
+        ntp?.setKeyset(bytes);
         ke.setKeyset(bytes);
         metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length);
       },
@@ -142,59 +117,21 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     await timeSource.ready;
     metrics.timeSource.set(timeSource.current());
 
-    pool = createPool<ReplyTarget>({
-      threads: config.workerPool.threads,
-      batchSize: config.workerPool.batchSize,
-      flushIntervalUs: config.workerPool.flushIntervalUs,
-      queueLimit: config.workerPool.queueLimit,
+    // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
+    ntp = await startNtpListeners(config, {
+      clock,
       keysetBytes: store.bytes,
       serverFields: timeSource.current(),
-      policies: config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions })),
-      clock,
-      onEvent: (event) => {
-        switch (event.kind) {
-          case 'workerExit':
-            metrics.pool.workerRestarted();
-            logger.error({ worker: event.index, exitCode: event.exitCode, lostPackets: event.lostPackets, err: event.error }, 'worker exited; replacing it');
-            break;
-          case 'respondError':
-            logger.error({ reason: event.message }, 'responder bug: packet dropped');
-            break;
-          case 'replyCallbackError':
-            logger.error({ err: event.error }, 'reply callback failed');
-            break;
-          case 'keysetRejected':
-            logger.error({ reason: event.reason }, 'worker refused a keyset snapshot');
-            break;
-        }
-      },
+      logger: logger.child({ component: 'ntp' }),
+      metrics,
     });
-    const activePool = pool;
-    cleanups.push(() => activePool.close());
+    const ntpListeners = ntp;
+    cleanups.push(() => ntpListeners.close());
     const unsubscribe = timeSource.onChange((fields) => {
-      activePool.setServerFields(fields);
+      ntpListeners.setServerFields(fields);
       metrics.timeSource.set(fields);
     });
     cleanups.push(unsubscribe);
-
-    const udpLog = logger.child({ component: 'ntp' });
-    udpServer = await startUdpServer({
-      listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
-      pool: activePool,
-      clock,
-      onError: (error, where) => udpLog.debug({ err: error, where }, 'udp error'),
-      onReplySent: (durationS) => metrics.ntp.observeRequestDurationS(durationS),
-    });
-    const udp = udpServer;
-    cleanups.push(() => udp.close());
-
-    const foldStats = createStatsFolder(metrics, activePool, udp);
-    const statsTimer = setInterval(foldStats, STATS_INTERVAL_MS);
-    statsTimer.unref();
-    cleanups.push(() => {
-      clearInterval(statsTimer);
-      foldStats();
-    });
 
     let metricsServer: MetricsServer | undefined;
     const metricsListen = config.observability.metricsListen;
@@ -207,7 +144,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     await ke.start(store.bytes);
     store.start();
 
-    const ntpAddresses = udp.addresses.map((a) => ({ address: a.address, port: a.port }));
+    const ntpAddresses = ntpListeners.addresses.map((a) => ({ address: a.address, port: a.port }));
     const keAddresses = ke.addresses();
     logger.info(
       {
@@ -217,8 +154,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         ntsKe: keAddresses.map((a) => `${a.address}:${a.port}`),
         ntpPortAdvertised: ke.advertisedNtpPort(),
         metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
-        threads: config.workerPool.threads,
-        reusePort: udp.reusePort,
+        threads: ntpListeners.poolThreads,
+        receiveThreads: ntpListeners.receiveThreads,
+        reusePort: ntpListeners.reusePort,
         keyStorage: config.keyset.keyStoragePath,
         timeSource: config.timeSource.mode,
       },

@@ -112,6 +112,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           },
           keyset: keysetBytes,
           logger,
+          threadNiceness: c.threadNiceness,
         });
         server.onStats((stats) => metrics.ke.addStats(stats));
         listener.server = server;

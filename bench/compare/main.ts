@@ -8,6 +8,9 @@
  * measurement, reads each server's CPU time and memory from /proc, and prints a markdown table of
  * medians with ntsd/chrony ratios. Results also go to bench/results/compare-<time>.json.
  * It stops by itself and stops what it started, by PID.
+ *
+ * `--ke-flood` runs the KE-flood isolation experiment instead (ke-flood.ts): ntsd alone vs ntsd under a
+ * concurrent full-rate NTS-KE flood, for each KE-thread nice value; results go to bench/results/ke-flood-<time>.json.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { generateDevPki } from '../../src/io/dev-certs.js';
 import { freeTcpAndUdpPort } from '../../test/interop/peers.js';
 import type { LoadReport } from '../load/protocol.js';
+import { renderKeFloodTable, runKeFloodExperiment, summariseKeFlood, type KeFloodOptions } from './ke-flood.js';
 import { cpuSeconds, residentBytes } from './procfs.js';
 import { ensureChronyInstalled, startChrony, startNtsd, type ServerTls, type ServerUnderTest } from './servers.js';
 
@@ -44,6 +48,8 @@ export interface CompareOptions {
   readonly ntsdMain: string;
   /** Result file; undefined = bench/results/compare-<time>.json. */
   readonly out: string | undefined;
+  /** Run the KE-flood isolation experiment (ntsd only) instead of the A/B pairs; undefined = do not. */
+  readonly keFlood: KeFloodOptions | undefined;
 }
 
 /** The measurements of one run of the generator against one server. */
@@ -92,14 +98,22 @@ function repoRoot(): string {
 }
 
 /** Runs the generator as a child process; samples the server's RSS every second while it runs. */
-async function runGenerator(args: readonly string[], server: ServerUnderTest | undefined, timeoutS: number): Promise<{ report: LoadReport; serverCpuS: number; rssMaxBytes: number; samples: number[] }> {
+async function runGenerator(
+  args: readonly string[],
+  server: ServerUnderTest | undefined,
+  timeoutS: number,
+  nice = 0,
+): Promise<{ report: LoadReport; serverCpuS: number; rssMaxBytes: number; samples: number[] }> {
   const cpuBefore = server === undefined ? 0 : cpuSeconds(server.pid);
   const samples: number[] = [];
   const sample = (): void => {
     if (server !== undefined && server.running()) samples.push(residentBytes(server.pid).rssBytes);
   };
   sample();
-  const child = spawn(process.execPath, [LOAD_MAIN, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A nice value other than 0 runs the generator under nice(1), so every thread it starts inherits it.
+  const command = nice === 0 ? process.execPath : 'nice';
+  const commandArgs = [...(nice === 0 ? [] : ['-n', String(nice), process.execPath]), LOAD_MAIN, ...args, '--json'];
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
   let stderr = '';
@@ -224,6 +238,12 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       'soak-s': { type: 'string' },
       'ntsd-main': { type: 'string' },
       out: { type: 'string' },
+      'ke-flood': { type: 'boolean' },
+      'ke-flood-nice': { type: 'string' },
+      'ke-flood-concurrency': { type: 'string' },
+      'ke-flood-threads': { type: 'string' },
+      'ke-flood-generator-nice': { type: 'string' },
+      'ke-flood-rate-fraction': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -232,7 +252,10 @@ function parseOptions(argv: readonly string[]): CompareOptions {
     process.stdout.write(
       'usage: node dist/bench/compare/main.js [--pairs 3] [--duration-s 5] [--warmup-s 1] [--threads 1] [--window 64]\n' +
         '         [--ke-concurrency 8] [--pacing tick|spin] [--servers ntsd,chrony] [--ntsd-threads N] [--soak-s 60]\n' +
-        '         [--ntsd-main dist/src/main.js] [--out FILE]\n',
+        '         [--ntsd-main dist/src/main.js] [--out FILE]\n' +
+        '       node dist/bench/compare/main.js --ke-flood [--pairs 3] [--duration-s 5] [--ke-flood-nice 0,10]\n' +
+        '         [--ke-flood-concurrency 16] [--ke-flood-threads 2] [--ke-flood-generator-nice 0]\n' +
+        '         [--ke-flood-rate-fraction 0.25] [--ntsd-threads N]\n',
     );
     process.exit(0);
   }
@@ -247,12 +270,35 @@ function parseOptions(argv: readonly string[]): CompareOptions {
   const pacing = values.pacing ?? 'tick';
   if (pacing !== 'tick' && pacing !== 'spin') throw new Error('--pacing: tick or spin');
   const durationS = num(values['duration-s'], 'duration-s', 5, 1);
+  const warmupS = num(values['warmup-s'], 'warmup-s', Math.min(1, durationS / 4), 0);
+  const threads = Math.floor(num(values.threads, 'threads', 1, 1));
+  const window = Math.floor(num(values.window, 'window', 64, 1));
+  let keFlood: KeFloodOptions | undefined;
+  if (values['ke-flood'] === true) {
+    const nicenessValues = (values['ke-flood-nice'] ?? '0,10').split(',').map((t) => Math.floor(num(t.trim(), 'ke-flood-nice', 0, 0)));
+    if (nicenessValues.some((n) => n > 19)) throw new Error('--ke-flood-nice: values 0..19');
+    const generatorNice = Math.floor(num(values['ke-flood-generator-nice'], 'ke-flood-generator-nice', 0, -20));
+    if (generatorNice > 19) throw new Error('--ke-flood-generator-nice: -20..19');
+    keFlood = {
+      rounds: Math.max(1, Math.floor(num(values.pairs, 'pairs', 3, 1))),
+      durationS,
+      warmupS,
+      threads,
+      window,
+      nicenessValues,
+      floodConcurrency: Math.floor(num(values['ke-flood-concurrency'], 'ke-flood-concurrency', 16, 1)),
+      floodThreads: Math.floor(num(values['ke-flood-threads'], 'ke-flood-threads', 2, 1)),
+      floodGeneratorNice: generatorNice,
+      probeRatePerS: 1000,
+      fixedRateFraction: num(values['ke-flood-rate-fraction'], 'ke-flood-rate-fraction', 0.25, 0.01),
+    };
+  }
   return {
     pairs: Math.floor(num(values.pairs, 'pairs', 3, 0)),
     durationS,
-    warmupS: num(values['warmup-s'], 'warmup-s', Math.min(1, durationS / 4), 0),
-    threads: Math.floor(num(values.threads, 'threads', 1, 1)),
-    window: Math.floor(num(values.window, 'window', 64, 1)),
+    warmupS,
+    threads,
+    window,
     keConcurrency: Math.floor(num(values['ke-concurrency'], 'ke-concurrency', 8, 1)),
     pacing,
     servers: servers.filter((s): s is 'ntsd' | 'chrony' => s === 'ntsd' || s === 'chrony'),
@@ -260,6 +306,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
     soakS: num(values['soak-s'], 'soak-s', 0, 0),
     ntsdMain: values['ntsd-main'] ?? join(here, '..', '..', 'src', 'main.js'),
     out: values.out,
+    keFlood,
   };
 }
 
@@ -288,6 +335,7 @@ async function main(): Promise<number> {
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
+  if (o.keFlood !== undefined) return keFloodMain(o, o.keFlood);
 
   if (o.servers.includes('chrony')) ensureChronyInstalled(log);
   if (o.servers.includes('ntsd') && !existsSync(o.ntsdMain)) throw new Error(`ntsd is not built: ${o.ntsdMain} is missing (run npm ci or npx tsc)`);
@@ -445,6 +493,69 @@ async function main(): Promise<number> {
   writeFileSync(outPath, `${JSON.stringify(json, null, 1)}\n`);
   log(`results written to ${outPath}`);
   return 0;
+}
+
+/** `--ke-flood`: the isolation experiment against ntsd alone (see ke-flood.ts). */
+async function keFloodMain(o: CompareOptions, k: KeFloodOptions): Promise<number> {
+  if (!existsSync(o.ntsdMain)) throw new Error(`ntsd is not built: ${o.ntsdMain} is missing (run npm ci or npx tsc)`);
+  const pkiDir = mkdtempSync(join(tmpdir(), 'unsafe-ntsd-bench-pki-'));
+  try {
+    const pki = generateDevPki({ dir: pkiDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], prefix: 'unsafe-bench', caName: 'ntsd UNSAFE bench CA' });
+    const tls: ServerTls = { chainPath: pki.chainPath, keyPath: pki.keyPath };
+    const loadStart = loadavg();
+    const result = await runKeFloodExperiment(k, {
+      runGenerator: (args, server, timeoutS, nice) => runGenerator(args, server, timeoutS, nice),
+      startNtsd: async (threadNiceness) => {
+        const server = await startNtsd({
+          mainJs: o.ntsdMain,
+          ntpPort: await freeTcpAndUdpPort(),
+          kePort: await freeTcpAndUdpPort(),
+          tls,
+          threads: o.ntsdThreads,
+          threadNiceness,
+        });
+        started.push(server);
+        log(`ntsd started (KE thread nice ${threadNiceness}): pid ${server.pid}, NTP 127.0.0.1:${server.ntpPort}, NTS-KE 127.0.0.1:${server.kePort}`);
+        return {
+          ...server,
+          stop: async () => {
+            const i = started.indexOf(server);
+            if (i >= 0) started.splice(i, 1);
+            await server.stop();
+          },
+        };
+      },
+      caPath: pki.caCertPath,
+      log,
+    });
+    const loadEnd = loadavg();
+    const text = [
+      `KE-flood isolation: medians of ${k.rounds} round(s); NTS runs of ${k.durationS} s (${k.warmupS} s warm-up), ${k.threads} generator thread(s); ` +
+        `flood: bench/load --mode ke, ${k.floodConcurrency} sessions on ${k.floodThreads} thread(s), generator nice ${k.floodGeneratorNice}; ` +
+        `fixed-rate runs at ${fmtInt(result.fixedRatePerS)} req/s + probe ${k.probeRatePerS}/s. ` +
+        `${cpus().length} CPUs, Node ${process.version}, load average ${loadStart[0]?.toFixed(2) ?? '?'} at start, ${loadEnd[0]?.toFixed(2) ?? '?'} at end.`,
+      '',
+      renderKeFloodTable(result),
+    ].join('\n');
+    process.stdout.write(`${text}\n`);
+    const outPath = o.out ?? join(repoRoot(), 'bench', 'results', `ke-flood-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    mkdirSync(dirname(outPath), { recursive: true });
+    const json = {
+      startedAt: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, kernel: release(), loadavgStart: loadStart, loadavgEnd: loadEnd },
+      options: k,
+      summary: summariseKeFlood(result),
+      fixedRatePerS: result.fixedRatePerS,
+      runs: result.runs,
+      table: text,
+    };
+    writeFileSync(outPath, `${JSON.stringify(json, null, 1)}\n`);
+    log(`results written to ${outPath}`);
+    return 0;
+  } finally {
+    await stopEverything();
+    rmSync(pkiDir, { recursive: true, force: true });
+  }
 }
 
 function chronyVersion(): string {

@@ -89,3 +89,26 @@ export function residentBytes(pid: number): { rssBytes: number; peakBytes: numbe
   }
   return { rssBytes: rss, peakBytes: peak };
 }
+
+/** CPU seconds (user + system) used so far by each thread of `pid`, by TID (threads that exited are gone). */
+export function threadCpuSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(rest[11]) + Number(rest[12]);
+    if (Number.isFinite(ticks)) out.set(Number(tid), ticks / clockTicks());
+  }
+  return out;
+}

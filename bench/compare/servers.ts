@@ -57,6 +57,8 @@ export async function startNtsd(options: {
   readonly tls: ServerTls;
   /** `[worker-pool] threads`; undefined = ntsd's default. */
   readonly threads?: number | undefined;
+  /** `[[nts-ke-server]] thread-niceness`; undefined = ntsd's default. */
+  readonly threadNiceness?: number | undefined;
   readonly startTimeoutMs?: number;
 }): Promise<ServerUnderTest> {
   const dir = makeWorkDir('bench-ntsd');
@@ -72,6 +74,7 @@ export async function startNtsd(options: {
     `private-key-path = ${JSON.stringify(options.tls.keyPath)}`,
     '# One client address produces all the load: per-client KE limiting would measure the limiter.',
     'client-rate-limit-interval-s = 0',
+    ...(options.threadNiceness === undefined ? [] : [`thread-niceness = ${options.threadNiceness}`]),
     '',
     '[keyset]',
     `key-storage-path = ${JSON.stringify(join(dir, 'keyset', 'ntsd.keys'))}`,

@@ -69,6 +69,11 @@ export interface NtsKeServerConfig {
   /** Seconds between checks of the certificate files for changes; 0 = reload on SIGHUP only. */
   readonly certificateReloadIntervalS: number;
   readonly clientRateLimit: ClientRateLimitConfig;
+  /**
+   * Nice value of the KE thread (Linux, 0..19; never below the daemon's own): under CPU contention the
+   * NTP threads win over handshakes (RFC 8915 §8.3). 0 = leave it at the daemon's.
+   */
+  readonly threadNiceness: number;
 }
 
 /** `[keyset]`: master keys for cookies (RFC 8915 §6). */
@@ -178,6 +183,7 @@ export const DEFAULTS = {
     maxRequestBytes: 4096,
     aeadAlgorithms: [15, 16, 17, 30],
     certificateReloadIntervalS: 60,
+    threadNiceness: 10,
     clientRateLimitIntervalS: 64,
     clientRateLimitBurst: 8,
     clientRateLimitTableSize: 65536,
@@ -485,6 +491,7 @@ function readNtsKeServer(
     r.error('aead-algorithms', `must include ${MANDATORY_AEAD_ID} (AEAD_AES_SIV_CMAC_256, mandatory per RFC 8915 §5.1)`);
   }
   const certificateReloadIntervalS = r.integer('certificate-reload-interval-s', 0, 86_400, d.certificateReloadIntervalS);
+  const threadNiceness = r.integer('thread-niceness', 0, 19, d.threadNiceness);
   const clientRateLimit: ClientRateLimitConfig = {
     intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
@@ -505,6 +512,7 @@ function readNtsKeServer(
     aeadAlgorithms,
     certificateReloadIntervalS,
     clientRateLimit,
+    threadNiceness,
   };
 }
 

@@ -214,6 +214,8 @@ export interface NtpMetrics {
   observeRequestDurationS(seconds: number): void;
   /** Pre-tallied durations: `bucketCounts[i]` per NTP_DURATION_BUCKETS_S bucket (last = +Inf), and their sum. */
   addRequestDurations(bucketCounts: ArrayLike<number>, sumS: number): void;
+  /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (pool/worker.ts). */
+  setTransmitCompensationS(seconds: number): void;
 }
 
 /** NTS-KE listener metrics. */
@@ -311,6 +313,11 @@ export function createMetrics(options: MetricsOptions): Metrics {
     NTP_DURATION_BUCKETS_S,
   );
   registry.registerMetric(ntpDuration as unknown as Metric);
+  const transmitCompensation = new Gauge({
+    name: 'ntsd_ntp_transmit_compensation_seconds',
+    help: 'Mean estimated delay from reading the transmit clock to the reply leaving, added to transmit timestamps (last stats interval), seconds.',
+    registers,
+  });
 
   // NTS-KE
   const keAccepted = new Counter({ name: 'ntsd_ke_connections_accepted_total', help: 'NTS-KE TCP connections accepted.', registers });
@@ -417,6 +424,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
       },
       observeRequestDurationS: (seconds) => ntpDuration.observe(seconds),
       addRequestDurations: (bucketCounts, sumS) => ntpDuration.add(bucketCounts, sumS),
+      setTransmitCompensationS: (seconds) => transmitCompensation.set(seconds),
     },
     ke: {
       connectionAccepted: () => keAccepted.inc(),

@@ -19,17 +19,26 @@
  *    the buffer back with an outcome tally, which is added to cumulative counters (`stats()`).
  *  - A worker that exits is replaced (with back-off if it keeps dying young) and counted; the packets
  *    it held are counted as lost and their slots freed.
+ *  - Transmit-timestamp compensation (model in worker.ts): when a batch comes back, the pool measures the
+ *    return hop (worker done → delivery starts; the worker writes its done time into the batch header)
+ *    and the time per reply delivered, keeps an EWMA of each, and publishes them in a SharedArrayBuffer
+ *    the workers read at the start of every batch. Inline mode measures the same way (its hop is ≈ 0).
  *
  * The pool knows nothing about sockets: a reply target is an opaque value of type T.
  */
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { WallClock, type NtpTime } from '../clock.js';
+import { WallClock, monotonicS, type NtpTime } from '../clock.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, Outcome, type ServerFields } from '../core/responder.js';
 import {
   BATCH_COUNT_WORD,
+  BATCH_F64_SLOTS,
+  BATCH_STAMPS_WORD,
   BATCH_TALLY_WORD,
+  BatchF64,
+  COMPENSATION_SLOTS,
+  CompensationSlot,
   Entry,
   KEY_AGE_BUCKETS,
   MAX_DATAGRAM_BYTES,
@@ -42,7 +51,10 @@ import {
   type ResponderPolicy,
   type WorkerInit,
 } from './protocol.js';
-import { createBatchProcessor, type BatchProcessor } from './worker.js';
+import { CostEwma, MAX_PACKET_COST_SAMPLE_S, createBatchProcessor, type BatchProcessor } from './worker.js';
+
+/** Return-hop samples longer than this are discarded (the compensation is capped far below), seconds. */
+const MAX_RETURN_HOP_SAMPLE_S = 0.005;
 
 /** Options for {@link createPool}. */
 export interface PoolOptions {
@@ -69,6 +81,11 @@ export interface PoolOptions {
   readonly policies?: readonly ResponderPolicy[];
   /** Clock for transmit timestamps; its shared anchor is passed to the workers. Default: a new WallClock. */
   readonly clock?: WallClock;
+  /**
+   * Add the estimated delay between reading the transmit clock and the reply leaving (worker.ts) to
+   * transmit timestamps. Default true; false stamps the raw clock (the estimates are still measured).
+   */
+  readonly transmitCompensation?: boolean;
   /** Operational events (worker exits, respond() bugs) for the caller to log; workers never log. */
   readonly onEvent?: (event: PoolEvent) => void;
 }
@@ -120,6 +137,14 @@ export interface PoolStats {
   readonly cookiesIssued: number;
   /** Packets dropped because respond() threw (a bug). */
   readonly respondErrors: number;
+  /** Transmit timestamps taken (replies and NAKs). */
+  readonly transmitStamps: number;
+  /** Sum of the compensation added to those timestamps, seconds (mean = sum / transmitStamps). */
+  readonly transmitCompensationSumS: number;
+  /** Current return-hop estimate, seconds (0 until warmed up). */
+  readonly returnHopS: number;
+  /** Current per-reply delivery estimate, seconds (0 until warmed up). */
+  readonly sendCostS: number;
 }
 
 /** The pool as the UDP server and the daemon see it. */
@@ -218,13 +243,23 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
   let lost = 0;
   let batches = 0;
 
+  let transmitStamps = 0;
+  let transmitCompensationSumS = 0;
+
   let replyCallback: ReplyCallback<T> | undefined;
   let closed = false;
+
+  // Return-path estimates, shared with the batch processors (protocol.ts CompensationSlot).
+  const transmitCompensation = options.transmitCompensation ?? true;
+  const compensationShared = new SharedArrayBuffer(COMPENSATION_SLOTS * Float64Array.BYTES_PER_ELEMENT);
+  const compensation = new Float64Array(compensationShared);
+  const returnHop = new CostEwma(MAX_RETURN_HOP_SAMPLE_S);
+  const sendCost = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
 
   // Execution: inline processor or worker threads.
   const inline: BatchProcessor | undefined =
     threads === 0
-      ? createBatchProcessor({ keysetBytes, serverFields, policies, clock })
+      ? createBatchProcessor({ keysetBytes, serverFields, policies, clock, compensationShared, transmitCompensation })
       : undefined;
   const workers: (WorkerHandle | undefined)[] = new Array<WorkerHandle | undefined>(threads).fill(undefined);
   const restartTimers: (NodeJS.Timeout | undefined)[] = new Array<NodeJS.Timeout | undefined>(threads).fill(undefined);
@@ -246,12 +281,19 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
     for (let i = 0; i < count; i++) slotOwner[words[entryWord(i) + Entry.slot] ?? 0] = owner;
   };
 
-  /** Delivers the replies of a returned batch, frees its slots, adds its tally. */
+  /** Delivers the replies of a returned batch, frees its slots, adds its tally, measures the return path. */
   const complete = (buffer: ArrayBuffer): void => {
+    const arrivedAtS = monotonicS();
     const words = new Uint32Array(buffer);
+    const header = new Float64Array(buffer, 0, BATCH_F64_SLOTS);
+    const doneAtS = header[BatchF64.doneS] ?? 0;
+    if (doneAtS > 0) returnHop.observe(arrivedAtS - doneAtS);
+    transmitStamps += words[BATCH_STAMPS_WORD] ?? 0;
+    transmitCompensationSumS += header[BatchF64.compensationSumS] ?? 0;
     const count = words[BATCH_COUNT_WORD] ?? 0;
     for (let j = 0; j < TALLY_WORDS; j++) tally[j] = (tally[j] ?? 0) + (words[BATCH_TALLY_WORD + j] ?? 0);
     const cb = replyCallback;
+    let delivered = 0;
     for (let i = 0; i < count; i++) {
       const e = entryWord(i);
       const slot = words[e + Entry.slot] ?? 0;
@@ -261,12 +303,16 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
       releaseSlot(slot);
       if (length === 0 || target === undefined || cb === undefined) continue;
       replied++;
+      delivered++;
       try {
         cb(new Uint8Array(buffer, words[e + Entry.dataOffset] ?? 0, length), target, words[e + Entry.recvSeconds] ?? 0, words[e + Entry.recvFraction] ?? 0);
       } catch (error) {
         onEvent?.({ kind: 'replyCallbackError', error });
       }
     }
+    if (delivered > 0) sendCost.observe((monotonicS() - arrivedAtS) / delivered);
+    compensation[CompensationSlot.returnHopS] = returnHop.valueS;
+    compensation[CompensationSlot.sendCostS] = sendCost.valueS;
   };
 
   const pickWorker = (): WorkerHandle | undefined => {
@@ -356,6 +402,8 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
       serverFields,
       policies,
       clockShared: clock.shared,
+      compensationShared,
+      transmitCompensation,
     };
     let worker: Worker;
     try {
@@ -505,6 +553,10 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
         keyAges: Array.from(tally.subarray(Tally.keyAges, Tally.keyAges + KEY_AGE_BUCKETS)),
         cookiesIssued: at(Tally.cookiesIssued),
         respondErrors: at(Tally.respondErrors),
+        transmitStamps,
+        transmitCompensationSumS,
+        returnHopS: returnHop.valueS,
+        sendCostS: sendCost.valueS,
       };
     },
     async terminateWorker(index) {

@@ -9,8 +9,11 @@
  * Batch buffer layout (u32 words in the platform's byte order; both ends run in one process):
  *
  *   word 0                     count: number of entries
- *   word 1                     reserved (0)
- *   words 2 .. 2+TALLY_WORDS   tally, written by the worker (see Tally below)
+ *   word 1                     transmit stamps: replies whose transmit timestamp was taken (worker)
+ *   words 2..3 (f64 slot 1)    done time: monotonic seconds (clock.ts monotonicS) when the worker
+ *                              finished the batch, for the return-hop estimate (0 = not set)
+ *   words 4..5 (f64 slot 2)    sum of the transmit compensation added to those stamps, seconds (worker)
+ *   words 6 .. 6+TALLY_WORDS   tally, written by the worker (see Tally below)
  *   then count × ENTRY_WORDS   entries: slot | policy | length | recvSeconds | recvFraction | dataOffset
  *   then the packet bytes, at each entry's dataOffset (octets from the start of the buffer)
  *
@@ -22,8 +25,19 @@ import type { ServerFields } from '../core/responder.js';
 
 /** Index of the entry count in the batch header. */
 export const BATCH_COUNT_WORD = 0;
+/** Index of the transmit-stamp count in the batch header (written by the worker). */
+export const BATCH_STAMPS_WORD = 1;
+/** Float64 slots of the batch header (indexes into a Float64Array over the buffer's first BATCH_F64_SLOTS × 8 octets). */
+export const BatchF64 = {
+  /** Monotonic seconds when the worker finished the batch (0 = not set). */
+  doneS: 1,
+  /** Sum of the transmit compensation added to this batch's stamps, seconds. */
+  compensationSumS: 2,
+} as const;
+/** Float64 slots covered by BatchF64 (slot 0 overlaps words 0 and 1). */
+export const BATCH_F64_SLOTS = 3;
 /** First tally word in the batch header. */
-export const BATCH_TALLY_WORD = 2;
+export const BATCH_TALLY_WORD = BATCH_F64_SLOTS * 2;
 
 /** Highest key generation counted on its own (older ones share the last bucket). */
 export const KEY_AGE_MAX_TRACKED = 15;
@@ -103,7 +117,31 @@ export interface WorkerInit {
   readonly policies: readonly ResponderPolicy[];
   /** Shared anchor of the main thread's WallClock (src/clock.ts). */
   readonly clockShared: SharedArrayBuffer;
+  /** The main thread's return-path estimates (CompensationSlot layout), read at the start of each batch. */
+  readonly compensationShared: SharedArrayBuffer;
+  /** Add the estimated clock-read-to-departure delay to transmit timestamps (false: measure only). */
+  readonly transmitCompensation: boolean;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transmit-timestamp compensation: what the main thread shares with the workers
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Float64 slots of the compensation buffer (a SharedArrayBuffer, like the clock anchor in clock.ts):
+ * written by the thread that sends replies, read by every batch processor at the start of a batch.
+ * A slot reads 0 until its estimate is warmed up.
+ */
+export const CompensationSlot = {
+  /** Batch done in the worker → main starts delivering its replies (EWMA, seconds). */
+  returnHopS: 0,
+  /** Main-thread time per reply delivered (reply callback incl. the socket send; EWMA, seconds). */
+  sendCostS: 1,
+} as const;
+/** Number of Float64 slots in the compensation buffer. */
+export const COMPENSATION_SLOTS = 2;
+/** Upper bound of the compensation added to one transmit timestamp, seconds (2 ms). */
+export const MAX_TRANSMIT_COMPENSATION_S = 0.002;
 
 /** workerData marker of pool workers. */
 export const POOL_WORKER_ROLE = 'ntsd-pool-worker';

@@ -63,6 +63,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['nts-ke-server[0].client-rate-limit-interval-s', (d) => (first(d, 'nts-ke-server')['client-rate-limit-interval-s'] = -1)],
   ['nts-ke-server[0].client-rate-limit-burst', (d) => (first(d, 'nts-ke-server')['client-rate-limit-burst'] = 0)],
   ['nts-ke-server[0].client-rate-limit-table-size', (d) => (first(d, 'nts-ke-server')['client-rate-limit-table-size'] = 1)],
+  ['nts-ke-server[0].thread-niceness', (d) => (first(d, 'nts-ke-server')['thread-niceness'] = 20)],
   ['keyset.key-storage-path', (d) => (table(d, 'keyset')['key-storage-path'] = 7)],
   ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 10)],
   ['keyset.stale-key-count', (d) => (table(d, 'keyset')['stale-key-count'] = 0)],
@@ -74,6 +75,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['worker-pool.batch-size', (d) => (table(d, 'worker-pool')['batch-size'] = 0)],
   ['worker-pool.flush-interval-us', (d) => (table(d, 'worker-pool')['flush-interval-us'] = -5)],
   ['worker-pool.queue-limit', (d) => (table(d, 'worker-pool')['queue-limit'] = 0)],
+  ['worker-pool.receive-threads', (d) => (table(d, 'worker-pool')['receive-threads'] = -1)],
   ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
   ['time-source.local-stratum', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 0 })],
   ['time-source.reference-id', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 2, 'reference-id': 'TOOLONG' })],
@@ -153,6 +155,7 @@ test('defaults match OPERATIONS.md', () => {
   assert.equal(ke.maxRequestBytes, 4096);
   assert.deepEqual(ke.aeadAlgorithms, [15, 16, 17, 30]);
   assert.equal(ke.certificateReloadIntervalS, 60);
+  assert.equal(ke.threadNiceness, 10);
   assert.equal(ke.ntpServer, undefined);
   assert.deepEqual(ke.clientRateLimit, { intervalS: 64, burst: 8, tableSize: 65536 });
   assert.deepEqual(c.keyset, { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 });
@@ -162,7 +165,7 @@ test('defaults match OPERATIONS.md', () => {
     logFile: undefined,
     metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
   });
-  assert.deepEqual(c.workerPool, { threads: 3, batchSize: 32, flushIntervalUs: 200, queueLimit: 4096 });
+  assert.deepEqual(c.workerPool, { threads: 3, batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0 });
   // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
   assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });
   assert.equal(DEFAULTS.timeSource.mode, 'follow');
@@ -175,6 +178,27 @@ test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 means inline', () 
   const doc = base();
   doc['worker-pool'] = { threads: 0 };
   assert.equal(valid(doc).workerPool.threads, 0);
+});
+
+test('worker-pool.receive-threads: default 0 (main thread receives), any integer 0..256, nothing else', () => {
+  assert.equal(DEFAULTS.workerPool.receiveThreads, 0);
+  assert.equal(valid(base()).workerPool.receiveThreads, 0);
+  for (const n of [0, 1, 4, 256]) {
+    const doc = base();
+    doc['worker-pool'] = { 'receive-threads': n };
+    assert.equal(valid(doc).workerPool.receiveThreads, n);
+  }
+  for (const bad of [-1, 257, 1.5, '2', true]) {
+    const doc = base();
+    doc['worker-pool'] = { 'receive-threads': bad };
+    const errors = errorsOf(validateConfig(doc, OPTIONS));
+    assert.equal(errors.length, 1, String(bad));
+    assert.match(errors[0] ?? '', /^worker-pool\.receive-threads: must be an integer between 0 and 256/);
+  }
+  // A restart is needed to change it (the receiving sockets are bound at start).
+  const more = base();
+  more['worker-pool'] = { 'receive-threads': 2 };
+  assert.deepEqual(changesRequiringRestart(valid(base()), valid(more)), ['worker-pool']);
 });
 
 test('metrics-listen = "" turns the endpoint off', () => {

@@ -2,7 +2,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import * as net from 'node:net';
+import { getPriority } from 'node:os';
 import { Writable } from 'node:stream';
 import * as tls from 'node:tls';
 import { pino } from 'pino';
@@ -10,11 +12,13 @@ import { openCookie } from '../../src/core/nts/cookie.js';
 import { NTS_EXPORTER_LABEL } from '../../src/core/nts/ids.js';
 import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
 import { createKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { DEFAULTS } from '../../src/config/schema.js';
 import { NtsdError } from '../../src/errors.js';
 import {
   ClientRateLimiter,
   clientRateKey,
   KE_SESSION_OUTCOMES,
+  KE_THREAD_NICENESS,
   KeServer,
   type KeServerOptions,
   type KeSessionOutcome,
@@ -127,6 +131,13 @@ interface KeReply {
   readonly elapsedMs: number;
   /** Server certificate serial (hex). */
   readonly serial: string | undefined;
+  /** Negotiated TLS cipher suite. */
+  readonly cipher: string | undefined;
+  /** The TLS session after the server's tickets (for a resumption attempt), and the longest ticket seen. */
+  readonly session: Buffer | undefined;
+  readonly ticketBytes: number;
+  /** True when the server resumed the offered session. */
+  readonly resumed: boolean;
 }
 
 interface ClientOptions {
@@ -137,6 +148,10 @@ interface ClientOptions {
   readonly send?: Uint8Array | undefined;
   readonly alpn?: string[] | undefined;
   readonly maxVersion?: tls.SecureVersion;
+  /** TLS 1.3 suites the client offers, in its order; undefined = Node's default (AES-256-GCM first). */
+  readonly ciphers?: string;
+  /** A TLS session from an earlier connection to offer for resumption. */
+  readonly session?: Buffer;
 }
 
 function keClient(options: ClientOptions): Promise<KeReply> {
@@ -148,15 +163,27 @@ function keClient(options: ClientOptions): Promise<KeReply> {
     let c2s: Uint8Array | undefined;
     let s2c: Uint8Array | undefined;
     let serial: string | undefined;
+    let cipher: string | undefined;
+    let session: Buffer | undefined;
+    let ticketBytes = 0;
+    let resumed = false;
     const socket = tls.connect({
       host: options.host ?? '127.0.0.1',
       port: options.port,
       ca: options.ca,
       ...(options.alpn === undefined ? {} : { ALPNProtocols: options.alpn }),
       ...(options.maxVersion === undefined ? {} : { maxVersion: options.maxVersion }),
+      ...(options.ciphers === undefined ? {} : { ciphers: options.ciphers }),
+      ...(options.session === undefined ? {} : { session: options.session }),
+    });
+    socket.on('session', (s: Buffer) => {
+      session = s;
+      ticketBytes = Math.max(ticketBytes, socket.getTLSTicket()?.length ?? 0);
     });
     socket.on('secureConnect', () => {
       serial = socket.getPeerCertificate().serialNumber;
+      cipher = socket.getCipher().standardName;
+      resumed = socket.isSessionReused();
       // RFC 8915 §5.1: NTPv4 contexts for AEAD 15, one exporter call per direction.
       c2s = socket.exportKeyingMaterial(32, NTS_EXPORTER_LABEL, Buffer.from([0, 0, 0, 15, 0]));
       s2c = socket.exportKeyingMaterial(32, NTS_EXPORTER_LABEL, Buffer.from([0, 0, 0, 15, 1]));
@@ -170,7 +197,19 @@ function keClient(options: ClientOptions): Promise<KeReply> {
       error = e;
     });
     socket.on('close', () =>
-      resolve({ bytes: new Uint8Array(Buffer.concat(chunks)), ended, c2s, s2c, error, elapsedMs: Date.now() - started, serial }),
+      resolve({
+        bytes: new Uint8Array(Buffer.concat(chunks)),
+        ended,
+        c2s,
+        s2c,
+        error,
+        elapsedMs: Date.now() - started,
+        serial,
+        cipher,
+        session,
+        ticketBytes,
+        resumed,
+      }),
     );
   });
 }
@@ -255,6 +294,46 @@ describe('KeServer: good clients (RFC 8915 §4)', () => {
       socket.on('close', () => resolve(new Uint8Array(Buffer.concat(chunks))));
     });
     assert.equal(records(reply).filter((r) => r.kind === 'newCookie').length, 8);
+  });
+
+  test('cipher suite: AES-128-GCM-SHA256 preferred, a ChaCha20-first or AES-256-only client keeps its choice; keys still match', async () => {
+    const cases: readonly [string | undefined, string][] = [
+      [undefined, 'TLS_AES_128_GCM_SHA256'],
+      ['TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'],
+      ['TLS_AES_256_GCM_SHA384', 'TLS_AES_256_GCM_SHA384'],
+    ];
+    for (const [ciphers, expected] of cases) {
+      const reply = await keClient({
+        port: h.port,
+        ca: pki.caPem,
+        alpn: ['ntske/1'],
+        send: encodeKeMessage(GOOD_REQUEST),
+        ...(ciphers === undefined ? {} : { ciphers }),
+      });
+      assert.equal(reply.cipher, expected);
+      const cookie = records(reply.bytes).find((r) => r.kind === 'newCookie');
+      assert.ok(cookie?.kind === 'newCookie' && reply.c2s !== undefined);
+      const opened = openCookie(keyset, cookie.cookie);
+      assert.ok(opened.ok);
+      // RFC 8915 §5.1: the exporter (hash of the negotiated suite) gives both ends the same keys.
+      assert.deepEqual(Buffer.from(opened.c2s), Buffer.from(reply.c2s));
+    }
+  });
+
+  test('TLS session tickets are bare session IDs that never resume (NTS-KE clients do not resume)', async () => {
+    const first = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+    assert.ok(first.session !== undefined, 'TLS 1.3 servers always send a NewSessionTicket (Node cannot send none)');
+    // A stateful ticket is the 32-octet session ID; an encrypted (stateless) one carries the whole session.
+    assert.ok(first.ticketBytes > 0 && first.ticketBytes <= 64, `ticket of ${first.ticketBytes} octets`);
+    const second = await keClient({
+      port: h.port,
+      ca: pki.caPem,
+      alpn: ['ntske/1'],
+      send: encodeKeMessage(GOOD_REQUEST),
+      session: first.session,
+    });
+    assert.equal(second.resumed, false, 'the server keeps no sessions, so nothing resumes');
+    assert.equal(records(second.bytes).filter((r) => r.kind === 'newCookie').length, 8);
   });
 
   test('RFC 8915 §3: a TLS 1.2 client is refused', async () => {
@@ -491,6 +570,78 @@ describe('KeServer: deadlines, caps and rate limits (OPERATIONS.md hardening)', 
     await stopped;
     assert.equal(records(new Uint8Array(Buffer.concat(chunks))).filter((r) => r.kind === 'newCookie').length, 8);
     assert.equal(h.stats.sessions.success, 1);
+  });
+});
+
+/** TIDs of this process's threads. */
+function threadIds(): number[] {
+  return readdirSync('/proc/self/task').map(Number);
+}
+
+describe('KeServer: KE thread priority (RFC 8915 §8.3 isolation, Linux)', { skip: process.platform !== 'linux' ? 'per-thread nice values are Linux-only' : false }, () => {
+  let pki: TestPki;
+  before(() => {
+    pki = makeTestPki(['127.0.0.1']);
+  });
+  after(() => pki.cleanup());
+
+  test('the default nice value is the documented constant and the config default', () => {
+    assert.equal(KE_THREAD_NICENESS, 10);
+    assert.equal(DEFAULTS.ntsKeServer.threadNiceness, KE_THREAD_NICENESS);
+  });
+
+  test('the KE thread runs at nice 10; the main (NTP-receiving) thread keeps its own', async () => {
+    const mainNice = getPriority(process.pid);
+    const before = new Set(threadIds());
+    const lines: string[] = [];
+    const logger = pino(
+      { level: 'debug' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb): void {
+          lines.push(chunk.toString());
+          cb();
+        },
+      }),
+    );
+    const h = await startServer(pki, newKeyset(), { logger });
+    try {
+      const expected = Math.max(KE_THREAD_NICENESS, mainNice);
+      const line = lines.find((l) => l.includes('NTS-KE thread nice value set'));
+      assert.ok(line !== undefined, `no debug line in:\n${lines.join('')}`);
+      const logged: unknown = JSON.parse(line);
+      assert.ok(typeof logged === 'object' && logged !== null && 'tid' in logged && typeof logged.tid === 'number');
+      const tid = logged.tid;
+      assert.ok(!before.has(tid), 'the TID is a thread started by KeServer');
+      assert.equal(getPriority(tid), expected);
+      assert.equal(getPriority(process.pid), mainNice, 'the main thread is untouched');
+      const reniced = threadIds().filter((t) => !before.has(t) && getPriority(t) === expected && expected !== mainNice);
+      assert.deepEqual(reniced, expected === mainNice ? [] : [tid], 'only the KE thread changed');
+      // It still serves.
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('threadNiceness 0 leaves every thread at the daemon\'s nice value', async () => {
+    const mainNice = getPriority(process.pid);
+    const before = new Set(threadIds());
+    const h = await startServer(pki, newKeyset(), { threadNiceness: 0 });
+    try {
+      const fresh = threadIds().filter((t) => !before.has(t));
+      assert.ok(fresh.length >= 1, 'KeServer started a thread');
+      for (const t of fresh) {
+        try {
+          assert.equal(getPriority(t), mainNice, `thread ${t}`);
+        } catch (e: unknown) {
+          // A short-lived helper thread may exit between the listing and the lookup.
+          if (!(e instanceof Error && 'code' in e && e.code === 'ESRCH')) throw e;
+        }
+      }
+    } finally {
+      await h.server.stop();
+    }
   });
 });
 

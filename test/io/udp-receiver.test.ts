@@ -1,0 +1,325 @@
+/**
+ * Receiver threads (`[worker-pool] receive-threads`) over real loopback sockets.
+ *
+ * Which tests run depends on the runtime, and the first test pins that choice to the Node version so a
+ * wrong feature test fails here: with dgram reusePort (Node ≥ 22.12) two threads share each port and
+ * answer plain and NTS requests from many client sockets; without it (Node 20) a second thread cannot
+ * join the port and start-up fails cleanly (the daemon then falls back: test/ntp-listeners.test.ts).
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomFillSync } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { WallClock } from '../../src/clock.js';
+import { openCookie } from '../../src/core/nts/cookie.js';
+import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { Outcome, type ServerFields } from '../../src/core/responder.js';
+import { NtsdError, NtsdErrorCode } from '../../src/errors.js';
+import { startUdpReceivers, type ReceiverEvent, type UdpReceivers, type UdpReceiversOptions } from '../../src/io/udp-receiver.js';
+import { probeReusePort } from '../../src/io/udp-server.js';
+import { keyAgeBucket } from '../../src/pool/protocol.js';
+import {
+  TEST_SERVER_FIELDS,
+  checkNtsReply,
+  newSession,
+  ntsRequest,
+  openTestClient,
+  plainRequest,
+  waitFor,
+  type TestUdpClient,
+} from '../pool/nts-test-client.js';
+
+const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+/** dgram reusePort arrived in Node 22.12 (Linux: SO_REUSEPORT). */
+const runtimeHasReusePort = process.platform === 'linux' && (major > 22 || (major === 22 && minor >= 12));
+const reusePort = await probeReusePort();
+
+const fill = (b: Uint8Array): void => {
+  randomFillSync(b);
+};
+
+/** Bucket bounds for the duration test (seconds); counts come back with a +Inf bucket. */
+const BUCKETS_S = [0.0001, 0.001, 0.01, 0.1] as const;
+
+function receiverOptions(keyset: Keyset, overrides: Partial<UdpReceiversOptions> = {}): UdpReceiversOptions {
+  return {
+    threads: 2,
+    listen: [{ host: '127.0.0.1', port: 0, family: 'IPv4' }],
+    keysetBytes: encodeKeyset(keyset),
+    serverFields: TEST_SERVER_FIELDS,
+    policies: [{ requireNts: false, acceptNtpVersions: [3, 4] }],
+    clock: new WallClock(),
+    batchSize: 32,
+    flushIntervalUs: 200,
+    queueLimit: 1024,
+    reportIntervalMs: 50,
+    durationBucketsS: BUCKETS_S,
+    ...overrides,
+  };
+}
+
+/** A UDP port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
+  const port = s.address().port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** Binds a plain socket (no reusePort) to `port`; resolves with it, or rejects when the port is taken. */
+function bindPlain(port: number): Promise<Socket> {
+  const s = createSocket('udp4');
+  return new Promise((resolve, reject) => {
+    s.once('error', (e) => {
+      s.close();
+      reject(e);
+    });
+    s.bind({ port, address: '127.0.0.1', exclusive: true }, () => resolve(s));
+  });
+}
+
+function closeSocket(s: Socket): Promise<void> {
+  return new Promise((resolve) => s.close(() => resolve()));
+}
+
+/** The NTP receive timestamp's seconds (reply octets 32..35). */
+function receiveSeconds(reply: Uint8Array): number {
+  return ((reply[32] ?? 0) * 2 ** 24 + ((reply[33] ?? 0) << 16) + ((reply[34] ?? 0) << 8) + (reply[35] ?? 0)) >>> 0;
+}
+
+test('the reusePort feature test matches the runtime (so the branch below is the one this Node needs)', () => {
+  assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: probeReusePort() = ${reusePort}`);
+});
+
+if (reusePort) {
+  describe('receive-threads = 2 with dgram reusePort (Node >= 22.12)', () => {
+    const CLIENTS = 16;
+    let keyset: Keyset;
+    let receivers: UdpReceivers;
+    let clients: TestUdpClient[];
+    let port: number;
+    let strictPort: number;
+    const events: ReceiverEvent[] = [];
+
+    before(async () => {
+      keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+      receivers = await startUdpReceivers(
+        receiverOptions(keyset, {
+          // Listener 1 requires NTS: checks that each listener's policy reaches the threads.
+          listen: [
+            { host: '127.0.0.1', port: 0, family: 'IPv4', policy: 0 },
+            { host: '127.0.0.1', port: 0, family: 'IPv4', policy: 1 },
+          ],
+          policies: [
+            { requireNts: false, acceptNtpVersions: [3, 4] },
+            { requireNts: true, acceptNtpVersions: [4] },
+          ],
+          onEvent: (e) => events.push(e),
+        }),
+      );
+      port = receivers.addresses[0]?.port ?? 0;
+      strictPort = receivers.addresses[1]?.port ?? 0;
+      // Distinct source ports: the kernel's flow hash spreads them over the threads' sockets.
+      clients = await Promise.all(Array.from({ length: CLIENTS }, () => openTestClient()));
+    });
+    after(async () => {
+      await Promise.all(clients.map((c) => c.close()));
+      await receivers.close();
+    });
+
+    test('both threads are bound: one address per listen entry, shared by the threads', () => {
+      assert.equal(receivers.addresses.length, 2);
+      assert.ok(port > 0 && strictPort > 0 && port !== strictPort);
+      const s = receivers.stats();
+      assert.equal(s.threads, 2);
+      assert.equal(s.threadsAlive, 2);
+    });
+
+    test('plain and NTS requests from 16 client sockets are answered by both threads, with correct tallies', async () => {
+      const before = receivers.stats();
+      for (const client of clients) {
+        const req = plainRequest();
+        const reply = await client.exchange(req, port);
+        assert.equal(reply.length, 48);
+        assert.equal((reply[0] ?? 0) & 7, 4, 'mode 4 (RFC 5905 §7.3)');
+        assert.equal(reply[1], TEST_SERVER_FIELDS.stratum);
+        assert.deepEqual(reply.subarray(24, 32), req.subarray(40, 48), 'origin = client transmit');
+        const nowNtp = (Math.floor(Date.now() / 1000) + 2_208_988_800) >>> 0;
+        assert.ok(Math.abs(receiveSeconds(reply) - nowNtp) <= 2, 'receive timestamp taken from the shared clock');
+
+        const session = newSession(keyset);
+        const nts = ntsRequest(session, 2);
+        const checked = checkNtsReply(await client.exchange(nts.packet, port), nts, session);
+        assert.equal(checked.kind, 'time', 'RFC 8915 §5.7 authentic reply');
+        if (checked.kind !== 'time') return;
+        assert.equal(checked.cookies.length, 3, '1 + placeholders fresh cookies');
+        for (const c of checked.cookies) assert.ok(openCookie(keyset, c).ok, 'the threads seal under the current key');
+      }
+      const n = CLIENTS * 2;
+      await waitFor(() => receivers.stats().sent - before.sent === n, 3000, 'reports of every reply');
+      const s = receivers.stats();
+      assert.equal(s.received - before.received, n);
+      assert.equal((s.outcomes[Outcome.ntpTime] ?? 0) - (before.outcomes[Outcome.ntpTime] ?? 0), CLIENTS);
+      assert.equal((s.outcomes[Outcome.ntsTime] ?? 0) - (before.outcomes[Outcome.ntsTime] ?? 0), CLIENTS);
+      assert.equal(s.cookiesIssued - before.cookiesIssued, CLIENTS * 3);
+      const current = keyAgeBucket(0);
+      assert.equal((s.keyAges[current] ?? 0) - (before.keyAges[current] ?? 0), CLIENTS, 'cookie decodes with the current key');
+      assert.equal(s.respondErrors, 0);
+      assert.equal(s.sendErrors, 0);
+      assert.equal(s.queueDepth, 0);
+      // 16 flows over 2 sockets all landing on one has probability 2^-15.
+      const busy = s.receivedPerThread.filter((v) => v > 0).length;
+      assert.equal(busy, 2, `both threads received packets: ${JSON.stringify(s.receivedPerThread)}`);
+      // Receive-to-send durations are measured per reply in the threads.
+      assert.equal(s.durationCounts.length, BUCKETS_S.length + 1);
+      assert.equal(s.durationCounts.reduce((a, b) => a + b, 0), s.sent);
+      assert.ok(s.durationSumS >= 0 && s.durationSumS < s.sent, `duration sum ${s.durationSumS}`);
+    });
+
+    test("each listener's policy reaches the threads: plain NTP is dropped where NTS is required", async () => {
+      const before = receivers.stats().outcomes[Outcome.dropRequireNts] ?? 0;
+      for (const client of clients) await client.send(plainRequest(), strictPort);
+      await waitFor(() => (receivers.stats().outcomes[Outcome.dropRequireNts] ?? 0) - before === CLIENTS, 3000, 'require_nts drops');
+      const client = clients[0];
+      assert.ok(client !== undefined);
+      const session = newSession(keyset);
+      const req = ntsRequest(session, 0);
+      assert.equal(checkNtsReply(await client.exchange(req.packet, strictPort), req, session).kind, 'time');
+    });
+
+    test('a keyset broadcast reaches every thread: a cookie under the new key NAKs before it and opens after it', async () => {
+      // Two rotations: the new current key is one the running keyset has never seen (not even as `next`).
+      const oldCurrent = keyset;
+      const oldSessions = clients.map(() => newSession(oldCurrent));
+      const rotated = rotateKeyset(rotateKeyset(keyset, Date.now() / 1000, fill), Date.now() / 1000, fill);
+      const sessions = clients.map(() => newSession(rotated));
+      for (const [i, client] of clients.entries()) {
+        const session = sessions[i];
+        assert.ok(session !== undefined);
+        const req = ntsRequest(session, 0);
+        assert.equal(checkNtsReply(await client.exchange(req.packet, port), req, session).kind, 'nak', 'unknown key before the broadcast (RFC 8915 §5.7)');
+      }
+      receivers.setKeyset(encodeKeyset(rotated));
+      keyset = rotated;
+      for (const [i, client] of clients.entries()) {
+        const session = sessions[i];
+        const old = oldSessions[i];
+        assert.ok(session !== undefined && old !== undefined);
+        // The message reaches each thread within its next loop turn; poll rather than sleep.
+        const deadline = Date.now() + 3000;
+        for (;;) {
+          const req = ntsRequest(session, 1);
+          const checked = checkNtsReply(await client.exchange(req.packet, port), req, session);
+          if (checked.kind === 'time') {
+            for (const c of checked.cookies) assert.ok(openCookie(rotated, c).ok, 'fresh cookies use the new current key');
+            break;
+          }
+          assert.ok(Date.now() < deadline, `client ${i}: still NAKed 3 s after the broadcast`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        // The key that was current is now stale generation 2 and still accepted (RFC 8915 §6).
+        const req = ntsRequest(old, 0);
+        assert.equal(checkNtsReply(await client.exchange(req.packet, port), req, old).kind, 'time');
+      }
+      const stale2 = keyAgeBucket(2);
+      await waitFor(() => (receivers.stats().keyAges[stale2] ?? 0) >= CLIENTS, 3000, 'stale-key decodes tallied');
+      assert.equal(receivers.stats().threadsAlive, 2);
+    });
+
+    test('a server-fields broadcast reaches every thread', async () => {
+      const fields: ServerFields = { ...TEST_SERVER_FIELDS, stratum: 7 };
+      receivers.setServerFields(fields);
+      for (const client of clients) {
+        const deadline = Date.now() + 3000;
+        for (;;) {
+          const reply = await client.exchange(plainRequest(), port);
+          if (reply[1] === 7) break;
+          assert.ok(Date.now() < deadline, 'stratum 7 not seen within 3 s');
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+    });
+
+    test('a receiver thread that dies is replaced and counted; both threads answer again', async () => {
+      const before = receivers.stats();
+      assert.equal(before.restarts, 0);
+      assert.ok(await receivers.terminateThread(0));
+      await waitFor(() => {
+        const s = receivers.stats();
+        return s.restarts === 1 && s.threadsAlive === 2;
+      }, 5000, 'replacement thread bound');
+      const exits = events.filter((e) => e.kind === 'threadExit');
+      assert.equal(exits.length, 1);
+      assert.equal(exits[0]?.kind === 'threadExit' ? exits[0].index : -1, 0);
+      const receivedByZero = receivers.stats().receivedPerThread[0] ?? 0;
+      for (const client of clients) {
+        const reply = await client.exchange(plainRequest(), port);
+        assert.equal(reply.length, 48);
+        assert.equal(reply[1], 7, 'the replacement starts from the latest server fields');
+        const session = newSession(keyset);
+        const req = ntsRequest(session, 0);
+        assert.equal(checkNtsReply(await client.exchange(req.packet, port), req, session).kind, 'time', 'and the latest keyset');
+      }
+      await waitFor(() => (receivers.stats().receivedPerThread[0] ?? 0) > receivedByZero, 3000, 'the replacement rejoined the port group and received');
+      assert.equal(receivers.stats().socketErrors, 0);
+    });
+  });
+
+  test('a listen address that cannot be bound: BIND_FAILED naming it, and the addresses bound before it are released', async () => {
+    const free = await freePort();
+    const taken = await bindPlain(0);
+    const takenPort = taken.address().port;
+    try {
+      const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+      await assert.rejects(
+        startUdpReceivers(
+          receiverOptions(keyset, {
+            listen: [
+              { host: '127.0.0.1', port: free, family: 'IPv4' },
+              { host: '127.0.0.1', port: takenPort, family: 'IPv4' },
+            ],
+          }),
+        ),
+        (error: unknown) => error instanceof NtsdError && error.code === NtsdErrorCode.BIND_FAILED && error.message.includes(`127.0.0.1:${takenPort}`),
+      );
+      await closeSocket(await bindPlain(free));
+    } finally {
+      await closeSocket(taken);
+    }
+  });
+} else {
+  test('without dgram reusePort (Node 20) a second thread cannot join the port: BIND_FAILED, and the first thread is gone', async () => {
+    const port = await freePort();
+    const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+    await assert.rejects(
+      startUdpReceivers(receiverOptions(keyset, { listen: [{ host: '127.0.0.1', port, family: 'IPv4' }] })),
+      (error: unknown) => error instanceof NtsdError && error.code === NtsdErrorCode.BIND_FAILED && error.message.includes(`127.0.0.1:${port}`),
+    );
+    // Thread 0 had bound the port; it must have been stopped, or this plain bind fails with EADDRINUSE.
+    await closeSocket(await bindPlain(port));
+  });
+
+  test('without dgram reusePort one receiver thread still works (nothing to share the port with)', async () => {
+    const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+    const receivers = await startUdpReceivers(receiverOptions(keyset, { threads: 1 }));
+    const client = await openTestClient();
+    try {
+      const session = newSession(keyset);
+      const req = ntsRequest(session, 1);
+      assert.equal(checkNtsReply(await client.exchange(req.packet, receivers.addresses[0]?.port ?? 0), req, session).kind, 'time');
+      await waitFor(() => receivers.stats().sent === 1, 3000, 'report');
+      assert.equal(receivers.stats().outcomes[Outcome.ntsTime], 1);
+    } finally {
+      await client.close();
+      await receivers.close();
+    }
+  });
+}
+
+test('bad arguments are refused before any thread starts', async () => {
+  const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { threads: 0 })), RangeError);
+  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { keysetBytes: new Uint8Array(3) })), RangeError);
+  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { policies: [] })), RangeError);
+});

@@ -1,0 +1,265 @@
+/**
+ * The daemon's NTP side: `[worker-pool] receive-threads` picks receiver threads where dgram reusePort works
+ * (Node ≥ 22.12) and falls back to the main thread + pool with one warning where it does not (Node 20).
+ * The suite runs on both versions; the first test asserts which branch this runtime took.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomFillSync } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+import { WallClock } from '../src/clock.js';
+import { validateConfig, type Config } from '../src/config/schema.js';
+import { openCookie } from '../src/core/nts/cookie.js';
+import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../src/core/nts/keyset.js';
+import { createMetrics, type Metrics } from '../src/obs/metrics.js';
+import { RECEIVE_THREADS_FALLBACK_WARNING, startNtpListeners, type NtpListeners } from '../src/ntp-listeners.js';
+import {
+  TEST_SERVER_FIELDS,
+  checkNtsReply,
+  newSession,
+  ntsRequest,
+  openTestClient,
+  plainRequest,
+  type TestUdpClient,
+} from './pool/nts-test-client.js';
+import { makeTestPki } from './helpers/certs.js';
+import {
+  freePorts,
+  keyExchange,
+  makeTempDir,
+  ntsQuery,
+  removeDir,
+  startDaemon,
+  sumOf,
+  testConfigToml,
+  waitForMetrics,
+  type LogLine as DaemonLogLine,
+} from './helpers/daemon.js';
+
+const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+/** dgram reusePort arrived in Node 22.12 (Linux: SO_REUSEPORT). */
+const runtimeHasReusePort = process.platform === 'linux' && (major > 22 || (major === 22 && minor >= 12));
+
+const fill = (b: Uint8Array): void => {
+  randomFillSync(b);
+};
+
+function configWith(receiveThreads: number): Config {
+  const result = validateConfig(
+    {
+      server: [{ listen: '127.0.0.1:0' }],
+      'nts-ke-server': [{ listen: '127.0.0.1:0', 'certificate-chain-path': 'c.pem', 'private-key-path': 'k.pem' }],
+      'worker-pool': { threads: 1, 'receive-threads': receiveThreads },
+      'time-source': { mode: 'static', 'local-stratum': 2 },
+    },
+    { baseDir: '/tmp', cpuCount: 2 },
+  );
+  if (!result.ok) return assert.fail(result.errors.join('\n'));
+  return result.config;
+}
+
+interface LogLine {
+  readonly level: number;
+  readonly msg?: string;
+  readonly [key: string]: unknown;
+}
+
+function capturingLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
+  return { logger, lines };
+}
+
+/** Sum of the samples of `name` whose labels include every pair of `labels`. */
+async function metricSum(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const body = await metrics.registry.metrics();
+  let sum = 0;
+  for (const line of body.split('\n')) {
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const labelText = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+/** Folds and polls until `series` reaches `expected` (reports from receiver threads arrive every 250 ms). */
+async function waitForMetric(ntp: NtpListeners, metrics: Metrics, name: string, labels: Record<string, string>, expected: number): Promise<void> {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    ntp.foldStats();
+    const v = await metricSum(metrics, name, labels);
+    if (v === expected) return;
+    if (Date.now() > deadline) assert.fail(`${name}${JSON.stringify(labels)} = ${v}, expected ${expected}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+interface Rig {
+  readonly ntp: NtpListeners;
+  readonly metrics: Metrics;
+  readonly lines: LogLine[];
+  readonly clients: TestUdpClient[];
+  readonly port: number;
+  keyset: Keyset;
+  close(): Promise<void>;
+}
+
+async function startRig(receiveThreads: number, probe?: () => Promise<boolean>): Promise<Rig> {
+  const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+  const { logger, lines } = capturingLogger();
+  const metrics = createMetrics({ version: 'test', defaultMetrics: false });
+  const ntp = await startNtpListeners(configWith(receiveThreads), {
+    clock: new WallClock(),
+    keysetBytes: encodeKeyset(keyset),
+    serverFields: TEST_SERVER_FIELDS,
+    logger,
+    metrics,
+    ...(probe !== undefined ? { probeReusePort: probe } : {}),
+  });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => openTestClient()));
+  return {
+    ntp,
+    metrics,
+    lines,
+    clients,
+    port: ntp.addresses[0]?.port ?? 0,
+    keyset,
+    async close() {
+      await Promise.all(clients.map((c) => c.close()));
+      await ntp.close();
+    },
+  };
+}
+
+/** Every client sends one plain and one NTS request (1 placeholder) and checks the replies. */
+async function exchangeAll(rig: Rig): Promise<void> {
+  for (const client of rig.clients) {
+    const reply = await client.exchange(plainRequest(), rig.port);
+    assert.equal(reply.length, 48);
+    assert.equal(reply[1], TEST_SERVER_FIELDS.stratum);
+    const session = newSession(rig.keyset);
+    const req = ntsRequest(session, 1);
+    const checked = checkNtsReply(await client.exchange(req.packet, rig.port), req, session);
+    assert.equal(checked.kind, 'time', 'RFC 8915 §5.7 authentic reply');
+  }
+}
+
+/** Rotates twice (a key the running keyset never saw), broadcasts, and polls until every client's cookie opens. */
+async function rotateAndCheck(rig: Rig): Promise<void> {
+  const now = Date.now() / 1000;
+  const rotated = rotateKeyset(rotateKeyset(rig.keyset, now, fill), now, fill);
+  rig.ntp.setKeyset(encodeKeyset(rotated));
+  rig.keyset = rotated;
+  for (const client of rig.clients) {
+    const session = newSession(rotated);
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      const req = ntsRequest(session, 0);
+      const checked = checkNtsReply(await client.exchange(req.packet, rig.port), req, session);
+      if (checked.kind === 'time') {
+        for (const c of checked.cookies) assert.ok(openCookie(rotated, c).ok);
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'a cookie under the new key still NAKs 3 s after the broadcast');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+const warnings = (lines: readonly LogLine[]): LogLine[] => lines.filter((l) => l.level === 40);
+
+test(`receive-threads = 2 on Node ${process.versions.node}: ${runtimeHasReusePort ? 'two receiver threads' : 'warning, then the main thread'}`, async () => {
+  const rig = await startRig(2);
+  try {
+    if (runtimeHasReusePort) {
+      assert.equal(rig.ntp.receiveThreads, 2, 'receiver threads in use');
+      assert.equal(rig.ntp.poolThreads, 0, 'no pool beside them');
+      assert.equal(rig.ntp.reusePort, true);
+      assert.deepEqual(warnings(rig.lines), []);
+    } else {
+      assert.equal(rig.ntp.receiveThreads, 0, 'fell back to the main thread');
+      assert.equal(rig.ntp.poolThreads, 1, 'the pool answers');
+      const warned = warnings(rig.lines);
+      assert.equal(warned.length, 1);
+      assert.equal(warned[0]?.msg, RECEIVE_THREADS_FALLBACK_WARNING);
+      assert.equal(warned[0]?.['receiveThreads'], 2);
+    }
+    await exchangeAll(rig);
+    // The same series as the main-thread design, whichever path answered.
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_packets_received_total', {}, 16);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'nts', kind: 'time' }, 8);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'ntp', kind: 'time' }, 8);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_nts_cookies_issued_total', { via: 'ntp' }, 16);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_nts_cookie_decodes_total', { key_age: 'current' }, 8);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_request_duration_seconds_count', {}, 16);
+    await rotateAndCheck(rig);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('receive-threads = 2 with a failing reusePort feature test: one warning naming the key, and the main thread answers', async () => {
+  const rig = await startRig(2, () => Promise.resolve(false));
+  try {
+    assert.equal(rig.ntp.receiveThreads, 0);
+    assert.equal(rig.ntp.poolThreads, 1);
+    const warned = warnings(rig.lines);
+    assert.equal(warned.length, 1);
+    assert.equal(warned[0]?.msg, 'worker-pool.receive-threads: dgram reusePort needs Node >= 22.12; receiving on the main thread');
+    await exchangeAll(rig);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_packets_received_total', {}, 16);
+    await rotateAndCheck(rig);
+  } finally {
+    await rig.close();
+  }
+  assert.equal(warnings(rig.lines).length, 1, 'warned once, not per packet or per fold');
+});
+
+test('receive-threads = 0 (default): the main thread receives, no feature test, no warning', async () => {
+  let probed = 0;
+  const rig = await startRig(0, () => {
+    probed++;
+    return Promise.resolve(true);
+  });
+  try {
+    assert.equal(probed, 0);
+    assert.equal(rig.ntp.receiveThreads, 0);
+    assert.equal(rig.ntp.poolThreads, 1);
+    assert.deepEqual(warnings(rig.lines), []);
+    await exchangeAll(rig);
+  } finally {
+    await rig.close();
+  }
+});
+
+test(`the daemon with receive-threads = 2 (Node ${process.versions.node}): the started line reports the receive threads in use; NTS-KE + NTS work`, { timeout: 30_000 }, async () => {
+  const dir = makeTempDir('ntp-listeners');
+  const pki = makeTestPki();
+  const toml = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath, threads: 1 }).replace(
+    /^threads = 1$/m,
+    'threads = 1\nreceive-threads = 2',
+  );
+  assert.match(toml, /^receive-threads = 2$/m);
+  const daemon = await startDaemon({ toml, dir });
+  try {
+    const isFallback = (l: DaemonLogLine): boolean => l['msg'] === RECEIVE_THREADS_FALLBACK_WARNING;
+    assert.equal(daemon.started['receiveThreads'], runtimeHasReusePort ? 2 : 0);
+    assert.equal(daemon.started['threads'], runtimeHasReusePort ? 0 : 1, 'pool threads in use');
+    assert.equal(daemon.lines().filter(isFallback).length, runtimeHasReusePort ? 0 : 1);
+    const keys = await keyExchange(daemon, pki.caPem);
+    for (const cookie of keys.cookies.slice(0, 4)) {
+      const outcome = await ntsQuery(keys, cookie, 1);
+      assert.ok(outcome.ok, `NTS exchange: ${outcome.ok ? '' : outcome.failure.message}`);
+    }
+    const at = daemon.metrics;
+    assert.ok(at !== undefined);
+    await waitForMetrics(at, 'four NTS replies counted', (m) => sumOf(m, 'ntsd_ntp_responses_total') === 4);
+    const stopped = await daemon.stop('SIGTERM');
+    assert.equal(stopped.exitCode, 0, daemon.stderr());
+  } finally {
+    await daemon.stop('SIGKILL', 2000);
+    removeDir(dir);
+    pki.cleanup();
+  }
+});

@@ -1,0 +1,306 @@
+/**
+ * Transmit-timestamp compensation (src/pool/worker.ts module comment): the estimators with injected
+ * samples and a scripted clock, and the served offset over real loopback sockets with bursts of NTS
+ * requests, compensation on and off.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomFillSync } from 'node:crypto';
+import { NTP_UNIX_OFFSET_S, WallClock } from '../../src/clock.js';
+import { createKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { startUdpServer, type ReplyTarget } from '../../src/io/udp-server.js';
+import { createPool } from '../../src/pool/pool.js';
+import {
+  BATCH_COUNT_WORD,
+  BATCH_F64_SLOTS,
+  BATCH_STAMPS_WORD,
+  BatchF64,
+  COMPENSATION_SLOTS,
+  CompensationSlot,
+  Entry,
+  MAX_TRANSMIT_COMPENSATION_S,
+  batchBytes,
+  entryWord,
+} from '../../src/pool/protocol.js';
+import {
+  COST_WARMUP_SAMPLES,
+  CostEwma,
+  MAX_PACKET_COST_SAMPLE_S,
+  SIZE_CLASS_COUNT,
+  TransmitEstimator,
+  clampCompensationS,
+  createBatchProcessor,
+  requestSizeClass,
+} from '../../src/pool/worker.js';
+import { runBurstProbe } from './burst-offset-client.js';
+import { TEST_SERVER_FIELDS, newSession, ntsRequest, plainRequest } from './nts-test-client.js';
+
+const US = 1e-6;
+const fill = (b: Uint8Array): void => {
+  randomFillSync(b);
+};
+
+function freshKeyset(): Keyset {
+  return createKeyset(Date.now() / 1000, fill, { staleKeyCount: 2 });
+}
+
+describe('estimators (injected samples)', () => {
+  test('CostEwma reads 0 until warmed up, then the mean of its samples', () => {
+    const e = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
+    for (let i = 0; i < COST_WARMUP_SAMPLES - 1; i++) {
+      e.observe(10 * US);
+      assert.equal(e.valueS, 0, `sample ${i + 1}: not warmed up yet`);
+    }
+    e.observe(10 * US);
+    assert.ok(Math.abs(e.valueS - 10 * US) < 1e-12);
+  });
+
+  test('CostEwma follows a step change and drops impossible samples', () => {
+    const e = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
+    for (let i = 0; i < 100; i++) e.observe(10 * US);
+    for (let i = 0; i < 200; i++) e.observe(20 * US);
+    assert.ok(Math.abs(e.valueS - 20 * US) < 0.01 * US, `converged to the new cost: ${e.valueS}`);
+    const before = e.valueS;
+    e.observe(-1 * US); // clock stepped backwards between the reads
+    e.observe(Number.NaN);
+    e.observe(2 * MAX_PACKET_COST_SAMPLE_S); // a descheduled thread
+    assert.equal(e.valueS, before);
+    assert.equal(e.samples, 300);
+  });
+
+  test('CostEwma caps a lone outlier at a few times the estimate', () => {
+    const e = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
+    for (let i = 0; i < 100; i++) e.observe(10 * US);
+    e.observe(900 * US);
+    // Capped at 4 × 10 µs + 1 µs, weight 1/16: 10 + 31/16 µs.
+    assert.ok(Math.abs(e.valueS - (10 + 31 / 16) * US) < 1e-12, `${e.valueS}`);
+  });
+
+  test('requestSizeClass: plain NTP alone in class 0, then powers of two', () => {
+    assert.equal(requestSizeClass(0), 0);
+    assert.equal(requestSizeClass(48), 0);
+    assert.equal(requestSizeClass(49), 1);
+    assert.equal(requestSizeClass(64), 1);
+    assert.equal(requestSizeClass(65), 2);
+    assert.equal(requestSizeClass(228), 3);
+    assert.equal(requestSizeClass(1024), 5);
+    assert.equal(requestSizeClass(65507), SIZE_CLASS_COUNT - 1);
+  });
+
+  test('clampCompensationS keeps the compensation within [0, 2 ms]', () => {
+    assert.equal(clampCompensationS(-5 * US), 0);
+    assert.equal(clampCompensationS(Number.NaN), 0);
+    assert.equal(clampCompensationS(50 * US), 50 * US);
+    assert.equal(clampCompensationS(1), MAX_TRANSMIT_COMPENSATION_S);
+  });
+
+  test('TransmitEstimator: seal + rest of the batch + return hop + (i + ½) sends', () => {
+    const t = new TransmitEstimator();
+    const plain = requestSizeClass(48);
+    const nts = requestSizeClass(228);
+    for (let i = 0; i < 20; i++) {
+      t.observe(plain, 0.2 * US, 0.1 * US);
+      t.observe(nts, 12 * US, 3 * US);
+    }
+    const classes = [nts, plain, nts, nts];
+    t.beginBatch(40 * US, 5 * US);
+    for (const c of classes) t.addToBatch(c);
+    const got = classes.map((c) => t.next(c));
+    const expected = [
+      3 + (0.2 + 12 + 12) + 40 + 0.5 * 5,
+      0.1 + (12 + 12) + 40 + 1.5 * 5,
+      3 + 12 + 40 + 2.5 * 5,
+      3 + 0 + 40 + 3.5 * 5,
+    ].map((us) => us * US);
+    got.forEach((g, i) => assert.ok(Math.abs(g - (expected[i] ?? 0)) < 1e-12, `packet ${i}: ${g} vs ${expected[i]}`));
+  });
+
+  test('TransmitEstimator: nothing before warm-up, and the plan ignores samples taken during the batch', () => {
+    const t = new TransmitEstimator();
+    const nts = requestSizeClass(228);
+    t.beginBatch(0, 0);
+    t.addToBatch(nts);
+    t.addToBatch(nts);
+    assert.equal(t.next(nts), 0, 'cold: no compensation');
+    for (let i = 0; i < 20; i++) t.observe(nts, 10 * US, 2 * US);
+    assert.equal(t.next(nts), 0, 'still the cold plan for this batch');
+    t.beginBatch(0, 0);
+    t.addToBatch(nts);
+    t.addToBatch(nts);
+    assert.ok(Math.abs(t.next(nts) - 12 * US) < 1e-12);
+    assert.ok(Math.abs(t.next(nts) - 2 * US) < 1e-12);
+    assert.equal(t.respondCostS(nts), 10 * US);
+    assert.equal(t.sealCostS(nts), 2 * US);
+  });
+
+  test('TransmitEstimator clamps the sum', () => {
+    const t = new TransmitEstimator();
+    t.beginBatch(1, 1);
+    t.addToBatch(0);
+    assert.equal(t.next(0), MAX_TRANSMIT_COMPENSATION_S);
+  });
+});
+
+/** Builds a batch buffer holding `packets` (the pool's layout). */
+function batchOf(packets: readonly Uint8Array[]): ArrayBuffer {
+  const payload = packets.reduce((n, p) => n + p.length, 0);
+  const buffer = new ArrayBuffer((batchBytes(packets.length, payload) + 3) & ~3);
+  const words = new Uint32Array(buffer);
+  const bytes = new Uint8Array(buffer);
+  words[BATCH_COUNT_WORD] = packets.length;
+  let at = batchBytes(packets.length, 0);
+  packets.forEach((p, i) => {
+    const e = entryWord(i);
+    words[e + Entry.slot] = i;
+    words[e + Entry.length] = p.length;
+    words[e + Entry.dataOffset] = at;
+    bytes.set(p, at);
+    at += p.length;
+  });
+  return buffer;
+}
+
+/** Transmit timestamp of reply `i` of a processed batch, Unix seconds. */
+function transmitS(buffer: ArrayBuffer, i: number): number {
+  const words = new Uint32Array(buffer);
+  const view = new DataView(buffer);
+  const at = (words[entryWord(i) + Entry.dataOffset] ?? 0) + 40;
+  return view.getUint32(at) - NTP_UNIX_OFFSET_S + view.getUint32(at + 4) / 4_294_967_296;
+}
+
+describe('batch processor with a scripted monotonic clock', () => {
+  test('every packet of a batch is stamped with its estimated departure', () => {
+    // Each monotonic read advances 1 µs: per packet the transmit read and the done read, so a packet
+    // costs 2 µs and 1 µs of it comes after its transmit read.
+    let fake = 1000;
+    const compensationShared = new SharedArrayBuffer(COMPENSATION_SLOTS * 8);
+    const shared = new Float64Array(compensationShared);
+    const processor = createBatchProcessor({
+      keysetBytes: encodeKeyset(freshKeyset()),
+      serverFields: TEST_SERVER_FIELDS,
+      policies: [{ requireNts: false, acceptNtpVersions: [4] }],
+      clock: new WallClock(),
+      compensationShared,
+      monotonicS: () => (fake += US),
+    });
+    const n = 6;
+    const run = (): { buffer: ArrayBuffer; stamps: number[] } => {
+      const buffer = batchOf(Array.from({ length: n }, () => plainRequest()));
+      assert.equal(processor.process(buffer), undefined);
+      return { buffer, stamps: Array.from({ length: n }, (_, i) => transmitS(buffer, i)) };
+    };
+    const cold = run();
+    // Cold: no compensation, so the stamps are the raw reads, 2 µs apart.
+    cold.stamps.forEach((s, i) => assert.ok(Math.abs(s - (cold.stamps[0] ?? 0) - 2 * i * US) < 0.5 * US, `cold ${i}`));
+    assert.equal(new Uint32Array(cold.buffer)[BATCH_STAMPS_WORD], n);
+    const header = new Float64Array(cold.buffer, 0, BATCH_F64_SLOTS);
+    assert.equal(header[BatchF64.compensationSumS], 0);
+    assert.ok(Math.abs((header[BatchF64.doneS] ?? 0) - fake) < 1e-9, 'done time = the last read');
+
+    run(); // the plain class is warm after 8 samples
+    // Warm, sends free: every stamp = first read + the rest of the batch = the same departure time.
+    const warm = run();
+    const departure = (warm.stamps[0] ?? 0);
+    warm.stamps.forEach((s, i) => assert.ok(Math.abs(s - departure) < 0.5 * US, `warm ${i}: ${(s - departure) / US} µs`));
+    // The first packet's compensation: 1 µs seal + 5 × 2 µs for the rest.
+    const sum = new Float64Array(warm.buffer, 0, BATCH_F64_SLOTS)[BatchF64.compensationSumS] ?? 0;
+    assert.ok(Math.abs(sum - [11, 9, 7, 5, 3, 1].reduce((a, b) => a + b, 0) * US) < 1e-9, `compensation sum ${sum}`);
+
+    // A 30 µs return hop and 4 µs per send, as the main thread would publish them.
+    shared[CompensationSlot.returnHopS] = 30 * US;
+    shared[CompensationSlot.sendCostS] = 4 * US;
+    const sent = run();
+    const first = sent.stamps[0] ?? 0;
+    sent.stamps.forEach((s, i) => assert.ok(Math.abs(s - first - 4 * i * US) < 0.5 * US, `send order ${i}`));
+    assert.ok(Math.abs(first - departure - (2 * n + 2) * US - 32 * US) < 0.5 * US, 'hop + half a send later than the previous batch');
+  });
+
+  test('transmitCompensation: false stamps the raw clock but still measures', () => {
+    let fake = 1000;
+    const processor = createBatchProcessor({
+      keysetBytes: encodeKeyset(freshKeyset()),
+      serverFields: TEST_SERVER_FIELDS,
+      policies: [{ requireNts: false, acceptNtpVersions: [4] }],
+      clock: new WallClock(),
+      transmitCompensation: false,
+      monotonicS: () => (fake += US),
+    });
+    for (let round = 0; round < 4; round++) {
+      const buffer = batchOf(Array.from({ length: 4 }, () => plainRequest()));
+      processor.process(buffer);
+      const s0 = transmitS(buffer, 0);
+      for (let i = 1; i < 4; i++) assert.ok(Math.abs(transmitS(buffer, i) - s0 - 2 * i * US) < 0.5 * US);
+      assert.equal(new Float64Array(buffer, 0, BATCH_F64_SLOTS)[BatchF64.compensationSumS], 0);
+    }
+  });
+});
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? Number.NaN;
+}
+
+interface OffsetRun {
+  /** Median signed offset of the probes, µs. */
+  readonly medianUs: number;
+  readonly probes: number;
+  readonly meanCompensationUs: number;
+  readonly returnHopUs: number;
+  readonly sendCostUs: number;
+}
+
+/** One server (pool + UDP) under bursts of NTS requests; the probe's median signed offset. */
+async function measure(threads: number, transmitCompensation: boolean, keyset: Keyset, rounds: number): Promise<OffsetRun> {
+  const clock = new WallClock();
+  clock.calibrate();
+  const pool = createPool<ReplyTarget>({
+    threads,
+    batchSize: 32,
+    flushIntervalUs: 200,
+    queueLimit: 1024,
+    keysetBytes: encodeKeyset(keyset),
+    serverFields: TEST_SERVER_FIELDS,
+    clock,
+    transmitCompensation,
+  });
+  const udp = await startUdpServer({ listen: [{ host: '127.0.0.1', port: 0, family: 'IPv4' }], pool, clock });
+  try {
+    const port = udp.addresses[0]?.port ?? 0;
+    const session = newSession(keyset);
+    const bulk = Array.from({ length: 64 }, () => ntsRequest(session).packet);
+    const probes = (n: number): Uint8Array[] => Array.from({ length: n }, () => ntsRequest(session).packet);
+    // Warm-up (JIT, estimators), not measured.
+    await runBurstProbe({ clockShared: clock.shared, port, bulk, probes: probes(20), burst: BURST, gapMs: 2 });
+    const before = pool.stats();
+    const samples = await runBurstProbe({ clockShared: clock.shared, port, bulk, probes: probes(rounds), burst: BURST, gapMs: 2 });
+    const after = pool.stats();
+    const stamps = after.transmitStamps - before.transmitStamps;
+    return {
+      medianUs: median(samples.map((s) => s.offsetUs)),
+      probes: samples.length,
+      meanCompensationUs: stamps > 0 ? ((after.transmitCompensationSumS - before.transmitCompensationSumS) / stamps) * 1e6 : 0,
+      returnHopUs: after.returnHopS * 1e6,
+      sendCostUs: after.sendCostS * 1e6,
+    };
+  } finally {
+    await udp.close();
+    await pool.close();
+  }
+}
+
+/** Bulk requests per burst. */
+const BURST = 16;
+
+for (const threads of [1, 0]) {
+  describe(`served offset over loopback, threads = ${threads}`, () => {
+    test('bursts of NTS requests: compensation brings the median signed offset near 0', async (t) => {
+      const keyset = freshKeyset();
+      const show = (name: string, r: OffsetRun): void =>
+        t.diagnostic(`${name}: median ${r.medianUs.toFixed(1)} µs over ${r.probes} probes; mean compensation ${r.meanCompensationUs.toFixed(1)} µs, hop ${r.returnHopUs.toFixed(1)} µs, send ${r.sendCostUs.toFixed(1)} µs`);
+      const off = await measure(threads, false, keyset, 150);
+      show('off', off);
+      const on = await measure(threads, true, keyset, 150);
+      show('on', on);
+    });
+  });
+}
