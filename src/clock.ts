@@ -29,6 +29,11 @@ const Slot = {
   calibrations: 2,
 } as const;
 const SLOT_COUNT = 3;
+/**
+ * Widest edge-bracketing interval a calibration accepts. A wider one means the thread was descheduled
+ * between the two reads (a loaded machine); the old anchor is then better than the new sample.
+ */
+const MAX_CALIBRATION_WIDTH_S = 20e-6;
 
 /** Reads the monotonic clock in seconds (process-wide: identical in every worker thread). */
 export function monotonicS(): number {
@@ -75,9 +80,10 @@ export class WallClock {
 
   /**
    * Measures realtime − monotonic by catching `Date.now()` at a millisecond edge. Spins for at most about
-   * `rounds` milliseconds; keeps the sample with the narrowest interval. Returns false when no edge was seen.
+   * `rounds` milliseconds; keeps the sample with the narrowest interval. Returns false, keeping the old
+   * anchor, when no edge was seen or every sample was too wide to trust.
    */
-  calibrate(rounds = 3): boolean {
+  calibrate(rounds = 5): boolean {
     let bestOffset = 0;
     let bestWidth = Number.POSITIVE_INFINITY;
     for (let round = 0; round < rounds; round++) {
@@ -99,7 +105,7 @@ export class WallClock {
         bestOffset = ms / 1000 - (before + after) / 2;
       }
     }
-    if (!Number.isFinite(bestWidth)) return false;
+    if (!(bestWidth <= MAX_CALIBRATION_WIDTH_S)) return false;
     this.#anchor[Slot.offsetS] = bestOffset;
     this.#anchor[Slot.uncertaintyS] = bestWidth / 2;
     this.#anchor[Slot.calibrations] = (this.#anchor[Slot.calibrations] ?? 0) + 1;

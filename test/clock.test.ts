@@ -17,9 +17,12 @@ test('unixSToNtp: seconds wrap into era 1 on 2036-02-07T06:28:16Z (RFC 5905 §6)
 
 test('calibrated clock agrees with Date.now() to well under a millisecond', () => {
   const clock = new WallClock();
-  assert.equal(clock.calibrate(), true);
+  // A calibration refuses samples taken while the thread was descheduled; on a busy machine retry a few times.
+  let calibrated = false;
+  for (let attempt = 0; attempt < 20 && !calibrated; attempt++) calibrated = clock.calibrate();
+  assert.equal(calibrated, true);
   const { uncertaintyS } = clock.calibrationState();
-  assert.ok(uncertaintyS < 0.0005, `calibration uncertainty ${uncertaintyS}s`);
+  assert.ok(uncertaintyS <= 20e-6, `calibration uncertainty ${uncertaintyS}s`);
   for (let i = 0; i < 1000; i++) {
     const before = Date.now();
     const ours = clock.nowUnixS() * 1000;

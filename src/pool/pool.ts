@@ -21,8 +21,9 @@
  *    it held are counted as lost and their slots freed.
  *  - Transmit-timestamp compensation (model in worker.ts): when a batch comes back, the pool measures the
  *    return hop (worker done → delivery starts; the worker writes its done time into the batch header)
- *    and the time per reply delivered, keeps an EWMA of each, and publishes them in a SharedArrayBuffer
- *    the workers read at the start of every batch. Inline mode measures the same way (its hop is ≈ 0).
+ *    and the time per reply delivered, keeps EWMAs of them (the hop per batch size class), and publishes
+ *    them in a SharedArrayBuffer the workers read at the start of every batch. Inline mode measures the
+ *    same way (its hop is ≈ 0).
  *
  * The pool knows nothing about sockets: a reply target is an opaque value of type T.
  */
@@ -34,6 +35,7 @@ import { OUTCOME_COUNT, Outcome, type ServerFields } from '../core/responder.js'
 import {
   BATCH_COUNT_WORD,
   BATCH_F64_SLOTS,
+  BATCH_SIZE_CLASS_COUNT,
   BATCH_STAMPS_WORD,
   BATCH_TALLY_WORD,
   BatchF64,
@@ -46,6 +48,7 @@ import {
   TALLY_WORDS,
   Tally,
   batchBytes,
+  batchSizeClass,
   entryWord,
   isFromWorker,
   type ResponderPolicy,
@@ -254,6 +257,7 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
   const compensationShared = new SharedArrayBuffer(COMPENSATION_SLOTS * Float64Array.BYTES_PER_ELEMENT);
   const compensation = new Float64Array(compensationShared);
   const returnHop = new CostEwma(MAX_RETURN_HOP_SAMPLE_S);
+  const returnHopByClass = Array.from({ length: BATCH_SIZE_CLASS_COUNT }, () => new CostEwma(MAX_RETURN_HOP_SAMPLE_S));
   const sendCost = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
 
   // Execution: inline processor or worker threads.
@@ -287,10 +291,13 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
     const words = new Uint32Array(buffer);
     const header = new Float64Array(buffer, 0, BATCH_F64_SLOTS);
     const doneAtS = header[BatchF64.doneS] ?? 0;
-    if (doneAtS > 0) returnHop.observe(arrivedAtS - doneAtS);
+    const count = words[BATCH_COUNT_WORD] ?? 0;
+    if (doneAtS > 0) {
+      returnHop.observe(arrivedAtS - doneAtS);
+      returnHopByClass[batchSizeClass(count)]?.observe(arrivedAtS - doneAtS);
+    }
     transmitStamps += words[BATCH_STAMPS_WORD] ?? 0;
     transmitCompensationSumS += header[BatchF64.compensationSumS] ?? 0;
-    const count = words[BATCH_COUNT_WORD] ?? 0;
     for (let j = 0; j < TALLY_WORDS; j++) tally[j] = (tally[j] ?? 0) + (words[BATCH_TALLY_WORD + j] ?? 0);
     const cb = replyCallback;
     let delivered = 0;
@@ -311,7 +318,11 @@ export function createPool<T>(options: PoolOptions): Pool<T> {
       }
     }
     if (delivered > 0) sendCost.observe((monotonicS() - arrivedAtS) / delivered);
-    compensation[CompensationSlot.returnHopS] = returnHop.valueS;
+    // A size class without an estimate of its own (not warmed up yet) uses the all-batches one.
+    for (let c = 0; c < BATCH_SIZE_CLASS_COUNT; c++) {
+      const own = returnHopByClass[c]?.valueS ?? 0;
+      compensation[CompensationSlot.returnHopS + c] = own > 0 ? own : returnHop.valueS;
+    }
     compensation[CompensationSlot.sendCostS] = sendCost.valueS;
   };
 

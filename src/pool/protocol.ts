@@ -127,19 +127,37 @@ export interface WorkerInit {
 // Transmit-timestamp compensation: what the main thread shares with the workers
 // ---------------------------------------------------------------------------------------------
 
+/** Number of batch size classes the return hop is estimated by (batchSizeClass). */
+export const BATCH_SIZE_CLASS_COUNT = 5;
+
+/**
+ * Size class of a batch of `count` packets for the return-hop estimate: 1, 2–3, 4–7, 8–15, 16 and more.
+ * The hop depends on what the main thread is doing when the batch comes back, and that correlates with
+ * the batch's size: under bursty arrivals the small batch that opens a burst returns while the main
+ * thread is still reading the rest of the burst, and the large one that follows returns to an idle thread.
+ */
+export function batchSizeClass(count: number): number {
+  if (count <= 1) return 0;
+  const c = 31 - Math.clz32(count);
+  return c < BATCH_SIZE_CLASS_COUNT ? c : BATCH_SIZE_CLASS_COUNT - 1;
+}
+
 /**
  * Float64 slots of the compensation buffer (a SharedArrayBuffer, like the clock anchor in clock.ts):
  * written by the thread that sends replies, read by every batch processor at the start of a batch.
  * A slot reads 0 until its estimate is warmed up.
  */
 export const CompensationSlot = {
-  /** Batch done in the worker → main starts delivering its replies (EWMA, seconds). */
+  /**
+   * First of BATCH_SIZE_CLASS_COUNT slots: batch done in the worker → main starts delivering its replies,
+   * per batchSizeClass (EWMA, seconds; the all-batches estimate until a class has its own).
+   */
   returnHopS: 0,
   /** Main-thread time per reply delivered (reply callback incl. the socket send; EWMA, seconds). */
-  sendCostS: 1,
+  sendCostS: BATCH_SIZE_CLASS_COUNT,
 } as const;
 /** Number of Float64 slots in the compensation buffer. */
-export const COMPENSATION_SLOTS = 2;
+export const COMPENSATION_SLOTS = BATCH_SIZE_CLASS_COUNT + 1;
 /** Upper bound of the compensation added to one transmit timestamp, seconds (2 ms). */
 export const MAX_TRANSMIT_COMPENSATION_S = 0.002;
 

@@ -19,10 +19,10 @@
  *    on the request: 48-octet plain NTP ≈ 0.1 µs, an NTS request ≈ 10 µs and more with placeholders).
  *    respondCost is the whole per-packet time (respond() plus the copy), sealCost the part after the
  *    clock read. Two clock reads per packet: the transmit read itself and one when the packet is done.
- *  - returnHop (worker done → main starts the replies) and sendCost (main's time per reply, including
- *    the socket send): EWMAs measured by the pool on the main thread and shared through a
- *    SharedArrayBuffer (protocol.ts CompensationSlot). Inline mode runs the same code; its hop is ≈ 0.
- *    The ½ puts the departure in the middle of the packet's own send call.
+ *  - returnHop (worker done → main starts the replies; per batch size class, protocol.ts batchSizeClass)
+ *    and sendCost (main's time per reply, including the socket send): EWMAs measured by the pool on the
+ *    main thread and shared through a SharedArrayBuffer (protocol.ts CompensationSlot). Inline mode runs
+ *    the same code; its hop is ≈ 0. The ½ puts the departure in the middle of the packet's own send.
  *
  * Each estimate reads 0 until it has seen COST_WARMUP_SAMPLES samples, and the sum is clamped to
  * [0, MAX_TRANSMIT_COMPENSATION_S]. The header (with T3) is in the AEAD's associated data, so the
@@ -53,6 +53,7 @@ import {
   MAX_TRANSMIT_COMPENSATION_S,
   TALLY_WORDS,
   Tally,
+  batchSizeClass,
   entryWord,
   isToWorker,
   isWorkerInit,
@@ -279,13 +280,14 @@ export function createBatchProcessor(init: BatchProcessorInit): BatchProcessor {
       const count = words[BATCH_COUNT_WORD] ?? 0;
       words.fill(0, BATCH_TALLY_WORD, BATCH_TALLY_WORD + TALLY_WORDS);
       // Plan the batch: its packets' size classes and the main thread's current return-path estimates.
-      estimator.beginBatch(shared[CompensationSlot.returnHopS] ?? 0, shared[CompensationSlot.sendCostS] ?? 0);
+      estimator.beginBatch(shared[CompensationSlot.returnHopS + batchSizeClass(count)] ?? 0, shared[CompensationSlot.sendCostS] ?? 0);
       for (let i = 0; i < count; i++) estimator.addToBatch(requestSizeClass(words[entryWord(i) + Entry.length] ?? 0));
       // realtime − monotonic, once per batch: the wall clock read bracketed by two monotonic reads.
       const before = mono();
       const wallS = clock.nowUnixS();
-      let doneAtS = mono();
-      wallOffsetS = wallS - (before + doneAtS) / 2;
+      // The last monotonic read: where the next packet's cost starts, and the batch's done time at the end.
+      let lastReadS = mono();
+      wallOffsetS = wallS - (before + lastReadS) / 2;
       let stamps = 0;
       let compensationSumS = 0;
       let firstError: string | undefined;
@@ -335,14 +337,14 @@ export function createBatchProcessor(init: BatchProcessorInit): BatchProcessor {
         if (stampedAtS >= 0) {
           stamps++;
           compensationSumS += compensationS;
-          estimator.observe(sizeClass, endS - doneAtS, endS - stampedAtS);
+          estimator.observe(sizeClass, endS - lastReadS, endS - stampedAtS);
         } else {
-          estimator.observe(sizeClass, endS - doneAtS, -1);
+          estimator.observe(sizeClass, endS - lastReadS, -1);
         }
-        doneAtS = endS;
+        lastReadS = endS;
       }
       words[BATCH_STAMPS_WORD] = stamps;
-      header[BatchF64.doneS] = doneAtS;
+      header[BatchF64.doneS] = lastReadS;
       header[BatchF64.compensationSumS] = compensationSumS;
       return firstError;
     },

@@ -1,15 +1,18 @@
 /**
- * A loopback load for measuring the served offset under batching, on two threads of its own:
- *  - the bulk thread sends, each round, a burst of requests, lets the probe go, then a second burst, and
- *    drains the replies;
- *  - the probe thread is otherwise idle: each round it sends one request between the two bursts and
- *    measures the signed offset θ = ((T2 − T1) + (T3 − T4)) / 2 of its reply (RFC 5905 §8).
- * While the server works on the first burst, the probe and the second burst queue up behind it, so the
- * probe tends to open a large batch: the worst place for an uncompensated transmit timestamp. The probe
- * reads nothing but its own replies, so its T4 is not delayed behind the bulk replies (a client reading a
- * burst of replies back to back adds its own read time to every later one). Both threads read the
- * server's WallClock (shared anchor): the true offset is 0, and θ is the server's timestamping error
- * plus path asymmetry.
+ * A loopback probe for the served offset under batching, on a thread of its own (so its receive stamps
+ * never wait for the server's event loop when the server answers inline on the main thread).
+ *
+ * Each round, with the server idle: send one probe request, then at once a burst of bulk requests from a
+ * second socket, which is closed right after (its replies are dropped by the kernel, so this thread reads
+ * nothing but the probe's reply; reading a burst of replies back to back would add the client's own read
+ * time to every later one). The server reads the probe first and the bulk requests right behind it, so
+ * the probe either opens a large batch (answered inline, it waits for the rest of the batch) or comes
+ * back from its worker while the main thread is busy with the burst: both are delays after the transmit
+ * timestamp was taken, the ones the compensation is for.
+ *
+ * The probe measures θ = ((T2 − T1) + (T3 − T4)) / 2 (RFC 5905 §8) with the server's WallClock (shared
+ * anchor): the true offset is 0, so θ is the server's timestamping error plus path asymmetry. Both sockets
+ * are connected, so a send leaves inside the send() call (no address lookup tick).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -17,10 +20,6 @@ import { NTP_UNIX_OFFSET_S, WallClock } from '../../src/clock.js';
 
 const ROLE = 'ntsd-test-burst-offset-client';
 const TWO_POW_32 = 4_294_967_296;
-/** Int32 slots of the shared handshake. */
-const READY = 0;
-const GO = 1;
-const SENT = 2;
 
 /** Options of {@link runBurstProbe}. */
 export interface BurstProbeOptions {
@@ -31,7 +30,7 @@ export interface BurstProbeOptions {
   readonly bulk: readonly Uint8Array[];
   /** Probe requests, one per round; each has a distinct transmit timestamp. */
   readonly probes: readonly Uint8Array[];
-  /** Bulk requests in each of the two bursts of a round. */
+  /** Bulk requests sent right behind each probe. */
   readonly burst: number;
   /** Pause after each round, milliseconds. */
   readonly gapMs: number;
@@ -39,17 +38,17 @@ export interface BurstProbeOptions {
 
 interface ThreadInit {
   readonly role: typeof ROLE;
-  readonly kind: 'bulk' | 'probe';
   readonly options: BurstProbeOptions;
-  readonly handshake: SharedArrayBuffer;
 }
 
 /** One probe reply. */
 export interface ProbeSample {
   /** Signed offset θ, microseconds. */
   readonly offsetUs: number;
-  /** Round-trip delay δ = (T4 − T1) − (T3 − T2), microseconds. */
-  readonly delayUs: number;
+  /** Request leg T2 − T1, microseconds. */
+  readonly requestLegUs: number;
+  /** Reply leg T4 − T3, microseconds. */
+  readonly replyLegUs: number;
 }
 
 function isInit(data: unknown): data is ThreadInit {
@@ -71,96 +70,45 @@ function sameOrigin(reply: Uint8Array, request: Uint8Array): boolean {
   return true;
 }
 
-function start(init: ThreadInit): Promise<ProbeSample[]> {
+/** Runs one round per probe on a new thread; resolves with the probe samples (lost probes are left out). */
+export function runBurstProbe(options: BurstProbeOptions): Promise<ProbeSample[]> {
+  const init: ThreadInit = { role: ROLE, options };
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL(import.meta.url), { workerData: init });
     let done = false;
     worker.once('message', (msg: unknown) => {
       done = true;
       if (isResult(msg)) resolve(msg.samples);
-      else reject(new Error('burst client: unexpected message'));
+      else reject(new Error('burst probe: unexpected message'));
     });
     worker.once('error', reject);
     worker.once('exit', (code) => {
-      if (!done) reject(new Error(`burst client thread exited (${code})`));
+      if (!done) reject(new Error(`burst probe thread exited (${code})`));
     });
   });
 }
 
-/** Runs one round per probe; resolves with the probe samples (lost probes are left out). */
-export async function runBurstProbe(options: BurstProbeOptions): Promise<ProbeSample[]> {
-  const handshake = new SharedArrayBuffer(12);
-  const [, samples] = await Promise.all([
-    start({ role: ROLE, kind: 'bulk', options, handshake }),
-    start({ role: ROLE, kind: 'probe', options, handshake }),
-  ]);
-  return samples;
-}
-
-async function openSocket(): Promise<Socket> {
-  const socket = createSocket({ type: 'udp4', recvBufferSize: 1 << 20 });
+async function openConnected(port: number): Promise<Socket> {
+  const socket = createSocket({ type: 'udp4' });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => socket.connect(port, '127.0.0.1', () => resolve()));
   return socket;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function bulkThread(o: BurstProbeOptions, sync: Int32Array): Promise<void> {
-  const socket = await openSocket();
-  let outstanding = 0;
-  let wake: (() => void) | undefined;
-  socket.on('message', () => {
-    if (--outstanding <= 0) wake?.();
-  });
-  let next = 0;
-  // dgram sends to an address string leave a tick later; resolves once the burst is out.
-  const sendBurst = (): Promise<void> =>
-    new Promise((resolve) => {
-      for (let k = 0; k < o.burst; k++) {
-        const packet = o.bulk[next++ % o.bulk.length];
-        if (packet !== undefined) socket.send(packet, o.port, '127.0.0.1', k === o.burst - 1 ? () => resolve() : undefined);
-      }
-    });
-  for (let round = 1; round <= o.probes.length; round++) {
-    // Wait (at most 200 ms) until the probe thread is parked for this round.
-    const deadline = Date.now() + 200;
-    while (Atomics.load(sync, READY) < round && Date.now() < deadline) Atomics.wait(sync, READY, round - 1, 20);
-    outstanding = 2 * o.burst;
-    const replies = new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 100);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-    await sendBurst();
-    // Release the probe and wait (blocking, at most 5 ms) until it is out, then the second burst.
-    Atomics.store(sync, GO, round);
-    Atomics.notify(sync, GO);
-    Atomics.wait(sync, SENT, round - 1, 5);
-    await sendBurst();
-    await replies;
-    wake = undefined;
-    await sleep(o.gapMs);
-  }
-  // Release a probe thread still parked on a round that will not come.
-  Atomics.store(sync, GO, o.probes.length + 1);
-  Atomics.notify(sync, GO);
-  socket.close();
-  parentPort?.postMessage({ samples: [] });
-}
-
-async function probeThread(o: BurstProbeOptions, sync: Int32Array, clock: WallClock): Promise<void> {
-  const socket = await openSocket();
+async function probeThread(o: BurstProbeOptions): Promise<void> {
+  const clock = new WallClock(o.clockShared);
+  const probe = await openConnected(o.port);
   let waiter: ((reply: Buffer, t4: number) => void) | undefined;
-  socket.on('message', (msg: Buffer) => {
+  probe.on('message', (msg: Buffer) => {
     const t4 = clock.nowUnixS();
     waiter?.(msg, t4);
   });
   const samples: ProbeSample[] = [];
-  for (let round = 1; round <= o.probes.length; round++) {
-    const packet = o.probes[round - 1];
-    if (packet === undefined) break;
+  let next = 0;
+  for (const packet of o.probes) {
+    const bulk = await openConnected(o.port);
     const got = new Promise<{ reply: Buffer; t4: number } | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), 100);
       waiter = (reply, t4) => {
@@ -169,29 +117,26 @@ async function probeThread(o: BurstProbeOptions, sync: Int32Array, clock: WallCl
         resolve({ reply, t4 });
       };
     });
-    Atomics.store(sync, READY, round);
-    Atomics.notify(sync, READY);
-    // Parked until the bulk thread starts this round's burst (blocking: this thread has nothing else to do).
-    Atomics.wait(sync, GO, round - 1, 200);
     const t1 = clock.nowUnixS();
-    socket.send(packet, o.port, '127.0.0.1', () => {
-      Atomics.store(sync, SENT, round);
-      Atomics.notify(sync, SENT);
-    });
+    probe.send(packet);
+    for (let k = 0; k < o.burst; k++) {
+      const b = o.bulk[next++ % o.bulk.length];
+      if (b !== undefined) bulk.send(b);
+    }
+    bulk.close();
     const r = await got;
     waiter = undefined;
-    if (r === undefined) continue;
-    const t2 = ntpToUnixS(r.reply, 32);
-    const t3 = ntpToUnixS(r.reply, 40);
-    samples.push({ offsetUs: ((t2 - t1 + (t3 - r.t4)) / 2) * 1e6, delayUs: (r.t4 - t1 - (t3 - t2)) * 1e6 });
+    if (r !== undefined) {
+      const t2 = ntpToUnixS(r.reply, 32);
+      const t3 = ntpToUnixS(r.reply, 40);
+      samples.push({ offsetUs: ((t2 - t1 + (t3 - r.t4)) / 2) * 1e6, requestLegUs: (t2 - t1) * 1e6, replyLegUs: (r.t4 - t3) * 1e6 });
+    }
+    await sleep(o.gapMs);
   }
-  socket.close();
+  probe.close();
   parentPort?.postMessage({ samples });
 }
 
 if (!isMainThread && isInit(workerData)) {
-  const init = workerData;
-  const sync = new Int32Array(init.handshake);
-  if (init.kind === 'bulk') void bulkThread(init.options, sync);
-  else void probeThread(init.options, sync, new WallClock(init.options.clockShared));
+  void probeThread(workerData.options);
 }
