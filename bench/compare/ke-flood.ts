@@ -230,12 +230,13 @@ export function summariseKeFlood(result: KeFloodResult): KeFloodSummary[] {
 export function renderKeFloodTable(result: KeFloodResult): string {
   const rows = summariseKeFlood(result);
   const out = [
-    '| KE thread nice | NTS closed loop alone (req/s) | + KE flood | Δ | KE/s in flood | KE thread CPU (cores) | probe delay p50 alone / flood (µs) | probe delay p99 alone (µs) | + flood | Δ | probe \\|offset\\| p99 alone (µs) | + flood | Δ |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| KE thread nice | NTS closed loop alone (req/s) | + KE flood | Δ | fixed rate achieved alone / + flood (req/s) | Δ | KE/s in flood (closed / fixed) | KE thread CPU (cores) | probe delay p50 alone / flood (µs) | probe delay p99 alone (µs) | + flood | Δ | probe \\|offset\\| p99 alone (µs) | + flood | Δ |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     out.push(
-      `| ${r.niceness} | ${f(r.closedAlone)} | ${f(r.closedFlood)} | ${pct(r.closedFlood, r.closedAlone)} | ${f(r.keRateClosed)} / ${f(r.keRateFixed)} | ` +
+      `| ${r.niceness} | ${f(r.closedAlone)} | ${f(r.closedFlood)} | ${pct(r.closedFlood, r.closedAlone)} | ` +
+        `${f(r.fixedAchievedAlone)} / ${f(r.fixedAchievedFlood)} | ${pct(r.fixedAchievedFlood, r.fixedAchievedAlone)} | ${f(r.keRateClosed)} / ${f(r.keRateFixed)} | ` +
         `${f(r.keThreadShareClosed, 2)} / ${f(r.keThreadShareFixed, 2)} | ${f(r.probeDelayP50Alone, 1)} / ${f(r.probeDelayP50Flood, 1)} | ` +
         `${f(r.probeDelayP99Alone, 1)} | ${f(r.probeDelayP99Flood, 1)} | ${pct(r.probeDelayP99Flood, r.probeDelayP99Alone)} | ` +
         `${f(r.probeOffsetP99Alone, 1)} | ${f(r.probeOffsetP99Flood, 1)} | ${pct(r.probeOffsetP99Flood, r.probeOffsetP99Alone)} |`,
