@@ -36,6 +36,8 @@ export interface CompareOptions {
   readonly window: number;
   /** Concurrent sessions in the KE runs. */
   readonly keConcurrency: number;
+  /** Generator threads for the KE runs (a TLS client costs ~4x the server's CPU per handshake). */
+  readonly keThreads: number;
   /** Pacing of the 50 % fixed-rate run. */
   readonly pacing: 'tick' | 'spin';
   /** Servers to run, in A/B order. */
@@ -195,7 +197,7 @@ function buildRows(records: readonly RunRecord[], o: CompareOptions): { rows: Ro
     { metric: `NTS req/s (closed loop, ${o.threads} thread × window ${o.window})`, ntsd: ntsRate, chrony: ntsRateC, format: int, target: '≥ 0.30× chrony', met: ntsRate / ntsRateC >= 0.3 },
     { metric: 'plain NTP req/s (closed loop)', ntsd: plainRate, chrony: plainRateC, format: int, target: '', met: undefined },
     { metric: 'NTS req per server CPU-second', ntsd: ntsCpu, chrony: ntsCpuC, format: int, target: '≥ 25,000', met: ntsCpu >= 25_000 },
-    { metric: `NTS-KE/s (${o.keConcurrency} concurrent, full TLS 1.3)`, ntsd: keRate, chrony: keRateC, format: int, target: '', met: undefined },
+    { metric: `NTS-KE/s (${o.keConcurrency} concurrent per generator thread × ${o.keThreads}, full TLS 1.3)`, ntsd: keRate, chrony: keRateC, format: int, target: '', met: undefined },
     { metric: 'NTS-KE per server CPU-second', ntsd: keCpu, chrony: keCpuC, format: int, target: '≥ 1,400', met: keCpu >= 1400 },
     { metric: 'NTS req/s offered at 50 % of own max (achieved)', ntsd: halfRate, chrony: halfRateC, format: int, target: '', met: undefined },
     { metric: '\\|offset\\| p99 at 50 % load, idle probe (µs)', ntsd: halfOffset, chrony: halfOffsetC, format: us, target: '≤ 100 µs', met: halfOffset <= 100 },
@@ -232,6 +234,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       threads: { type: 'string' },
       window: { type: 'string' },
       'ke-concurrency': { type: 'string' },
+      'ke-threads': { type: 'string' },
       pacing: { type: 'string' },
       servers: { type: 'string' },
       'ntsd-threads': { type: 'string' },
@@ -251,7 +254,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
   if (values.help === true) {
     process.stdout.write(
       'usage: node dist/bench/compare/main.js [--pairs 3] [--duration-s 5] [--warmup-s 1] [--threads 1] [--window 64]\n' +
-        '         [--ke-concurrency 8] [--pacing tick|spin] [--servers ntsd,chrony] [--ntsd-threads N] [--soak-s 60]\n' +
+        '         [--ke-concurrency 8] [--ke-threads 2] [--pacing tick|spin] [--servers ntsd,chrony] [--ntsd-threads N] [--soak-s 60]\n' +
         '         [--ntsd-main dist/src/main.js] [--out FILE]\n' +
         '       node dist/bench/compare/main.js --ke-flood [--pairs 3] [--duration-s 5] [--ke-flood-nice 0,10]\n' +
         '         [--ke-flood-concurrency 16] [--ke-flood-threads 2] [--ke-flood-generator-nice 0]\n' +
@@ -300,6 +303,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
     threads,
     window,
     keConcurrency: Math.floor(num(values['ke-concurrency'], 'ke-concurrency', 8, 1)),
+    keThreads: Math.floor(num(values['ke-threads'], 'ke-threads', 2, 1)),
     pacing,
     servers: servers.filter((s): s is 'ntsd' | 'chrony' => s === 'ntsd' || s === 'chrony'),
     ntsdThreads: values['ntsd-threads'] === undefined ? undefined : Math.floor(num(values['ntsd-threads'], 'ntsd-threads', 0, 0)),
@@ -386,7 +390,7 @@ async function main(): Promise<number> {
       }
       for (const s of servers) await record(pair, 'plain', s, ['--mode', 'plain', '--target', `127.0.0.1:${s.ntpPort}`, '--window', String(o.window), ...common]);
       for (const s of servers) {
-        await record(pair, 'ke', s, ['--mode', 'ke', '--ke', `127.0.0.1:${s.kePort}`, '--ca', pki.caCertPath, '--concurrency', String(o.keConcurrency), ...common]);
+        await record(pair, 'ke', s, ['--mode', 'ke', '--ke', `127.0.0.1:${s.kePort}`, '--ca', pki.caCertPath, '--concurrency', String(o.keConcurrency), '--duration-s', d, '--warmup-s', w, '--threads', String(o.keThreads)]);
       }
       for (const s of servers) {
         const half = Math.max(100, Math.round((saturation.get(s.name) ?? 0) / 2));
