@@ -82,6 +82,11 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
   };
 }
 
+/** One responder policy per `[[server]]`, indexed like the listen addresses. */
+function responderPolicies(config: Config): { requireNts: boolean; acceptNtpVersions: readonly number[] }[] {
+  return config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions }));
+}
+
 /** The default design: main-thread sockets, worker pool. */
 async function startMainThreadReceiver(config: Config, options: NtpListenersOptions): Promise<NtpListeners> {
   const { logger, metrics, clock } = options;
@@ -92,7 +97,7 @@ async function startMainThreadReceiver(config: Config, options: NtpListenersOpti
     queueLimit: config.workerPool.queueLimit,
     keysetBytes: options.keysetBytes,
     serverFields: options.serverFields,
-    policies: config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions })),
+    policies: responderPolicies(config),
     clock,
     onEvent: (event) => {
       switch (event.kind) {
@@ -181,7 +186,7 @@ async function startReceiverThreads(config: Config, options: NtpListenersOptions
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
     keysetBytes: options.keysetBytes,
     serverFields: options.serverFields,
-    policies: config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions })),
+    policies: responderPolicies(config),
     clock: options.clock,
     batchSize: config.workerPool.batchSize,
     flushIntervalUs: config.workerPool.flushIntervalUs,

@@ -32,15 +32,14 @@
  *    it counts, and reports the first error message of each report interval.
  * Counts a thread had not reported yet when it died (at most one report interval) are lost with it.
  */
-import { createSocket, type RemoteInfo, type Socket, type SocketOptions } from 'node:dgram';
-import { lookup as dnsLookup } from 'node:dns';
-import { isIP } from 'node:net';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { WallClock, type NtpTime } from '../clock.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
 import { createPool, type PoolStats } from '../pool/pool.js';
 import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally, type ResponderPolicy } from '../pool/protocol.js';
 
@@ -246,30 +245,6 @@ function isReceiverInit(data: unknown): data is ReceiverInit {
   return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === RECEIVER_ROLE;
 }
 
-/** dgram options including `reusePort`, which @types/node 20 does not declare (Node ≥ 22.12 has it). */
-type SocketOptionsWithReusePort = SocketOptions & { reusePort?: boolean };
-
-/**
- * dgram passes the destination of every send() through `lookup`, and the default (dns.lookup) answers
- * even an IP literal only on the next tick: every reply of a batch would leave after the whole batch was
- * handed over, each at the cost of a tick and a closure. Reply addresses come from the kernel and are
- * always literals, so they are answered at once and the datagram leaves inside send(); that keeps the
- * per-reply send time measurable for the transmit-timestamp compensation (pool/worker.ts). Anything else
- * (a configured host name) goes to dns.lookup.
- */
-function literalLookup(
-  hostname: string,
-  options: unknown,
-  callback: (error: NodeJS.ErrnoException | null, address: string, family: number) => void,
-): void {
-  const literal = isIP(hostname);
-  if (literal !== 0) {
-    callback(null, hostname, literal);
-    return;
-  }
-  const family = typeof options === 'number' ? options : typeof options === 'object' && options !== null ? (options as { family?: unknown }).family : undefined;
-  dnsLookup(hostname, { family: family === 4 || family === 6 ? family : 0 }, callback);
-}
 
 function formatWhere(host: string, port: number, family: 'IPv4' | 'IPv6'): string {
   return family === 'IPv6' ? `[${host}]:${port}` : `${host}:${port}`;

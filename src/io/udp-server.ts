@@ -13,12 +13,11 @@
  * we fall back to one socket per address. All sockets live on the main thread today, where one socket
  * already suffices; the option keeps the door open for per-worker sockets later.
  */
-import { createSocket, type RemoteInfo, type Socket, type SocketOptions } from 'node:dgram';
-import { lookup as dnsLookup } from 'node:dns';
-import { isIP } from 'node:net';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { WallClock, NtpTime } from '../clock.js';
 import type { Pool } from '../pool/pool.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
 
 /** One address to listen on (the daemon maps `[[server]] listen` to it). */
 export interface UdpListenOptions {
@@ -85,30 +84,6 @@ export interface UdpServer {
   close(): Promise<void>;
 }
 
-/** dgram options including `reusePort`, which @types/node 20 does not declare (Node ≥ 22.12 has it). */
-type SocketOptionsWithReusePort = SocketOptions & { reusePort?: boolean };
-
-/**
- * dgram passes the destination of every send() through `lookup`, and the default (dns.lookup) answers
- * even an IP literal only on the next tick: every reply of a batch would leave after the whole batch was
- * handed over, each at the cost of a tick and a closure. Reply addresses come from the kernel and are
- * always literals, so they are answered at once and the datagram leaves inside send(); that keeps the
- * per-reply send time measurable for the transmit-timestamp compensation (pool/worker.ts). Anything else
- * (a configured host name) goes to dns.lookup.
- */
-function literalLookup(
-  hostname: string,
-  options: unknown,
-  callback: (error: NodeJS.ErrnoException | null, address: string, family: number) => void,
-): void {
-  const literal = isIP(hostname);
-  if (literal !== 0) {
-    callback(null, hostname, literal);
-    return;
-  }
-  const family = typeof options === 'number' ? options : typeof options === 'object' && options !== null ? (options as { family?: unknown }).family : undefined;
-  dnsLookup(hostname, { family: family === 4 || family === 6 ? family : 0 }, callback);
-}
 
 function bindSocket(socket: Socket, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
