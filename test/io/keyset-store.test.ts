@@ -3,13 +3,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { openCookie, sealCookie, cookieLength } from '../../src/core/nts/cookie.js';
 import { decodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
@@ -252,7 +252,12 @@ test('a key file the daemon may not read refuses to start with KEYSET_UNREADABLE
       return;
     }
     // Root reads everything: run the store in a child as "nobody", which cannot read the root-owned 0600 file.
-    const moduleUrl = new URL('../../src/io/keyset-store.js', import.meta.url).href;
+    // The compiled sources are copied into the (0755) temp dir first, so the child can load them even when
+    // the checkout sits under a directory "nobody" may not enter (e.g. /root).
+    const srcCopy = join(dir, 'src');
+    cpSync(fileURLToPath(new URL('../../src/', import.meta.url)), srcCopy, { recursive: true });
+    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+    const moduleUrl = pathToFileURL(join(srcCopy, 'io', 'keyset-store.js')).href;
     const script = `
       import { openKeysetStore } from ${JSON.stringify(moduleUrl)};
       const logger = { warn() {}, error() {}, info() {} };
@@ -263,8 +268,9 @@ test('a key file the daemon may not read refuses to start with KEYSET_UNREADABLE
       uid: 65534,
       gid: 65534,
       encoding: 'utf8',
-      cwd: fileURLToPath(new URL('.', import.meta.url)),
+      cwd: dir,
     });
+    assert.equal(child.error, undefined, `could not run ${process.execPath} as uid 65534: ${String(child.error)}`);
     assert.equal(child.stdout.trim(), 'NtsdError:KEYSET_UNREADABLE', child.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });
