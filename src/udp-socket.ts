@@ -2,7 +2,7 @@
  * dgram helpers shared by the two UDP listeners (io/udp-server.ts on the main thread, io/udp-receiver.ts in
  * receiver threads). A module of its own because io files do not import each other.
  */
-import type { SocketOptions } from 'node:dgram';
+import type { Socket, SocketOptions } from 'node:dgram';
 import { lookup as dnsLookup } from 'node:dns';
 import { isIP } from 'node:net';
 
@@ -29,4 +29,27 @@ export function literalLookup(
   }
   const family = typeof options === 'number' ? options : typeof options === 'object' && options !== null ? (options as { family?: unknown }).family : undefined;
   dnsLookup(hostname, { family: family === 4 || family === 6 ? family : 0 }, callback);
+}
+
+/** Binds `socket` (exclusively: no cluster sharing); rejects with the bind error. */
+export function bindSocket(socket: Socket, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: unknown): void => reject(error);
+    socket.once('error', onError);
+    socket.bind({ port, address: host, exclusive: true }, () => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** Closes `socket`, resolving also when it was already closed. */
+export function closeSocket(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      socket.close(() => resolve());
+    } catch {
+      resolve(); // already closed
+    }
+  });
 }

@@ -140,7 +140,7 @@ export type ThreadPriorityResult =
 /**
  * Raises the nice value of the calling thread to `niceness` (Linux only: the thread finds its own TID
  * through /proc/thread-self; elsewhere the nice value is per process and nothing is done). Never lowers a
- * nice value, so a daemon started with `nice -n 15` keeps its KE thread at 15. Best effort: any failure is
+ * nice value, so a daemon started with `nice -n 15` keeps its KE thread at 15. Best effort: every failure is
  * returned, not thrown.
  */
 export function lowerThreadPriority(niceness: number): ThreadPriorityResult {

@@ -39,7 +39,7 @@ import { WallClock, type NtpTime } from '../clock.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
+import { bindSocket, closeSocket, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
 import { createPool, type PoolStats } from '../pool/pool.js';
 import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally, type ResponderPolicy } from '../pool/protocol.js';
 
@@ -595,26 +595,6 @@ interface ThreadReplyTarget {
 
 const TWO_POW_32 = 4_294_967_296;
 
-function bindSocket(socket: Socket, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: unknown): void => reject(error);
-    socket.once('error', onError);
-    socket.bind({ port, address: host, exclusive: true }, () => {
-      socket.off('error', onError);
-      resolve();
-    });
-  });
-}
-
-function closeSocket(socket: Socket): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      socket.close(() => resolve());
-    } catch {
-      resolve(); // already closed
-    }
-  });
-}
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);

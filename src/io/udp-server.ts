@@ -17,7 +17,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { WallClock, NtpTime } from '../clock.js';
 import type { Pool } from '../pool/pool.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
+import { bindSocket, closeSocket, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
 
 /** One address to listen on (the daemon maps `[[server]] listen` to it). */
 export interface UdpListenOptions {
@@ -85,26 +85,6 @@ export interface UdpServer {
 }
 
 
-function bindSocket(socket: Socket, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: unknown): void => reject(error);
-    socket.once('error', onError);
-    socket.bind({ port, address: host, exclusive: true }, () => {
-      socket.off('error', onError);
-      resolve();
-    });
-  });
-}
-
-function closeSocket(socket: Socket): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      socket.close(() => resolve());
-    } catch {
-      resolve(); // already closed
-    }
-  });
-}
 
 /**
  * Feature test for dgram `reusePort`: binds two loopback sockets with it to one port. True when both bind
