@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the real NTS peers the interop tests run against, if they are missing:
+# Debian's chrony (client and server) and NTPsec, unpacked because it conflicts with chrony as a package
+# (see ../shared/PEERS.md), plus gcc for the NTPsec port shim and the nts.test name for the test certificates.
+# Needs root and apt-get; otherwise it says what is missing and exits non-zero.
+# Called by .ci/run and, when a peer is missing, by `npm test` (test/run-tests.mjs).
+set -euo pipefail
+
+run() { printf '+ %s\n' "$*"; "$@"; }
+NTPSEC_NTPD=/opt/ntpsec-root/usr/sbin/ntpd
+
+need_apt=0
+command -v chronyd >/dev/null 2>&1 || [ -x /usr/sbin/chronyd ] || need_apt=1
+command -v gcc >/dev/null 2>&1 || need_apt=1
+command -v setpriv >/dev/null 2>&1 || need_apt=1
+[ -x "$NTPSEC_NTPD" ] || need_apt=1
+
+if [ "$need_apt" -eq 1 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-peers: chrony, gcc, setpriv or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
+    echo "install-peers: install them as PEERS.md shows; the interop tests need them." >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  run apt-get update -qq
+  run apt-get install -y -qq --no-install-recommends chrony gcc libc6-dev util-linux python3-ntp libbsd0 libssl3 openssl >/dev/null
+  if [ ! -x "$NTPSEC_NTPD" ]; then
+    debs=$(mktemp -d)
+    chmod 777 "$debs"   # apt-get download runs as the _apt user
+    (cd "$debs" && run apt-get download ntpsec)
+    run dpkg -x "$debs"/ntpsec_*.deb /opt/ntpsec-root
+    rm -rf "$debs"
+  fi
+fi
+
+# The interop peers verify the server name; nts.test is the test certificates' DNS name.
+if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bnts\.test\b' /etc/hosts 2>/dev/null; then
+  if [ -w /etc/hosts ]; then echo '127.0.0.1 nts.test' >> /etc/hosts; else echo "install-peers: add '127.0.0.1 nts.test' to /etc/hosts" >&2; exit 1; fi
+fi
