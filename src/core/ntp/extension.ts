@@ -107,6 +107,11 @@ export function scanExtensionField(
     setSpan(cursor, offset, end);
     return EfScan.malformed;
   }
+  return setField(cursor, packet, offset, length);
+}
+
+/** Points the cursor at a validated field of `length` octets at `offset`. */
+function setField(cursor: ExtensionFieldCursor, packet: Uint8Array, offset: number, length: number): EfScanValue {
   cursor.type = readU16(packet, offset);
   cursor.offset = offset;
   cursor.length = length;
@@ -141,13 +146,7 @@ export function scanInnerExtensionField(
     setSpan(cursor, offset, end);
     return EfScan.malformed;
   }
-  cursor.type = readU16(packet, offset);
-  cursor.offset = offset;
-  cursor.length = length;
-  cursor.valueOffset = offset + EF_HEADER_LENGTH;
-  cursor.valueLength = length - EF_HEADER_LENGTH;
-  cursor.next = offset + length;
-  return EfScan.field;
+  return setField(cursor, packet, offset, length);
 }
 
 /** One decoded EF (allocating form for tests and tools): `value` is a view including any padding. */
