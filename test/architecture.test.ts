@@ -130,3 +130,11 @@ test('no `any` in src', () => {
     .map((f) => f.path);
   assert.deepEqual(broken, []);
 });
+
+test('one atomic file writer: only src/fs-atomic.ts renames a tmp file over a target', () => {
+  const broken = sources
+    .filter((f) => f.path !== 'fs-atomic.ts')
+    .filter((f) => /function\s+writeFileAtomic|\.tmp-\$\{process\.pid\}/.test(f.text))
+    .map((f) => f.path);
+  assert.deepEqual(broken, [], 'import writeFileAtomic / writeFileAtomicSync from src/fs-atomic.ts');
+});

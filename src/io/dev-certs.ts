@@ -6,10 +6,11 @@
  * The CA private key is never written to disk; a CA only exists in memory while it issues leaves.
  */
 import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { writeFileAtomicSync } from '../fs-atomic.js';
 
 // ---------------------------------------------------------------------------------------------
 // Minimal DER encoder (ITU-T X.690 §8, §10)
@@ -387,14 +388,6 @@ export interface DevPki {
   readonly leaf: DevLeafCertificate;
 }
 
-/** Writes `data` to `path` through a temporary file and rename, with `mode`. */
-function writeFileAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
-}
-
 /** Creates a CA and a leaf and writes them under `options.dir` with `unsafe-` names. */
 export function generateDevPki(options: DevPkiOptions): DevPki {
   const prefix = options.prefix ?? 'unsafe-dev';
@@ -416,10 +409,10 @@ export function generateDevPki(options: DevPkiOptions): DevPki {
     chainPath: join(options.dir, `${prefix}-fullchain.pem`),
     keyPath: join(options.dir, `${prefix}-server.key`),
   };
-  writeFileAtomic(paths.keyPath, leaf.keyPem, 0o600);
-  writeFileAtomic(paths.caCertPath, ca.certPem, 0o644);
-  writeFileAtomic(paths.chainPath, leaf.certPem + ca.certPem, 0o644);
-  writeFileAtomic(paths.certPath, leaf.certPem, 0o644);
+  writeFileAtomicSync(paths.keyPath, leaf.keyPem, 0o600);
+  writeFileAtomicSync(paths.caCertPath, ca.certPem, 0o644);
+  writeFileAtomicSync(paths.chainPath, leaf.certPem + ca.certPem, 0o644);
+  writeFileAtomicSync(paths.certPath, leaf.certPem, 0o644);
   return { ...paths, ca, leaf };
 }
 

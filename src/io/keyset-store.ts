@@ -18,10 +18,9 @@
  * with its scheduled time, so cookie ages match what a daemon that never stopped would have produced.
  * Those catch-up keys therefore carry a scheduled, not actual, creation time.
  */
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat } from 'node:fs/promises';
 import { randomFillSync } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { FillRandom } from '../core/bytes.js';
 import {
@@ -34,6 +33,7 @@ import {
   type Keyset,
 } from '../core/nts/keyset.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { writeFileAtomic } from '../fs-atomic.js';
 
 /** Label values of `ntsd_keyset_rotations_total{result}`. */
 export const KeysetRotationResult = {
@@ -111,44 +111,6 @@ function defaultFillRandom(target: Uint8Array): void {
 
 function defaultNowS(): number {
   return Date.now() / 1000;
-}
-
-/**
- * Writes `bytes` to `path` atomically and durably: a uniquely named tmp file in the same directory
- * (created 0600, exclusive), write, fsync, rename over `path`, then fsync the directory so the rename
- * itself survives a crash. The tmp file is removed on failure.
- */
-export async function writeFileAtomic(path: string, bytes: Uint8Array, mode: number = KEY_FILE_MODE): Promise<void> {
-  const dir = dirname(path);
-  const suffix = new Uint8Array(6);
-  randomFillSync(suffix);
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${Buffer.from(suffix).toString('hex')}`);
-  const handle = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
-  let renamed = false;
-  try {
-    try {
-      await handle.chmod(mode); // the umask may have narrowed `mode`; never widen beyond it either
-      let written = 0;
-      while (written < bytes.length) {
-        const r = await handle.write(bytes, written, bytes.length - written, written);
-        written += r.bytesWritten;
-      }
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, path);
-    renamed = true;
-    const dirHandle = await open(dir, fsConstants.O_RDONLY);
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
-    }
-  } catch (error) {
-    if (!renamed) await unlink(tmp).catch(() => undefined);
-    throw error;
-  }
 }
 
 /** Creates the key directory (0700) when missing; an existing directory is left as it is. */
