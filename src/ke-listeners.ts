@@ -1,5 +1,5 @@
 /**
- * NTS-KE side of the daemon: one KE thread (io/ke-server.ts) and one certificate watcher
+ * NTS-KE side of the daemon: one KE thread (io/ke/server.ts) and one certificate watcher
  * (io/cert-watcher.ts) per `[[nts-ke-server]]`, wired to the metrics. Kept out of io/ because it
  * composes two io modules, which io files may not do themselves.
  */
@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { ClientRateLimitConfig, Config, NtsKeServerConfig } from './config/schema.js';
 import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
-import { KeServer } from './io/ke-server.js';
+import { KeServer } from './io/ke/server.js';
 import type { Metrics } from './obs/metrics.js';
 
 /** What the daemon needs to start the KE listeners. */

@@ -232,7 +232,7 @@ export interface KeMetrics {
   addStats(stats: KeStatsReport): void;
 }
 
-/** A KE thread's periodic report, as the metrics need it (io/ke-server.ts KeStats fits it). */
+/** A KE thread's periodic report, as the metrics need it (io/ke/messages.ts KeStats fits it). */
 export interface KeStatsReport {
   readonly accepted: number;
   readonly rejected: Readonly<Partial<Record<KeRejectReasonLabel, number>>>;

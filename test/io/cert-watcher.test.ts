@@ -14,7 +14,7 @@ import {
   type CertificateReloadResult,
 } from '../../src/io/cert-watcher.js';
 import { createDevCertificateAuthority, issueDevLeafCertificate } from '../../src/io/dev-certs.js';
-import { KeServer } from '../../src/io/ke-server.js';
+import { KeServer } from '../../src/io/ke/server.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 
 /** Replaces a file atomically, as the certbot deploy hook does. */

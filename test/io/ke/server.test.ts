@@ -8,23 +8,21 @@ import { getPriority } from 'node:os';
 import { Writable } from 'node:stream';
 import * as tls from 'node:tls';
 import { pino } from 'pino';
-import { openCookie } from '../../src/core/nts/cookie.js';
-import { NTS_EXPORTER_LABEL } from '../../src/core/nts/ids.js';
-import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
-import { createKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
-import { DEFAULTS } from '../../src/config/schema.js';
-import { NtsdError } from '../../src/errors.js';
+import { openCookie } from '../../../src/core/nts/cookie.js';
+import { NTS_EXPORTER_LABEL } from '../../../src/core/nts/ids.js';
+import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../../src/core/nts/ke-record.js';
+import { createKeyset, encodeKeyset, type Keyset } from '../../../src/core/nts/keyset.js';
+import { DEFAULTS } from '../../../src/config/schema.js';
+import { NtsdError } from '../../../src/errors.js';
 import {
-  ClientRateLimiter,
-  clientRateKey,
   KE_SESSION_OUTCOMES,
   KE_THREAD_NICENESS,
   KeServer,
   type KeServerOptions,
   type KeSessionOutcome,
   type KeStats,
-} from '../../src/io/ke-server.js';
-import { makeTestPki, type TestPki } from '../helpers/certs.js';
+} from '../../../src/io/ke/server.js';
+import { makeTestPki, type TestPki } from '../../helpers/certs.js';
 
 const fillRandom = (b: Uint8Array): void => {
   randomFillSync(b);
@@ -705,36 +703,5 @@ describe('KeServer: listeners and certificates', () => {
     } finally {
       await h.server.stop();
     }
-  });
-});
-
-describe('ClientRateLimiter and clientRateKey', () => {
-  test('clientRateKey: IPv4 as is, IPv4-mapped unwrapped, IPv6 by /64', () => {
-    assert.equal(clientRateKey('192.0.2.7'), '192.0.2.7');
-    assert.equal(clientRateKey('::ffff:192.0.2.7'), '192.0.2.7');
-    assert.equal(clientRateKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
-    assert.equal(clientRateKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
-    assert.equal(clientRateKey('2001:db8::1'), '2001:db8:0:0::/64');
-    assert.equal(clientRateKey('::1'), '0:0:0:0::/64');
-    assert.equal(clientRateKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
-  });
-
-  test('burst, refill and bounded table', () => {
-    const limiter = new ClientRateLimiter({ intervalS: 10, burst: 2, tableSize: 3 });
-    assert.equal(limiter.take('192.0.2.1', 0), true);
-    assert.equal(limiter.take('192.0.2.1', 0), true);
-    assert.equal(limiter.take('192.0.2.1', 0), false);
-    assert.equal(limiter.take('192.0.2.1', 9_000), false);
-    assert.equal(limiter.take('192.0.2.1', 10_500), true);
-    assert.equal(limiter.take('192.0.2.2', 0), true);
-    assert.equal(limiter.take('192.0.2.3', 0), true);
-    assert.equal(limiter.take('192.0.2.4', 0), true);
-    assert.equal(limiter.size, 3, 'table never exceeds its size');
-    // 192.0.2.1 was least recently seen and has been evicted: it starts with a full bucket again.
-    assert.equal(limiter.take('192.0.2.1', 10_600), true);
-    assert.equal(limiter.size, 3);
-    const off = new ClientRateLimiter({ intervalS: 0, burst: 1, tableSize: 3 });
-    for (let i = 0; i < 100; i++) assert.equal(off.take('192.0.2.9', 0), true);
-    assert.equal(off.size, 0);
   });
 });

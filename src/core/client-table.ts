@@ -1,0 +1,224 @@
+/**
+ * A bounded table of per-client entries in caller-supplied memory (ArrayBuffer, or SharedArrayBuffer so
+ * that several threads share one table). It never grows: the memory is `clientTableBytes(capacity)`.
+ *
+ * Layout: a header (16 int32 words: magic, ways, buckets, hash seed, then 12 words for the table's user,
+ * e.g. a limiter's configuration), one lock word per bucket, then the slots. The table is
+ * set-associative: a key hashes (seeded, so a peer cannot aim collisions at a victim without the seed)
+ * to one bucket of `ways` slots and lives in one of them. Each slot holds a used flag, the key (four
+ * words, core/ip.ts form), three int32 and two float64 values for the user.
+ *
+ * Threads: every read or write of a bucket's slots happens between lockBucket and unlockBucket. The
+ * lock is a spin lock on an Atomics word (the critical sections are a few dozen operations); the
+ * Atomics operations order the plain accesses in between (ECMAScript memory model). A lock still held
+ * after SPIN_LIMIT tries is taken over: a thread terminated inside a critical section must not wedge its
+ * bucket forever, and the worst case of a takeover is one entry's counters being off by one.
+ */
+
+/** Int32 words in the header. */
+const HEADER_WORDS = 16;
+/** Header words the table's user may keep its own values in (indexes USER_WORD0 .. HEADER_WORDS-1). */
+export const CLIENT_TABLE_USER_WORDS = 12;
+const USER_WORD0 = HEADER_WORDS - CLIENT_TABLE_USER_WORDS;
+/** Octets per slot: 8 int32 (used, 4 key words, 3 user) and 2 float64 (user). */
+const SLOT_BYTES = 48;
+const SLOT_I32 = SLOT_BYTES / 4;
+const SLOT_F64 = SLOT_BYTES / 8;
+/** "NTST" in ASCII: marks an initialised table. */
+const MAGIC = 0x4e545354;
+/** Slots per bucket when the capacity allows. */
+const DEFAULT_WAYS = 8;
+/** Tries before a held bucket lock is taken over (see the module comment). */
+const SPIN_LIMIT = 1 << 20;
+
+/** Geometry of a table of `capacity` slots: ways per bucket and bucket count (ways × buckets ≤ capacity). */
+function geometry(capacity: number): { ways: number; buckets: number } {
+  const c = Math.max(1, Math.floor(capacity));
+  const ways = Math.min(DEFAULT_WAYS, c);
+  return { ways, buckets: Math.floor(c / ways) };
+}
+
+function lockWordsRounded(buckets: number): number {
+  return buckets + (buckets & 1); // keep the slots 8-octet aligned
+}
+
+/** Octets of memory a table of at most `capacity` entries needs (state this in docs: it is all it uses). */
+export function clientTableBytes(capacity: number): number {
+  const { ways, buckets } = geometry(capacity);
+  return HEADER_WORDS * 4 + lockWordsRounded(buckets) * 4 + ways * buckets * SLOT_BYTES;
+}
+
+/** Where a key lives: its bucket and, once found or claimed, its slot. */
+export interface ClientTableCursor {
+  bucket: number;
+  slot: number;
+}
+
+/** A view of a table in shared or private memory; several views (one per thread) may share one buffer. */
+export class ClientTable {
+  /** The memory, to hand to another thread (postMessage a SharedArrayBuffer, then `new ClientTable(buffer)` there). */
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  /** Slots per bucket. */
+  readonly ways: number;
+  /** Buckets. */
+  readonly buckets: number;
+  readonly #i32: Int32Array;
+  readonly #f64: Float64Array;
+  readonly #locksAt: number;
+  readonly #slotsI32At: number;
+  readonly #slotsF64At: number;
+  readonly #seed: number;
+
+  /**
+   * Attaches to `buffer`. With `init` it first lays out an empty table of at most `init.capacity`
+   * entries hashed under `init.seed` (32 random bits from the caller); without it the buffer must
+   * already hold a table (another thread's). Throws on a buffer of the wrong size or content: a bug.
+   */
+  constructor(buffer: ArrayBuffer | SharedArrayBuffer, init?: { readonly capacity: number; readonly seed: number }) {
+    this.buffer = buffer;
+    this.#i32 = new Int32Array(buffer);
+    this.#f64 = new Float64Array(buffer, 0, Math.floor(buffer.byteLength / 8));
+    if (init !== undefined) {
+      const { ways, buckets } = geometry(init.capacity);
+      if (buffer.byteLength < clientTableBytes(init.capacity)) throw new RangeError('client table buffer too small');
+      this.#i32.fill(0);
+      this.#i32[1] = ways;
+      this.#i32[2] = buckets;
+      this.#i32[3] = init.seed | 0;
+      Atomics.store(this.#i32, 0, MAGIC);
+    }
+    if (Atomics.load(this.#i32, 0) !== MAGIC) throw new RangeError('buffer does not hold a client table');
+    this.ways = this.#i32[1] ?? 0;
+    this.buckets = this.#i32[2] ?? 0;
+    this.#seed = this.#i32[3] ?? 0;
+    this.#locksAt = HEADER_WORDS;
+    this.#slotsI32At = HEADER_WORDS + lockWordsRounded(this.buckets);
+    this.#slotsF64At = this.#slotsI32At / 2;
+    if (buffer.byteLength < (this.#slotsI32At + this.ways * this.buckets * SLOT_I32) * 4) {
+      throw new RangeError('client table buffer too small for its header');
+    }
+  }
+
+  /** Entries the table can hold. */
+  get capacity(): number {
+    return this.ways * this.buckets;
+  }
+
+  /** The hash seed, to derive further keyed hashes (e.g. a second table with the same spread). */
+  get seed(): number {
+    return this.#seed;
+  }
+
+  /** Reads user header word `i` (0 .. CLIENT_TABLE_USER_WORDS-1), atomically. */
+  userWord(i: number): number {
+    return Atomics.load(this.#i32, USER_WORD0 + i);
+  }
+
+  /** Writes user header word `i`, atomically (every thread sees it on its next read). */
+  setUserWord(i: number, value: number): void {
+    Atomics.store(this.#i32, USER_WORD0 + i, value);
+  }
+
+  /** Locks the bucket of a key whose hash (hashIpWords under `seed`) is `hash`; the cursor's slot is -1 until find/claim. */
+  lock(hash: number, cursor: ClientTableCursor): void {
+    const bucket = (hash >>> 0) % this.buckets;
+    const at = this.#locksAt + bucket;
+    for (let tries = 0; Atomics.compareExchange(this.#i32, at, 0, 1) !== 0; tries++) {
+      if (tries >= SPIN_LIMIT) break; // take over a lock abandoned by a dead thread
+    }
+    cursor.bucket = bucket;
+    cursor.slot = -1;
+  }
+
+  /** Releases the cursor's bucket. */
+  unlock(cursor: ClientTableCursor): void {
+    Atomics.store(this.#i32, this.#locksAt + cursor.bucket, 0);
+  }
+
+  /** Finds `words` in the (locked) bucket; sets and returns cursor.slot, -1 when absent. */
+  find(words: Uint32Array, cursor: ClientTableCursor): number {
+    const first = cursor.bucket * this.ways;
+    for (let s = first; s < first + this.ways; s++) {
+      const at = this.#slotsI32At + s * SLOT_I32;
+      const i32 = this.#i32;
+      if (
+        i32[at] === 1 &&
+        i32[at + 1] === ((words[0] ?? 0) | 0) &&
+        i32[at + 2] === ((words[1] ?? 0) | 0) &&
+        i32[at + 3] === ((words[2] ?? 0) | 0) &&
+        i32[at + 4] === ((words[3] ?? 0) | 0)
+      ) {
+        cursor.slot = s;
+        return s;
+      }
+    }
+    cursor.slot = -1;
+    return -1;
+  }
+
+  /**
+   * Takes a slot for `words` in the (locked) bucket: a free one, else (when `evict`) the one whose float64
+   * user value 1 is smallest (callers keep "last seen" there, so the least recently seen client goes).
+   * The slot's user values are zeroed. Returns the slot, or -1 when the bucket is full and `evict` is false.
+   */
+  claim(words: Uint32Array, cursor: ClientTableCursor, evict: boolean): number {
+    const first = cursor.bucket * this.ways;
+    let victim = -1;
+    let victimSeen = Infinity;
+    for (let s = first; s < first + this.ways; s++) {
+      const at = this.#slotsI32At + s * SLOT_I32;
+      if (this.#i32[at] !== 1) {
+        victim = s;
+        break;
+      }
+      const seen = this.#f64[this.#slotsF64At + s * SLOT_F64 + 5] ?? 0;
+      if (evict && seen < victimSeen) {
+        victim = s;
+        victimSeen = seen;
+      }
+    }
+    cursor.slot = victim;
+    if (victim < 0) return -1;
+    const at = this.#slotsI32At + victim * SLOT_I32;
+    this.#i32[at] = 1;
+    for (let w = 0; w < 4; w++) this.#i32[at + 1 + w] = (words[w] ?? 0) | 0;
+    this.#i32[at + 5] = 0;
+    this.#i32[at + 6] = 0;
+    this.#i32[at + 7] = 0;
+    this.#f64[this.#slotsF64At + victim * SLOT_F64 + 4] = 0;
+    this.#f64[this.#slotsF64At + victim * SLOT_F64 + 5] = 0;
+    return victim;
+  }
+
+  /** Frees the cursor's slot (its bucket must be locked). */
+  release(cursor: ClientTableCursor): void {
+    if (cursor.slot >= 0) this.#i32[this.#slotsI32At + cursor.slot * SLOT_I32] = 0;
+  }
+
+  /** Int32 user value `k` (0..2) of `slot`. */
+  int(slot: number, k: number): number {
+    return this.#i32[this.#slotsI32At + slot * SLOT_I32 + 5 + k] ?? 0;
+  }
+
+  /** Sets int32 user value `k` (0..2) of `slot`. */
+  setInt(slot: number, k: number, value: number): void {
+    this.#i32[this.#slotsI32At + slot * SLOT_I32 + 5 + k] = value;
+  }
+
+  /** Float64 user value `k` (0..1) of `slot`; value 1 is the eviction order (smallest goes first). */
+  float(slot: number, k: number): number {
+    return this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4 + k] ?? 0;
+  }
+
+  /** Sets float64 user value `k` (0..1) of `slot`. */
+  setFloat(slot: number, k: number, value: number): void {
+    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4 + k] = value;
+  }
+
+  /** Entries in use (a scan of every slot without locks: exact when no thread writes meanwhile). */
+  countUsed(): number {
+    let n = 0;
+    for (let s = 0; s < this.capacity; s++) if (Atomics.load(this.#i32, this.#slotsI32At + s * SLOT_I32) === 1) n++;
+    return n;
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * What the main thread and the NTS-KE threads tell each other (io/ke/server.ts ↔ io/ke/thread.ts), and
+ * the public types of the KE listener. Nothing here runs; both sides import it.
+ */
+import type { ClientRateLimitConfig } from '../../config/schema.js';
+import type { KePolicy } from '../../core/ke-handler.js';
+import {
+  KE_REJECT_REASONS,
+  KE_SESSION_OUTCOMES,
+  type KeRejectReasonLabel,
+  type KeSessionOutcomeLabel,
+} from '../../obs/metrics.js';
+
+/** Why a TCP connection was refused before TLS: the metric's label set (ntsd_ke_connections_rejected_total). */
+export type KeRejectReason = KeRejectReasonLabel;
+
+/**
+ * How an accepted connection ended (label values of ntsd_ke_sessions_total); exactly one per connection.
+ * `tls_error` covers handshake failures, a missing/wrong ALPN and peers that vanish mid-session;
+ * `bad_request` covers Error 1 and Error 0 (unrecognized critical record) answers.
+ */
+export type KeSessionOutcome = KeSessionOutcomeLabel;
+export { KE_REJECT_REASONS, KE_SESSION_OUTCOMES };
+
+/** Metric deltas since the previous report (counters), plus the current gauge. */
+export interface KeStats {
+  /** Connections accepted (passed the cap and the rate limit). */
+  readonly accepted: number;
+  /** Connections refused before TLS, by reason. */
+  readonly rejected: Readonly<Record<KeRejectReason, number>>;
+  /** Sessions ended, by outcome. */
+  readonly sessions: Readonly<Record<KeSessionOutcome, number>>;
+  /** Duration of each session that ended (accept → outcome), in seconds. */
+  readonly sessionDurationsS: readonly number[];
+  /** New Cookie records sent (ntsd_nts_cookies_issued_total{via="ke"}). */
+  readonly cookiesIssued: number;
+  /** Connections open right now (gauge ntsd_ke_active_connections). */
+  readonly activeConnections: number;
+}
+
+/** Mutable tallies a KE thread keeps between two reports. */
+export interface KeTallies {
+  accepted: number;
+  rejected: Record<KeRejectReason, number>;
+  sessions: Record<KeSessionOutcome, number>;
+  sessionDurationsS: number[];
+  cookiesIssued: number;
+}
+
+/** Empty tallies. */
+export function newKeTallies(): KeTallies {
+  return {
+    accepted: 0,
+    rejected: Object.fromEntries(KE_REJECT_REASONS.map((r) => [r, 0])) as Record<KeRejectReason, number>,
+    sessions: Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<KeSessionOutcome, number>,
+    sessionDurationsS: [],
+    cookiesIssued: 0,
+  };
+}
+
+/** An address to listen on (IP literal without brackets; port 0 = any free port). */
+export interface KeListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A bound listener as reported by the KE thread. */
+export interface KeBoundAddress {
+  readonly address: string;
+  readonly family: string;
+  readonly port: number;
+}
+
+/**
+ * Default nice value of the KE thread (Linux): weight 110 against 1024 for the nice-0 NTP threads, so
+ * under CPU contention handshakes get about a tenth of a contended core and NTP keeps the rest
+ * (RFC 8915 §8.3). Config: `[[nts-ke-server]] thread-niceness`.
+ */
+export const KE_THREAD_NICENESS = 10;
+
+/** `workerData.role` of a KE thread. */
+export const KE_WORKER_ROLE = 'ke';
+
+/** The KE thread's start-up data (workerData). */
+export interface KeWorkerInit {
+  readonly role: typeof KE_WORKER_ROLE;
+  readonly listen: readonly KeListenAddress[];
+  readonly certificateChainPem: string;
+  readonly privateKeyPem: string;
+  readonly keyExchangeTimeoutMs: number;
+  readonly concurrentConnections: number;
+  readonly maxRequestBytes: number;
+  /** The per-client limiter's table (core/limiter.ts), shared with the main thread. */
+  readonly rateLimitTable: SharedArrayBuffer;
+  readonly policy: KePolicy;
+  readonly keysetBytes: Uint8Array;
+  readonly statsIntervalMs: number;
+  readonly threadNiceness: number;
+}
+
+/** Main → KE thread. */
+export type ToKeThread =
+  | { readonly type: 'keyset'; readonly bytes: Uint8Array }
+  | { readonly type: 'reloadCertificate'; readonly requestId: number; readonly chainPem: string; readonly keyPem: string }
+  | { readonly type: 'rateLimitTable'; readonly table: SharedArrayBuffer }
+  | { readonly type: 'stop' };
+
+/** Severity of a KE thread's log line. */
+export type KeLogLevel = 'debug' | 'warn' | 'error';
+
+/** KE thread → main. */
+export type FromKeThread =
+  | { readonly type: 'ready'; readonly addresses: readonly KeBoundAddress[] }
+  | { readonly type: 'listenError'; readonly host: string; readonly port: number; readonly code: string; readonly message: string }
+  | { readonly type: 'stats'; readonly stats: KeStats }
+  | { readonly type: 'log'; readonly level: KeLogLevel; readonly msg: string; readonly fields: Readonly<Record<string, string | number>> }
+  | { readonly type: 'reloaded'; readonly requestId: number; readonly ok: boolean; readonly error: string }
+  | { readonly type: 'stopped' };
+
+/** True for an object with a string `type` (a message of ours; the switch on `type` does the rest). */
+export function hasType<T extends { readonly type: string }>(value: unknown): value is T {
+  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string';
+}
+
+/** An error's message, for a log field. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Maps the config's per-client KE bucket onto the limiter's configuration (IPv4 address, IPv6 /64, no leak). */
+export function keRateLimitConfig(config: ClientRateLimitConfig): {
+  readonly intervalMs: number;
+  readonly burst: number;
+  readonly leak: number;
+  readonly ipv4PrefixBits: number;
+  readonly ipv6PrefixBits: number;
+} {
+  return { intervalMs: Math.round(config.intervalS * 1000), burst: config.burst, leak: 0, ipv4PrefixBits: 32, ipv6PrefixBits: 64 };
+}

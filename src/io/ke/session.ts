@@ -1,0 +1,224 @@
+/**
+ * One NTS-KE connection on a KE thread, from the accepted TCP socket to its single outcome
+ * (RFC 8915 §4): TLS 1.3 with ALPN `ntske/1` → read records up to `maxRequestBytes` → handleKeRequest
+ * with `exportKeys` bound to this session's exporter → one write → close_notify. One deadline covers the
+ * handshake and the request. The session never logs per connection; it reports its outcome.
+ */
+import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import * as tls from 'node:tls';
+import type { FillRandom } from '../../core/bytes.js';
+import { handleKeRequest, type KeOutcome, type KePolicy } from '../../core/ke-handler.js';
+import type { ExportKeys } from '../../core/nts/exporter.js';
+import { KeErrorCode, NTS_EXPORTER_LABEL, NTSKE_ALPN } from '../../core/nts/ids.js';
+import { encodeKeErrorResponse } from '../../core/nts/ke-message.js';
+import { scanKeMessage } from '../../core/nts/ke-record.js';
+import type { Keyset } from '../../core/nts/keyset.js';
+import { errorText, type KeLogLevel, type KeSessionOutcome } from './messages.js';
+
+/** What a session needs from its thread: settings, the current TLS context and keyset, and where to report. */
+export interface SessionContext {
+  readonly keyExchangeTimeoutMs: number;
+  readonly maxRequestBytes: number;
+  readonly policy: KePolicy;
+  readonly fillRandom: FillRandom;
+  /** The TLS context for new handshakes (swapped on a certificate reload). */
+  secureContext(): tls.SecureContext;
+  /** The keyset snapshot to seal cookies under; undefined when none decoded. */
+  keyset(): Keyset | undefined;
+  log(level: KeLogLevel, msg: string, fields?: Readonly<Record<string, string | number>>): void;
+  /** The session's single outcome, with its duration (accept → outcome). */
+  settled(outcome: KeSessionOutcome, durationS: number, cookiesIssued: number): void;
+  /** The socket has closed: the session's slot is free. */
+  closed(session: KeSession): void;
+}
+
+/** After a deadline-triggered Error 1, time allowed for it to flush before the socket is destroyed. */
+const DEADLINE_LINGER_MS = 250;
+
+/** A Buffer over the same memory (no copy). */
+function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Maps the handler's outcome to the metric label set of OPERATIONS.md. */
+function sessionOutcome(outcome: KeOutcome): KeSessionOutcome {
+  switch (outcome) {
+    case 'success':
+    case 'bad_request':
+    case 'no_common_protocol':
+    case 'no_common_aead':
+    case 'internal_error':
+      return outcome;
+    case 'unrecognized_critical':
+      return 'bad_request';
+  }
+}
+
+/** One accepted connection; construct it after admission, it runs by itself until `closed`. */
+export class KeSession {
+  readonly tlsSocket: tls.TLSSocket;
+  /** performance.now() at accept. */
+  readonly acceptedAtMs: number;
+  /** True once the TLS handshake completed. */
+  secure = false;
+  /** Set exactly once. */
+  outcome: KeSessionOutcome | undefined;
+  readonly #ctx: SessionContext;
+  #deadline: NodeJS.Timeout | undefined;
+  #buffer: Uint8Array | undefined;
+  #length = 0;
+  #scanOffset = 0;
+  #discarded = 0;
+
+  /** Wraps the accepted socket in TLS and starts the session deadline. */
+  constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number) {
+    this.#ctx = ctx;
+    this.acceptedAtMs = acceptedAtMs;
+    raw.setNoDelay(true);
+    // We wrap the accepted socket ourselves instead of using tls.Server: tls.Server hides the TLSSocket
+    // until the handshake ends, and the session deadline must be able to destroy a stalled handshake.
+    // Consequences: handshake completion is the TLSSocket's 'secure' event (what tls.Server itself
+    // listens to), and a certificate reload swaps the context (always built with minVersion TLSv1.3)
+    // for new connections instead of calling server.setSecureContext.
+    // allowHalfOpen (a net.Socket option TLSSocket passes on, missing from its typings): a client that
+    // half-closes after a partial request still gets its Error record.
+    const tlsOptions: tls.TLSSocketOptions & { readonly allowHalfOpen: boolean } = {
+      isServer: true,
+      secureContext: ctx.secureContext(),
+      ALPNProtocols: [NTSKE_ALPN],
+      requestCert: false,
+      allowHalfOpen: true,
+    };
+    const socket = new tls.TLSSocket(raw, tlsOptions);
+    this.tlsSocket = socket;
+    this.#deadline = setTimeout(() => this.#onDeadline(), ctx.keyExchangeTimeoutMs);
+    socket.on('error', () => undefined); // handshake and transport errors end in 'close'
+    socket.on('secure', () => this.#onSecure());
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.#onEnd());
+    socket.on('close', () => this.#onClose());
+  }
+
+  #onSecure(): void {
+    this.secure = true;
+    // RFC 8915 §3/§4: the client MUST offer ntske/1. Node completes a handshake without ALPN, so check.
+    if (this.tlsSocket.alpnProtocol !== NTSKE_ALPN) {
+      this.#settle('tls_error', 0);
+      this.tlsSocket.end();
+    }
+  }
+
+  #onData(chunk: Buffer): void {
+    const max = this.#ctx.maxRequestBytes;
+    if (this.outcome !== undefined) {
+      // Anything after the request is ignored; a peer that keeps streaming is cut off.
+      this.#discarded += chunk.length;
+      if (this.#discarded > max) this.tlsSocket.destroy();
+      return;
+    }
+    if (this.#length === 0) {
+      // Usual case: the whole request is in the first TLS record. Parse it in place, no buffer or copy.
+      const view = chunk.length > max ? chunk.subarray(0, max) : chunk;
+      const first = scanKeMessage(view, { fromOffset: 0, maxLength: max });
+      if (first.status === 'complete') {
+        this.#answer(view.subarray(0, first.length));
+        return;
+      }
+      // Otherwise the buffered path below rescans it (cheap) and decides.
+    }
+    const buffer = (this.#buffer ??= new Uint8Array(max));
+    const take = Math.min(max - this.#length, chunk.length);
+    buffer.set(chunk.subarray(0, take), this.#length);
+    this.#length += take;
+    const scan = scanKeMessage(buffer.subarray(0, this.#length), { fromOffset: this.#scanOffset, maxLength: max });
+    switch (scan.status) {
+      case 'incomplete':
+        this.#scanOffset = scan.resumeOffset;
+        if (this.#length >= max) this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', 0);
+        return;
+      case 'malformed':
+        // RFC 8915 §4.1.3: a request we will not accept (here: over the size cap) is a Bad Request.
+        this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', 0);
+        return;
+      case 'complete':
+        this.#answer(buffer.subarray(0, scan.length));
+        return;
+    }
+  }
+
+  #answer(request: Uint8Array): void {
+    const keyset = this.#ctx.keyset();
+    if (keyset === undefined) {
+      this.#ctx.log('error', 'no keyset available for NTS-KE');
+      this.#respond(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', 0);
+      return;
+    }
+    const socket = this.tlsSocket;
+    const exported: Uint8Array[] = [];
+    // RFC 8915 §4.3, §5.1: one exporter call per direction, each with its own 5-octet context.
+    const exportKeys: ExportKeys = (c2sContext, s2cContext, keyLength) => {
+      const c2s = socket.exportKeyingMaterial(keyLength, NTS_EXPORTER_LABEL, bufferView(c2sContext));
+      const s2c = socket.exportKeyingMaterial(keyLength, NTS_EXPORTER_LABEL, bufferView(s2cContext));
+      exported.push(c2s, s2c);
+      return { c2s, s2c };
+    };
+    try {
+      const result = handleKeRequest(request, exportKeys, keyset, this.#ctx.policy, this.#ctx.fillRandom);
+      if (result.outcome === 'internal_error') {
+        this.#ctx.log('error', 'NTS-KE internal error', { error: errorText(result.internalError) });
+      }
+      this.#respond(result.response, sessionOutcome(result.outcome), result.cookiesIssued);
+    } catch (error: unknown) {
+      this.#ctx.log('error', 'NTS-KE handler threw', { error: errorText(error) });
+      this.#respond(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', 0);
+    } finally {
+      for (const key of exported) key.fill(0); // best effort: the cookies now carry the keys
+    }
+  }
+
+  /** Writes one message (the whole response) and sends close_notify. */
+  #respond(response: Uint8Array, outcome: KeSessionOutcome, cookiesIssued: number): void {
+    this.#settle(outcome, cookiesIssued);
+    const socket = this.tlsSocket;
+    if (!socket.writable) return;
+    socket.write(response);
+    socket.end();
+  }
+
+  #settle(outcome: KeSessionOutcome, cookiesIssued: number): void {
+    if (this.outcome !== undefined) return;
+    this.outcome = outcome;
+    this.#ctx.settled(outcome, (performance.now() - this.acceptedAtMs) / 1000, cookiesIssued);
+  }
+
+  #onEnd(): void {
+    if (this.outcome === undefined) {
+      // The client finished sending without completing a request (RFC 8915 §4.1.3: incomplete → Bad Request).
+      this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', 0);
+    } else if (this.tlsSocket.writable) {
+      this.tlsSocket.end();
+    }
+  }
+
+  #onDeadline(): void {
+    this.#deadline = undefined;
+    const socket = this.tlsSocket;
+    if (this.outcome === undefined && this.secure && socket.writable) {
+      // RFC 8915 §4.1.3: Bad Request also covers the server's timeout before a complete request.
+      this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'timeout', 0);
+      this.#deadline = setTimeout(() => socket.destroy(), DEADLINE_LINGER_MS);
+      return;
+    }
+    this.#settle('timeout', 0);
+    socket.destroy();
+  }
+
+  #onClose(): void {
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    this.#deadline = undefined;
+    this.#settle('tls_error', 0);
+    this.#buffer = undefined;
+    this.#ctx.closed(this);
+  }
+}
