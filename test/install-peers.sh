@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real NTS peers the interop tests run against, if they are missing:
 # Debian's chrony (client and server) and NTPsec, unpacked because it conflicts with chrony as a package
-# (see ../shared/PEERS.md), plus gcc for the NTPsec port shim and the nts.test name for the test certificates.
+# (see ../shared/PEERS.md), plus gcc for the NTPsec port shim and the nts.test name for the test certificates,
+# and Debian's prometheus (prometheus + promtool) for the monitoring-kit tests (test/monitoring/).
 # Needs root and apt-get; otherwise it says what is missing and exits non-zero.
 # Called by .ci/run and, when a peer is missing, by `npm test` (test/run-tests.mjs).
 set -euo pipefail
@@ -14,16 +15,26 @@ command -v chronyd >/dev/null 2>&1 || [ -x /usr/sbin/chronyd ] || need_apt=1
 command -v gcc >/dev/null 2>&1 || need_apt=1
 command -v setpriv >/dev/null 2>&1 || need_apt=1
 [ -x "$NTPSEC_NTPD" ] || need_apt=1
+need_prometheus=0
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || { need_prometheus=1; need_apt=1; }
 
 if [ "$need_apt" -eq 1 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-peers: chrony, gcc, setpriv or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
+    echo "install-peers: chrony, gcc, setpriv, prometheus/promtool or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
     echo "install-peers: install them as PEERS.md shows; the interop tests need them." >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   run apt-get update -qq
   run apt-get install -y -qq --no-install-recommends chrony gcc libc6-dev util-linux python3-ntp libbsd0 libssl3 openssl >/dev/null
+  if [ "$need_prometheus" -eq 1 ]; then
+    # The package would start a Prometheus service on :9090; the tests start their own on a free port.
+    # A policy-rc.d that says "no" keeps the maintainer scripts from starting it (Docker images ship one).
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made_policy=1; fi
+    run apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    [ "$made_policy" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
+  fi
   if [ ! -x "$NTPSEC_NTPD" ]; then
     debs=$(mktemp -d)
     chmod 777 "$debs"   # apt-get download runs as the _apt user

@@ -25,11 +25,13 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test (did tsc run?)');
   process.exit(1);
 }
-// The interop tests run real chrony and NTPsec. On a fresh machine (root with apt-get, as CI is) install
-// them first, so `npm test` after a plain clone runs the whole suite; elsewhere the script says what is missing.
-if (!existsSync('/usr/sbin/chronyd') || !existsSync('/opt/ntpsec-root/usr/sbin/ntpd')) {
+// The interop tests run real chrony and NTPsec, the monitoring tests real Prometheus and promtool. On a fresh
+// machine (root with apt-get, as CI is) install them first, so `npm test` after a plain clone runs the whole
+// suite; elsewhere the script says what is missing.
+const peers = ['/usr/sbin/chronyd', '/opt/ntpsec-root/usr/sbin/ntpd', '/usr/bin/prometheus', '/usr/bin/promtool'];
+if (!peers.every((p) => existsSync(p))) {
   const script = new URL('./install-peers.sh', import.meta.url).pathname;
-  console.log(`run-tests: chrony or NTPsec missing; running ${script}`);
+  console.log(`run-tests: chrony, NTPsec, prometheus or promtool missing; running ${script}`);
   const install = spawnSync('bash', [script], { stdio: 'inherit' });
   if (install.status !== 0) console.error('run-tests: peers not installed; the interop tests will fail and say why');
 }
