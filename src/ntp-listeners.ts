@@ -1,23 +1,31 @@
 /**
- * NTP side of the daemon: chooses how UDP requests are received and wires that to the metrics. Kept out of
- * io/ because it composes io/udp-server.ts and io/udp-receiver.ts, which io files may not do themselves.
+ * The NTP datapath, behind one interface (`NtpListeners`) with two backends. Kept out of io/ because it
+ * composes io/udp-server.ts, the pool and src/ntp/, which io files may not do themselves.
  *
- * - `[worker-pool] receive-threads = 0` (default): the main thread owns the sockets and stamps receive
- *   times; the worker pool answers (io/udp-server.ts + pool/).
- * - `receive-threads = N > 0` and dgram `reusePort` works (feature-tested, Node ≥ 22.12): N receiver
- *   threads, each with its own SO_REUSEPORT socket per `[[server]]`, answer inline (io/udp-receiver.ts);
- *   no pool is created.
- * - `receive-threads > 0` without reusePort (Node 20): one warning naming the key, then the default design.
- *   Starting never fails because of it.
+ * `[worker-pool] datapath` picks the backend:
+ *  - `native` (and `auto` when build/ntsd_udp.node loads): `threads` NTP threads (src/ntp/threads.ts),
+ *    each owning one SO_REUSEPORT socket per `[[server]]` made by the native addon, with kernel receive
+ *    timestamps and recvmmsg batches, answering inline (src/ntp/thread-native.ts). A packet's walk:
+ *    kernel → recvmmsg → respond() → sendmsg, all on one thread.
+ *  - `dgram` (and `auto` without the addon, or with `threads = 0`): Node's dgram, as before the addon:
+ *    - `receive-threads = 0` (default): the main thread owns the sockets and stamps receive times; the
+ *      worker pool answers (io/udp-server.ts + pool/);
+ *    - `receive-threads = N > 0` and dgram `reusePort` works (Node ≥ 22.12): N threads each with their own
+ *      dgram socket per `[[server]]`, answering inline (src/ntp/thread-dgram.ts); without reusePort
+ *      (Node 20) one warning naming the key, then the main-thread design.
+ * `datapath = "native"` when the addon is unavailable is a configuration error (exit 78).
  */
 import type { Logger } from 'pino';
 import type { WallClock } from './clock.js';
 import type { Config } from './config/schema.js';
 import type { ServerFields } from './core/responder.js';
-import { startUdpReceivers, type UdpReceivers, type UdpReceiversStats } from './io/udp-receiver.js';
 import { probeReusePort, startUdpServer, type ReplyTarget, type UdpServer } from './io/udp-server.js';
 import { NTP_DURATION_BUCKETS_S, type Metrics } from './obs/metrics.js';
 import { createPool, type Pool, type PoolStats } from './pool/pool.js';
+import { NtsdError, NtsdErrorCode } from './errors.js';
+import { loadNativeUdp, type NativeLoad } from './ntp/native.js';
+import { startNtpThreads, type NtpThreads, type NtpThreadsStats } from './ntp/threads.js';
+import type { ThreadBackend } from './ntp/protocol.js';
 
 /** The warning logged when receive-threads is set but dgram reusePort is unavailable. */
 export const RECEIVE_THREADS_FALLBACK_WARNING =
@@ -38,13 +46,17 @@ export interface NtpListenersOptions {
   readonly probeReusePort?: () => Promise<boolean>;
   /** How often counters are folded into the metrics, milliseconds (default 1000). */
   readonly statsIntervalMs?: number;
+  /** Loads the native addon (default ntp/native.ts loadNativeUdp; tests may force it unavailable). */
+  readonly loadNative?: () => NativeLoad;
 }
 
 /** The running NTP listeners. */
 export interface NtpListeners {
+  /** The backend that runs: `native` (addon sockets, kernel timestamps) or `dgram`. */
+  readonly datapath: 'native' | 'dgram';
   /** Bound addresses in `[[server]]` order (with receive threads: one per address, shared by the threads). */
   readonly addresses: readonly { address: string; port: number; family: 'IPv4' | 'IPv6' }[];
-  /** Receiver threads in use; 0 = the main thread receives (also after the Node 20 fallback). */
+  /** NTP threads that own sockets (native threads or dgram receive threads); 0 = the main thread receives. */
   readonly receiveThreads: number;
   /** Pool worker threads in use (0 with receiver threads, or when the pool answers inline). */
   readonly poolThreads: number;
@@ -63,14 +75,35 @@ export interface NtpListeners {
 /** Starts the NTP listeners the configuration asks for; throws NtsdError BIND_FAILED when a bind fails. */
 export async function startNtpListeners(config: Config, options: NtpListenersOptions): Promise<NtpListeners> {
   const { logger, metrics } = options;
-  const wanted = config.workerPool.receiveThreads;
+  const pool = config.workerPool;
   let listeners: NtpListeners;
-  if (wanted > 0 && (await (options.probeReusePort ?? probeReusePort)())) {
-    listeners = await startReceiverThreads(config, options, wanted);
-  } else {
-    if (wanted > 0) logger.warn({ receiveThreads: wanted, node: process.versions.node }, RECEIVE_THREADS_FALLBACK_WARNING);
-    listeners = await startMainThreadReceiver(config, options);
+  const native = pool.datapath === 'dgram' ? undefined : (options.loadNative ?? loadNativeUdp)();
+  if (pool.datapath === 'native' && native?.ok !== true) {
+    throw new NtsdError(
+      NtsdErrorCode.CONFIG_INVALID,
+      `worker-pool.datapath: "native" is unavailable: ${native?.ok === false ? native.reason : 'not loaded'}`,
+    );
   }
+  if (native?.ok === true && pool.threads > 0) {
+    listeners = await startThreads(config, options, pool.threads, 'native');
+  } else {
+    if (pool.datapath === 'auto') {
+      const why = native?.ok === false ? native.reason : 'worker-pool.threads = 0 answers inline on the main thread';
+      logger.info({ reason: why }, 'native datapath not used; running the dgram datapath');
+    }
+    const wanted = pool.receiveThreads;
+    if (wanted > 0 && (await (options.probeReusePort ?? probeReusePort)())) {
+      listeners = await startThreads(config, options, wanted, 'dgram');
+    } else {
+      if (wanted > 0) logger.warn({ receiveThreads: wanted, node: process.versions.node }, RECEIVE_THREADS_FALLBACK_WARNING);
+      listeners = await startMainThreadReceiver(config, options);
+    }
+  }
+  metrics.ntp.setDatapath(listeners.datapath, listeners.datapath === 'native' ? 'kernel' : 'user');
+  logger.info(
+    { datapath: listeners.datapath, timestamps: listeners.datapath === 'native' ? 'kernel' : 'user', threads: listeners.receiveThreads, poolThreads: listeners.poolThreads },
+    'NTP datapath',
+  );
   const timer = setInterval(() => listeners.foldStats(), options.statsIntervalMs ?? STATS_INTERVAL_MS);
   timer.unref();
   return {
@@ -132,6 +165,7 @@ async function startMainThreadReceiver(config: Config, options: NtpListenersOpti
   }
   const foldStats = createPoolStatsFolder(metrics, pool, udp);
   return {
+    datapath: 'dgram',
     addresses: udp.addresses,
     receiveThreads: 0,
     poolThreads: config.workerPool.threads,
@@ -178,11 +212,14 @@ function foldTransmitCompensation(
   if (stamps > 0) metrics.ntp.setTransmitCompensationS((now.transmitCompensationSumS - (last?.transmitCompensationSumS ?? 0)) / stamps);
 }
 
-/** `receive-threads = N`: N threads with SO_REUSEPORT sockets, answering inline. */
-async function startReceiverThreads(config: Config, options: NtpListenersOptions, threads: number): Promise<NtpListeners> {
+/** N threads with SO_REUSEPORT sockets of `backend`, answering inline. */
+async function startThreads(config: Config, options: NtpListenersOptions, threads: number, backend: ThreadBackend): Promise<NtpListeners> {
   const { logger, metrics } = options;
-  const receivers: UdpReceivers = await startUdpReceivers({
+  const receivers: NtpThreads = await startNtpThreads({
     threads,
+    backend,
+    sendMode: config.workerPool.sendMode,
+    ...(config.workerPool.receiveBufferBytes > 0 ? { receiveBufferBytes: config.workerPool.receiveBufferBytes } : {}),
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
     keysetBytes: options.keysetBytes,
     serverFields: options.serverFields,
@@ -196,22 +233,23 @@ async function startReceiverThreads(config: Config, options: NtpListenersOptions
       switch (event.kind) {
         case 'threadExit':
           metrics.pool.workerRestarted();
-          logger.error({ receiver: event.index, exitCode: event.exitCode, restartInMs: event.restartInMs, err: event.error }, 'receiver thread exited; replacing it');
+          logger.error({ thread: event.index, datapath: backend, exitCode: event.exitCode, restartInMs: event.restartInMs, err: event.error }, 'NTP thread exited; replacing it');
           break;
         case 'respondError':
-          logger.error({ receiver: event.index, reason: event.message }, 'responder bug: packet dropped');
+          logger.error({ thread: event.index, reason: event.message }, 'responder bug: packet dropped');
           break;
         case 'keysetRejected':
-          logger.error({ receiver: event.index, reason: event.reason }, 'receiver thread refused a keyset snapshot');
+          logger.error({ thread: event.index, reason: event.reason }, 'NTP thread refused a keyset snapshot');
           break;
         case 'udpError':
-          logger.debug({ receiver: event.index, where: event.where, reason: event.message }, 'udp error');
+          logger.debug({ thread: event.index, where: event.where, reason: event.message }, 'udp error');
           break;
       }
     },
   });
   const foldStats = createReceiverStatsFolder(metrics, receivers);
   return {
+    datapath: backend,
     addresses: receivers.addresses,
     receiveThreads: threads,
     poolThreads: 0,
@@ -227,8 +265,8 @@ async function startReceiverThreads(config: Config, options: NtpListenersOptions
 }
 
 /** Folds the receiver threads' cumulative counters into the registry as deltas (the same series as the pool's). */
-function createReceiverStatsFolder(metrics: Metrics, receivers: UdpReceivers): () => void {
-  let last: UdpReceiversStats | undefined;
+function createReceiverStatsFolder(metrics: Metrics, receivers: NtpThreads): () => void {
+  let last: NtpThreadsStats | undefined;
   return () => {
     const now = receivers.stats();
     metrics.ntp.addReceived(now.received - (last?.received ?? 0));
@@ -238,6 +276,7 @@ function createReceiverStatsFolder(metrics: Metrics, receivers: UdpReceivers): (
     const rejected = now.queueRejected - (last?.queueRejected ?? 0);
     metrics.pool.addQueueRejected(rejected);
     metrics.ntp.addDropped('queue_full', rejected);
+    metrics.ntp.addDropped('truncated', now.truncated - (last?.truncated ?? 0));
     metrics.pool.setQueueDepth(now.queueDepth);
     metrics.ntp.addRequestDurations(
       now.durationCounts.map((v, i) => v - (last?.durationCounts[i] ?? 0)),

@@ -1,5 +1,5 @@
 /**
- * dgram helpers shared by the two UDP listeners (io/udp-server.ts on the main thread, io/udp-receiver.ts in
+ * dgram helpers shared by the two UDP listeners (io/udp-server.ts on the main thread, ntp/thread-dgram.ts in
  * receiver threads). A module of its own because io files do not import each other.
  */
 import type { Socket, SocketOptions } from 'node:dgram';

@@ -121,7 +121,26 @@ export interface WorkerPoolConfig {
    * before it is stamped. Without reusePort (Node 20) the daemon warns and receives on the main thread.
    */
   readonly receiveThreads: number;
+  /**
+   * Which NTP datapath runs: `native` (the addon in src/native: one SO_REUSEPORT socket per `[[server]]`
+   * per NTP thread, kernel receive timestamps, recvmmsg batches), `dgram` (Node's dgram: main-thread
+   * sockets and the pool, or `receive-threads`), or `auto` (native when the addon is built and loads).
+   */
+  readonly datapath: Datapath;
+  /** Native datapath: one sendmsg per reply, right after its seal (`each`), or one sendmmsg per batch (`batch`). */
+  readonly sendMode: SendMode;
+  /** SO_RCVBUF of every NTP socket in octets; 0 = the OS default. */
+  readonly receiveBufferBytes: number;
 }
+
+/** `[worker-pool] datapath` values. */
+export const DATAPATHS = ['auto', 'native', 'dgram'] as const;
+/** A `[worker-pool] datapath` value. */
+export type Datapath = (typeof DATAPATHS)[number];
+/** `[worker-pool] send-mode` values. */
+export const SEND_MODES = ['each', 'batch'] as const;
+/** A `[worker-pool] send-mode` value. */
+export type SendMode = (typeof SEND_MODES)[number];
 
 /** `[time-source] mode = "static"`: server fields fixed by the operator. */
 export interface StaticTimeSourceConfig {
@@ -190,7 +209,7 @@ export const DEFAULTS = {
   },
   keyset: { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 },
   observability: { logLevel: 'info', logFormat: 'json', metricsListen: '127.0.0.1:9975' },
-  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0 },
+  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0 },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -550,8 +569,12 @@ function readWorkerPool(table: Table, errors: string[], options: ValidateOptions
   const flushIntervalUs = r.integer('flush-interval-us', 0, 100_000, d.flushIntervalUs);
   const queueLimit = r.integer('queue-limit', 1, 1_000_000, d.queueLimit);
   const receiveThreads = r.integer('receive-threads', 0, 256, d.receiveThreads);
+  const datapath = r.oneOf('datapath', DATAPATHS, d.datapath);
+  const sendMode = r.oneOf('send-mode', SEND_MODES, d.sendMode);
+  const receiveBufferBytes = r.integer('receive-buffer-bytes', 0, 1 << 30, d.receiveBufferBytes);
+  if (datapath === 'native' && threads === 0) r.error('threads', 'must be at least 1 with datapath = "native" (each NTP thread owns its sockets)');
   r.finish();
-  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads };
+  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads, datapath, sendMode, receiveBufferBytes };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;

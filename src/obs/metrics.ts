@@ -34,7 +34,7 @@ export const NTP_RESPONSE_LABELS = [
   ['nts', 'kod'],
 ] as const satisfies readonly (readonly [NtpProtocolLabel, NtpResponseKindLabel])[];
 /** `reason` label of ntsd_ntp_dropped_total. */
-export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'queue_full'] as const;
+export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'queue_full', 'truncated'] as const;
 /** One of NTP_DROP_REASONS. */
 export type NtpDropReasonLabel = (typeof NTP_DROP_REASONS)[number];
 /** `reason` label of ntsd_nts_nak_total. */
@@ -216,6 +216,8 @@ export interface NtpMetrics {
   addRequestDurations(bucketCounts: ArrayLike<number>, sumS: number): void;
   /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (pool/worker.ts). */
   setTransmitCompensationS(seconds: number): void;
+  /** ntsd_ntp_datapath_info{datapath, timestamps} = 1 for the datapath that runs (the other series removed). */
+  setDatapath(datapath: 'native' | 'dgram', timestamps: 'kernel' | 'user'): void;
 }
 
 /** NTS-KE listener metrics. */
@@ -372,6 +374,13 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
 
+  const datapathInfo = new Gauge<'datapath' | 'timestamps'>({
+    name: 'ntsd_ntp_datapath_info',
+    help: 'Always 1; labels say which NTP datapath runs (native or dgram) and where receive timestamps come from (kernel or user).',
+    labelNames: ['datapath', 'timestamps'],
+    registers,
+  });
+
   // Process
   const buildInfo = new Gauge<'version' | 'node'>({
     name: 'ntsd_build_info',
@@ -425,6 +434,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
       observeRequestDurationS: (seconds) => ntpDuration.observe(seconds),
       addRequestDurations: (bucketCounts, sumS) => ntpDuration.add(bucketCounts, sumS),
       setTransmitCompensationS: (seconds) => transmitCompensation.set(seconds),
+      setDatapath: (datapath, timestamps) => {
+        datapathInfo.reset();
+        datapathInfo.set({ datapath, timestamps }, 1);
+      },
     },
     ke: {
       connectionAccepted: () => keAccepted.inc(),

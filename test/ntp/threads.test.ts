@@ -1,10 +1,12 @@
 /**
- * Receiver threads (`[worker-pool] receive-threads`) over real loopback sockets.
+ * NTP threads (src/ntp/threads.ts) over real loopback sockets, with each socket backend that runs here.
  *
- * Which tests run depends on the runtime, and the first test pins that choice to the Node version so a
- * wrong feature test fails here: with dgram reusePort (Node ≥ 22.12) two threads share each port and
- * answer plain and NTS requests from many client sockets; without it (Node 20) a second thread cannot
- * join the port and start-up fails cleanly (the daemon then falls back: test/ntp-listeners.test.ts).
+ * - native (the addon, when build/ntsd_udp.node is built): two threads share each port through
+ *   SO_REUSEPORT on every Node version, with kernel receive timestamps;
+ * - dgram: with reusePort (Node ≥ 22.12) the same suite; without it (Node 20) a second thread cannot
+ *   join the port and start-up fails cleanly (the daemon then falls back: test/ntp-listeners.test.ts).
+ * The first test pins the reusePort feature test to the Node version, so a wrong probe fails here.
+ * `NTSD_REQUIRE_NATIVE=1` (set by .ci/run) turns a missing addon into a failure instead of a skip.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +17,9 @@ import { openCookie } from '../../src/core/nts/cookie.js';
 import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
 import { Outcome, type ServerFields } from '../../src/core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../../src/errors.js';
-import { startUdpReceivers, type ReceiverEvent, type UdpReceivers, type UdpReceiversOptions } from '../../src/io/udp-receiver.js';
+import { startNtpThreads, type NtpThreadEvent, type NtpThreads, type NtpThreadsOptions } from '../../src/ntp/threads.js';
+import { loadNativeUdp } from '../../src/ntp/native.js';
+import type { ThreadBackend } from '../../src/ntp/protocol.js';
 import { probeReusePort } from '../../src/io/udp-server.js';
 import { keyAgeBucket } from '../../src/pool/protocol.js';
 import {
@@ -33,6 +37,7 @@ const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 /** dgram reusePort arrived in Node 22.12 (Linux: SO_REUSEPORT). */
 const runtimeHasReusePort = process.platform === 'linux' && (major > 22 || (major === 22 && minor >= 12));
 const reusePort = await probeReusePort();
+const native = loadNativeUdp();
 
 const fill = (b: Uint8Array): void => {
   randomFillSync(b);
@@ -41,7 +46,7 @@ const fill = (b: Uint8Array): void => {
 /** Bucket bounds for the duration test (seconds); counts come back with a +Inf bucket. */
 const BUCKETS_S = [0.0001, 0.001, 0.01, 0.1] as const;
 
-function receiverOptions(keyset: Keyset, overrides: Partial<UdpReceiversOptions> = {}): UdpReceiversOptions {
+function receiverOptions(keyset: Keyset, overrides: Partial<NtpThreadsOptions> = {}): NtpThreadsOptions {
   return {
     threads: 2,
     listen: [{ host: '127.0.0.1', port: 0, family: 'IPv4' }],
@@ -92,20 +97,28 @@ test('the reusePort feature test matches the runtime (so the branch below is the
   assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: probeReusePort() = ${reusePort}`);
 });
 
-if (reusePort) {
-  describe('receive-threads = 2 with dgram reusePort (Node >= 22.12)', () => {
+test('the native addon loads where CI built it', (t) => {
+  if (process.env['NTSD_REQUIRE_NATIVE'] === '1') assert.ok(native.ok, native.ok ? '' : native.reason);
+  else if (!native.ok) t.skip(`native addon unavailable: ${native.reason}`);
+  else assert.ok(native.ok);
+});
+
+/** The two-thread suite for one socket backend. */
+function threadSuite(backend: ThreadBackend): void {
+  describe(`two NTP threads on the ${backend} backend`, () => {
     const CLIENTS = 16;
     let keyset: Keyset;
-    let receivers: UdpReceivers;
+    let receivers: NtpThreads;
     let clients: TestUdpClient[];
     let port: number;
     let strictPort: number;
-    const events: ReceiverEvent[] = [];
+    const events: NtpThreadEvent[] = [];
 
     before(async () => {
       keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
-      receivers = await startUdpReceivers(
+      receivers = await startNtpThreads(
         receiverOptions(keyset, {
+          backend,
           // Listener 1 requires NTS: checks that each listener's policy reaches the threads.
           listen: [
             { host: '127.0.0.1', port: 0, family: 'IPv4', policy: 0 },
@@ -266,15 +279,16 @@ if (reusePort) {
     });
   });
 
-  test('a listen address that cannot be bound: BIND_FAILED naming it, and the addresses bound before it are released', async () => {
+  test(`${backend}: a listen address that cannot be bound: BIND_FAILED naming it, and the addresses bound before it are released`, async () => {
     const free = await freePort();
     const taken = await bindPlain(0);
     const takenPort = taken.address().port;
     try {
       const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
       await assert.rejects(
-        startUdpReceivers(
+        startNtpThreads(
           receiverOptions(keyset, {
+            backend,
             listen: [
               { host: '127.0.0.1', port: free, family: 'IPv4' },
               { host: '127.0.0.1', port: takenPort, family: 'IPv4' },
@@ -288,12 +302,16 @@ if (reusePort) {
       await closeSocket(taken);
     }
   });
-} else {
+}
+
+if (native.ok) threadSuite('native');
+if (reusePort) threadSuite('dgram');
+else {
   test('without dgram reusePort (Node 20) a second thread cannot join the port: BIND_FAILED, and the first thread is gone', async () => {
     const port = await freePort();
     const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
     await assert.rejects(
-      startUdpReceivers(receiverOptions(keyset, { listen: [{ host: '127.0.0.1', port, family: 'IPv4' }] })),
+      startNtpThreads(receiverOptions(keyset, { listen: [{ host: '127.0.0.1', port, family: 'IPv4' }] })),
       (error: unknown) => error instanceof NtsdError && error.code === NtsdErrorCode.BIND_FAILED && error.message.includes(`127.0.0.1:${port}`),
     );
     // Thread 0 had bound the port; it must have been stopped, or this plain bind fails with EADDRINUSE.
@@ -302,7 +320,7 @@ if (reusePort) {
 
   test('without dgram reusePort one receiver thread still works (nothing to share the port with)', async () => {
     const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
-    const receivers = await startUdpReceivers(receiverOptions(keyset, { threads: 1 }));
+    const receivers = await startNtpThreads(receiverOptions(keyset, { threads: 1 }));
     const client = await openTestClient();
     try {
       const session = newSession(keyset);
@@ -319,7 +337,7 @@ if (reusePort) {
 
 test('bad arguments are refused before any thread starts', async () => {
   const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
-  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { threads: 0 })), RangeError);
-  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { keysetBytes: new Uint8Array(3) })), RangeError);
-  await assert.rejects(startUdpReceivers(receiverOptions(keyset, { policies: [] })), RangeError);
+  await assert.rejects(startNtpThreads(receiverOptions(keyset, { threads: 0 })), RangeError);
+  await assert.rejects(startNtpThreads(receiverOptions(keyset, { keysetBytes: new Uint8Array(3) })), RangeError);
+  await assert.rejects(startNtpThreads(receiverOptions(keyset, { policies: [] })), RangeError);
 });
