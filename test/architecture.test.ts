@@ -141,6 +141,36 @@ test('config/schema.ts does no I/O and does not parse TOML', () => {
   assert.deepEqual(broken, []);
 });
 
+test('ntp/* threads compute and count: only core, pool, ntp, clock, errors and udp-socket; never obs, io, config or loggers', () => {
+  const allowed = /^(core\/|pool\/|ntp\/|clock\.ts$|errors\.ts$|udp-socket\.ts$)/;
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => s.path.startsWith('ntp/'))) {
+    assert.ok(!/['"]pino['"]|['"]prom-client['"]/.test(f.text), `${f.path} must not log or own metrics`);
+    for (const spec of f.imports) {
+      const t = target(f, spec);
+      if (t === undefined) {
+        if (!spec.startsWith('node:')) broken.push(`${f.path} imports ${spec}`);
+      } else if (!allowed.test(t)) {
+        broken.push(`${f.path} imports ${spec}`);
+      }
+    }
+  }
+  assert.ok(sources.some((s) => s.path === 'ntp/thread-native.ts'), 'the rule has files to check');
+  assert.deepEqual(broken, []);
+});
+
+test('the native addon is loaded in one place (ntp/native.ts), and its C sources stay small, one concern per file', () => {
+  const loaders = sources.filter((s) => /createRequire|process\.dlopen|\.node['"]/.test(s.text) && s.path !== 'ntp/native.ts');
+  assert.deepEqual(loaders.map((s) => s.path), []);
+  const cFiles = readdirSync(join(srcRoot, 'native')).filter((n) => n.endsWith('.c') || n.endsWith('.h'));
+  assert.deepEqual(cFiles.sort(), ['addon.c', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c']);
+  for (const name of cFiles) {
+    const lines = readFileSync(join(srcRoot, 'native', name), 'utf8').split('\n');
+    assert.ok(lines.length <= 400, `src/native/${name} has ${lines.length} lines`);
+    assert.match(lines.slice(0, 3).join('\n'), /^\/\*/, `src/native/${name} starts with a comment saying what it is for`);
+  }
+});
+
 test('no `any` in src', () => {
   const broken = sources
     .filter((f) => /:\s*any\b|\bas any\b|<any>/.test(f.text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')))

@@ -1,14 +1,19 @@
 /**
- * The daemon's NTP side: `[worker-pool] receive-threads` picks receiver threads where dgram reusePort works
- * (Node ≥ 22.12) and falls back to the main thread + pool with one warning where it does not (Node 20).
- * The suite runs on both versions; the first test asserts which branch this runtime took.
+ * The daemon's NTP side, behind one interface with two backends:
+ *  - `[worker-pool] datapath`: `auto` runs the native addon where it loads and says why not where it does
+ *    not; `native` without the addon is a configuration error; `dgram` never touches the addon;
+ *  - on the dgram backend, `receive-threads` picks receiver threads where dgram reusePort works
+ *    (Node ≥ 22.12) and falls back to the main thread + pool with one warning where it does not (Node 20).
+ * The suite runs on both versions; the tests say which branch this runtime took.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import { WallClock } from '../src/clock.js';
-import { validateConfig, type Config } from '../src/config/schema.js';
+import { validateConfig, type Config, type Datapath } from '../src/config/schema.js';
+import { NtsdError, NtsdErrorCode } from '../src/errors.js';
+import { loadNativeUdp, type NativeLoad } from '../src/ntp/native.js';
 import { openCookie } from '../src/core/nts/cookie.js';
 import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../src/core/nts/keyset.js';
 import { createMetrics, type Metrics } from '../src/obs/metrics.js';
@@ -44,12 +49,15 @@ const fill = (b: Uint8Array): void => {
   randomFillSync(b);
 };
 
-function configWith(receiveThreads: number): Config {
+const native = loadNativeUdp();
+const UNAVAILABLE: NativeLoad = { ok: false, reason: 'forced off by the test' };
+
+function configWith(receiveThreads: number, datapath: Datapath = 'dgram'): Config {
   const result = validateConfig(
     {
       server: [{ listen: '127.0.0.1:0' }],
       'nts-ke-server': [{ listen: '127.0.0.1:0', 'certificate-chain-path': 'c.pem', 'private-key-path': 'k.pem' }],
-      'worker-pool': { threads: 1, 'receive-threads': receiveThreads },
+      'worker-pool': { threads: 1, 'receive-threads': receiveThreads, datapath },
       'time-source': { mode: 'static', 'local-stratum': 2 },
     },
     { baseDir: '/tmp', cpuCount: 2 },
@@ -105,11 +113,12 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function startRig(receiveThreads: number, probe?: () => Promise<boolean>): Promise<Rig> {
+async function startRig(receiveThreads: number, probe?: () => Promise<boolean>, datapath: Datapath = 'dgram', loadNative?: () => NativeLoad): Promise<Rig> {
   const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
   const { logger, lines } = capturingLogger();
   const metrics = createMetrics({ version: 'test', defaultMetrics: false });
-  const ntp = await startNtpListeners(configWith(receiveThreads), {
+  const ntp = await startNtpListeners(configWith(receiveThreads, datapath), {
+    ...(loadNative !== undefined ? { loadNative } : {}),
     clock: new WallClock(),
     keysetBytes: encodeKeyset(keyset),
     serverFields: TEST_SERVER_FIELDS,
@@ -238,7 +247,7 @@ test(`the daemon with receive-threads = 2 (Node ${process.versions.node}): the s
   const pki = makeTestPki();
   const toml = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath, threads: 1 }).replace(
     /^threads = 1$/m,
-    'threads = 1\nreceive-threads = 2',
+    'threads = 1\nreceive-threads = 2\ndatapath = "dgram"',
   );
   assert.match(toml, /^receive-threads = 2$/m);
   const daemon = await startDaemon({ toml, dir });
@@ -261,5 +270,63 @@ test(`the daemon with receive-threads = 2 (Node ${process.versions.node}): the s
     await daemon.stop('SIGKILL', 2000);
     removeDir(dir);
     pki.cleanup();
+  }
+});
+
+test(`datapath = "auto" ${native.ok ? 'with the addon: native threads, kernel timestamps' : 'without the addon: the dgram datapath, and why'}`, async () => {
+  const rig = await startRig(0, undefined, 'auto');
+  try {
+    if (native.ok) {
+      assert.equal(rig.ntp.datapath, 'native');
+      assert.equal(rig.ntp.receiveThreads, 1, 'worker-pool.threads NTP threads');
+      assert.equal(rig.ntp.poolThreads, 0);
+      assert.equal(await metricSum(rig.metrics, 'ntsd_ntp_datapath_info', { datapath: 'native', timestamps: 'kernel' }), 1);
+    } else {
+      assert.equal(rig.ntp.datapath, 'dgram');
+      assert.ok(rig.lines.some((l) => l.msg === 'native datapath not used; running the dgram datapath' && typeof l['reason'] === 'string'));
+      assert.equal(await metricSum(rig.metrics, 'ntsd_ntp_datapath_info', { datapath: 'dgram', timestamps: 'user' }), 1);
+    }
+    assert.equal(await metricSum(rig.metrics, 'ntsd_ntp_datapath_info'), 1, 'exactly one datapath series');
+    await exchangeAll(rig);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_packets_received_total', {}, 16);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'nts', kind: 'time' }, 8);
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_request_duration_seconds_count', {}, 16);
+    await rotateAndCheck(rig);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('datapath = "auto" where the addon cannot load: the dgram datapath, with the reason logged once', async () => {
+  const rig = await startRig(0, undefined, 'auto', () => UNAVAILABLE);
+  try {
+    assert.equal(rig.ntp.datapath, 'dgram');
+    const notes = rig.lines.filter((l) => l.msg === 'native datapath not used; running the dgram datapath');
+    assert.equal(notes.length, 1);
+    assert.equal(notes[0]?.['reason'], 'forced off by the test');
+    await exchangeAll(rig);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('datapath = "native" where the addon cannot load: CONFIG_INVALID naming worker-pool.datapath (exit 78)', async () => {
+  await assert.rejects(
+    startRig(0, undefined, 'native', () => UNAVAILABLE),
+    (error: unknown) => error instanceof NtsdError && error.code === NtsdErrorCode.CONFIG_INVALID && error.message.startsWith('worker-pool.datapath:') && error.message.includes('forced off by the test'),
+  );
+});
+
+test('datapath = "dgram" never loads the addon', async () => {
+  let loads = 0;
+  const rig = await startRig(0, undefined, 'dgram', () => {
+    loads++;
+    return native;
+  });
+  try {
+    assert.equal(loads, 0);
+    assert.equal(rig.ntp.datapath, 'dgram');
+  } finally {
+    await rig.close();
   }
 });

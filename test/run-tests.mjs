@@ -19,7 +19,9 @@ function walk(dir) {
   return found;
 }
 
-let files = walk(root);
+// Only tests whose TypeScript source still exists: tsc never deletes the output of a removed or moved file.
+const sourceOf = (f) => f.replace('/dist/test/', '/test/').replace(/\.js$/, '.ts');
+let files = walk(root).filter((f) => existsSync(sourceOf(f)));
 if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
 if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test (did tsc run?)');

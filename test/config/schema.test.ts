@@ -165,10 +165,32 @@ test('defaults match OPERATIONS.md', () => {
     logFile: undefined,
     metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
   });
-  assert.deepEqual(c.workerPool, { threads: 3, batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0 });
+  assert.deepEqual(c.workerPool, {
+    threads: 3,
+    batchSize: 32,
+    flushIntervalUs: 200,
+    queueLimit: 4096,
+    receiveThreads: 0,
+    datapath: 'auto',
+    sendMode: 'each',
+    receiveBufferBytes: 0,
+  });
   // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
   assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });
   assert.equal(DEFAULTS.timeSource.mode, 'follow');
+});
+
+test('worker-pool.datapath, send-mode and receive-buffer-bytes are checked, naming the key', () => {
+  const bad = (pool: Record<string, unknown>): string[] => {
+    const r = validateConfig({ ...base(), 'worker-pool': pool }, { baseDir: '/etc/ntsd', cpuCount: 4 });
+    assert.ok(!r.ok);
+    return r.errors;
+  };
+  assert.deepEqual(bad({ datapath: 'fast' }), ['worker-pool.datapath: must be one of "auto", "native", "dgram", got "fast"']);
+  assert.deepEqual(bad({ 'send-mode': 'later' }), ['worker-pool.send-mode: must be one of "each", "batch", got "later"']);
+  assert.match(bad({ 'receive-buffer-bytes': -1 })[0] ?? '', /^worker-pool\.receive-buffer-bytes: must be an integer between 0 and/);
+  assert.deepEqual(bad({ datapath: 'native', threads: 0 }), ['worker-pool.threads: must be at least 1 with datapath = "native" (each NTP thread owns its sockets)']);
+  assert.equal(valid({ ...base(), 'worker-pool': { datapath: 'native', 'send-mode': 'batch', 'receive-buffer-bytes': 4194304 } }).workerPool.receiveBufferBytes, 4194304);
 });
 
 test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 means inline', () => {

@@ -88,6 +88,12 @@ function closeSocket(s: Socket): Promise<void> {
   return new Promise((resolve) => s.close(() => resolve()));
 }
 
+/** The NTP timestamp at `offset` of a packet, in seconds since 1900 (era 0). */
+function ntpSeconds(packet: Uint8Array, offset: number): number {
+  const v = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
+  return v.getUint32(offset) + v.getUint32(offset + 4) / 2 ** 32;
+}
+
 /** The NTP receive timestamp's seconds (reply octets 32..35). */
 function receiveSeconds(reply: Uint8Array): number {
   return ((reply[32] ?? 0) * 2 ** 24 + ((reply[33] ?? 0) << 16) + ((reply[34] ?? 0) << 8) + (reply[35] ?? 0)) >>> 0;
@@ -253,6 +259,57 @@ function threadSuite(backend: ThreadBackend): void {
         }
       }
     });
+
+    if (backend === 'native') {
+      test('native: every datagram carries its kernel receive timestamp, and T2 ≤ T3 within the send window', async () => {
+        const client = clients[0];
+        assert.ok(client !== undefined);
+        const before = receivers.stats();
+        const session = newSession(keyset);
+        for (let i = 0; i < 20; i++) {
+          const sentAtS = Date.now() / 1000;
+          const req = ntsRequest(session, 0);
+          const reply: Uint8Array = await client.exchange(req.packet, port);
+          assert.equal(checkNtsReply(reply, req, session).kind, 'time');
+          const t2 = ntpSeconds(reply, 32);
+          const t3 = ntpSeconds(reply, 40);
+          assert.ok(t3 >= t2, `T3 ${t3} before T2 ${t2}`);
+          assert.ok(t3 - t2 < 0.05, `residence ${(t3 - t2) * 1e6} µs`);
+          // Date.now() has millisecond steps; the kernel stamp lies between send and now.
+          assert.ok(t2 - (sentAtS + 2_208_988_800) > -0.002 && t2 - (Date.now() / 1000 + 2_208_988_800) < 0.002, 'T2 within the exchange');
+        }
+        await waitFor(() => receivers.stats().sent - before.sent >= 20, 3000, 'reports');
+        const s = receivers.stats();
+        assert.equal(s.unstamped, 0, 'no datagram lacked a kernel stamp');
+        assert.ok(s.transmitStamps - before.transmitStamps >= 20, 'transmit stamps counted');
+        const meanCompensationS = (s.transmitCompensationSumS - before.transmitCompensationSumS) / (s.transmitStamps - before.transmitStamps);
+        assert.ok(meanCompensationS >= 0 && meanCompensationS <= 0.002, `mean compensation ${meanCompensationS} s`);
+      });
+
+      test('native: oversized datagrams (4097 and 65507 octets) are dropped and counted as truncated; empty ones get no reply', async () => {
+        const client = clients[1];
+        assert.ok(client !== undefined);
+        const before = receivers.stats();
+        const big = new Uint8Array(65507);
+        big.set(plainRequest());
+        const justOver = new Uint8Array(4097);
+        justOver.set(plainRequest());
+        await client.send(big, port);
+        await client.send(justOver, port);
+        await client.send(new Uint8Array(0), port);
+        // A 4096-octet datagram fits a slot: answered (plain NTP with 4048 octets of junk is dropped as malformed or answered, never longer).
+        const fits = new Uint8Array(4096);
+        fits.set(plainRequest());
+        await client.send(fits, port);
+        const repliesBefore = client.replies.length;
+        const reply = await client.exchange(plainRequest(), port);
+        assert.equal(reply.length, 48, 'still answering');
+        await waitFor(() => receivers.stats().truncated - before.truncated === 2, 3000, 'two truncated datagrams counted');
+        for (const r of client.replies.slice(repliesBefore)) assert.ok(r.length <= 4096);
+        assert.equal(receivers.stats().threadsAlive, 2);
+        assert.equal(receivers.stats().respondErrors, 0);
+      });
+    }
 
     test('a receiver thread that dies is replaced and counted; both threads answer again', async () => {
       const before = receivers.stats();
