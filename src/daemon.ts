@@ -101,7 +101,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       onSnapshot: (keyset, bytes) => {
         ntp?.setKeyset(bytes);
         ke.setKeyset(bytes);
-        metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length);
+        metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
       },
       onRotation: (result) => metrics.keys.rotation(result === 'success' ? 'success' : 'failure'),
       onPersistFailure: () => metrics.keys.persistFailure(),
@@ -110,7 +110,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       await store.close();
       await store.persist();
     });
-    metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length);
+    metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length, store.keyset.current.id);
 
     const timeSource: TimeSource = createTimeSource(config.timeSource, { clock, logger: logger.child({ component: 'time-source' }) });
     cleanups.push(() => timeSource.close());

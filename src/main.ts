@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * ntsd command line: run | validate | check | keyset inspect.
+ * ntsd command line: run | validate | check | status | keyset inspect.
  * Maps failures to sysexits codes: 78 configuration, 64 usage, 70 internal bug.
  */
 import { readFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import { decodeKeyset, keysetKeys } from './core/nts/keyset.js';
 import { ExitCode, NtsdError, exitCodeFor } from './errors.js';
 import { ensureDevCertificates } from './io/dev-certs.js';
 import { runCheck } from './check.js';
+import { runStatus } from './status.js';
 
 const USAGE = `usage: ntsd <command> [options]
 
@@ -22,6 +23,9 @@ commands:
   validate -c FILE               check a configuration file: exit 0 if valid, 78 if not
   check HOST[:PORT] [--ca FILE] [--count N] [--timeout-ms MS]
                                  NTS-KE, then N authenticated NTP exchanges, against any NTS server
+  status [--metrics URL | -c FILE] [--interval S] [--json]
+                                 summary of a running ntsd from its metrics endpoint; exit 0 healthy,
+                                 1 warning, 2 down (a monitoring check)
   keyset inspect [-c FILE]       key ids, ages and rotation schedule (never key bytes)
 
 options:
@@ -86,6 +90,7 @@ function keysetInspect(config: Config, write: Write): number {
 export async function main(argv: readonly string[], write: Write = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   // `check` has its own option parser (src/check.ts), shared with its tests.
   if (argv[0] === 'check') return runCheck(argv.slice(1), write);
+  if (argv[0] === 'status') return runStatus(argv.slice(1), write);
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,

@@ -38,7 +38,7 @@ key-storage-path = "keyset/ntsd.keys"
 
 [observability]
 log-level = "info"
-log-format = "json"
+log-format = "auto"
 metrics-listen = "127.0.0.1:9975"
 
 [time-source]

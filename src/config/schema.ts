@@ -89,8 +89,8 @@ export interface KeysetConfig {
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** One of LOG_LEVELS. */
 export type LogLevel = (typeof LOG_LEVELS)[number];
-/** Values accepted by `log-format`. */
-export const LOG_FORMATS = ['json', 'pretty'] as const;
+/** Values accepted by `log-format` ("auto": pretty on a terminal, JSON otherwise). */
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 /** One of LOG_FORMATS. */
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
@@ -208,7 +208,7 @@ export const DEFAULTS = {
     clientRateLimitTableSize: 65536,
   },
   keyset: { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 },
-  observability: { logLevel: 'info', logFormat: 'json', metricsListen: '127.0.0.1:9975' },
+  observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
   workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0 },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;

@@ -2,11 +2,15 @@
  * Logging: one pino root logger, child loggers per component, secrets redacted by path.
  *
  * Output is JSON lines (`"level":"info"`, epoch-millisecond `time`), or with `format: "pretty"` a compact
- * human line produced by a small formatter in this file (pino-pretty is not a dependency).
+ * human line produced by a small formatter in this file (pino-pretty is not a dependency: one line per
+ * entry with time, level, component, message and key=value fields is all a terminal needs).
+ * `format: "auto"` (the default) is pretty when the destination is a terminal and JSON otherwise, so
+ * journald, pipes and log files keep getting JSON.
  * Writes are synchronous: logs are low-volume (no per-packet events above debug), and a fatal line
  * written right before `process.exit(70)` must not be lost.
  * Messages are constant strings; values go in fields (`log.info({ port }, 'listening')`).
  */
+import { isatty } from 'node:tty';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogFormat, LogLevel } from '../config/schema.js';
 
@@ -39,6 +43,14 @@ export interface LogDestination extends DestinationStream {
   reopen(): void;
   /** Flushes buffered output; call before exiting. */
   flushSync(): void;
+  /** True when the lines go to a terminal (decides `log-format = "auto"`); absent = not a terminal. */
+  readonly isTerminal?: boolean;
+}
+
+/** The format `auto` stands for: pretty on a terminal, JSON anywhere else. */
+export function resolveLogFormat(format: LogFormat, isTerminal: boolean): 'json' | 'pretty' {
+  if (format === 'auto') return isTerminal ? 'pretty' : 'json';
+  return format;
 }
 
 /**
@@ -50,6 +62,7 @@ export function createLogDestination(file?: string): LogDestination {
     ? pino.destination({ dest: 1, sync: true })
     : pino.destination({ dest: file, sync: true, append: true, mkdir: true });
   return {
+    isTerminal: file === undefined && isatty(1),
     write: (line: string) => {
       stream.write(line);
     },
@@ -73,7 +86,8 @@ export interface LoggerOptions {
 /** Creates the root logger. Derive one child per component: `log.child({ component: 'ke-server' })`. */
 export function createLogger(options: LoggerOptions): Logger {
   const target = options.destination ?? createLogDestination();
-  const stream = options.format === 'pretty' ? prettyStream(target) : target;
+  const isTerminal = (target as Partial<LogDestination>).isTerminal === true;
+  const stream = resolveLogFormat(options.format, isTerminal) === 'pretty' ? prettyStream(target) : target;
   return pino(
     {
       level: options.level,
@@ -152,9 +166,24 @@ export function formatPrettyLine(jsonLine: string): string {
       stack += `\n    ${value['stack'].split('\n').join('\n    ')}`;
       continue;
     }
-    fields += ` ${name}=${typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value)}`;
+    fields += ` ${name}=${prettyValue(value)}`;
   }
   return `${time} ${level}${component}${msg}${fields}${stack}\n`;
+}
+
+/**
+ * One field value on one line: multi-line strings (certificate subjects, "O=...\nCN=...") joined with ", ";
+ * plain words bare, anything with spaces, quotes or `=` quoted; other values as JSON.
+ */
+export function prettyValue(value: unknown): string {
+  if (typeof value === 'string') {
+    const oneLine = value.split(/\r?\n/).filter((part) => part !== '').join(', ');
+    return /^[^\s"=,]+$/.test(oneLine) ? oneLine : JSON.stringify(oneLine);
+  }
+  if (isRecord(value) || Array.isArray(value)) {
+    return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.split(/\r?\n/).filter((p) => p !== '').join(', ') : v)) ?? String(value);
+  }
+  return JSON.stringify(value) ?? String(value);
 }
 
 function prettyStream(target: DestinationStream): DestinationStream {

@@ -248,8 +248,11 @@ export interface KeStatsReport {
 export interface KeyMetrics {
   /** ntsd_keyset_rotations_total{result} += 1. */
   rotation(result: ResultLabel): void;
-  /** ntsd_keyset_current_key_created_timestamp_seconds and ntsd_keyset_keys from a snapshot. */
-  setKeyset(currentKeyCreatedUnixS: number, keyCount: number): void;
+  /**
+   * ntsd_keyset_current_key_created_timestamp_seconds and ntsd_keyset_keys from a snapshot, and
+   * ntsd_keyset_current_key_id when `currentKeyId` is given (key ids are public: cookies carry them in clear).
+   */
+  setKeyset(currentKeyCreatedUnixS: number, keyCount: number, currentKeyId?: number): void;
   /** ntsd_keyset_persist_failures_total += 1. */
   persistFailure(): void;
   /** ntsd_tls_certificate_expiry_timestamp_seconds = notAfter (earliest over all KE listeners). */
@@ -347,6 +350,11 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
   const keyCount = new Gauge({ name: 'ntsd_keyset_keys', help: 'Master keys held (current, next and stale).', registers });
+  const currentKeyId = new Gauge({
+    name: 'ntsd_keyset_current_key_id',
+    help: 'Key id (u32) of the master key that seals new cookies; public, cookies carry it in clear.',
+    registers,
+  });
   const persistFailures = new Counter({ name: 'ntsd_keyset_persist_failures_total', help: 'Failed writes of the key storage file.', registers });
   const certExpiry = new Gauge({
     name: 'ntsd_tls_certificate_expiry_timestamp_seconds',
@@ -464,9 +472,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
     },
     keys: {
       rotation: (result) => rotations.inc({ result }),
-      setKeyset: (createdUnixS, count) => {
+      setKeyset: (createdUnixS, count, keyId) => {
         keyCreated.set(createdUnixS);
         keyCount.set(count);
+        if (keyId !== undefined) currentKeyId.set(keyId);
       },
       persistFailure: () => persistFailures.inc(),
       setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),

@@ -161,7 +161,7 @@ test('defaults match OPERATIONS.md', () => {
   assert.deepEqual(c.keyset, { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 });
   assert.deepEqual(c.observability, {
     logLevel: 'info',
-    logFormat: 'json',
+    logFormat: 'auto',
     logFile: undefined,
     metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
   });

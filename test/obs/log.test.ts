@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REDACTED, componentLogger, createLogDestination, createLogger, formatPrettyLine } from '../../src/obs/log.js';
+import { REDACTED, componentLogger, createLogDestination, createLogger, formatPrettyLine, prettyValue, resolveLogFormat } from '../../src/obs/log.js';
 
 function capture(): { lines: string[]; destination: { write(line: string): void } } {
   const lines: string[] = [];
@@ -67,11 +67,40 @@ test('pretty lines are one readable line per entry, with fields and stack', () =
   const line = formatPrettyLine(
     JSON.stringify({ level: 'warn', time: Date.UTC(2025, 0, 2, 3, 4, 5, 678), pid: 1, component: 'ke', msg: 'slow', ms: 12, host: 'a' }),
   );
-  assert.equal(line, '2025-01-02T03:04:05.678Z WARN  [ke] slow ms=12 host="a"\n');
+  assert.equal(line, '2025-01-02T03:04:05.678Z WARN  [ke] slow ms=12 host=a\n');
   const { lines, destination } = capture();
   createLogger({ level: 'info', format: 'pretty', destination }).error({ err: new Error('boom') }, 'failed');
   assert.match(lines[0] ?? '', /ERROR failed\n {4}Error: boom\n/);
   assert.equal(formatPrettyLine('not json'), 'not json\n');
+});
+
+test('pretty values stay on one line: multi-line subjects joined, words bare, the rest quoted or JSON', () => {
+  const subject = 'C=DE\nO=ntsd UNSAFE development\nCN=localhost';
+  const line = formatPrettyLine(JSON.stringify({ level: 'info', time: 0, component: 'nts-ke', msg: 'certificate loaded', subject, listen: '127.0.0.1:4460', ntp: ['127.0.0.1:123'], nested: { issuer: 'O=a\nCN=b' } }));
+  assert.equal(line, '1970-01-01T00:00:00.000Z INFO  [nts-ke] certificate loaded subject="C=DE, O=ntsd UNSAFE development, CN=localhost" listen=127.0.0.1:4460 ntp=["127.0.0.1:123"] nested={"issuer":"O=a, CN=b"}\n');
+  assert.equal(line.split('\n').length, 2, 'one line');
+  assert.equal(prettyValue('a b'), '"a b"');
+  assert.equal(prettyValue('x=y'), '"x=y"');
+  assert.equal(prettyValue(''), '""');
+  assert.equal(prettyValue(12), '12');
+  assert.equal(prettyValue(true), 'true');
+  assert.equal(prettyValue(null), 'null');
+});
+
+test('log-format "auto": pretty on a terminal, JSON elsewhere; "json" and "pretty" are forced', () => {
+  assert.equal(resolveLogFormat('auto', true), 'pretty');
+  assert.equal(resolveLogFormat('auto', false), 'json');
+  assert.equal(resolveLogFormat('json', true), 'json');
+  assert.equal(resolveLogFormat('pretty', false), 'pretty');
+  for (const isTerminal of [true, false, undefined]) {
+    const lines: string[] = [];
+    const destination = { write: (l: string) => lines.push(l), reopen: () => undefined, flushSync: () => undefined, ...(isTerminal === undefined ? {} : { isTerminal }) };
+    createLogger({ level: 'info', format: 'auto', destination }).info({ port: 1 }, 'hello');
+    if (isTerminal === true) assert.match(lines[0] ?? '', /^\S+Z INFO  hello port=1\n$/);
+    else assert.equal((JSON.parse(lines[0] ?? '') as Record<string, unknown>)['msg'], 'hello');
+  }
+  // Standard output of this test runner is a pipe, not a terminal.
+  assert.equal(createLogDestination().isTerminal, false);
 });
 
 test('a file destination appends and reopens after rotation', () => {

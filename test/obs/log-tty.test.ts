@@ -1,0 +1,58 @@
+/**
+ * log-format "auto" end to end: the real daemon started in a pseudo-terminal (util-linux `script`) prints
+ * readable lines; the same configuration with stdout on a pipe prints JSON lines.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeTestPki } from '../helpers/certs.js';
+import { freePorts, makeTempDir, ntsdMainPath, removeDir, startDaemon, testConfigToml, waitUntil } from '../helpers/daemon.js';
+
+test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeout: 60_000 }, async (t) => {
+  const dir = makeTempDir('tty');
+  const pki = makeTestPki();
+  t.after(() => {
+    removeDir(dir);
+    pki.cleanup();
+  });
+  const toml = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath });
+  assert.doesNotMatch(toml, /log-format/, 'the default (auto) is what is tested');
+  const config = join(dir, 'ntsd.toml');
+  writeFileSync(config, toml);
+
+  // script -q (no banner) -e (its exit status is the command's) -c CMD, typescript to /dev/null.
+  const command = [process.execPath, ntsdMainPath(), 'run', '--config', config].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const child = spawn('script', ['-qec', command, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  child.once('error', (error) => assert.fail(`cannot run script (util-linux): ${error.message}`));
+  try {
+    await waitUntil(`"ntsd started" in the terminal output:\n${out}`, 20_000, () => (/ntsd started/.test(out) ? true : undefined), 50);
+  } finally {
+    child.kill('SIGTERM'); // script ends the session and the daemon in it
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+  const lines = out.split(/\r?\n/).filter((l) => /^\d{4}-\d\d-\d\dT/.test(l));
+  assert.ok(lines.length >= 3, out);
+  assert.ok(!out.split(/\r?\n/).some((l) => l.startsWith('{')), `a JSON line on the terminal:\n${out}`);
+  assert.ok(lines.some((l) => /^\S+Z INFO  ntsd started version=\S+ /.test(l)), out);
+  // The certificate subject (multi-line in X509Certificate) on the same line as its message.
+  assert.ok(lines.some((l) => /^\S+Z INFO  \[nts-ke\] certificate loaded .*subject="O=ntsd UNSAFE development, CN=localhost"/.test(l)), out);
+
+  // The same configuration on a pipe: JSON (startDaemon parses the JSON "ntsd started" line).
+  const sub = makeTempDir('tty-pipe');
+  t.after(() => removeDir(sub));
+  const d = await startDaemon({ toml, dir: sub });
+  try {
+    assert.equal(d.started['level'], 'info');
+    assert.ok(d.stdout().split('\n').filter((l) => l !== '').every((l) => l.startsWith('{')), d.stdout());
+  } finally {
+    await d.stop('SIGTERM', 3000);
+  }
+});
