@@ -12,11 +12,13 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './clock.js';
 import type { Config } from './config/schema.js';
-import { changesRequiringRestart } from './config/schema.js';
+import { changesRequiringRestart, nodeRole } from './config/schema.js';
 import { loadConfigFile } from './config/load.js';
 import { keysetKeys } from './core/nts/keyset.js';
 import { ExitCode, NtsdError } from './errors.js';
-import { openKeysetStore, type KeysetStore } from './io/keyset-store.js';
+import { openKeysetStore } from './io/keyset-store.js';
+import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './io/keyset-sources.js';
+import type { Keyset } from './core/nts/keyset.js';
 import { createTimeSource, type TimeSource } from './io/time-source.js';
 import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
@@ -93,45 +95,43 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     cleanups.push(() => ke.stop());
 
     // Then the key set: the NTP and KE listeners both start from its snapshot.
-    const store: KeysetStore = await openKeysetStore({
-      path: config.keyset.keyStoragePath,
-      rotationIntervalS: config.keyset.keyRotationIntervalS,
-      staleKeyCount: config.keyset.staleKeyCount,
-      logger: logger.child({ component: 'keyset' }),
-      onSnapshot: (keyset, bytes) => {
-        ntp?.setKeyset(bytes);
-        ke.setKeyset(bytes);
-        metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
-      },
-      onRotation: (result) => metrics.keys.rotation(result === 'success' ? 'success' : 'failure'),
-      onPersistFailure: () => metrics.keys.persistFailure(),
+    const store: KeysetSource = await openKeysetSource(config, logger.child({ component: 'keyset' }), metrics, (keyset, bytes) => {
+      ntp?.setKeyset(bytes);
+      ke.setKeyset(bytes);
+      metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
     });
     cleanups.push(async () => {
       await store.close();
       await store.persist();
     });
+    metrics.keys.setMode(config.keyset.mode);
     metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length, store.keyset.current.id);
 
-    const timeSource: TimeSource = createTimeSource(config.timeSource, { clock, logger: logger.child({ component: 'time-source' }) });
-    cleanups.push(() => timeSource.close());
-    await timeSource.ready;
-    metrics.timeSource.set(timeSource.current());
+    // A KE-only node (no [[server]]) answers no NTP: no time source, no pool, no UDP sockets.
+    let ntpListeners: NtpListeners | undefined;
+    if (config.servers.length > 0) {
+      const timeSource: TimeSource = createTimeSource(config.timeSource, { clock, logger: logger.child({ component: 'time-source' }) });
+      cleanups.push(() => timeSource.close());
+      await timeSource.ready;
+      metrics.timeSource.set(timeSource.current());
 
-    // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
-    ntp = await startNtpListeners(config, {
-      clock,
-      keysetBytes: store.bytes,
-      serverFields: timeSource.current(),
-      logger: logger.child({ component: 'ntp' }),
-      metrics,
-    });
-    const ntpListeners = ntp;
-    cleanups.push(() => ntpListeners.close());
-    const unsubscribe = timeSource.onChange((fields) => {
-      ntpListeners.setServerFields(fields);
-      metrics.timeSource.set(fields);
-    });
-    cleanups.push(unsubscribe);
+      // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
+      ntp = await startNtpListeners(config, {
+        clock,
+        keysetBytes: store.bytes,
+        serverFields: timeSource.current(),
+        logger: logger.child({ component: 'ntp' }),
+        metrics,
+      });
+      const started = ntp;
+      ntpListeners = started;
+      cleanups.push(() => started.close());
+      const unsubscribe = timeSource.onChange((fields) => {
+        started.setServerFields(fields);
+        metrics.timeSource.set(fields);
+      });
+      cleanups.push(unsubscribe);
+    }
 
     let metricsServer: MetricsServer | undefined;
     const metricsListen = config.observability.metricsListen;
@@ -144,7 +144,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     await ke.start(store.bytes);
     store.start();
 
-    const ntpAddresses = ntpListeners.addresses.map((a) => ({ address: a.address, port: a.port }));
+    const ntpAddresses = (ntpListeners?.addresses ?? []).map((a) => ({ address: a.address, port: a.port }));
     const keAddresses = ke.addresses();
     logger.info(
       {
@@ -154,10 +154,12 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         ntsKe: keAddresses.map((a) => `${a.address}:${a.port}`),
         ntpPortAdvertised: ke.advertisedNtpPort(),
         metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
-        threads: ntpListeners.poolThreads,
-        receiveThreads: ntpListeners.receiveThreads,
-        reusePort: ntpListeners.reusePort,
-        keyStorage: config.keyset.keyStoragePath,
+        role: nodeRole(config),
+        threads: ntpListeners?.poolThreads ?? 0,
+        receiveThreads: ntpListeners?.receiveThreads ?? 0,
+        reusePort: ntpListeners?.reusePort ?? false,
+        keysetMode: config.keyset.mode,
+        keyStorage: config.keyset.mode === 'ratchet' ? null : config.keyset.keyStoragePath,
         timeSource: config.timeSource.mode,
       },
       'ntsd started',
@@ -182,6 +184,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       async reload() {
         destination.reopen();
         if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, ke);
+        await store.reload();
         const results = await ke.reloadCertificates();
         logger.info({ certificates: results, logLevel: logger.level }, 'reload');
       },
@@ -199,6 +202,49 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     await cleanup();
     destination.flushSync();
     throw error;
+  }
+}
+
+/** Opens the master-key source that `[keyset] mode` names (README "Fleet"). */
+function openKeysetSource(
+  config: Config,
+  logger: Logger,
+  metrics: Metrics,
+  onSnapshot: (keyset: Keyset, bytes: Uint8Array) => void,
+): Promise<KeysetSource> {
+  const k = config.keyset;
+  const onRotation = (result: 'success' | 'failure'): void => metrics.keys.rotation(result);
+  switch (k.mode) {
+    case 'local':
+      return openKeysetStore({
+        path: k.keyStoragePath,
+        rotationIntervalS: k.keyRotationIntervalS,
+        staleKeyCount: k.staleKeyCount,
+        logger,
+        onSnapshot,
+        onRotation,
+        onPersistFailure: () => metrics.keys.persistFailure(),
+      });
+    case 'follow':
+      return openFollowKeysetStore({
+        path: k.keyStoragePath,
+        pollIntervalS: k.followPollIntervalS,
+        rotationIntervalS: k.keyRotationIntervalS,
+        logger,
+        onSnapshot,
+        onRotation,
+      });
+    case 'ratchet':
+      if (k.sharedSecretPath === undefined) throw new NtsdError('CONFIG_INVALID', 'keyset.shared-secret-path: required when mode = "ratchet"');
+      return openRatchetKeysetStore({
+        seedPath: k.sharedSecretPath,
+        acceptSeedPath: k.acceptSharedSecretPath,
+        rotationIntervalS: k.keyRotationIntervalS,
+        staleKeyCount: k.staleKeyCount,
+        logger,
+        onSnapshot,
+        onRotation,
+      });
   }
 }
 

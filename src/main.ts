@@ -9,7 +9,8 @@ import { parseArgs } from 'node:util';
 import { loadConfigFile } from './config/load.js';
 import { defaultConfig, repositoryRoot } from './config/default.js';
 import type { Config } from './config/schema.js';
-import { decodeKeyset, keysetKeys } from './core/nts/keyset.js';
+import { decodeKeyset, keysetKeys, type Keyset } from './core/nts/keyset.js';
+import { checkRatchetSeed, ratchetEpoch, ratchetKeyset, ratchetSeedTag } from './core/nts/ratchet.js';
 import { ExitCode, NtsdError, exitCodeFor } from './errors.js';
 import { ensureDevCertificates } from './io/dev-certs.js';
 import { runCheck } from './check.js';
@@ -54,33 +55,60 @@ function formatAge(seconds: number): string {
   return d > 0 ? `${d}d${h}h` : h > 0 ? `${h}h${m}m` : `${m}m${s % 60}s`;
 }
 
-function keysetInspect(config: Config, write: Write): number {
-  const path = config.keyset.keyStoragePath;
-  let bytes: Uint8Array;
+/** Reads a whole file for `keyset inspect`; a failure is KEYSET_UNREADABLE naming the TOML key. */
+function readForInspect(path: string, key: string): Uint8Array {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (error) {
-    throw new NtsdError('KEYSET_UNREADABLE', `cannot read key storage file ${path}: ${(error as Error).message}`, { cause: error });
+    throw new NtsdError('KEYSET_UNREADABLE', `${key}: cannot read ${path}: ${(error as Error).message}`, { cause: error });
   }
-  const decoded = decodeKeyset(bytes);
-  if (!decoded.ok) {
-    write(`${path}: corrupt or unreadable key storage file: ${decoded.error}`);
-    return ExitCode.failure;
-  }
-  const ks = decoded.keyset;
+}
+
+function keysetInspect(config: Config, write: Write): number {
+  const k = config.keyset;
   const nowS = Date.now() / 1000;
-  const intervalS = config.keyset.keyRotationIntervalS;
-  write(`key storage file: ${path}`);
+  const intervalS = k.keyRotationIntervalS;
+  let ks: Keyset;
+  let seedTag: number | undefined;
+  write(`mode: ${k.mode}`);
+  if (k.mode === 'ratchet') {
+    if (k.sharedSecretPath === undefined) throw new NtsdError('CONFIG_INVALID', 'keyset.shared-secret-path: required when mode = "ratchet"');
+    const seed = readForInspect(k.sharedSecretPath, 'keyset.shared-secret-path');
+    const accept = k.acceptSharedSecretPath === undefined ? undefined : readForInspect(k.acceptSharedSecretPath, 'keyset.accept-shared-secret-path');
+    for (const [key, bytes] of [['keyset.shared-secret-path', seed], ['keyset.accept-shared-secret-path', accept]] as const) {
+      const problem = bytes === undefined ? undefined : checkRatchetSeed(bytes);
+      if (problem !== undefined) throw new NtsdError('KEYSET_UNREADABLE', `${key}: ${problem.replaceAll('_', ' ')} (32..4096 octets)`);
+    }
+    seedTag = ratchetSeedTag(seed);
+    ks = ratchetKeyset({ seed, acceptSeed: accept, intervalS, staleKeyCount: k.staleKeyCount, nowS });
+    write(`shared seed: ${k.sharedSecretPath} (key-id tag ${seedTag.toString(16).padStart(2, '0')})`);
+    if (accept !== undefined) write(`also accepted: ${k.acceptSharedSecretPath ?? ''} (key-id tag ${ratchetSeedTag(accept).toString(16).padStart(2, '0')})`);
+    write(`epoch: ${ratchetEpoch(nowS, intervalS)} (floor(unix time / ${intervalS}))`);
+  } else {
+    const path = k.keyStoragePath;
+    const decoded = decodeKeyset(readForInspect(path, 'keyset.key-storage-path'));
+    if (!decoded.ok) {
+      write(`${path}: corrupt or unreadable key storage file: ${decoded.error}`);
+      return ExitCode.failure;
+    }
+    ks = decoded.keyset;
+    write(`key storage file: ${path}${k.mode === 'follow' ? ' (followed: written by another node, never by this one)' : ''}`);
+  }
   write(`rotation interval: ${intervalS} s; stale keys kept: ${ks.staleKeyCount}`);
   write('role     key id      created (UTC)              age');
   for (const key of keysetKeys(ks)) {
-    const role = key === ks.current ? 'current' : key === ks.next ? 'next' : 'stale';
+    const role = key === ks.current ? 'current' : key === ks.next ? 'next' : seedTag !== undefined && key.id >>> 24 !== seedTag ? 'accepted' : 'stale';
     const id = key.id.toString(16).padStart(8, '0');
-    write(`${role.padEnd(8)} ${id}    ${new Date(key.createdAtS * 1000).toISOString().padEnd(26)} ${formatAge(nowS - key.createdAtS)}`);
+    const age = nowS >= key.createdAtS ? formatAge(nowS - key.createdAtS) : `starts in ${formatAge(key.createdAtS - nowS)}`;
+    write(`${role.padEnd(8)} ${id}    ${new Date(key.createdAtS * 1000).toISOString().padEnd(26)} ${age}`);
   }
   const nextRotationS = ks.currentSinceS + intervalS;
   write(`current key in use since ${new Date(ks.currentSinceS * 1000).toISOString()}`);
-  write(`next rotation: ${new Date(nextRotationS * 1000).toISOString()} (in ${formatAge(nextRotationS - nowS)})`);
+  if (k.mode === 'follow') {
+    write(`the writer's next rotation is due ${new Date(nextRotationS * 1000).toISOString()} (in ${formatAge(nextRotationS - nowS)}, if its interval is ${intervalS} s)`);
+  } else {
+    write(`next rotation: ${new Date(nextRotationS * 1000).toISOString()} (in ${formatAge(nextRotationS - nowS)})`);
+  }
   const oldest = ks.stale[ks.stale.length - 1] ?? ks.current;
   write(`cookies sealed since ${new Date(oldest.createdAtS * 1000).toISOString()} still open`);
   return ExitCode.ok;

@@ -14,7 +14,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/load.js';
-import type { Config } from '../src/config/schema.js';
+import { nodeRole, type Config } from '../src/config/schema.js';
 import { createMetrics } from '../src/obs/metrics.js';
 
 /** Nearest ancestor of this compiled test holding tsconfig.json (the repository), else the working directory. */
@@ -135,6 +135,45 @@ test('deploy/ntsd.toml is the documented production setup', () => {
   assert.equal(config.keyset.keyStoragePath, '/var/lib/ntsd/keyset');
   assert.equal(config.timeSource.mode, 'follow');
   assert.deepEqual(config.observability.metricsListen, { host: '127.0.0.1', port: 9975, family: 'IPv4' });
+});
+
+test('deploy/ntsd-ke-node.toml and ntsd-ntp-node.toml are a fleet: one KE-only and one NTP-only node on one seed', () => {
+  const parse = (name: string): Config => {
+    const result = parseConfig(readDeploy(name), DEPLOY, 4);
+    assert.ok(result.ok, `deploy/${name} does not validate: ${result.ok ? '' : result.errors.join('; ')}`);
+    return result.config;
+  };
+  const ke = parse('ntsd-ke-node.toml');
+  const ntp = parse('ntsd-ntp-node.toml');
+  assert.equal(nodeRole(ke), 'ke-only');
+  assert.equal(nodeRole(ntp), 'ntp-only');
+  const k = ke.ntsKeServers[0];
+  assert.ok(k !== undefined && k.ntpServer !== undefined && k.ntpPortExplicit, 'the KE node names where NTP is');
+  assert.deepEqual(ntp.servers.map((s) => s.listen.port), [k.ntpPort, k.ntpPort], 'the NTP node listens where the KE node sends clients');
+  for (const c of [ke, ntp]) assert.equal(c.keyset.mode, 'ratchet');
+  assert.equal(ke.keyset.sharedSecretPath, ntp.keyset.sharedSecretPath, 'the same seed file');
+  assert.equal(ke.keyset.keyRotationIntervalS, ntp.keyset.keyRotationIntervalS, 'the same interval (part of the derivation)');
+  assert.equal(ke.keyset.staleKeyCount, ntp.keyset.staleKeyCount);
+  // The commented follow alternative in the NTP node's file is a valid follow configuration too.
+  const follow = readDeploy('ntsd-ntp-node.toml')
+    .replace(/^mode = "ratchet"$/m, '')
+    .replace(/^shared-secret-path = .*$/m, '')
+    .replace(/^stale-key-count = .*$/m, '')
+    .replace(/^key-rotation-interval-s = .*$/m, '')
+    .replace(/^#   ((?:mode|key-storage-path|follow-poll-interval-s|key-rotation-interval-s) = \S+).*$/gm, '$1');
+  const followed = parseConfig(follow, DEPLOY, 4);
+  assert.ok(followed.ok, followed.ok ? '' : followed.errors.join('; '));
+  assert.equal(followed.config.keyset.mode, 'follow');
+  // A broken KE-only node (no ntp-server) exits 78 naming the key.
+  withTempDir((dir) => {
+    const file = join(dir, 'ke.toml');
+    writeFileSync(file, readDeploy('ntsd-ke-node.toml').replace(/^ntp-server = .*$/m, ''));
+    const r = runCli(['validate', '--config', file]);
+    assert.equal(r.status, EX_CONFIG, describeRun(r));
+    assert.match(r.stderr, /nts-ke-server\[0\]\.ntp-server: required on a KE-only node/);
+  });
+  const copy = spawnSync('sh', ['-n', join(DEPLOY, 'ntsd-keyset-copy.sh')], { encoding: 'utf8' });
+  assert.equal(copy.status, 0, copy.stderr);
 });
 
 /** Key names the schema reads, scraped from schema.ts (`r.integer('key-name', ...)` and the mode key lists). */

@@ -76,13 +76,31 @@ export interface NtsKeServerConfig {
   readonly threadNiceness: number;
 }
 
+/** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
+export const KEYSET_MODES = ['local', 'follow', 'ratchet'] as const;
+/** One of KEYSET_MODES. */
+export type KeysetMode = (typeof KEYSET_MODES)[number];
+
 /** `[keyset]`: master keys for cookies (RFC 8915 §6). */
 export interface KeysetConfig {
-  /** Absolute path of the key file. */
+  /**
+   * `local`: random keys, rotated and written to `keyStoragePath` by this node. `follow`: the key file
+   * another ntsd writes is read (never written) and re-read when it changes. `ratchet`: keys derived from
+   * the shared seed at `sharedSecretPath` and the wall-clock epoch (core/nts/ratchet.ts); nothing is stored.
+   */
+  readonly mode: KeysetMode;
+  /** Absolute path of the key file (written in `local` mode, read in `follow` mode, unused by `ratchet`). */
   readonly keyStoragePath: string;
+  /** Seconds between rotations (`ratchet`: the epoch length; `follow`: the writer's, to notice a stale copy). */
   readonly keyRotationIntervalS: number;
-  /** Old keys still accepted after rotation. */
+  /** Old keys still accepted after rotation (`follow`: taken from the file instead). */
   readonly staleKeyCount: number;
+  /** `follow`: seconds between checks of the key file for a new version (SIGHUP checks at once). */
+  readonly followPollIntervalS: number;
+  /** `ratchet`: absolute path of the shared seed file (at least 32 octets, mode 0600). */
+  readonly sharedSecretPath: string | undefined;
+  /** `ratchet`: a second seed whose keys are accepted but never seal (the overlap while reseeding). */
+  readonly acceptSharedSecretPath: string | undefined;
 }
 
 /** pino level names accepted by `log-level`. */
@@ -167,9 +185,9 @@ export type TimeSourceConfig = StaticTimeSourceConfig | FollowTimeSourceConfig;
 
 /** The validated, fully defaulted configuration. */
 export interface Config {
-  /** `[[server]]` tables, in file order (at least one). */
+  /** `[[server]]` tables, in file order; empty on a KE-only node. */
   readonly servers: readonly NtpServerConfig[];
-  /** `[[nts-ke-server]]` tables, in file order (at least one). */
+  /** `[[nts-ke-server]]` tables, in file order; empty on an NTP-only node (never both empty). */
   readonly ntsKeServers: readonly NtsKeServerConfig[];
   readonly keyset: KeysetConfig;
   readonly observability: ObservabilityConfig;
@@ -207,7 +225,7 @@ export const DEFAULTS = {
     clientRateLimitBurst: 8,
     clientRateLimitTableSize: 65536,
   },
-  keyset: { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 },
+  keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
   workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0 },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
@@ -487,6 +505,7 @@ function readNtsKeServer(
   errors: string[],
   options: ValidateOptions,
   firstServerPort: number | undefined,
+  keOnly: boolean,
 ): NtsKeServerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const r = new TableReader(table, path, errors);
@@ -503,6 +522,13 @@ function readNtsKeServer(
     ntpServer = undefined;
   }
   const ntpPortExplicit = r.has('ntp-port');
+  // A KE-only node serves no NTP itself, so it must tell clients where NTP is (RFC 8915 §4.1.7, §4.1.8).
+  if (keOnly && !r.has('ntp-server')) {
+    r.error('ntp-server', 'required on a KE-only node (no [[server]] table): the NTP node\'s DNS name or IP address, sent as the Server Negotiation record (RFC 8915 §4.1.7)');
+  }
+  if (keOnly && !ntpPortExplicit) {
+    r.error('ntp-port', 'required on a KE-only node (no [[server]] table): the NTP node\'s UDP port, sent as the Port Negotiation record when not 123 (RFC 8915 §4.1.8)');
+  }
   const ntpPort = r.integer('ntp-port', 1, 65535, firstServerPort ?? 0);
   // RFC 8915 §5.1: AEAD_AES_SIV_CMAC_256 is mandatory to implement; we never stop offering it.
   const aeadAlgorithms = r.intList('aead-algorithms', SUPPORTED_AEAD_IDS, d.aeadAlgorithms);
@@ -535,15 +561,35 @@ function readNtsKeServer(
   };
 }
 
+const RATCHET_ONLY = ['shared-secret-path', 'accept-shared-secret-path'] as const;
+
 function readKeyset(table: Table, errors: string[], options: ValidateOptions): KeysetConfig {
   const d = DEFAULTS.keyset;
   const r = new TableReader(table, 'keyset', errors);
+  const mode = r.oneOf('mode', KEYSET_MODES, d.mode);
+  if (mode !== 'ratchet') for (const key of RATCHET_ONLY) r.reject(key, 'only valid with mode = "ratchet"');
+  if (mode !== 'follow') r.reject('follow-poll-interval-s', 'only valid with mode = "follow"');
+  if (mode === 'ratchet') r.reject('key-storage-path', 'not used with mode = "ratchet" (keys are derived from shared-secret-path, never stored)');
+  if (mode === 'follow') r.reject('stale-key-count', 'not used with mode = "follow" (the followed key file carries it; set it on the node that writes the file)');
   const keyStoragePath =
-    r.path('key-storage-path', options.baseDir, false, d.keyStoragePath) ?? resolve(d.keyStoragePath);
+    (mode === 'ratchet' ? undefined : r.path('key-storage-path', options.baseDir, false, d.keyStoragePath)) ?? resolve(d.keyStoragePath);
   const keyRotationIntervalS = r.integer('key-rotation-interval-s', 60, 31_536_000, d.keyRotationIntervalS);
-  const staleKeyCount = r.integer('stale-key-count', 1, 1000, d.staleKeyCount);
+  const staleKeyCount = mode === 'follow' ? d.staleKeyCount : r.integer('stale-key-count', 1, 1000, d.staleKeyCount);
+  const followPollIntervalS = mode === 'follow' ? r.integer('follow-poll-interval-s', 1, 3600, d.followPollIntervalS) : d.followPollIntervalS;
+  let sharedSecretPath: string | undefined;
+  let acceptSharedSecretPath: string | undefined;
+  if (mode === 'ratchet') {
+    if (!r.has('shared-secret-path')) {
+      r.error('shared-secret-path', 'required when mode = "ratchet" (a file of at least 32 random octets, e.g. `head -c 32 /dev/urandom`, mode 0600)');
+    }
+    sharedSecretPath = r.path('shared-secret-path', options.baseDir, false);
+    acceptSharedSecretPath = r.path('accept-shared-secret-path', options.baseDir, false);
+    if (sharedSecretPath !== undefined && sharedSecretPath === acceptSharedSecretPath) {
+      r.error('accept-shared-secret-path', 'must name a different file than shared-secret-path');
+    }
+  }
   r.finish();
-  return { keyStoragePath, keyRotationIntervalS, staleKeyCount };
+  return { mode, keyStoragePath, keyRotationIntervalS, staleKeyCount, followPollIntervalS, sharedSecretPath, acceptSharedSecretPath };
 }
 
 function readObservability(table: Table, errors: string[], options: ValidateOptions): ObservabilityConfig {
@@ -620,24 +666,25 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   if (!isTable(raw)) return { ok: false, errors: ['(top level): expected a table'] };
   const top = new TableReader(raw, '', errors);
 
+  // Roles (README "Fleet"): no [[server]] = a KE-only node, no [[nts-ke-server]] = an NTP-only node.
   const serverTables = top.tables('server');
-  if (serverTables.length === 0 && (!top.has('server') || Array.isArray(raw['server']))) {
-    errors.push('server: at least one [[server]] table is required');
+  const keTables = top.tables('nts-ke-server');
+  const serverIsArray = !top.has('server') || Array.isArray(raw['server']);
+  const keIsArray = !top.has('nts-ke-server') || Array.isArray(raw['nts-ke-server']);
+  if (serverTables.length === 0 && keTables.length === 0 && serverIsArray && keIsArray) {
+    errors.push('server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required');
   }
+  const keOnly = serverTables.length === 0 && serverIsArray;
   const servers: NtpServerConfig[] = [];
   serverTables.forEach((t, i) => {
     const s = readServer(t, `server[${i}]`, errors);
     if (s !== undefined) servers.push(s);
   });
 
-  const keTables = top.tables('nts-ke-server');
-  if (keTables.length === 0 && (!top.has('nts-ke-server') || Array.isArray(raw['nts-ke-server']))) {
-    errors.push('nts-ke-server: at least one [[nts-ke-server]] table is required');
-  }
   const firstServerPort = serverTables.length > 0 && servers.length === serverTables.length ? servers[0]?.listen.port : undefined;
   const ntsKeServers: NtsKeServerConfig[] = [];
   keTables.forEach((t, i) => {
-    const k = readNtsKeServer(t, `nts-ke-server[${i}]`, errors, options, firstServerPort);
+    const k = readNtsKeServer(t, `nts-ke-server[${i}]`, errors, options, firstServerPort, keOnly);
     if (k !== undefined) ntsKeServers.push(k);
   });
 
@@ -687,11 +734,24 @@ export function changesRequiringRestart(running: Config, next: Config): string[]
     const n = next.ntsKeServers[i];
     if (n !== undefined && !same(k.listen, n.listen)) changed.push(`nts-ke-server[${i}].listen`);
   });
+  if (running.keyset.mode !== next.keyset.mode) changed.push('keyset.mode');
   if (running.keyset.keyStoragePath !== next.keyset.keyStoragePath) changed.push('keyset.key-storage-path');
+  if (running.keyset.sharedSecretPath !== next.keyset.sharedSecretPath) changed.push('keyset.shared-secret-path');
+  if (running.keyset.acceptSharedSecretPath !== next.keyset.acceptSharedSecretPath) changed.push('keyset.accept-shared-secret-path');
   if (running.observability.logFormat !== next.observability.logFormat) changed.push('observability.log-format');
   if (running.observability.logFile !== next.observability.logFile) changed.push('observability.log-file');
   if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
   if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
   if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
   return changed;
+}
+
+/** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
+export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';
+
+/** The role a validated configuration gives this node. */
+export function nodeRole(config: Config): NodeRole {
+  if (config.servers.length === 0) return 'ke-only';
+  if (config.ntsKeServers.length === 0) return 'ntp-only';
+  return 'combined';
 }

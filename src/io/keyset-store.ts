@@ -88,6 +88,8 @@ export interface KeysetStore {
   rotateNow(): Promise<KeysetRotationResult>;
   /** Writes the published snapshot to disk again (shutdown). Throws NtsdError KEYSET_PERSIST_FAILED. */
   persist(): Promise<void>;
+  /** SIGHUP: `follow` re-reads the key file now; `local` and `ratchet` have nothing to re-read. */
+  reload(): Promise<void>;
   /** Stops the timer; waits for a rotation or persist in progress. */
   close(): Promise<void>;
 }
@@ -319,6 +321,9 @@ export async function openKeysetStore(options: KeysetStoreOptions): Promise<Keys
     },
     rotateNow() {
       return enqueue(() => rotateOnce(nowS()));
+    },
+    reload() {
+      return Promise.resolve();
     },
     persist() {
       return enqueue(async () => {

@@ -255,6 +255,8 @@ export interface KeyMetrics {
   setKeyset(currentKeyCreatedUnixS: number, keyCount: number, currentKeyId?: number): void;
   /** ntsd_keyset_persist_failures_total += 1. */
   persistFailure(): void;
+  /** ntsd_keyset_mode{mode} = 1 for the mode in use, 0 for the others. */
+  setMode(mode: 'local' | 'follow' | 'ratchet'): void;
   /** ntsd_tls_certificate_expiry_timestamp_seconds = notAfter (earliest over all KE listeners). */
   setCertificateExpiry(notAfterUnixS: number): void;
   /** ntsd_tls_reloads_total{result} += 1. */
@@ -356,6 +358,12 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
   const persistFailures = new Counter({ name: 'ntsd_keyset_persist_failures_total', help: 'Failed writes of the key storage file.', registers });
+  const keysetMode = new Gauge({
+    name: 'ntsd_keyset_mode',
+    help: 'Where the master keys come from: 1 for the [keyset] mode in use (local, follow, ratchet), 0 for the others.',
+    labelNames: ['mode'],
+    registers,
+  });
   const certExpiry = new Gauge({
     name: 'ntsd_tls_certificate_expiry_timestamp_seconds',
     help: 'notAfter (Unix seconds) of the earliest-expiring certificate in use.',
@@ -478,6 +486,9 @@ export function createMetrics(options: MetricsOptions): Metrics {
         if (keyId !== undefined) currentKeyId.set(keyId);
       },
       persistFailure: () => persistFailures.inc(),
+      setMode: (mode) => {
+        for (const m of ['local', 'follow', 'ratchet'] as const) keysetMode.set({ mode: m }, m === mode ? 1 : 0);
+      },
       setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),
       tlsReload: (result) => tlsReloads.inc({ result }),
     },

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   DEFAULTS,
+  nodeRole,
   changesRequiringRestart,
   formatListenAddress,
   parseListenAddress,
@@ -67,6 +68,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['keyset.key-storage-path', (d) => (table(d, 'keyset')['key-storage-path'] = 7)],
   ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 10)],
   ['keyset.stale-key-count', (d) => (table(d, 'keyset')['stale-key-count'] = 0)],
+  ['keyset.mode', (d) => (table(d, 'keyset')['mode'] = 'shared')],
   ['observability.log-level', (d) => (table(d, 'observability')['log-level'] = 'loud')],
   ['observability.log-format', (d) => (table(d, 'observability')['log-format'] = 'xml')],
   ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
@@ -158,7 +160,15 @@ test('defaults match OPERATIONS.md', () => {
   assert.equal(ke.threadNiceness, 10);
   assert.equal(ke.ntpServer, undefined);
   assert.deepEqual(ke.clientRateLimit, { intervalS: 64, burst: 8, tableSize: 65536 });
-  assert.deepEqual(c.keyset, { keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7 });
+  assert.deepEqual(c.keyset, {
+    mode: 'local',
+    keyStoragePath: '/var/lib/ntsd/keyset',
+    keyRotationIntervalS: 86400,
+    staleKeyCount: 7,
+    followPollIntervalS: 10,
+    sharedSecretPath: undefined,
+    acceptSharedSecretPath: undefined,
+  });
   assert.deepEqual(c.observability, {
     logLevel: 'info',
     logFormat: 'auto',
@@ -244,7 +254,7 @@ test('listen accepts IPv4 and bracketed IPv6, and rejects everything else', () =
   assert.deepEqual(valid(doc).servers[0]?.listen, { host: '::1', port: 11123, family: 'IPv6' });
 });
 
-test('several [[server]] and [[nts-ke-server]] tables; at least one of each', () => {
+test('several [[server]] and [[nts-ke-server]] tables; at least one of the two', () => {
   const doc = base();
   (doc['server'] as Doc[]).push({ listen: '[::]:123' });
   (doc['nts-ke-server'] as Doc[]).push({ listen: '[::]:4460', 'certificate-chain-path': 'a', 'private-key-path': 'b' });
@@ -254,12 +264,12 @@ test('several [[server]] and [[nts-ke-server]] tables; at least one of each', ()
 
   const none: Doc = {};
   assert.deepEqual(errorsOf(validateConfig(none, OPTIONS)), [
-    'server: at least one [[server]] table is required',
-    'nts-ke-server: at least one [[nts-ke-server]] table is required',
+    'server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required',
   ]);
   const empty = base();
   empty['server'] = [];
-  assert.deepEqual(errorsOf(validateConfig(empty, OPTIONS)), ['server: at least one [[server]] table is required']);
+  empty['nts-ke-server'] = [];
+  assert.deepEqual(errorsOf(validateConfig(empty, OPTIONS)), ['server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required']);
   const notArray = base();
   notArray['server'] = { listen: '1.2.3.4:123' };
   assert.match(errorsOf(validateConfig(notArray, OPTIONS)).join('\n'), /^server: must be an array of tables \(\[\[server\]\]\)/);
@@ -383,4 +393,71 @@ test('changesRequiringRestart lists listen and structural changes, not runtime-t
     'worker-pool',
     'time-source',
   ]);
+});
+
+test('roles: no [[server]] is a KE-only node, which must name ntp-server and ntp-port', () => {
+  const keOnly = base();
+  delete keOnly['server'];
+  assert.deepEqual(errorsOf(validateConfig(keOnly, OPTIONS)), [
+    "nts-ke-server[0].ntp-server: required on a KE-only node (no [[server]] table): the NTP node's DNS name or IP address, sent as the Server Negotiation record (RFC 8915 §4.1.7)",
+    "nts-ke-server[0].ntp-port: required on a KE-only node (no [[server]] table): the NTP node's UDP port, sent as the Port Negotiation record when not 123 (RFC 8915 §4.1.8)",
+  ]);
+  Object.assign(first(keOnly, 'nts-ke-server'), { 'ntp-server': 'ntp1.example.org', 'ntp-port': 123 });
+  const c = valid(keOnly);
+  assert.equal(nodeRole(c), 'ke-only');
+  assert.deepEqual(c.servers, []);
+  assert.equal(c.ntsKeServers[0]?.ntpServer, 'ntp1.example.org');
+  assert.equal(c.ntsKeServers[0]?.ntpPort, 123);
+  assert.equal(c.ntsKeServers[0]?.ntpPortExplicit, true);
+  // An explicitly empty array of tables is the same as none.
+  const emptyArray = base();
+  emptyArray['server'] = [];
+  assert.equal(errorsOf(validateConfig(emptyArray, OPTIONS)).length, 2);
+});
+
+test('roles: no [[nts-ke-server]] is an NTP-only node; both is a combined node', () => {
+  const ntpOnly = base();
+  delete ntpOnly['nts-ke-server'];
+  const c = valid(ntpOnly);
+  assert.equal(nodeRole(c), 'ntp-only');
+  assert.deepEqual(c.ntsKeServers, []);
+  assert.equal(nodeRole(valid(base())), 'combined');
+});
+
+test('keyset modes: each mode takes only its own keys, each refusal names the key', () => {
+  const ratchet = base();
+  ratchet['keyset'] = { mode: 'ratchet' };
+  assert.deepEqual(errorsOf(validateConfig(ratchet, OPTIONS)), [
+    'keyset.shared-secret-path: required when mode = "ratchet" (a file of at least 32 random octets, e.g. `head -c 32 /dev/urandom`, mode 0600)',
+  ]);
+  ratchet['keyset'] = { mode: 'ratchet', 'shared-secret-path': 'seed', 'accept-shared-secret-path': '/etc/ntsd/old.seed', 'key-rotation-interval-s': 3600, 'stale-key-count': 2 };
+  const r = valid(ratchet).keyset;
+  assert.equal(r.mode, 'ratchet');
+  assert.equal(r.sharedSecretPath, '/etc/ntsd/seed');
+  assert.equal(r.acceptSharedSecretPath, '/etc/ntsd/old.seed');
+  assert.equal(r.keyRotationIntervalS, 3600);
+  assert.equal(r.staleKeyCount, 2);
+  ratchet['keyset'] = { mode: 'ratchet', 'shared-secret-path': 'seed', 'accept-shared-secret-path': 'seed', 'key-storage-path': 'k', 'follow-poll-interval-s': 5 };
+  assert.deepEqual(errorsOf(validateConfig(ratchet, OPTIONS)), [
+    'keyset.follow-poll-interval-s: only valid with mode = "follow"',
+    'keyset.key-storage-path: not used with mode = "ratchet" (keys are derived from shared-secret-path, never stored)',
+    'keyset.accept-shared-secret-path: must name a different file than shared-secret-path',
+  ]);
+
+  const follow = base();
+  follow['keyset'] = { mode: 'follow', 'key-storage-path': '/srv/keys/keyset', 'follow-poll-interval-s': 3 };
+  const f = valid(follow).keyset;
+  assert.equal(f.mode, 'follow');
+  assert.equal(f.keyStoragePath, '/srv/keys/keyset');
+  assert.equal(f.followPollIntervalS, 3);
+  follow['keyset'] = { mode: 'follow', 'stale-key-count': 3, 'shared-secret-path': 's', 'follow-poll-interval-s': 0 };
+  assert.deepEqual(errorsOf(validateConfig(follow, OPTIONS)), [
+    'keyset.shared-secret-path: only valid with mode = "ratchet"',
+    'keyset.stale-key-count: not used with mode = "follow" (the followed key file carries it; set it on the node that writes the file)',
+    'keyset.follow-poll-interval-s: must be an integer between 1 and 3600, got 0',
+  ]);
+
+  const local = base();
+  local['keyset'] = { 'follow-poll-interval-s': 3 };
+  assert.deepEqual(errorsOf(validateConfig(local, OPTIONS)), ['keyset.follow-poll-interval-s: only valid with mode = "follow"']);
 });

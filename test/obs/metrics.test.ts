@@ -35,6 +35,8 @@ const REQUIRED = {
   ntsd_keyset_current_key_created_timestamp_seconds: 'gauge',
   ntsd_keyset_keys: 'gauge',
   ntsd_keyset_persist_failures_total: 'counter',
+  ntsd_keyset_mode: 'gauge',
+  ntsd_keyset_current_key_id: 'gauge',
   ntsd_tls_certificate_expiry_timestamp_seconds: 'gauge',
   ntsd_tls_reloads_total: 'counter',
   ntsd_worker_queue_depth: 'gauge',
@@ -194,6 +196,7 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     m.keys.rotation('success');
     m.keys.setKeyset(1_700_000_000, 9);
     m.keys.persistFailure();
+    m.keys.setMode('ratchet');
     m.keys.setCertificateExpiry(1_800_000_000);
     m.keys.tlsReload('failure');
     m.pool.setQueueDepth(17);
@@ -212,6 +215,8 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     assert.equal(sample(body, 'ntsd_keyset_current_key_created_timestamp_seconds'), 1_700_000_000);
     assert.equal(sample(body, 'ntsd_keyset_keys'), 9);
     assert.equal(sample(body, 'ntsd_keyset_persist_failures_total'), 1);
+    assert.equal(sample(body, 'ntsd_keyset_mode{mode="ratchet"}'), 1);
+    assert.equal(sample(body, 'ntsd_keyset_mode{mode="local"}'), 0);
     assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds'), 1_800_000_000);
     assert.equal(sample(body, 'ntsd_tls_reloads_total{result="failure"}'), 1);
     assert.equal(sample(body, 'ntsd_worker_queue_depth'), 17);

@@ -256,6 +256,28 @@ export function resizeKeyset(ks: Keyset, staleKeyCount: number): Keyset {
   return resized;
 }
 
+/** One key for {@link assembleKeyset}: id, secret and creation time (Unix seconds). */
+export interface KeyMaterial {
+  readonly id: number;
+  readonly key: Uint8Array;
+  readonly createdAtS: number;
+}
+
+/**
+ * Builds a snapshot from keys made elsewhere (the ratchet derives them): `keys` in encoding order (current,
+ * next, stale newest-first). The key buffers are owned by the result. Throws RangeError on fewer than two
+ * keys, more stale keys than `staleKeyCount`, or a repeated id: the caller's derivation is broken.
+ */
+export function assembleKeyset(keys: readonly KeyMaterial[], staleKeyCount: number, currentSinceS: number): Keyset {
+  checkStaleKeyCount(staleKeyCount);
+  if (keys.length < 2 || keys.length - 2 > staleKeyCount) throw new RangeError('assembleKeyset: need current, next and at most staleKeyCount stale keys');
+  const ids = new Set(keys.map((k) => k.id >>> 0));
+  if (ids.size !== keys.length) throw new RangeError('assembleKeyset: key ids must be unique');
+  const [current, next, ...stale] = keys.map((k) => makeMasterKey(k.id, k.key, wholeSeconds(k.createdAtS)));
+  if (current === undefined || next === undefined) throw new RangeError('assembleKeyset: need current and next');
+  return makeKeyset(current, next, stale, staleKeyCount, wholeSeconds(currentSinceS));
+}
+
 /** All keys of a snapshot in encoding order: current, next, stale newest-first. */
 export function keysetKeys(ks: Keyset): readonly MasterKey[] {
   return [ks.current, ks.next, ...ks.stale];
