@@ -1,6 +1,7 @@
 /**
- * Development PKI in pure Node: a private CA and a server leaf (ECDSA P-256, ecdsa-with-SHA256),
- * built with a minimal DER encoder for X.509 v3 (RFC 5280). No openssl binary is needed.
+ * Development PKI in pure JavaScript: a private CA and a server leaf (ECDSA P-256, ecdsa-with-SHA256).
+ * The X.509 v3 structures (RFC 5280) are built and DER-encoded by @peculiar/asn1-x509 and signed with
+ * node:crypto, synchronously. No openssl binary is needed.
  *
  * These certificates are for development and tests only: every file name starts with `unsafe-`.
  * The CA private key is never written to disk; a CA only exists in memory while it issues leaves.
@@ -9,151 +10,67 @@ import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate, ty
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import {
+  AlgorithmIdentifier,
+  AttributeTypeAndValue,
+  AttributeValue,
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  Certificate,
+  ExtendedKeyUsage,
+  Extension,
+  Extensions,
+  GeneralName,
+  KeyIdentifier,
+  KeyUsage,
+  KeyUsageFlags,
+  Name,
+  RelativeDistinguishedName,
+  SubjectAlternativeName,
+  SubjectKeyIdentifier,
+  SubjectPublicKeyInfo,
+  TBSCertificate,
+  Validity,
+  Version,
+  id_ce_authorityKeyIdentifier,
+  id_ce_basicConstraints,
+  id_ce_extKeyUsage,
+  id_ce_keyUsage,
+  id_ce_subjectAltName,
+  id_ce_subjectKeyIdentifier,
+  id_kp_serverAuth,
+} from '@peculiar/asn1-x509';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
 import { writeFileAtomicSync } from '../fs-atomic.js';
 
-// ---------------------------------------------------------------------------------------------
-// Minimal DER encoder (ITU-T X.690 §8, §10)
-// ---------------------------------------------------------------------------------------------
-
-/** DER tags used here (X.690 §8; context tags per RFC 5280 §4.1, §4.2.1.1, §4.2.1.6). */
-const Tag = {
-  boolean: 0x01,
-  integer: 0x02,
-  bitString: 0x03,
-  octetString: 0x04,
-  oid: 0x06,
-  utf8String: 0x0c,
-  utcTime: 0x17,
-  generalizedTime: 0x18,
-  sequence: 0x30,
-  set: 0x31,
-  /** [0] EXPLICIT, constructed (TBSCertificate.version). */
-  context0Constructed: 0xa0,
-  /** [3] EXPLICIT, constructed (TBSCertificate.extensions). */
-  context3Constructed: 0xa3,
-  /** [0] IMPLICIT primitive (AuthorityKeyIdentifier.keyIdentifier). */
-  context0Primitive: 0x80,
-  /** [2] IMPLICIT IA5String (GeneralName.dNSName). */
-  dnsName: 0x82,
-  /** [7] IMPLICIT OCTET STRING (GeneralName.iPAddress). */
-  ipAddress: 0x87,
-} as const;
-
-function derLength(n: number): Uint8Array {
-  if (n < 0x80) return Uint8Array.of(n);
-  const bytes: number[] = [];
-  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
-  return Uint8Array.of(0x80 | bytes.length, ...bytes);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-function tlv(tag: number, ...content: readonly Uint8Array[]): Uint8Array {
-  const body = concat(content);
-  return concat([Uint8Array.of(tag), derLength(body.length), body]);
-}
-
-function derSequence(...items: readonly Uint8Array[]): Uint8Array {
-  return tlv(Tag.sequence, ...items);
-}
-
-/** INTEGER from unsigned big-endian magnitude bytes (minimal, positive). */
-function derUnsignedInteger(magnitude: Uint8Array): Uint8Array {
-  let start = 0;
-  while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
-  const trimmed = magnitude.subarray(start);
-  const needsZero = ((trimmed[0] ?? 0) & 0x80) !== 0;
-  return tlv(Tag.integer, needsZero ? Uint8Array.of(0) : new Uint8Array(0), trimmed.length === 0 ? Uint8Array.of(0) : trimmed);
-}
-
-function derSmallInteger(n: number): Uint8Array {
-  return derUnsignedInteger(Uint8Array.of(n));
-}
-
-function derBoolean(value: boolean): Uint8Array {
-  return tlv(Tag.boolean, Uint8Array.of(value ? 0xff : 0x00));
-}
-
-function derOid(dotted: string): Uint8Array {
-  const arcs = dotted.split('.').map((s) => Number.parseInt(s, 10));
-  const [first = 0, second = 0, ...rest] = arcs;
-  const out: number[] = [];
-  const push = (arc: number): void => {
-    const septets: number[] = [arc & 0x7f];
-    for (let v = Math.floor(arc / 128); v > 0; v = Math.floor(v / 128)) septets.unshift((v & 0x7f) | 0x80);
-    out.push(...septets);
-  };
-  push(first * 40 + second);
-  for (const arc of rest) push(arc);
-  return tlv(Tag.oid, Uint8Array.from(out));
-}
-
-function derOctetString(bytes: Uint8Array): Uint8Array {
-  return tlv(Tag.octetString, bytes);
-}
-
-function derBitString(bytes: Uint8Array, unusedBits = 0): Uint8Array {
-  return tlv(Tag.bitString, Uint8Array.of(unusedBits), bytes);
-}
-
-function derUtf8(s: string): Uint8Array {
-  return tlv(Tag.utf8String, new TextEncoder().encode(s));
-}
-
-/** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; always Zulu, with seconds. */
-function derTime(date: Date): Uint8Array {
-  const year = date.getUTCFullYear();
-  const two = (n: number): string => n.toString().padStart(2, '0');
-  const rest = `${two(date.getUTCMonth() + 1)}${two(date.getUTCDate())}${two(date.getUTCHours())}${two(date.getUTCMinutes())}${two(date.getUTCSeconds())}Z`;
-  if (year < 2050) return tlv(Tag.utcTime, new TextEncoder().encode(`${two(year % 100)}${rest}`));
-  return tlv(Tag.generalizedTime, new TextEncoder().encode(`${year.toString().padStart(4, '0')}${rest}`));
-}
-
-/** Object identifiers (RFC 5280 §4.1.2.4, §4.2.1.x; RFC 5758 §3.2; RFC 5480 §2.1.1). */
+/** Object identifiers not exported by the library (RFC 5280 §4.1.2.4 attribute types; RFC 5758 §3.2). */
 const Oid = {
   commonName: '2.5.4.3',
   organizationName: '2.5.4.10',
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
-  subjectKeyIdentifier: '2.5.29.14',
-  keyUsage: '2.5.29.15',
-  subjectAltName: '2.5.29.17',
-  basicConstraints: '2.5.29.19',
-  authorityKeyIdentifier: '2.5.29.35',
-  extKeyUsage: '2.5.29.37',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
 } as const;
 
-function derName(commonName: string, organization: string): Uint8Array {
-  const rdn = (oid: string, value: string): Uint8Array => tlv(Tag.set, derSequence(derOid(oid), derUtf8(value)));
-  return derSequence(rdn(Oid.organizationName, organization), rdn(Oid.commonName, commonName));
+/** An ArrayBuffer holding exactly `bytes` (the library's binary fields are ArrayBuffers). */
+function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
 }
 
-function derExtension(oid: string, critical: boolean, value: Uint8Array): Uint8Array {
-  return critical
-    ? derSequence(derOid(oid), derBoolean(true), derOctetString(value))
-    : derSequence(derOid(oid), derOctetString(value));
+function der(value: unknown): Uint8Array {
+  return new Uint8Array(AsnConvert.serialize(value));
 }
 
-/** keyUsage bits (RFC 5280 §4.2.1.3), numbered from the most significant bit of the first octet. */
-const KeyUsageBit = { digitalSignature: 0, keyCertSign: 5, cRLSign: 6 } as const;
+/** Name ::= RDNSequence: O=organization, CN=commonName, UTF8String values. */
+function devName(commonName: string, organization: string): Name {
+  const rdn = (type: string, value: string): RelativeDistinguishedName =>
+    new RelativeDistinguishedName([new AttributeTypeAndValue({ type, value: new AttributeValue({ utf8String: value }) })]);
+  return new Name([rdn(Oid.organizationName, organization), rdn(Oid.commonName, commonName)]);
+}
 
-/** DER BIT STRING for a set of named bits: trailing zero bits removed (X.690 §11.2.2). */
-function derNamedBits(bits: readonly number[]): Uint8Array {
-  const highest = Math.max(...bits);
-  const bytes = new Uint8Array((highest >> 3) + 1);
-  for (const b of bits) bytes[b >> 3] = (bytes[b >> 3] ?? 0) | (0x80 >> (b & 7));
-  return derBitString(bytes, 7 - (highest & 7));
+function extension(extnID: string, critical: boolean, value: unknown): Extension {
+  return new Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,6 +105,14 @@ export function ipAddressOctets(text: string): Uint8Array {
   });
   if (tail.length === 4) out.set(tail, 12);
   return out;
+}
+
+/** 4 or 16 octets as the text the library's iPAddress converter reads: dotted quad, or 8 full hex groups. */
+function ipAddressText(octets: Uint8Array): string {
+  if (octets.length === 4) return Array.from(octets).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((octets[i] ?? 0) << 8) | (octets[i + 1] ?? 0)).toString(16));
+  return groups.join(':');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +169,7 @@ function newP256Key(): { readonly privateKey: KeyObject; readonly publicKey: Key
 function keyIdentifier(publicKey: KeyObject): Uint8Array {
   const jwk = publicKey.export({ format: 'jwk' });
   if (typeof jwk.x !== 'string' || typeof jwk.y !== 'string') throw new Error('EC public key without coordinates');
-  const point = concat([Uint8Array.of(4), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+  const point = Buffer.concat([Uint8Array.of(4), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
   return new Uint8Array(createHash('sha1').update(point).digest());
 }
 
@@ -254,38 +179,45 @@ function serialNumber(): Uint8Array {
   return s;
 }
 
-function toPem(label: string, der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString('base64');
+function toPem(label: string, bytes: Uint8Array): string {
+  const b64 = Buffer.from(bytes).toString('base64');
   const lines: string[] = [];
   for (let i = 0; i < b64.length; i += 64) lines.push(b64.slice(i, i + 64));
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
 interface TbsInput {
-  readonly issuer: Uint8Array;
-  readonly subject: Uint8Array;
+  readonly issuer: Name;
+  readonly subject: Name;
   readonly publicKey: KeyObject;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  readonly extensions: readonly Uint8Array[];
+  readonly extensions: readonly Extension[];
 }
 
-/** Builds and signs a certificate (RFC 5280 §4.1) with ecdsa-with-SHA256 (RFC 5758 §3.2). */
+/** Builds and signs a certificate (RFC 5280 §4.1) with ecdsa-with-SHA256, parameters absent (RFC 5758 §3.2). */
 function signCertificate(input: TbsInput, signerKey: KeyObject): Uint8Array {
-  const algorithm = derSequence(derOid(Oid.ecdsaWithSha256)); // parameters absent (RFC 5758 §3.2)
-  const spki = new Uint8Array(input.publicKey.export({ type: 'spki', format: 'der' }));
-  const tbs = derSequence(
-    tlv(Tag.context0Constructed, derSmallInteger(2)), // v3
-    derUnsignedInteger(serialNumber()),
-    algorithm,
-    input.issuer,
-    derSequence(derTime(input.notBefore), derTime(input.notAfter)),
-    input.subject,
-    spki,
-    tlv(Tag.context3Constructed, derSequence(...input.extensions)),
-  );
-  const signature = sign('sha256', tbs, { key: signerKey, dsaEncoding: 'der' });
-  return derSequence(tbs, algorithm, derBitString(new Uint8Array(signature)));
+  const algorithm = new AlgorithmIdentifier({ algorithm: Oid.ecdsaWithSha256 });
+  const spkiDer = new Uint8Array(input.publicKey.export({ type: 'spki', format: 'der' }));
+  const tbs = new TBSCertificate({
+    version: Version.v3,
+    serialNumber: toArrayBuffer(serialNumber()),
+    signature: algorithm,
+    issuer: input.issuer,
+    validity: new Validity({ notBefore: input.notBefore, notAfter: input.notAfter }),
+    subject: input.subject,
+    subjectPublicKeyInfo: AsnConvert.parse(spkiDer, SubjectPublicKeyInfo),
+    extensions: new Extensions([...input.extensions]),
+  });
+  const tbsDer = der(tbs);
+  const signature = sign('sha256', tbsDer, { key: signerKey, dsaEncoding: 'der' });
+  const certificate = new Certificate({
+    tbsCertificate: tbs,
+    tbsCertificateRaw: toArrayBuffer(tbsDer),
+    signatureAlgorithm: algorithm,
+    signatureValue: toArrayBuffer(new Uint8Array(signature)),
+  });
+  return der(certificate);
 }
 
 function validity(options: DevCertValidity, defaultDays: number): { notBefore: Date; notAfter: Date } {
@@ -298,56 +230,52 @@ function validity(options: DevCertValidity, defaultDays: number): { notBefore: D
 export function createDevCertificateAuthority(commonName: string, options: DevCertValidity = {}): DevCertificateAuthority {
   const { privateKey, publicKey } = newP256Key();
   const keyId = keyIdentifier(publicKey);
-  const name = derName(commonName, DEV_ORGANIZATION);
-  const der = signCertificate(
+  const name = devName(commonName, DEV_ORGANIZATION);
+  const certDer = signCertificate(
     {
       issuer: name,
       subject: name,
       publicKey,
       ...validity(options, 3650),
       extensions: [
-        derExtension(Oid.basicConstraints, true, derSequence(derBoolean(true), derSmallInteger(0))),
-        derExtension(
-          Oid.keyUsage,
-          true,
-          derNamedBits([KeyUsageBit.digitalSignature, KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
-        ),
-        derExtension(Oid.subjectKeyIdentifier, false, derOctetString(keyId)),
+        extension(id_ce_basicConstraints, true, new BasicConstraints({ cA: true, pathLenConstraint: 0 })),
+        extension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign)),
+        extension(id_ce_subjectKeyIdentifier, false, new SubjectKeyIdentifier(toArrayBuffer(keyId))),
       ],
     },
     privateKey,
   );
-  return { certPem: toPem('CERTIFICATE', der), privateKey, keyId, name };
+  return { certPem: toPem('CERTIFICATE', certDer), privateKey, keyId, name: der(name) };
 }
 
 /** Issues a TLS server leaf (serverAuth, digitalSignature) with DNS and IP subjectAltNames, signed by `ca`. */
 export function issueDevLeafCertificate(ca: DevCertificateAuthority, options: DevLeafOptions): DevLeafCertificate {
   const names = [
-    ...options.dnsNames.map((n) => tlv(Tag.dnsName, new TextEncoder().encode(n))),
-    ...options.ipAddresses.map((ip) => tlv(Tag.ipAddress, ipAddressOctets(ip))),
+    ...options.dnsNames.map((dNSName) => new GeneralName({ dNSName })),
+    ...options.ipAddresses.map((ip) => new GeneralName({ iPAddress: ipAddressText(ipAddressOctets(ip)) })),
   ];
   if (names.length === 0) throw new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, 'a leaf certificate needs at least one name');
   const commonName = options.commonName ?? options.dnsNames[0] ?? options.ipAddresses[0] ?? 'ntsd';
   const { privateKey, publicKey } = newP256Key();
-  const der = signCertificate(
+  const certDer = signCertificate(
     {
-      issuer: ca.name,
-      subject: derName(commonName, DEV_ORGANIZATION),
+      issuer: AsnConvert.parse(ca.name, Name),
+      subject: devName(commonName, DEV_ORGANIZATION),
       publicKey,
       ...validity(options, 825),
       extensions: [
-        derExtension(Oid.basicConstraints, true, derSequence()),
-        derExtension(Oid.keyUsage, true, derNamedBits([KeyUsageBit.digitalSignature])),
-        derExtension(Oid.extKeyUsage, false, derSequence(derOid(Oid.serverAuth))),
-        derExtension(Oid.subjectKeyIdentifier, false, derOctetString(keyIdentifier(publicKey))),
-        derExtension(Oid.authorityKeyIdentifier, false, derSequence(tlv(Tag.context0Primitive, ca.keyId))),
-        derExtension(Oid.subjectAltName, false, derSequence(...names)),
+        extension(id_ce_basicConstraints, true, new BasicConstraints({ cA: false })),
+        extension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.digitalSignature)),
+        extension(id_ce_extKeyUsage, false, new ExtendedKeyUsage([id_kp_serverAuth])),
+        extension(id_ce_subjectKeyIdentifier, false, new SubjectKeyIdentifier(toArrayBuffer(keyIdentifier(publicKey)))),
+        extension(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(toArrayBuffer(ca.keyId)) })),
+        extension(id_ce_subjectAltName, false, new SubjectAlternativeName(names)),
       ],
     },
     ca.privateKey,
   );
   const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' });
-  return { certPem: toPem('CERTIFICATE', der), keyPem: typeof keyPem === 'string' ? keyPem : keyPem.toString('utf8') };
+  return { certPem: toPem('CERTIFICATE', certDer), keyPem: typeof keyPem === 'string' ? keyPem : keyPem.toString('utf8') };
 }
 
 // ---------------------------------------------------------------------------------------------
