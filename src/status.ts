@@ -305,8 +305,8 @@ function rows(prefix: string, values: CountedBy, always: readonly string[] = [])
 
 function durationLine(label: string, d: DurationSummary | null): string {
   if (d === null) return `  ${label.padEnd(LABEL_WIDTH)}no samples yet`;
-  const over = d.over === 'interval' ? 'last interval' : 'since start';
-  return `  ${label.padEnd(LABEL_WIDTH)}mean ${formatSeconds(d.meanS)}, p99 ≤ ${formatSeconds(d.p99AtMostS)} (${d.count} over the ${over})`;
+  const over = d.over === 'interval' ? 'in the last interval' : 'since start';
+  return `  ${label.padEnd(LABEL_WIDTH)}mean ${formatSeconds(d.meanS)}, p99 ≤ ${formatSeconds(d.p99AtMostS)} (${d.count} ${over})`;
 }
 
 /** The human summary, one string per line. */
