@@ -71,6 +71,8 @@ export interface StatusReport {
   /** null when no NTS-KE listener reports one. */
   readonly certificate: { readonly notAfter: string; readonly expiresInS: number } | null;
   readonly keys: {
+    /** [keyset] mode (local, follow, ratchet), when this ntsd exports it. */
+    readonly mode: string | null;
     /** Hex key id of the current master key, when this ntsd exports it. */
     readonly currentKeyId: string | null;
     readonly currentKeyCreated: string | null;
@@ -234,6 +236,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     },
     certificate,
     keys: {
+      mode: selectSamples(now, 'ntsd_keyset_mode').find((m) => m.value === 1)?.labels['mode'] ?? null,
       // The gauges read 0 until the daemon has a keyset.
       currentKeyId: keyId === null || created === null || created <= 0 ? null : keyId.toString(16).padStart(8, '0'),
       currentKeyCreated: created !== null && created > 0 ? isoSeconds(created) : null,
@@ -352,7 +355,7 @@ export function formatStatusReport(r: StatusReport): string[] {
   if (k !== null) {
     const id = k.currentKeyId === null ? 'current key' : `current key ${k.currentKeyId}`;
     const age = k.currentKeyAgeS === null ? 'not created yet' : `created ${k.currentKeyCreated ?? '?'}, ${formatDurationS(k.currentKeyAgeS)} old`;
-    out.push(`${'keys'.padEnd(14)}${id} ${age}; ${k.keysHeld ?? '?'} keys held`);
+    out.push(`${'keys'.padEnd(14)}${id} ${age}; ${k.keysHeld ?? '?'} keys held${k.mode === null ? '' : `; mode ${k.mode}`}`);
     const rot = (key: string): number => k.rotationsByResult[key]?.total ?? 0;
     const rel = (key: string): number => k.tlsReloadsByResult[key]?.total ?? 0;
     out.push(`${''.padEnd(14)}rotations ${rot('success')} ok / ${rot('failure')} failed; keyset write failures ${k.persistFailures.total}; TLS reloads ${rel('success')} ok / ${rel('failure')} failed`);

@@ -92,6 +92,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.ok(r.keys.keysHeld !== null && r.keys.keysHeld >= 2);
   assert.ok(r.keys.currentKeyAgeS !== null && r.keys.currentKeyAgeS >= 0 && r.keys.currentKeyAgeS < 3600);
   assert.deepEqual(r.timeSource, { synchronised: true, stratum: 2, rootDistanceS: r.timeSource.rootDistanceS });
+  assert.equal(r.keys.mode, 'local');
   // The key id is the one `keyset inspect` reads from the key storage file.
   const inspect = await runCli(['keyset', 'inspect', '-c', d.configPath], { cwd: d.dir });
   assert.equal(inspect.code, 0, inspect.stderr);
@@ -102,7 +103,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.equal(text.code, 0, text.stdout + text.stderr);
   const out = text.stdout;
   for (const want of [/^ntsd \S+ on Node\.js \S+, up \S+, at http:/m, /^health: OK$/m, /^  packets received +\d+ +[\d.]+$/m, /^  replies nts\/time +\d+/m,
-    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +expires \d{4}-\d\d-\d\dT/m, /^keys +current key /m,
+    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
     /^time source +synchronised, stratum 2,/m, /^workers +queue depth \d+/m, /^datapath +/m]) {
     assert.match(out, want);
   }

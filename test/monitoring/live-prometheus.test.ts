@@ -230,6 +230,8 @@ test('a real Prometheus scrapes a live ntsd; every dashboard query and alert rul
     'Event loop lag',
     'Memory',
     'CPU',
+    'NTP datapath',
+    'Keyset mode',
   ];
   for (const title of mainPanels) {
     const queries = panel(title);
