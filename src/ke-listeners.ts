@@ -113,6 +113,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           keyset: keysetBytes,
           logger,
           threadNiceness: c.threadNiceness,
+          ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
         });
         server.onStats((stats) => metrics.ke.addStats(stats));
         listener.server = server;

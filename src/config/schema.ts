@@ -9,6 +9,7 @@
  * directory that holds the configuration file.
  */
 import { isAbsolute, resolve } from 'node:path';
+import { parseCidr } from '../core/cidr.js';
 
 /** IP family of a listen address. */
 export type AddressFamily = 'IPv4' | 'IPv6';
@@ -74,6 +75,14 @@ export interface NtsKeServerConfig {
    * NTP threads win over handshakes (RFC 8915 §8.3). 0 = leave it at the daemon's.
    */
   readonly threadNiceness: number;
+  /**
+   * PROXY protocol v2 (HAProxy `send-proxy-v2`) on this listener: every connection must come from
+   * `proxyTrustedSources` and start with a valid v2 header, whose client address the per-client limit and
+   * logs then use. A port is either proxied or not; nothing is guessed.
+   */
+  readonly proxyProtocol: boolean;
+  /** CIDR prefixes (or bare addresses) of the balancers allowed to connect when `proxyProtocol` is on. */
+  readonly proxyTrustedSources: readonly string[];
 }
 
 /** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
@@ -537,6 +546,24 @@ function readNtsKeServer(
   }
   const certificateReloadIntervalS = r.integer('certificate-reload-interval-s', 0, 86_400, d.certificateReloadIntervalS);
   const threadNiceness = r.integer('thread-niceness', 0, 19, d.threadNiceness);
+  const proxyProtocol = r.boolean('proxy-protocol', false);
+  let proxyTrustedSources: string[] = [];
+  if (!proxyProtocol) {
+    r.reject('proxy-trusted-sources', 'only valid with proxy-protocol = true');
+  } else if (!r.has('proxy-trusted-sources')) {
+    r.error('proxy-trusted-sources', 'required when proxy-protocol = true: the balancers\' addresses as CIDR prefixes, e.g. ["10.0.0.0/24", "2001:db8::5"]');
+  } else {
+    const v = r.raw('proxy-trusted-sources');
+    if (!Array.isArray(v) || v.length === 0) {
+      r.error('proxy-trusted-sources', `must be a non-empty array of CIDR prefixes, got ${show(v)}`);
+    } else {
+      v.forEach((item: unknown, i) => {
+        if (typeof item === 'string' && parseCidr(item) !== undefined) proxyTrustedSources.push(item);
+        else errors.push(`${r.pathOf('proxy-trusted-sources')}[${i}]: must be an IP address or CIDR prefix ("192.0.2.0/24", "2001:db8::/32"), got ${show(item)}`);
+      });
+      if (proxyTrustedSources.length !== v.length) proxyTrustedSources = [];
+    }
+  }
   const clientRateLimit: ClientRateLimitConfig = {
     intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
@@ -558,6 +585,8 @@ function readNtsKeServer(
     certificateReloadIntervalS,
     clientRateLimit,
     threadNiceness,
+    proxyProtocol,
+    proxyTrustedSources,
   };
 }
 

@@ -64,7 +64,7 @@ export const COOKIE_ISSUE_PATHS = ['ke', 'ntp'] as const;
 /** One of COOKIE_ISSUE_PATHS. */
 export type CookieIssuePathLabel = (typeof COOKIE_ISSUE_PATHS)[number];
 /** `reason` label of ntsd_ke_connections_rejected_total (refused before TLS). */
-export const KE_REJECT_REASONS = ['connection_limit', 'rate_limited'] as const;
+export const KE_REJECT_REASONS = ['connection_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
 /** One of KE_REJECT_REASONS. */
 export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
 /** `outcome` label of ntsd_ke_sessions_total. */
@@ -241,6 +241,8 @@ export interface KeStatsReport {
   readonly sessions: Readonly<Partial<Record<KeSessionOutcomeLabel, number>>>;
   readonly sessionDurationsS: readonly number[];
   readonly cookiesIssued: number;
+  /** Valid PROXY v2 headers by trusted-source entry (absent when the listener is not proxied). */
+  readonly proxyConnections?: Readonly<Record<string, number>>;
   readonly activeConnections: number;
 }
 
@@ -343,6 +345,13 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
   const keActive = new Gauge({ name: 'ntsd_ke_active_connections', help: 'NTS-KE connections currently open.', registers });
+  // Labelled by the configured proxy-trusted-sources entry (a bounded set), never by client address.
+  const keProxied = new Counter({
+    name: 'ntsd_ke_proxy_connections_total',
+    help: 'NTS-KE connections that arrived through a trusted balancer with a valid PROXY v2 header, by trusted-source entry.',
+    labelNames: ['source'],
+    registers,
+  });
 
   // Keys and TLS
   const rotations = labelled(registry, 'ntsd_keyset_rotations_total', 'Master key rotations, by result.', 'result', RESULTS);
@@ -475,6 +484,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
         }
         for (const d of stats.sessionDurationsS) keDuration.observe(d);
         if (stats.cookiesIssued > 0) cookiesIssued.inc({ via: 'ke' }, stats.cookiesIssued);
+        for (const [source, n] of Object.entries(stats.proxyConnections ?? {})) if (n > 0) keProxied.inc({ source }, n);
         keActive.set(stats.activeConnections);
       },
     },

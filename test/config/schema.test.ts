@@ -461,3 +461,29 @@ test('keyset modes: each mode takes only its own keys, each refusal names the ke
   local['keyset'] = { 'follow-poll-interval-s': 3 };
   assert.deepEqual(errorsOf(validateConfig(local, OPTIONS)), ['keyset.follow-poll-interval-s: only valid with mode = "follow"']);
 });
+
+test('proxy-protocol: off by default; on, it needs proxy-trusted-sources (CIDR prefixes); off, that key is refused', () => {
+  const doc = base();
+  assert.equal(valid(doc).ntsKeServers[0]?.proxyProtocol, false);
+  assert.deepEqual(valid(doc).ntsKeServers[0]?.proxyTrustedSources, []);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-protocol': true });
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), [
+    'nts-ke-server[0].proxy-trusted-sources: required when proxy-protocol = true: the balancers\' addresses as CIDR prefixes, e.g. ["10.0.0.0/24", "2001:db8::5"]',
+  ]);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-trusted-sources': ['10.0.0.0/24', '2001:db8::5'] });
+  const k = valid(doc).ntsKeServers[0];
+  assert.equal(k?.proxyProtocol, true);
+  assert.deepEqual(k?.proxyTrustedSources, ['10.0.0.0/24', '2001:db8::5']);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-trusted-sources': ['10.0.0.0/33', 7] });
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), [
+    'nts-ke-server[0].proxy-trusted-sources[0]: must be an IP address or CIDR prefix ("192.0.2.0/24", "2001:db8::/32"), got "10.0.0.0/33"',
+    'nts-ke-server[0].proxy-trusted-sources[1]: must be an IP address or CIDR prefix ("192.0.2.0/24", "2001:db8::/32"), got 7',
+  ]);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-trusted-sources': [] });
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), ['nts-ke-server[0].proxy-trusted-sources: must be a non-empty array of CIDR prefixes, got an array']);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-protocol': false, 'proxy-trusted-sources': ['10.0.0.1'] });
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), ['nts-ke-server[0].proxy-trusted-sources: only valid with proxy-protocol = true']);
+  Object.assign(first(doc, 'nts-ke-server'), { 'proxy-protocol': 'yes' });
+  delete first(doc, 'nts-ke-server')['proxy-trusted-sources'];
+  assert.match(errorsOf(validateConfig(doc, OPTIONS)).join('\n'), /^nts-ke-server\[0\]\.proxy-protocol: must be true or false/);
+});

@@ -5,7 +5,9 @@
  */
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { matchCidr, type CidrPrefix } from '../../core/cidr.js';
 import type { RateLimiter } from '../../core/limiter.js';
+import { readProxyHeader } from './proxy.js';
 import type { KeBoundAddress, KeListenAddress, KeTallies } from './messages.js';
 import { KeSession, type SessionContext } from './session.js';
 
@@ -20,6 +22,10 @@ export interface ListenerContext {
   readonly session: Omit<SessionContext, 'closed'>;
   /** Called after a session closed (e.g. to finish a stop). */
   sessionClosed(): void;
+  /** PROXY protocol v2: the trusted balancers' prefixes; undefined = off (a port is proxied or not). */
+  readonly proxyTrustedSources?: readonly CidrPrefix[] | undefined;
+  /** PROXY header deadline, milliseconds (at least PROXY_HEADER_DEADLINE_MS is used). */
+  readonly proxyHeaderDeadlineMs?: number;
 }
 
 /** A listen address that failed to bind, with the cause. */
@@ -58,9 +64,9 @@ export class KeListener {
     };
   }
 
-  /** Connections open now. */
+  /** Connections open now (PROXY headers still being read included). */
   get activeConnections(): number {
-    return this.#sessions.size;
+    return this.#sessions.size + this.#pendingHeaders;
   }
 
   /** Binds every address in order; rejects with a ListenFailure naming the first that fails (all closed then). */
@@ -113,12 +119,49 @@ export class KeListener {
       return;
     }
     const tallies = this.#ctx.tallies();
-    if (this.#sessions.size >= this.#ctx.concurrentConnections) {
+    const trusted = this.#ctx.proxyTrustedSources;
+    let proxy: CidrPrefix | undefined;
+    if (trusted !== undefined) {
+      proxy = matchCidr(trusted, raw.remoteAddress ?? '');
+      if (proxy === undefined) {
+        tallies.rejected.untrusted_proxy++;
+        raw.destroy();
+        return;
+      }
+    }
+    if (this.#sessions.size + this.#pendingHeaders >= this.#ctx.concurrentConnections) {
       tallies.rejected.connection_limit++;
       raw.destroy();
       return;
     }
-    if (this.#ctx.limiter().take(raw.remoteAddress ?? '', sharedNowMs()) !== 'admit') {
+    if (proxy === undefined) {
+      this.#admit(raw, raw.remoteAddress ?? '');
+      return;
+    }
+    // Behind a balancer: the client's address comes from the PROXY v2 header, before TLS.
+    const source = proxy.text;
+    this.#pendingHeaders++;
+    readProxyHeader(raw, this.#ctx.proxyHeaderDeadlineMs ?? 0, (result) => {
+      this.#pendingHeaders--;
+      const t = this.#ctx.tallies();
+      if (result.kind === 'invalid' || this.#stopping) {
+        t.rejected.proxy_header++;
+        raw.destroy();
+        this.#ctx.sessionClosed();
+        return;
+      }
+      t.proxyConnections[source] = (t.proxyConnections[source] ?? 0) + 1;
+      // LOCAL: the balancer's own connection (a health check); its own address is the client.
+      this.#admit(raw, result.kind === 'proxy' ? result.clientAddress : (raw.remoteAddress ?? ''));
+    });
+  }
+
+  /** Connections whose PROXY header is still being read (they hold a connection slot). */
+  #pendingHeaders = 0;
+
+  #admit(raw: net.Socket, clientAddress: string): void {
+    const tallies = this.#ctx.tallies();
+    if (this.#ctx.limiter().take(clientAddress, sharedNowMs()) !== 'admit') {
       tallies.rejected.rate_limited++;
       raw.destroy();
       return;

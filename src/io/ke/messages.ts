@@ -34,6 +34,8 @@ export interface KeStats {
   readonly sessionDurationsS: readonly number[];
   /** New Cookie records sent (ntsd_nts_cookies_issued_total{via="ke"}). */
   readonly cookiesIssued: number;
+  /** Valid PROXY v2 headers, by the `proxy-trusted-sources` entry their balancer matched. */
+  readonly proxyConnections: Readonly<Record<string, number>>;
   /** Connections open right now (gauge ntsd_ke_active_connections). */
   readonly activeConnections: number;
 }
@@ -45,6 +47,7 @@ export interface KeTallies {
   sessions: Record<KeSessionOutcome, number>;
   sessionDurationsS: number[];
   cookiesIssued: number;
+  proxyConnections: Record<string, number>;
 }
 
 /** Empty tallies. */
@@ -55,6 +58,7 @@ export function newKeTallies(): KeTallies {
     sessions: Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<KeSessionOutcome, number>,
     sessionDurationsS: [],
     cookiesIssued: 0,
+    proxyConnections: {},
   };
 }
 
@@ -96,6 +100,8 @@ export interface KeWorkerInit {
   readonly keysetBytes: Uint8Array;
   readonly statsIntervalMs: number;
   readonly threadNiceness: number;
+  /** PROXY protocol v2: CIDR texts of the trusted balancers; undefined = off. */
+  readonly proxyTrustedSources?: readonly string[] | undefined;
 }
 
 /** Main → KE thread. */

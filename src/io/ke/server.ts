@@ -69,6 +69,8 @@ export interface KeServerOptions {
    * raises its priority above the daemon's own. 0 leaves it alone.
    */
   readonly threadNiceness?: number;
+  /** PROXY protocol v2 on every listen address: the trusted balancers' CIDR prefixes; undefined = off. */
+  readonly proxyTrustedSources?: readonly string[] | undefined;
   /** Called when the KE thread dies unexpectedly (a bug). Default: log fatal and rethrow asynchronously. */
   readonly onFatal?: (error: Error) => void;
 }
@@ -132,6 +134,7 @@ export class KeServer {
       keysetBytes,
       statsIntervalMs: o.statsIntervalMs ?? 1000,
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
+      proxyTrustedSources: o.proxyTrustedSources === undefined ? undefined : [...o.proxyTrustedSources],
     };
     const worker = new Worker(new URL('./thread.js', import.meta.url), { workerData: init, name: 'ntsd-ke' });
     if (ownBytes) keysetBytes.fill(0); // the worker got its own copy

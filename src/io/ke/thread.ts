@@ -20,6 +20,7 @@ import { getPriority, setPriority } from 'node:os';
 import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../../core/bytes.js';
+import { parseCidr, type CidrPrefix } from '../../core/cidr.js';
 import { RateLimiter } from '../../core/limiter.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../../core/nts/keyset.js';
 import { createPooledFillRandom } from '../../core/responder.js';
@@ -152,6 +153,8 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       },
     },
     sessionClosed: () => maybeFinishStop(),
+    proxyTrustedSources: init.proxyTrustedSources?.map((text) => parseCidr(text)).filter((p): p is CidrPrefix => p !== undefined),
+    proxyHeaderDeadlineMs: init.keyExchangeTimeoutMs,
   });
 
   const flushStats = (): void => {
@@ -161,6 +164,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       t.accepted === 0 &&
       t.cookiesIssued === 0 &&
       t.sessionDurationsS.length === 0 &&
+      Object.keys(t.proxyConnections).length === 0 &&
       Object.values(t.rejected).every((n) => n === 0) &&
       active === lastReportedActive;
     if (logsSuppressed > 0) {
