@@ -63,7 +63,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   await waitForMetrics(d.metrics, 'the traffic in the counters', (m) => sample(m, 'ntsd_ke_sessions_total{outcome="success"}') >= tally.keSessions && sample(m, 'ntsd_nts_nak_total{reason="cookie_decrypt_failed"}') >= 1, 8000);
 
   // Traffic during the interval, so the rates are above zero.
-  const during = sendMixedTraffic(d, { caPem: pki.caPem, rounds: 8, pauseMs: 150 });
+  const during = sendMixedTraffic(d, { caPem: pki.caPem, rounds: 16, pauseMs: 150 }); // outlasts the 2 s interval
   const json = await runCli(['status', '--metrics', metricsUrl(d), '--interval', '2', '--json']);
   await during;
   assert.equal(json.code, 0, json.stdout + json.stderr);
