@@ -2,7 +2,8 @@
 # Installs the real NTS peers the interop tests run against, if they are missing:
 # Debian's chrony (client and server) and NTPsec, unpacked because it conflicts with chrony as a package
 # (see ../shared/PEERS.md), plus gcc for the NTPsec port shim and the nts.test name for the test certificates,
-# and Debian's prometheus (prometheus + promtool) for the monitoring-kit tests (test/monitoring/).
+# and Debian's prometheus (prometheus + promtool) for the monitoring-kit tests (test/monitoring/),
+# and Debian's haproxy (an L4 balancer sending PROXY protocol v2) for the fleet test (test/interop/fleet-chrony.test.ts).
 # Needs root and apt-get; otherwise it says what is missing and exits non-zero.
 # Called by .ci/run and, when a peer is missing, by `npm test` (test/run-tests.mjs).
 set -euo pipefail
@@ -17,22 +18,26 @@ command -v setpriv >/dev/null 2>&1 || need_apt=1
 [ -x "$NTPSEC_NTPD" ] || need_apt=1
 need_prometheus=0
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || { need_prometheus=1; need_apt=1; }
+need_haproxy=0
+{ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || { need_haproxy=1; need_apt=1; }
 
 if [ "$need_apt" -eq 1 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-peers: chrony, gcc, setpriv, prometheus/promtool or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
+    echo "install-peers: chrony, gcc, setpriv, prometheus/promtool, haproxy or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
     echo "install-peers: install them as PEERS.md shows; the interop tests need them." >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   run apt-get update -qq
   run apt-get install -y -qq --no-install-recommends chrony gcc libc6-dev util-linux python3-ntp libbsd0 libssl3 openssl >/dev/null
-  if [ "$need_prometheus" -eq 1 ]; then
-    # The package would start a Prometheus service on :9090; the tests start their own on a free port.
-    # A policy-rc.d that says "no" keeps the maintainer scripts from starting it (Docker images ship one).
+  if [ "$need_prometheus" -eq 1 ] || [ "$need_haproxy" -eq 1 ]; then
+    # The packages would start services (Prometheus on :9090, HAProxy on its default config); the tests
+    # start their own on free ports. A policy-rc.d that says "no" keeps the maintainer scripts from
+    # starting them (Docker images ship one).
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made_policy=1; fi
-    run apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    [ "$need_prometheus" -eq 0 ] || run apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    [ "$need_haproxy" -eq 0 ] || run apt-get install -y -qq --no-install-recommends haproxy >/dev/null
     [ "$made_policy" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
   fi
   if [ ! -x "$NTPSEC_NTPD" ]; then

@@ -30,7 +30,7 @@ if (files.length === 0) {
 // The interop tests run real chrony and NTPsec, the monitoring tests real Prometheus and promtool. On a fresh
 // machine (root with apt-get, as CI is) install them first, so `npm test` after a plain clone runs the whole
 // suite; elsewhere the script says what is missing.
-const peers = ['/usr/sbin/chronyd', '/opt/ntpsec-root/usr/sbin/ntpd', '/usr/bin/prometheus', '/usr/bin/promtool'];
+const peers = ['/usr/sbin/chronyd', '/opt/ntpsec-root/usr/sbin/ntpd', '/usr/bin/prometheus', '/usr/bin/promtool', '/usr/sbin/haproxy'];
 if (!peers.every((p) => existsSync(p))) {
   const script = new URL('./install-peers.sh', import.meta.url).pathname;
   console.log(`run-tests: chrony, NTPsec, prometheus or promtool missing; running ${script}`);
