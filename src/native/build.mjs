@@ -8,7 +8,8 @@
 // N-API keeps one binary for every Node version from 20 on.
 //
 // Environment: NTSD_NATIVE=0 skips the build; CC picks the compiler (default cc);
-// NTSD_NATIVE_CFLAGS adds flags (e.g. "-g -O1 -fsanitize=address" for a sanitizer build).
+// NTSD_NATIVE_CFLAGS adds flags (e.g. "-g -O1 -fsanitize=address" for a sanitizer build);
+// NTSD_NATIVE_OUT writes the addon elsewhere (default build/ntsd_udp.node).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const sources = ['addon.c', 'udp_socket.c', 'udp_batch.c'].map((f) => join(root, 'src', 'native', f));
-const out = join(root, 'build', 'ntsd_udp.node');
+const out = process.env.NTSD_NATIVE_OUT || join(root, 'build', 'ntsd_udp.node');
 
 function skip(reason) {
   console.log(`ntsd: native datapath not built: ${reason}; ntsd will use the dgram datapath`);
@@ -45,4 +46,4 @@ if (build.status !== 0) {
   skip(`${cc} failed: ${first.trim()}`);
 }
 renameSync(tmp, out);
-console.log(`ntsd: native datapath built: build/ntsd_udp.node (${cc}, headers ${include})`);
+console.log(`ntsd: native datapath built: ${process.env.NTSD_NATIVE_OUT ? out : 'build/ntsd_udp.node'} (${cc}, headers ${include})`);

@@ -14,8 +14,13 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 
-/** Where the build script puts the addon, relative to this module (dist/src/ntp/ or src/ntp/). */
-const ADDON_PATH = new URL('../../../build/ntsd_udp.node', import.meta.url);
+/**
+ * Where the build script puts the addon, relative to this module (dist/src/ntp/); `NTSD_NATIVE_ADDON`
+ * names another build (the sanitizer build of bench/storm).
+ */
+function addonPath(): string {
+  return process.env['NTSD_NATIVE_ADDON'] ?? new URL('../../../build/ntsd_udp.node', import.meta.url).pathname;
+}
 
 /** Block layout constants; must equal the addon's own `layout` export. */
 export const NativeLayout = {
@@ -124,10 +129,11 @@ export function loadNativeUdp(): NativeLoad {
 function load(): NativeLoad {
   if (process.env['NTSD_NATIVE'] === '0') return { ok: false, reason: 'disabled by NTSD_NATIVE=0' };
   if (process.platform !== 'linux') return { ok: false, reason: `the native datapath is Linux-only (this is ${process.platform})` };
-  if (!existsSync(ADDON_PATH)) return { ok: false, reason: 'build/ntsd_udp.node was not built (see the npm install output; needs cc and Node headers)' };
+  const path = addonPath();
+  if (!existsSync(path)) return { ok: false, reason: `${path} was not built (see the npm install output; needs cc and Node headers)` };
   let addon: NativeUdpAddon;
   try {
-    addon = createRequire(import.meta.url)(ADDON_PATH.pathname) as NativeUdpAddon;
+    addon = createRequire(import.meta.url)(path) as NativeUdpAddon;
   } catch (error) {
     return { ok: false, reason: `build/ntsd_udp.node does not load: ${error instanceof Error ? error.message : String(error)}` };
   }
