@@ -67,12 +67,20 @@ export const Outcome = {
   dropPolicy: 7,
   /** Dropped: plain NTP while NTS is required. */
   dropRequireNts: 8,
+  /** Kiss-o'-Death RATE sent: a plain NTP client over its rate limit, leak share (RFC 5905 §7.4). */
+  kodRate: 9,
+  /** Dropped: over the client's rate limit. */
+  dropRateLimited: 10,
+  /** Kiss-o'-Death DENY sent: a plain NTP client an access list denies (RFC 5905 §7.4). */
+  kodDeny: 11,
+  /** Dropped: an access list says ignore, or denies an NTS client (no forgeable KoD for NTS). */
+  dropAccess: 12,
 } as const;
 /** A value of `Outcome`. */
 export type OutcomeValue = (typeof Outcome)[keyof typeof Outcome];
 
 /** Number of distinct outcomes (size of a tally array). */
-export const OUTCOME_COUNT = 9;
+export const OUTCOME_COUNT = 13;
 
 /** Snake-case name of each outcome, indexed by value. */
 export const OUTCOME_NAMES = [
@@ -85,14 +93,18 @@ export const OUTCOME_NAMES = [
   'drop_malformed',
   'drop_policy',
   'drop_require_nts',
+  'kod_rate',
+  'drop_rate_limited',
+  'kod_deny',
+  'drop_access',
 ] as const;
 
 /** Metric labels an outcome feeds (OPERATIONS.md metric names). */
 export interface OutcomeMetricLabels {
   /** ntsd_ntp_responses_total{protocol, kind}, or null when nothing is sent. */
-  readonly response: { readonly protocol: 'ntp' | 'nts'; readonly kind: 'time' | 'nts_nak' } | null;
+  readonly response: { readonly protocol: 'ntp' | 'nts'; readonly kind: 'time' | 'nts_nak' | 'kod' } | null;
   /** ntsd_ntp_dropped_total{reason}, or null when a reply is sent. */
-  readonly dropReason: 'malformed' | 'policy' | 'require_nts' | null;
+  readonly dropReason: 'malformed' | 'policy' | 'require_nts' | 'rate_limited' | 'access_denied' | null;
   /** ntsd_nts_nak_total{reason}, or null when no NAK is sent. */
   readonly nakReason: 'cookie_malformed' | 'cookie_unknown_key' | 'cookie_decrypt_failed' | 'auth_failed' | null;
 }
@@ -108,6 +120,10 @@ export const OUTCOME_METRICS: readonly OutcomeMetricLabels[] = Object.freeze([
   { response: null, dropReason: 'malformed', nakReason: null },
   { response: null, dropReason: 'policy', nakReason: null },
   { response: null, dropReason: 'require_nts', nakReason: null },
+  { response: { protocol: 'ntp', kind: 'kod' }, dropReason: null, nakReason: null },
+  { response: null, dropReason: 'rate_limited', nakReason: null },
+  { response: { protocol: 'ntp', kind: 'kod' }, dropReason: null, nakReason: null },
+  { response: null, dropReason: 'access_denied', nakReason: null },
 ] as const);
 
 /**
@@ -341,6 +357,55 @@ export function respond(
     return plainReply(request, receiveTime, ctx, version, out);
   }
   return ntsReply(request, receiveTime, ctx, version, out);
+}
+
+/** Why a request is refused before respond() does any work for it. */
+export type RefusalReason = 'rateLimited' | 'denied' | 'ignored';
+
+/** Kiss codes (RFC 5905 §7.4) as reference-id words. */
+export const KISS_RATE = 0x52415445;
+/** "DENY": access denied by the server. */
+export const KISS_DENY = 0x44454e59;
+
+/**
+ * The answer to a request refused by policy before any crypto (rate limit, access list), costing a header
+ * check at most. `rateLimited` (the limiter's leak share) and `denied` send a 48-octet Kiss-o'-Death RATE or
+ * DENY, but only to a plain NTP request (a bare 48-octet mode-3 header of an accepted version, and only
+ * when the server answers plain NTP at all); everything else is a counted drop. NTS requests never get
+ * one: a KoD is unauthenticated, so anybody could forge it to silence an NTS client, and an NTS client
+ * must not act on it (RFC 8915 §5.7 leaves unauthenticated packets to be ignored). `ignored` always drops.
+ * Call only for requests the limiter marked `leak` or an access list matched; plain `limit` is a drop the
+ * caller counts as Outcome.dropRateLimited without calling this.
+ */
+export function respondRefused(
+  request: Uint8Array,
+  receiveTime: NtpTimestamp,
+  reason: RefusalReason,
+  ctx: ResponderContext,
+  out: Uint8Array,
+): RespondResult {
+  const result = ctx.scratch.result;
+  result.length = 0;
+  result.keyAge = KEY_AGE_NONE;
+  result.cookiesIssued = 0;
+  const dropped = reason === 'rateLimited' ? Outcome.dropRateLimited : Outcome.dropAccess;
+  if (reason === 'ignored' || request.length !== NTP_HEADER_LENGTH || out.length < NTP_HEADER_LENGTH) return finish(result, dropped, 0);
+  const b0 = request[0] ?? 0;
+  const version = (b0 >>> 3) & 7;
+  if ((b0 & 7) !== NtpMode.client || !ctx.acceptNtpVersions.includes(version) || ctx.requireNts) return finish(result, dropped, 0);
+  out[0] = packLiVnMode(LeapIndicator.unsynchronized, version, NtpMode.server);
+  out[1] = 0; // RFC 5905 §7.4: stratum 0 = Kiss-o'-Death
+  out[2] = request[NtpHeaderOffset.poll] ?? 0;
+  out[3] = ctx.serverFields.precision & 0xff;
+  writeU32(out, NtpHeaderOffset.rootDelay, 0);
+  writeU32(out, NtpHeaderOffset.rootDispersion, 0);
+  writeU32(out, NtpHeaderOffset.referenceId, reason === 'rateLimited' ? KISS_RATE : KISS_DENY);
+  out.fill(0, NtpHeaderOffset.referenceTime, NtpHeaderOffset.originTime);
+  copyOrigin(request, out);
+  // No clock read: a client must not use a KoD's timestamps; the receive time fills both.
+  writeTimestamp(out, NtpHeaderOffset.receiveTime, receiveTime);
+  writeTimestamp(out, NtpHeaderOffset.transmitTime, receiveTime);
+  return finish(result, reason === 'rateLimited' ? Outcome.kodRate : Outcome.kodDeny, NTP_HEADER_LENGTH);
 }
 
 function plainReply(

@@ -34,7 +34,7 @@ export const NTP_RESPONSE_LABELS = [
   ['nts', 'kod'],
 ] as const satisfies readonly (readonly [NtpProtocolLabel, NtpResponseKindLabel])[];
 /** `reason` label of ntsd_ntp_dropped_total. */
-export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'queue_full', 'truncated'] as const;
+export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'access_denied', 'queue_full', 'truncated'] as const;
 /** One of NTP_DROP_REASONS. */
 export type NtpDropReasonLabel = (typeof NTP_DROP_REASONS)[number];
 /** `reason` label of ntsd_nts_nak_total. */

@@ -9,8 +9,11 @@ import {
   OUTCOME_NAMES,
   Outcome,
   createPooledFillRandom,
+  KISS_DENY,
+  KISS_RATE,
   createResponderContext,
   respond,
+  respondRefused,
   type ResponderContext,
   type ServerFields,
 } from '../../src/core/responder.js';
@@ -431,3 +434,72 @@ const PINNED_NTS_30 =
   'f628836d13437aac200a28e83729a5cd0f4c7abc972c95e73bee3f939cbffedacb374c605c7542bede218cf01f205a3a' +
   'aa2616e2c28e9c5e21d3957b61695fe9f76d415b9ee5ac7aaec7edd325ad3b5496bc7ba0fd25e1f2363fb612b53c020c' +
   'ea9b7a806cf4f95bbeae7beb26c76219402d2caf05ffd92e3a84d5313792751f144807d20744a23252553b84b25da75f';
+
+describe('respondRefused: requests refused by rate limit or access list before any crypto', () => {
+  const plain = (version = 4, poll = 6): Uint8Array => {
+    const p = new Uint8Array(48);
+    p[0] = (version << 3) | 3;
+    p[2] = poll;
+    p.set(counting(8, 0xa0), 40);
+    return p;
+  };
+  const word = (p: Uint8Array, at: number): number => ((p[at]! << 24) | (p[at + 1]! << 16) | (p[at + 2]! << 8) | p[at + 3]!) >>> 0;
+
+  it('RFC 5905 §7.4: a plain NTP client over its limit gets a KoD RATE (stratum 0, LI 3, origin echoed), 48 octets', () => {
+    const ctx = context(1);
+    const out = new Uint8Array(48);
+    const req = plain(4);
+    const r = respondRefused(req, RECEIVE, 'rateLimited', ctx, out);
+    assert.equal(r.outcome, Outcome.kodRate);
+    assert.equal(r.length, 48);
+    assert.equal(out[0], (3 << 6) | (4 << 3) | 4, 'LI 3, VN 4, mode 4');
+    assert.equal(out[1], 0, 'stratum 0');
+    assert.equal(out[2], 6, 'poll echoed');
+    assert.equal(word(out, 12), KISS_RATE);
+    assert.deepEqual(out.subarray(24, 32), req.subarray(40, 48), 'origin = client transmit');
+    assert.deepEqual(OUTCOME_METRICS[Outcome.kodRate]?.response, { protocol: 'ntp', kind: 'kod' });
+  });
+
+  it('a denied plain NTPv3 client gets a KoD DENY with its own version', () => {
+    const out = new Uint8Array(48);
+    const r = respondRefused(plain(3), RECEIVE, 'denied', context(1), out);
+    assert.equal(r.outcome, Outcome.kodDeny);
+    assert.equal((out[0]! >>> 3) & 7, 3);
+    assert.equal(word(out, 12), KISS_DENY);
+  });
+
+  it('NTS requests never get a KoD (it could be forged against them): counted drops', () => {
+    const ctx = context(2);
+    const s = session(ctx.keyset, 15);
+    const req = buildClientRequest(spec(s)).packet;
+    const out = new Uint8Array(req.length);
+    assert.equal(respondRefused(req, RECEIVE, 'rateLimited', ctx, out).outcome, Outcome.dropRateLimited);
+    assert.equal(respondRefused(req, RECEIVE, 'denied', ctx, out).outcome, Outcome.dropAccess);
+    assert.equal(respondRefused(req, RECEIVE, 'denied', ctx, out).length, 0);
+  });
+
+  it('ignore, require-nts, bad modes, unaccepted versions and short packets are drops', () => {
+    const out = new Uint8Array(64);
+    assert.equal(respondRefused(plain(), RECEIVE, 'ignored', context(1), out).outcome, Outcome.dropAccess);
+    assert.equal(respondRefused(plain(), RECEIVE, 'rateLimited', context(1, { requireNts: true }), out).outcome, Outcome.dropRateLimited);
+    assert.equal(respondRefused(plain(2), RECEIVE, 'denied', context(1), out).outcome, Outcome.dropAccess);
+    const server = plain();
+    server[0] = (4 << 3) | 4;
+    assert.equal(respondRefused(server, RECEIVE, 'rateLimited', context(1), out).length, 0);
+    assert.equal(respondRefused(plain().subarray(0, 40), RECEIVE, 'rateLimited', context(1), out).outcome, Outcome.dropRateLimited);
+  });
+
+  it('property: never longer than the request, never throws', () => {
+    const ctx = context(3);
+    for (let n = 0; n < 2000; n++) {
+      const len = n % 97;
+      const bytes = new Uint8Array(len);
+      deterministicRandom(n + 1)(bytes);
+      if (n % 3 === 0 && len >= 1) bytes[0] = (4 << 3) | 3; // often a client header
+      const out = new Uint8Array(Math.max(48, len));
+      for (const reason of ['rateLimited', 'denied', 'ignored'] as const) {
+        assert.ok(respondRefused(bytes, RECEIVE, reason, ctx, out).length <= len);
+      }
+    }
+  });
+});
