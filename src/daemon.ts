@@ -183,7 +183,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       keAddresses,
       async reload() {
         destination.reopen();
-        if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, ke);
+        if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, ke, ntp);
         await store.reload();
         const results = await ke.reloadCertificates();
         logger.info({ certificates: results, logLevel: logger.level }, 'reload');
@@ -253,7 +253,7 @@ function openKeysetSource(
  * rate limits). Anything else that changed needs a restart: it is logged as a warning and not applied.
  * An invalid file changes nothing. Returns the configuration now in force.
  */
-function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners): Config {
+function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners, ntp: NtpListeners): Config {
   let next: Config;
   try {
     next = loadConfigFile(path);
@@ -266,7 +266,13 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
     ...running,
     observability: { ...running.observability, logLevel: next.observability.logLevel },
     ntsKeServers: running.ntsKeServers.map((k, i) => ({ ...k, clientRateLimit: next.ntsKeServers[i]?.clientRateLimit ?? k.clientRateLimit })),
+    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
+    servers: running.servers.map((s, i) => {
+      const n = next.servers[i];
+      return n === undefined ? s : { ...s, access: n.access, rateLimit: { ...n.rateLimit, tableSize: s.rateLimit.tableSize } };
+    }),
   };
+  ntp.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
   ke.updateRateLimits(applied.ntsKeServers.map((k) => k.clientRateLimit));
   const needRestart = changesRequiringRestart(running, next);
@@ -275,7 +281,7 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   if (needRestart.length > 0 || otherSections.length > 0) {
     logger.warn(
       { path, settings: needRestart.length > 0 ? needRestart : otherSections },
-      'reload: some changes need a restart and were not applied (only log-level and client rate limits apply at runtime)',
+      'reload: some changes need a restart and were not applied (log-level, client rate limits and access lists apply at runtime)',
     );
   }
   return applied;

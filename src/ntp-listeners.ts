@@ -17,7 +17,10 @@
  */
 import type { Logger } from 'pino';
 import type { WallClock } from './clock.js';
-import type { Config } from './config/schema.js';
+import { randomInt } from 'node:crypto';
+import type { Config, NtpServerConfig } from './config/schema.js';
+import { createAdmissions, type Admission, type AdmissionSpec } from './core/admission.js';
+import { RateLimiter, rateLimiterBytes, type RateLimitConfig } from './core/limiter.js';
 import type { ServerFields } from './core/responder.js';
 import { probeReusePort, startUdpServer, type ReplyTarget, type UdpServer } from './io/udp-server.js';
 import { NTP_DURATION_BUCKETS_S, type Metrics } from './obs/metrics.js';
@@ -66,6 +69,11 @@ export interface NtpListeners {
   setKeyset(bytes: Uint8Array): void;
   /** Broadcasts new server fields. */
   setServerFields(fields: ServerFields): void;
+  /**
+   * Applies `[[server]]` access lists and rate limits (SIGHUP) on every thread. The limiter tables keep
+   * their size (client-rate-limit-table-size needs a restart); everything else applies at once.
+   */
+  setAdmission(servers: readonly NtpServerConfig[]): void;
   /** Folds the counters gathered since the previous fold into the metrics (also runs on a timer). */
   foldStats(): void;
   /** Closes the sockets and threads, then folds the last counters. */
@@ -76,6 +84,7 @@ export interface NtpListeners {
 export async function startNtpListeners(config: Config, options: NtpListenersOptions): Promise<NtpListeners> {
   const { logger, metrics } = options;
   const pool = config.workerPool;
+  const admission = new AdmissionState(config.servers);
   let listeners: NtpListeners;
   const native = pool.datapath === 'dgram' ? undefined : (options.loadNative ?? loadNativeUdp)();
   if (pool.datapath === 'native' && native?.ok !== true) {
@@ -85,7 +94,7 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
     );
   }
   if (native?.ok === true && pool.threads > 0) {
-    listeners = await startThreads(config, options, pool.threads, 'native');
+    listeners = await startThreads(config, options, pool.threads, 'native', admission);
   } else {
     if (pool.datapath === 'auto') {
       const why = native?.ok === false ? native.reason : 'worker-pool.threads = 0 answers inline on the main thread';
@@ -93,10 +102,10 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
     }
     const wanted = pool.receiveThreads;
     if (wanted > 0 && (await (options.probeReusePort ?? probeReusePort)())) {
-      listeners = await startThreads(config, options, wanted, 'dgram');
+      listeners = await startThreads(config, options, wanted, 'dgram', admission);
     } else {
       if (wanted > 0) logger.warn({ receiveThreads: wanted, node: process.versions.node }, RECEIVE_THREADS_FALLBACK_WARNING);
-      listeners = await startMainThreadReceiver(config, options);
+      listeners = await startMainThreadReceiver(config, options, admission);
     }
   }
   metrics.ntp.setDatapath(listeners.datapath, listeners.datapath === 'native' ? 'kernel' : 'user');
@@ -115,14 +124,53 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
   };
 }
 
+/** The limiter configuration of one `[[server]]`. */
+function limiterConfig(s: NtpServerConfig): RateLimitConfig {
+  const r = s.rateLimit;
+  return { intervalMs: r.intervalMs, burst: r.burst, leak: r.leak, ipv4PrefixBits: r.ipv4PrefixBits, ipv6PrefixBits: r.ipv6PrefixBits };
+}
+
+/**
+ * Admission state of the NTP side: one shared rate-limit table per `[[server]]` (made even while the limit
+ * is off, so a SIGHUP can turn it on), and the specs every thread builds its checks from.
+ */
+class AdmissionState {
+  readonly #buffers: SharedArrayBuffer[];
+  readonly #limiters: RateLimiter[];
+  #specs: AdmissionSpec[];
+
+  constructor(servers: readonly NtpServerConfig[]) {
+    this.#buffers = servers.map((s) => new SharedArrayBuffer(rateLimiterBytes(s.rateLimit.tableSize)));
+    this.#limiters = servers.map((s, i) => RateLimiter.create(this.#buffers[i] ?? new SharedArrayBuffer(0), s.rateLimit.tableSize, randomInt(0, 2 ** 32), limiterConfig(s)));
+    this.#specs = this.#makeSpecs(servers);
+  }
+
+  #makeSpecs(servers: readonly NtpServerConfig[]): AdmissionSpec[] {
+    return servers.map((s, i) => ({ accessEntries: s.access.entries, accessDefault: s.access.defaultAction, limiterBuffer: this.#buffers[i] }));
+  }
+
+  get specs(): readonly AdmissionSpec[] {
+    return this.#specs;
+  }
+
+  /** Reconfigures the shared tables in place and returns the new specs (for the access lists). */
+  update(servers: readonly NtpServerConfig[]): readonly AdmissionSpec[] {
+    servers.forEach((s, i) => this.#limiters[i]?.configure(limiterConfig(s)));
+    this.#specs = this.#makeSpecs(servers);
+    return this.#specs;
+  }
+}
+
 /** One responder policy per `[[server]]`, indexed like the listen addresses. */
 function responderPolicies(config: Config): { requireNts: boolean; acceptNtpVersions: readonly number[] }[] {
   return config.servers.map((s) => ({ requireNts: s.requireNts, acceptNtpVersions: s.acceptNtpVersions }));
 }
 
 /** The default design: main-thread sockets, worker pool. */
-async function startMainThreadReceiver(config: Config, options: NtpListenersOptions): Promise<NtpListeners> {
+async function startMainThreadReceiver(config: Config, options: NtpListenersOptions, admission: AdmissionState): Promise<NtpListeners> {
   const { logger, metrics, clock } = options;
+  let serverFields = options.serverFields;
+  let admissions: readonly Admission[] = createAdmissions(admission.specs, config.servers.length);
   const pool: Pool<ReplyTarget> = createPool<ReplyTarget>({
     threads: config.workerPool.threads,
     batchSize: config.workerPool.batchSize,
@@ -156,6 +204,11 @@ async function startMainThreadReceiver(config: Config, options: NtpListenersOpti
       listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
       pool,
       clock,
+      admissions: () => admissions,
+      refusalPolicy: (i) => {
+        const s = config.servers[i] ?? config.servers[0];
+        return { requireNts: s?.requireNts ?? false, acceptNtpVersions: s?.acceptNtpVersions ?? [], precision: serverFields.precision };
+      },
       onError: (error, where) => logger.debug({ err: error, where }, 'udp error'),
       onReplySent: (durationS) => metrics.ntp.observeRequestDurationS(durationS),
     });
@@ -171,7 +224,13 @@ async function startMainThreadReceiver(config: Config, options: NtpListenersOpti
     poolThreads: config.workerPool.threads,
     reusePort: udp.reusePort,
     setKeyset: (bytes) => pool.setKeyset(bytes),
-    setServerFields: (fields) => pool.setServerFields(fields),
+    setServerFields: (fields) => {
+      serverFields = fields;
+      pool.setServerFields(fields);
+    },
+    setAdmission: (servers) => {
+      admissions = createAdmissions(admission.update(servers), servers.length);
+    },
     foldStats,
     async close() {
       await udp.close();
@@ -185,11 +244,15 @@ async function startMainThreadReceiver(config: Config, options: NtpListenersOpti
 function createPoolStatsFolder(metrics: Metrics, pool: Pool<ReplyTarget>, udp: UdpServer): () => void {
   let last: PoolStats | undefined;
   let lastReceived = 0;
+  let lastRefused: readonly number[] = [];
   return () => {
     const now = pool.stats();
-    const received = udp.stats().received;
+    const udpStats = udp.stats();
+    const received = udpStats.received;
     metrics.ntp.addReceived(received - lastReceived);
     lastReceived = received;
+    metrics.ntp.addOutcomeCounts(udpStats.refusedOutcomes.map((v, i) => v - (lastRefused[i] ?? 0)));
+    lastRefused = udpStats.refusedOutcomes;
     metrics.ntp.addOutcomeCounts(now.outcomes.map((v, i) => v - (last?.outcomes[i] ?? 0)));
     metrics.ntp.addCookieDecodeCounts(now.keyAges.map((v, i) => v - (last?.keyAges[i] ?? 0)));
     metrics.ntp.addCookiesIssued('ntp', now.cookiesIssued - (last?.cookiesIssued ?? 0));
@@ -213,11 +276,12 @@ function foldTransmitCompensation(
 }
 
 /** N threads with SO_REUSEPORT sockets of `backend`, answering inline. */
-async function startThreads(config: Config, options: NtpListenersOptions, threads: number, backend: ThreadBackend): Promise<NtpListeners> {
+async function startThreads(config: Config, options: NtpListenersOptions, threads: number, backend: ThreadBackend, admission: AdmissionState): Promise<NtpListeners> {
   const { logger, metrics } = options;
   const receivers: NtpThreads = await startNtpThreads({
     threads,
     backend,
+    admissions: admission.specs,
     sendMode: config.workerPool.sendMode,
     ...(config.workerPool.receiveBufferBytes > 0 ? { receiveBufferBytes: config.workerPool.receiveBufferBytes } : {}),
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
@@ -256,6 +320,7 @@ async function startThreads(config: Config, options: NtpListenersOptions, thread
     reusePort: true,
     setKeyset: (bytes) => receivers.setKeyset(bytes),
     setServerFields: (fields) => receivers.setServerFields(fields),
+    setAdmission: (servers) => receivers.setAdmissions(admission.update(servers)),
     foldStats,
     async close() {
       await receivers.close();

@@ -52,12 +52,13 @@ const fill = (b: Uint8Array): void => {
 const native = loadNativeUdp();
 const UNAVAILABLE: NativeLoad = { ok: false, reason: 'forced off by the test' };
 
-function configWith(receiveThreads: number, datapath: Datapath = 'dgram'): Config {
+function configWith(receiveThreads: number, datapath: Datapath = 'dgram', server: Record<string, unknown> = {}): Config {
   const result = validateConfig(
     {
-      server: [{ listen: '127.0.0.1:0' }],
+      server: [{ listen: '127.0.0.1:0', ...server }],
       'nts-ke-server': [{ listen: '127.0.0.1:0', 'certificate-chain-path': 'c.pem', 'private-key-path': 'k.pem' }],
-      'worker-pool': { threads: 1, 'receive-threads': receiveThreads, datapath },
+      // Two native threads, so a per-client limit is shown to hold across threads sharing one port.
+      'worker-pool': { threads: datapath === 'native' ? 2 : 1, 'receive-threads': receiveThreads, datapath },
       'time-source': { mode: 'static', 'local-stratum': 2 },
     },
     { baseDir: '/tmp', cpuCount: 2 },
@@ -113,11 +114,17 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function startRig(receiveThreads: number, probe?: () => Promise<boolean>, datapath: Datapath = 'dgram', loadNative?: () => NativeLoad): Promise<Rig> {
+async function startRig(
+  receiveThreads: number,
+  probe?: () => Promise<boolean>,
+  datapath: Datapath = 'dgram',
+  loadNative?: () => NativeLoad,
+  server: Record<string, unknown> = {},
+): Promise<Rig> {
   const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
   const { logger, lines } = capturingLogger();
   const metrics = createMetrics({ version: 'test', defaultMetrics: false });
-  const ntp = await startNtpListeners(configWith(receiveThreads, datapath), {
+  const ntp = await startNtpListeners(configWith(receiveThreads, datapath, server), {
     ...(loadNative !== undefined ? { loadNative } : {}),
     clock: new WallClock(),
     keysetBytes: encodeKeyset(keyset),
@@ -330,3 +337,77 @@ test('datapath = "dgram" never loads the addon', async () => {
     await rig.close();
   }
 });
+
+/** The datapaths this runtime has, as (name, receive-threads, datapath). */
+const ADMISSION_PATHS: readonly [string, number, Datapath][] = [
+  ...(native.ok ? [['2 native threads', 0, 'native'] as [string, number, Datapath]] : []),
+  ['dgram main thread + pool', 0, 'dgram'],
+  ...(runtimeHasReusePort ? [['dgram receive threads', 2, 'dgram'] as [string, number, Datapath]] : []),
+];
+
+const KISS = (reply: Uint8Array): string => (reply[1] === 0 ? String.fromCharCode(...reply.subarray(12, 16)) : 'time');
+
+/** Sends `n` requests round-robin from the rig's 8 client sockets (8 source ports, one address), one at a time; returns what came back. */
+async function sendRoundRobin(rig: Rig, n: number, make: () => Uint8Array): Promise<string[]> {
+  const seen: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const client = rig.clients[i % rig.clients.length];
+    assert.ok(client !== undefined);
+    const before = client.replies.length;
+    await client.send(make(), rig.port);
+    const deadline = Date.now() + 150;
+    while (client.replies.length === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    const reply = client.replies[before];
+    seen.push(reply === undefined ? 'none' : KISS(reply));
+  }
+  return seen;
+}
+
+for (const [name, receiveThreads, datapath] of ADMISSION_PATHS) {
+  test(`${name}: per-client rate limit with chrony semantics — one budget across source ports, KoD RATE for plain NTP (leak), drops for NTS`, async () => {
+    const rig = await startRig(receiveThreads, undefined, datapath, undefined, {
+      'client-rate-limit-interval-s': 60,
+      'client-rate-limit-burst': 4,
+      'client-rate-limit-leak': 1,
+    });
+    try {
+      const seen = await sendRoundRobin(rig, 20, () => plainRequest());
+      // 4 tokens for 127.0.0.1 whichever of the 8 ports (and threads) a request comes from; of the 16 refused, every 2nd gets a KoD.
+      assert.deepEqual(seen.slice(0, 4), ['time', 'time', 'time', 'time'], seen.join(' '));
+      assert.equal(seen.filter((k) => k === 'time').length, 4, seen.join(' '));
+      assert.equal(seen.filter((k) => k === 'RATE').length, 8, seen.join(' '));
+      assert.equal(seen.filter((k) => k === 'none').length, 8, seen.join(' '));
+      // NTS over the limit: never a KoD (it could be forged), always a drop.
+      const nts = await sendRoundRobin(rig, 6, () => ntsRequest(newSession(rig.keyset), 0).packet);
+      assert.deepEqual(nts, ['none', 'none', 'none', 'none', 'none', 'none']);
+      await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'ntp', kind: 'kod' }, 8);
+      await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_dropped_total', { reason: 'rate_limited' }, 14);
+      await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'ntp', kind: 'time' }, 4);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  test(`${name}: access lists — deny sends KoD DENY to plain NTP and drops NTS, ignore drops, and a reload (setAdmission) applies at once`, async () => {
+    const rig = await startRig(receiveThreads, undefined, datapath, undefined, { deny: ['127.0.0.0/8'], allow: ['127.0.0.2'] });
+    try {
+      assert.deepEqual(await sendRoundRobin(rig, 3, () => plainRequest()), ['DENY', 'DENY', 'DENY']);
+      assert.deepEqual(await sendRoundRobin(rig, 2, () => ntsRequest(newSession(rig.keyset), 0).packet), ['none', 'none']);
+      const next = configWith(receiveThreads, datapath, { ignore: ['127.0.0.1'] });
+      rig.ntp.setAdmission(next.servers);
+      const deadline = Date.now() + 3000;
+      // Threads get the new list with their next loop turn: poll until the first silent drop.
+      while ((await sendRoundRobin(rig, 1, () => plainRequest()))[0] !== 'none') assert.ok(Date.now() < deadline, 'ignore not applied within 3 s');
+      assert.deepEqual(await sendRoundRobin(rig, 4, () => plainRequest()), ['none', 'none', 'none', 'none']);
+      rig.ntp.setAdmission(configWith(receiveThreads, datapath).servers);
+      const open = Date.now() + 3000;
+      while ((await sendRoundRobin(rig, 1, () => plainRequest()))[0] !== 'time') assert.ok(Date.now() < open, 'allow-all not applied within 3 s');
+      await exchangeAll(rig);
+      await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'ntp', kind: 'kod' }, 3);
+      rig.ntp.foldStats();
+      assert.ok((await metricSum(rig.metrics, 'ntsd_ntp_dropped_total', { reason: 'access_denied' })) >= 6);
+    } finally {
+      await rig.close();
+    }
+  });
+}

@@ -10,6 +10,7 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import { parseCidr } from '../core/cidr.js';
+import { AccessList, type AccessAction, type AccessEntry } from '../core/access-list.js';
 
 /** IP family of a listen address. */
 export type AddressFamily = 'IPv4' | 'IPv6';
@@ -30,6 +31,30 @@ export interface NtpServerConfig {
   readonly requireNts: boolean;
   /** NTP versions answered (RFC 5905 §7.3 VN field). */
   readonly acceptNtpVersions: readonly number[];
+  /** Per-client NTP rate limit (chrony `ratelimit`); `intervalMs` 0 = off. */
+  readonly rateLimit: NtpRateLimitConfig;
+  /** `allow` / `deny` / `ignore` prefixes and the action for addresses none of them matches. */
+  readonly access: AccessConfig;
+}
+
+/** `[[server]] client-rate-limit-*`: one token bucket per client address (IPv4) or prefix (IPv6 /64). */
+export interface NtpRateLimitConfig {
+  /** Milliseconds to earn one request; 0 = no limit (the default, like chrony). */
+  readonly intervalMs: number;
+  /** Requests a client may send back to back. */
+  readonly burst: number;
+  /** One in 2^leak requests over the limit still gets an answer (a KoD RATE for plain NTP); 0 = none. */
+  readonly leak: number;
+  /** Clients tracked at once (48 octets each, shared by every NTP thread). */
+  readonly tableSize: number;
+  readonly ipv4PrefixBits: number;
+  readonly ipv6PrefixBits: number;
+}
+
+/** An access list as configured (`allow`, `deny`, `ignore` prefix lists and `access-default`). */
+export interface AccessConfig {
+  readonly entries: readonly AccessEntry[];
+  readonly defaultAction: AccessAction;
 }
 
 /** Per-client NTS-KE token bucket (chrony's `ntsratelimit` idea). */
@@ -222,7 +247,17 @@ export const MANDATORY_AEAD_ID = 15;
 
 /** Every default, in one place (README's configuration table mirrors it). */
 export const DEFAULTS = {
-  server: { requireNts: false, acceptNtpVersions: [3, 4] },
+  server: {
+    requireNts: false,
+    acceptNtpVersions: [3, 4],
+    clientRateLimitIntervalS: 0,
+    clientRateLimitBurst: 8,
+    clientRateLimitLeak: 2,
+    clientRateLimitTableSize: 65536,
+    clientRateLimitIpv4PrefixLength: 32,
+    clientRateLimitIpv6PrefixLength: 64,
+    accessDefault: 'allow',
+  },
   ntsKeServer: {
     keyExchangeTimeoutMs: 2000,
     concurrentConnections: 512,
@@ -433,6 +468,47 @@ class TableReader {
     return isAbsolute(v) ? resolve(v) : resolve(baseDir, v);
   }
 
+  /** A number (integer or not) in [min, max]. */
+  number(key: string, min: number, max: number, fallback: number): number {
+    if (!this.has(key)) return fallback;
+    const v = this.raw(key);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      this.error(key, `must be a number between ${min} and ${max}, got ${show(v)}`);
+      return fallback;
+    }
+    return v;
+  }
+
+  /** An array of strings (possibly empty); absent = empty. */
+  stringList(key: string): readonly string[] {
+    if (!this.has(key)) return [];
+    const v = this.raw(key);
+    if (!Array.isArray(v) || !v.every((item): item is string => typeof item === 'string')) {
+      this.error(key, `must be an array of strings, got ${show(v)}`);
+      return [];
+    }
+    return v;
+  }
+
+  /**
+   * `allow`, `deny` and `ignore` prefix lists plus `access-default`, compiled once to report a bad prefix
+   * or a prefix listed under two actions, naming the key.
+   */
+  accessList(): AccessConfig {
+    const entries: AccessEntry[] = [];
+    for (const action of ['allow', 'deny', 'ignore'] as const) {
+      for (const prefix of this.stringList(action)) entries.push({ prefix, action });
+    }
+    const defaultAction = this.oneOf('access-default', ['allow', 'deny', 'ignore'] as const, DEFAULTS.server.accessDefault);
+    const compiled = AccessList.compile(entries, defaultAction);
+    if (!compiled.ok) {
+      const key = (['allow', 'deny', 'ignore'] as const).find((k) => this.stringList(k).some((p) => compiled.error.includes(JSON.stringify(p)) || compiled.error.startsWith(p))) ?? 'allow';
+      this.error(key, compiled.error);
+      return { entries: [], defaultAction };
+    }
+    return { entries, defaultAction };
+  }
+
   /** An array of distinct integers, each accepted by `allowed`. */
   intList(key: string, allowed: readonly number[], fallback: readonly number[]): readonly number[] {
     if (!this.has(key)) return fallback;
@@ -504,8 +580,18 @@ function readServer(table: Table, path: string, errors: string[]): NtpServerConf
   if (requireNts && !acceptNtpVersions.includes(4)) {
     r.error('accept-ntp-versions', 'must include 4 when require-nts = true (NTS is NTPv4 only, RFC 8915 §5)');
   }
+  const d = DEFAULTS.server;
+  const rateLimit: NtpRateLimitConfig = {
+    intervalMs: Math.round(r.number('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS) * 1000),
+    burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
+    leak: r.integer('client-rate-limit-leak', 0, 16, d.clientRateLimitLeak),
+    tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
+    ipv4PrefixBits: r.integer('client-rate-limit-ipv4-prefix-length', 0, 32, d.clientRateLimitIpv4PrefixLength),
+    ipv6PrefixBits: r.integer('client-rate-limit-ipv6-prefix-length', 0, 128, d.clientRateLimitIpv6PrefixLength),
+  };
+  const access = r.accessList();
   r.finish();
-  return listen === undefined ? undefined : { listen, requireNts, acceptNtpVersions };
+  return listen === undefined ? undefined : { listen, requireNts, acceptNtpVersions, rateLimit, access };
 }
 
 function readNtsKeServer(

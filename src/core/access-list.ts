@@ -8,10 +8,12 @@
  *  - `deny`: refused with an answer where the protocol has one (a KoD DENY for plain NTP; NTS requests and
  *    KE connections are dropped or closed, as a KoD could be forged);
  *  - `ignore`: dropped silently (NTP), closed before TLS (KE).
- * Addresses are compared in the IPv6 form of core/ip.ts, IPv4 as IPv4-mapped, so an IPv4 prefix matches a
- * client on an IPv4 socket and the same client on a dual-stack IPv6 socket alike. An address no prefix
+ * Prefixes are core/cidr.ts prefixes; addresses are compared in the IPv6 form of core/ip.ts, IPv4 as
+ * IPv4-mapped, so an IPv4 prefix matches a client on an IPv4 socket and the same client on a dual-stack
+ * IPv6 socket alike. An address no prefix
  * matches gets the list's default action (`allow` unless configured).
  */
+import { parseCidr } from './cidr.js';
 import { maskIpPrefix, parseIpAddress, type IpFamily } from './ip.js';
 
 /** What an access list says about an address. */
@@ -32,37 +34,6 @@ interface Rule {
   readonly action: AccessAction;
 }
 
-/** A parsed prefix, or why it is not one. */
-export type ParsedPrefix = { ok: true; words: Uint32Array; family: IpFamily; bits: number } | { ok: false; error: string };
-
-/** Parses "address/length" (or a bare address); the address part must have no bits set past the length. */
-export function parsePrefix(text: string): ParsedPrefix {
-  const slash = text.indexOf('/');
-  const addressText = slash < 0 ? text : text.slice(0, slash);
-  const words = new Uint32Array(4);
-  const family = parseIpAddress(addressText, words);
-  if (family === 0) return { ok: false, error: `not an IP address: ${JSON.stringify(addressText)}` };
-  // Bare IPv4 prefixes count up to 32 bits; anything written in IPv6 form counts up to 128.
-  const max = addressText.includes(':') ? 128 : 32;
-  let bits = max;
-  if (slash >= 0) {
-    const lengthText = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(lengthText) || Number(lengthText) > max) return { ok: false, error: `prefix length must be 0..${max}: ${JSON.stringify(text)}` };
-    bits = Number(lengthText);
-  }
-  // An IPv4-mapped IPv6 prefix ("::ffff:192.0.2.0/120") is the IPv4 prefix it maps.
-  if (family === 4 && max === 128) {
-    if (bits < 96) return { ok: false, error: `an IPv4-mapped prefix must be at least /96: ${JSON.stringify(text)}` };
-    bits -= 96;
-  }
-  const masked = words.slice();
-  maskIpPrefix(masked, family, bits);
-  for (let i = 0; i < 4; i++) {
-    if (masked[i] !== words[i]) return { ok: false, error: `address has bits set past the prefix length: ${JSON.stringify(text)}` };
-  }
-  return { ok: true, words, family, bits };
-}
-
 /** A compiled access list; decide() allocates nothing. */
 export class AccessList {
   readonly #rules: readonly Rule[];
@@ -78,14 +49,14 @@ export class AccessList {
   static compile(entries: readonly AccessEntry[], defaultAction: AccessAction = 'allow'): { ok: true; list: AccessList } | { ok: false; error: string } {
     const rules: Rule[] = [];
     for (const entry of entries) {
-      const p = parsePrefix(entry.prefix);
-      if (!p.ok) return { ok: false, error: p.error };
-      const same = rules.find((r) => r.family === p.family && r.bits === p.bits && r.words.every((w, i) => w === p.words[i]));
+      const p = parseCidr(entry.prefix);
+      if (p === undefined) return { ok: false, error: `not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): ${JSON.stringify(entry.prefix)}` };
+      const same = rules.find((r) => r.family === p.family && r.bits === p.prefixBits && r.words.every((w, i) => w === p.words[i]));
       if (same !== undefined) {
         if (same.action === entry.action) continue;
         return { ok: false, error: `${entry.prefix} is listed as both ${same.action} and ${entry.action}` };
       }
-      rules.push({ words: p.words, family: p.family, bits: p.bits, action: entry.action });
+      rules.push({ words: p.words, family: p.family, bits: p.prefixBits, action: entry.action });
     }
     // Longest prefix first, so the first match is the most specific one.
     rules.sort((a, b) => b.bits + (b.family === 4 ? 96 : 0) - (a.bits + (a.family === 4 ? 96 : 0)));

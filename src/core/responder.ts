@@ -367,6 +367,20 @@ export const KISS_RATE = 0x52415445;
 /** "DENY": access denied by the server. */
 export const KISS_DENY = 0x44454e59;
 
+/** What respondRefused needs of the server: its `[[server]]` policy and its precision. */
+export interface RefusalPolicy {
+  readonly requireNts: boolean;
+  readonly acceptNtpVersions: readonly number[];
+  /** Precision exponent put in the KoD (ServerFields.precision). */
+  readonly precision: number;
+}
+
+/** Outcome and length of respondRefused (a reused object the caller owns). */
+export interface RefusedResult {
+  outcome: OutcomeValue;
+  length: number;
+}
+
 /**
  * The answer to a request refused by policy before any crypto (rate limit, access list), costing a header
  * check at most. `rateLimited` (the limiter's leak share) and `denied` send a 48-octet Kiss-o'-Death RATE or
@@ -375,28 +389,26 @@ export const KISS_DENY = 0x44454e59;
  * one: a KoD is unauthenticated, so anybody could forge it to silence an NTS client, and an NTS client
  * must not act on it (RFC 8915 §5.7 leaves unauthenticated packets to be ignored). `ignored` always drops.
  * Call only for requests the limiter marked `leak` or an access list matched; plain `limit` is a drop the
- * caller counts as Outcome.dropRateLimited without calling this.
+ * caller counts as Outcome.dropRateLimited without calling this. Writes at most 48 octets into `out`.
  */
 export function respondRefused(
   request: Uint8Array,
   receiveTime: NtpTimestamp,
   reason: RefusalReason,
-  ctx: ResponderContext,
+  policy: RefusalPolicy,
   out: Uint8Array,
-): RespondResult {
-  const result = ctx.scratch.result;
+  result: RefusedResult,
+): RefusedResult {
   result.length = 0;
-  result.keyAge = KEY_AGE_NONE;
-  result.cookiesIssued = 0;
-  const dropped = reason === 'rateLimited' ? Outcome.dropRateLimited : Outcome.dropAccess;
-  if (reason === 'ignored' || request.length !== NTP_HEADER_LENGTH || out.length < NTP_HEADER_LENGTH) return finish(result, dropped, 0);
+  result.outcome = reason === 'rateLimited' ? Outcome.dropRateLimited : Outcome.dropAccess;
+  if (reason === 'ignored' || request.length !== NTP_HEADER_LENGTH || out.length < NTP_HEADER_LENGTH) return result;
   const b0 = request[0] ?? 0;
   const version = (b0 >>> 3) & 7;
-  if ((b0 & 7) !== NtpMode.client || !ctx.acceptNtpVersions.includes(version) || ctx.requireNts) return finish(result, dropped, 0);
+  if ((b0 & 7) !== NtpMode.client || !policy.acceptNtpVersions.includes(version) || policy.requireNts) return result;
   out[0] = packLiVnMode(LeapIndicator.unsynchronized, version, NtpMode.server);
   out[1] = 0; // RFC 5905 §7.4: stratum 0 = Kiss-o'-Death
   out[2] = request[NtpHeaderOffset.poll] ?? 0;
-  out[3] = ctx.serverFields.precision & 0xff;
+  out[3] = policy.precision & 0xff;
   writeU32(out, NtpHeaderOffset.rootDelay, 0);
   writeU32(out, NtpHeaderOffset.rootDispersion, 0);
   writeU32(out, NtpHeaderOffset.referenceId, reason === 'rateLimited' ? KISS_RATE : KISS_DENY);
@@ -405,7 +417,9 @@ export function respondRefused(
   // No clock read: a client must not use a KoD's timestamps; the receive time fills both.
   writeTimestamp(out, NtpHeaderOffset.receiveTime, receiveTime);
   writeTimestamp(out, NtpHeaderOffset.transmitTime, receiveTime);
-  return finish(result, reason === 'rateLimited' ? Outcome.kodRate : Outcome.kodDeny, NTP_HEADER_LENGTH);
+  result.outcome = reason === 'rateLimited' ? Outcome.kodRate : Outcome.kodDeny;
+  result.length = NTP_HEADER_LENGTH;
+  return result;
 }
 
 function plainReply(

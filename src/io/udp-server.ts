@@ -17,7 +17,9 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { WallClock, NtpTime } from '../clock.js';
 import type { Pool } from '../pool/pool.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { bindSocket, closeSocket, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
+import { bindSocket, closeSocket, createDgramRefuser, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
+import type { Admission } from '../core/admission.js';
+import { OUTCOME_COUNT, type RefusalPolicy } from '../core/responder.js';
 
 /** One address to listen on (the daemon maps `[[server]] listen` to it). */
 export interface UdpListenOptions {
@@ -52,6 +54,10 @@ export interface UdpServerOptions {
   readonly onError?: (error: unknown, where: 'socket' | 'send') => void;
   /** Receive-to-send duration of each reply, seconds (`ntsd_ntp_request_duration_seconds`). */
   readonly onReplySent?: (durationS: number) => void;
+  /** `[[server]]` access lists and rate limits per policy index, checked before a request is queued. */
+  readonly admissions?: () => readonly (Admission | undefined)[];
+  /** Policy and precision of a KoD for a refused plain NTP request, per policy index. */
+  readonly refusalPolicy?: (policyIndex: number) => RefusalPolicy;
 }
 
 /** A bound socket's local address. */
@@ -71,6 +77,8 @@ export interface UdpServerStats {
   readonly sendErrors: number;
   /** Socket 'error' events. */
   readonly socketErrors: number;
+  /** Requests refused by admission (access list, rate limit) per responder Outcome value. */
+  readonly refusedOutcomes: readonly number[];
 }
 
 /** Running UDP listeners. */
@@ -120,6 +128,7 @@ export async function startUdpServer(options: UdpServerOptions): Promise<UdpServ
   let sent = 0;
   let sendErrors = 0;
   let socketErrors = 0;
+  const refusedOutcomes = new Array<number>(OUTCOME_COUNT).fill(0);
   // Reused: the receive stamp is copied into the pool's batch at once; the send stamp is read at once.
   const receiveTime: NtpTime = { seconds: 0, fraction: 0 };
   const sendTime: NtpTime = { seconds: 0, fraction: 0 };
@@ -150,6 +159,21 @@ export async function startUdpServer(options: UdpServerOptions): Promise<UdpServ
     }
   });
 
+  const admissions = options.admissions;
+  const refusalPolicy = options.refusalPolicy;
+  const refuse =
+    admissions === undefined || refusalPolicy === undefined
+      ? undefined
+      : createDgramRefuser({
+          admissions,
+          refusalPolicy,
+          count: (outcome) => {
+            refusedOutcomes[outcome] = (refusedOutcomes[outcome] ?? 0) + 1;
+          },
+          onKodSent: () => sent++,
+          onSent,
+        });
+
   const sockets: Socket[] = [];
   const addresses: BoundAddress[] = [];
   const v4Ports = new Set(options.listen.filter((l) => l.family === 'IPv4').map((l) => l.port));
@@ -168,6 +192,7 @@ export async function startUdpServer(options: UdpServerOptions): Promise<UdpServ
     socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       clock.nowNtp(receiveTime);
       received++;
+      if (refuse?.(msg, rinfo, socket, policy, receiveTime) === true) return;
       pool.submit(msg, receiveTime, { socket, address: rinfo.address, port: rinfo.port }, policy);
     });
     try {
@@ -204,7 +229,7 @@ export async function startUdpServer(options: UdpServerOptions): Promise<UdpServ
     addresses,
     reusePort,
     stats() {
-      return { received, sent, sendErrors, socketErrors };
+      return { received, sent, sendErrors, socketErrors, refusedOutcomes: refusedOutcomes.slice() };
     },
     async close() {
       await Promise.all(sockets.map(closeSocket));

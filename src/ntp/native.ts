@@ -13,6 +13,7 @@ import { constants as osConstants } from 'node:os';
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
+import type { IpFamily } from '../core/ip.js';
 
 /**
  * Where the build script puts the addon, relative to this module (dist/src/ntp/); `NTSD_NATIVE_ADDON`
@@ -187,4 +188,22 @@ export function errnoName(negated: number): string {
   const errno = -negated;
   for (const [name, value] of Object.entries(osConstants.errno)) if (value === errno) return name;
   return `errno ${errno}`;
+}
+
+/**
+ * A slot's peer address as core/ip.ts words (IPv6 form, most significant word first, IPv4 as
+ * IPv4-mapped) without allocating: `metaBytes` is a Uint8Array over the same memory as `meta`.
+ */
+export function peerWords(metaBytes: Uint8Array, meta: Uint32Array, base: number, out: Uint32Array): IpFamily {
+  const at = (base + MetaWord.address) * 4;
+  const be32 = (i: number): number => (((metaBytes[i] ?? 0) << 24) | ((metaBytes[i + 1] ?? 0) << 16) | ((metaBytes[i + 2] ?? 0) << 8) | (metaBytes[i + 3] ?? 0)) >>> 0;
+  if (meta[base + MetaWord.family] === 4) {
+    out[0] = 0;
+    out[1] = 0;
+    out[2] = 0xffff;
+    out[3] = be32(at);
+    return 4;
+  }
+  for (let w = 0; w < 4; w++) out[w] = be32(at + 4 * w);
+  return out[0] === 0 && out[1] === 0 && out[2] === 0xffff ? 4 : 6;
 }

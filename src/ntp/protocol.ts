@@ -3,6 +3,7 @@
  * src/ntp/thread.ts is their entry). Plain structured-clone messages: a thread's start data, keyset and
  * server-field broadcasts, and the thread's periodic counter reports.
  */
+import type { AdmissionSpec } from '../core/admission.js';
 import type { ServerFields } from '../core/responder.js';
 import type { ResponderPolicy } from '../pool/protocol.js';
 
@@ -40,6 +41,8 @@ export interface ThreadInit {
   readonly keysetBytes: Uint8Array;
   readonly serverFields: ServerFields;
   readonly policies: readonly ResponderPolicy[];
+  /** Access list and shared rate-limit table per policy index (missing = admit everything). */
+  readonly admissions: readonly AdmissionSpec[];
   readonly clockShared: SharedArrayBuffer;
   /** dgram backend: inline pool batching. */
   readonly batchSize: number;
@@ -77,6 +80,7 @@ export type ThreadEventKind = 'respondError' | 'keysetRejected' | 'socketError' 
 export type ToThread =
   | { readonly kind: 'keyset'; readonly bytes: Uint8Array }
   | { readonly kind: 'serverFields'; readonly fields: ServerFields }
+  | { readonly kind: 'admissions'; readonly specs: readonly AdmissionSpec[] }
   | { readonly kind: 'stop' };
 
 /** Thread → main. */
@@ -87,7 +91,7 @@ export type FromThread =
   | { readonly kind: 'event'; readonly event: ThreadEventKind; readonly message: string }
   | { readonly kind: 'stopped' };
 
-const TO_KINDS: ReadonlySet<string> = new Set(['keyset', 'serverFields', 'stop']);
+const TO_KINDS: ReadonlySet<string> = new Set(['keyset', 'serverFields', 'admissions', 'stop']);
 const FROM_KINDS: ReadonlySet<string> = new Set(['ready', 'bindFailed', 'report', 'event', 'stopped']);
 
 function hasKind(msg: unknown, kinds: ReadonlySet<string>): boolean {

@@ -9,10 +9,11 @@
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { WallClock, type NtpTime } from '../clock.js';
+import { createAdmissions } from '../core/admission.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import { createPool, type PoolStats } from '../pool/pool.js';
 import { KEY_AGE_BUCKETS, Tally } from '../pool/protocol.js';
-import { bindSocket, closeSocket, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
+import { bindSocket, closeSocket, createDgramRefuser, literalLookup, type SocketOptionsWithReusePort } from '../udp-socket.js';
 import { errorMessage, formatWhere, type ThreadInit, type ThreadListen } from './protocol.js';
 import type { ThreadBackendStart, ThreadCounters } from './thread.js';
 
@@ -84,6 +85,22 @@ export async function startDgramBackend(init: ThreadInit, counters: ThreadCounte
     }
   });
 
+  // Access lists and the shared rate-limit tables, per policy; replaced on SIGHUP.
+  let admissions = createAdmissions(init.admissions, init.policies.length);
+  let precision = init.serverFields.precision;
+  const refuse = createDgramRefuser({
+    admissions: () => admissions,
+    refusalPolicy: (i) => {
+      const p = init.policies[i] ?? init.policies[0];
+      return { requireNts: p?.requireNts ?? false, acceptNtpVersions: p?.acceptNtpVersions ?? [], precision };
+    },
+    count: (outcome) => {
+      counters.tally[Tally.outcomes + outcome] = (counters.tally[Tally.outcomes + outcome] ?? 0) + 1;
+    },
+    onKodSent: () => counters.sent++,
+    onSent,
+  });
+
   const sockets: Socket[] = [];
   const open = async (l: ThreadListen): Promise<Socket> => {
     const socketOptions: SocketOptionsWithReusePort = {
@@ -98,6 +115,7 @@ export async function startDgramBackend(init: ThreadInit, counters: ThreadCounte
     socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       clock.nowNtp(receiveTime);
       counters.received++;
+      if (refuse(msg, rinfo, socket, policy, receiveTime)) return;
       pool.submit(msg, receiveTime, { socket, address: rinfo.address, port: rinfo.port }, policy);
     });
     try {
@@ -140,7 +158,11 @@ export async function startDgramBackend(init: ThreadInit, counters: ThreadCounte
         }
       },
       setServerFields(fields: ServerFields) {
+        precision = fields.precision;
         pool.setServerFields(fields);
+      },
+      setAdmissions(specs) {
+        admissions = createAdmissions(specs, init.policies.length);
       },
       collect() {
         const now = pool.stats();

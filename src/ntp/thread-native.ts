@@ -20,11 +20,15 @@ import { performance } from 'node:perf_hooks';
 import { randomFillSync } from 'node:crypto';
 import { NTP_UNIX_OFFSET_S, type NtpTime } from '../clock.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
+import { admit, createAdmissions } from '../core/admission.js';
 import {
   KEY_AGE_NONE,
+  Outcome,
   createPooledFillRandom,
   createResponderContext,
   respond,
+  respondRefused,
+  type RefusedResult,
   type ResponderContext,
   type ServerFields,
 } from '../core/responder.js';
@@ -41,6 +45,7 @@ import {
   addressBytes,
   errnoName,
   loadNativeUdp,
+  peerWords,
   type NativeHandle,
   type NativeUdpAddon,
 } from './native.js';
@@ -58,6 +63,8 @@ interface NativeSocket {
   readonly policy: number;
   readonly block: ArrayBuffer;
   readonly meta: Uint32Array;
+  /** The same metadata as octets (peer addresses). */
+  readonly metaBytes: Uint8Array;
   readonly counters: Float64Array;
   /** Counter values at the last collect(), to report deltas. */
   readonly reported: Float64Array;
@@ -128,6 +135,11 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
   });
   const receiveTime: NtpTime = { seconds: 0, fraction: 0 };
   const tally = counters.tally;
+  // Access lists and the shared rate-limit tables, per policy; replaced on SIGHUP.
+  let admissions = createAdmissions(init.admissions, init.policies.length);
+  const peer = new Uint32Array(4);
+  const peerScratch = new Uint32Array(4);
+  const refused: RefusedResult = { outcome: Outcome.dropAccess, length: 0 };
   const slotBytes = NativeLayout.slotBytes;
 
   /** Answers everything waiting on `s`, up to MAX_ROUNDS_PER_WAKE batches. */
@@ -135,6 +147,10 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
     const policy = init.policies[s.policy] ?? defaultPolicy;
     ctx.requireNts = policy.requireNts;
     ctx.acceptNtpVersions = policy.acceptNtpVersions;
+    const admission = admissions[s.policy];
+    const checks = admission !== undefined && (admission.access !== undefined || admission.limiter !== undefined);
+    const refusal = { requireNts: policy.requireNts, acceptNtpVersions: policy.acceptNtpVersions, precision: ctx.serverFields.precision };
+    const nowMs = checks ? performance.timeOrigin + performance.now() : 0;
     const meta = s.meta;
     for (let round = 0; round < MAX_ROUNDS_PER_WAKE; round++) {
       const n = addon.recv(s.handle);
@@ -148,6 +164,21 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
         receiveTime.seconds = ((meta[base + MetaWord.stampSecondsLow] ?? 0) + NTP_UNIX_OFFSET_S) >>> 0;
         receiveTime.fraction = Math.floor((meta[base + MetaWord.stampNanoseconds] ?? 0) * FRACTION_PER_NS) >>> 0;
         const offset = i * slotBytes;
+        if (checks) {
+          // Access list and rate limit first, before any work is done for the request.
+          const decision = admit(admission, peer, peerWords(s.metaBytes, meta, base, peer), nowMs, peerScratch);
+          if (decision !== 'admit') {
+            let outcome: number = Outcome.dropRateLimited;
+            if (decision !== 'limit') {
+              const r = respondRefused(s.rx.subarray(offset, offset + length), receiveTime, decision, refusal, s.tx.subarray(offset, offset + length), refused);
+              outcome = r.outcome;
+              meta[base + MetaWord.txLength] = r.length;
+              if (r.length > 0 && sendEach) addon.sendOne(s.handle, i);
+            }
+            tally[Tally.outcomes + outcome] = (tally[Tally.outcomes + outcome] ?? 0) + 1;
+            continue;
+          }
+        }
         const sizeClass = requestSizeClass(length);
         const plannedS = compensation.plannedS(sizeClass);
         compensationNs = plannedS * 1e9;
@@ -215,6 +246,7 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
       policy: l.policy,
       block,
       meta: new Uint32Array(block, NativeLayout.metaOffset, NativeLayout.slots * META_WORDS),
+      metaBytes: new Uint8Array(block, NativeLayout.metaOffset, NativeLayout.slots * NativeLayout.metaBytes),
       counters: new Float64Array(block, 0, NATIVE_COUNTERS),
       reported: new Float64Array(NATIVE_COUNTERS),
       rx: new Uint8Array(block, NativeLayout.rxOffset, NativeLayout.slots * slotBytes),
@@ -260,6 +292,9 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
       },
       setServerFields(fields: ServerFields) {
         ctx.serverFields = fields;
+      },
+      setAdmissions(specs) {
+        admissions = createAdmissions(specs, init.policies.length);
       },
       collect,
       close() {

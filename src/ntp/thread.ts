@@ -10,6 +10,7 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { TALLY_WORDS } from '../pool/protocol.js';
+import type { AdmissionSpec } from '../core/admission.js';
 import type { ServerFields } from '../core/responder.js';
 import {
   errorMessage,
@@ -108,6 +109,8 @@ export interface ThreadBackendHandle {
   /** Installs a keyset; returns the reason when it does not decode. */
   setKeyset(bytes: Uint8Array): string | undefined;
   setServerFields(fields: ServerFields): void;
+  /** Installs new access lists / limiter tables (SIGHUP), indexed by policy. */
+  setAdmissions(specs: readonly AdmissionSpec[]): void;
   /** Moves the backend's own cumulative counts into the counters (called before each report). */
   collect(): void;
   /** Closes the sockets and finishes pending work. */
@@ -150,6 +153,9 @@ async function runThread(init: ThreadInit): Promise<void> {
       }
       case 'serverFields':
         backend.setServerFields(msg.fields);
+        return;
+      case 'admissions':
+        backend.setAdmissions(msg.specs);
         return;
       case 'stop':
         clearInterval(reportTimer);

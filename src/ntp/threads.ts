@@ -13,6 +13,7 @@
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { WallClock } from '../clock.js';
+import type { AdmissionSpec } from '../core/admission.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
@@ -62,6 +63,8 @@ export interface NtpThreadsOptions {
   readonly receiveBufferBytes?: number;
   /** Socket backend of every thread: the native addon, or dgram with reusePort (default "dgram"). */
   readonly backend?: ThreadBackend;
+  /** Access list and shared rate-limit table per policy index (default: admit everything). */
+  readonly admissions?: readonly AdmissionSpec[];
   /** Native backend: sendmsg per reply ("each", default) or sendmmsg per batch ("batch"). */
   readonly sendMode?: 'each' | 'batch';
   /** How often each thread reports its counters, milliseconds (default 250). */
@@ -141,6 +144,8 @@ export interface NtpThreads {
   setKeyset(bytes: Uint8Array): void;
   /** Broadcasts new server fields to every thread. */
   setServerFields(fields: ServerFields): void;
+  /** Broadcasts new access lists / limiter tables to every thread (SIGHUP). */
+  setAdmissions(specs: readonly AdmissionSpec[]): void;
   stats(): NtpThreadsStats;
   /** Terminates thread `index` as if it had crashed (tests). Resolves false if there is none. */
   terminateThread(index: number): Promise<boolean>;
@@ -197,6 +202,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
   const bucketCount = options.durationBucketsS === undefined ? 0 : options.durationBucketsS.length + 1;
   let keysetBytes = options.keysetBytes.slice();
   let serverFields = options.serverFields;
+  let admissions = options.admissions ?? [];
 
   const v4Ports = new Set(options.listen.filter((l) => l.family === 'IPv4').map((l) => l.port));
   let listen: ThreadListen[] = options.listen.map((l) => ({
@@ -340,6 +346,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       keysetBytes,
       serverFields,
       policies: options.policies,
+      admissions,
       clockShared: options.clock.shared,
       batchSize: options.batchSize,
       flushIntervalUs: options.flushIntervalUs,
@@ -446,6 +453,10 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
     setServerFields(fields) {
       serverFields = fields;
       for (const h of handles) h?.worker.postMessage({ kind: 'serverFields', fields } satisfies ToThread);
+    },
+    setAdmissions(specs) {
+      admissions = specs;
+      for (const h of handles) h?.worker.postMessage({ kind: 'admissions', specs } satisfies ToThread);
     },
     stats() {
       let alive = 0;

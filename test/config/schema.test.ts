@@ -149,7 +149,14 @@ test('keys of the other time-source mode are rejected', () => {
 test('defaults match OPERATIONS.md', () => {
   const c = valid(base());
   assert.equal(c.servers.length, 1);
-  assert.deepEqual(c.servers[0], { listen: { host: '0.0.0.0', port: 123, family: 'IPv4' }, requireNts: false, acceptNtpVersions: [3, 4] });
+  assert.deepEqual(c.servers[0], {
+    listen: { host: '0.0.0.0', port: 123, family: 'IPv4' },
+    requireNts: false,
+    acceptNtpVersions: [3, 4],
+    // Off by default, like chrony's ratelimit.
+    rateLimit: { intervalMs: 0, burst: 8, leak: 2, tableSize: 65536, ipv4PrefixBits: 32, ipv6PrefixBits: 64 },
+    access: { entries: [], defaultAction: 'allow' },
+  });
   const ke = c.ntsKeServers[0];
   assert.ok(ke !== undefined);
   assert.equal(ke.keyExchangeTimeoutMs, 2000);
@@ -188,6 +195,35 @@ test('defaults match OPERATIONS.md', () => {
   // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
   assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });
   assert.equal(DEFAULTS.timeSource.mode, 'follow');
+});
+
+test('[[server]] rate limit and access lists: values, and errors naming the key', () => {
+  const server = (extra: Record<string, unknown>): Doc => ({ ...base(), server: [{ listen: '0.0.0.0:123', ...extra }] });
+  const c = valid(server({ 'client-rate-limit-interval-s': 0.5, 'client-rate-limit-burst': 16, 'client-rate-limit-leak': 0, allow: ['10.0.0.0/8'], deny: ['10.9.0.0/16'], ignore: ['2001:db8::/32'], 'access-default': 'ignore' }));
+  const s = c.servers[0];
+  assert.ok(s !== undefined);
+  assert.equal(s.rateLimit.intervalMs, 500);
+  assert.equal(s.rateLimit.burst, 16);
+  assert.equal(s.rateLimit.leak, 0);
+  assert.deepEqual(s.access, {
+    entries: [
+      { prefix: '10.0.0.0/8', action: 'allow' },
+      { prefix: '10.9.0.0/16', action: 'deny' },
+      { prefix: '2001:db8::/32', action: 'ignore' },
+    ],
+    defaultAction: 'ignore',
+  });
+  const errors = (extra: Record<string, unknown>): string[] => {
+    const r = validateConfig(server(extra), OPTIONS);
+    assert.ok(!r.ok);
+    return r.errors;
+  };
+  assert.deepEqual(errors({ 'client-rate-limit-interval-s': -1 }), ['server[0].client-rate-limit-interval-s: must be a number between 0 and 86400, got -1']);
+  assert.deepEqual(errors({ 'client-rate-limit-leak': 17 }), ['server[0].client-rate-limit-leak: must be an integer between 0 and 16, got 17']);
+  assert.deepEqual(errors({ deny: ['10.0.0.0/40'] }), ['server[0].deny: not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): "10.0.0.0/40"']);
+  assert.deepEqual(errors({ allow: 'all' }), ['server[0].allow: must be an array of strings, got "all"']);
+  assert.deepEqual(errors({ allow: ['10.0.0.0/8'], ignore: ['10.0.0.0/8'] }), ['server[0].allow: 10.0.0.0/8 is listed as both allow and ignore']);
+  assert.deepEqual(errors({ 'access-default': 'maybe' }), ['server[0].access-default: must be one of "allow", "deny", "ignore", got "maybe"']);
 });
 
 test('worker-pool.datapath, send-mode and receive-buffer-bytes are checked, naming the key', () => {

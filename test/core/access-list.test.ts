@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { AccessList, parsePrefix, type AccessEntry } from '../../src/core/access-list.js';
+import { AccessList, type AccessEntry } from '../../src/core/access-list.js';
 
 function list(entries: AccessEntry[], defaultAction: 'allow' | 'deny' | 'ignore' = 'allow'): AccessList {
   const r = AccessList.compile(entries, defaultAction);
@@ -34,7 +34,6 @@ test('IPv4 prefixes match IPv4-mapped IPv6 peers (a dual-stack socket) the same 
   assert.equal(l.decide('192.0.2.7'), 'deny');
   assert.equal(l.decide('::ffff:192.0.2.7'), 'deny');
   assert.equal(l.decide('::ffff:198.51.100.1'), 'allow');
-  assert.equal(list([{ prefix: '::ffff:192.0.2.0/120', action: 'ignore' }]).decide('192.0.2.200'), 'ignore');
 });
 
 test('IPv6 prefixes: /64 sites, /0 everything, zone ids ignored', () => {
@@ -69,11 +68,10 @@ test('bad prefixes and contradictions are refused with a message naming them', (
     assert.ok(!r.ok);
     return r.error;
   };
-  assert.match(error([{ prefix: '10.0.0.0/33', action: 'deny' }]), /prefix length must be 0\.\.32/);
-  assert.match(error([{ prefix: '2001:db8::/129', action: 'deny' }]), /prefix length must be 0\.\.128/);
-  assert.match(error([{ prefix: '10.0.0.1/8', action: 'deny' }]), /bits set past the prefix length/);
-  assert.match(error([{ prefix: 'example.org/8', action: 'deny' }]), /not an IP address/);
-  assert.match(error([{ prefix: '::ffff:10.0.0.0/64', action: 'deny' }]), /at least \/96/);
+  assert.match(error([{ prefix: '10.0.0.0/33', action: 'deny' }]), /not a CIDR prefix .*"10\.0\.0\.0\/33"/);
+  assert.match(error([{ prefix: '2001:db8::/129', action: 'deny' }]), /not a CIDR prefix/);
+  assert.match(error([{ prefix: 'example.org/8', action: 'deny' }]), /not a CIDR prefix/);
+  assert.match(error([{ prefix: '::ffff:10.0.0.0/104', action: 'deny' }]), /not a CIDR prefix/, 'IPv4 prefixes are written as IPv4');
   assert.match(error([{ prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'allow' }]), /both deny and allow/);
   assert.ok(AccessList.compile([{ prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'deny' }]).ok, 'a repeat is fine');
 });
@@ -108,9 +106,10 @@ test('property: the decision equals the action of the longest matching prefix (b
   );
 });
 
-test('parsePrefix: a bare address is a full-length prefix', () => {
-  const v4 = parsePrefix('192.0.2.1');
-  assert.ok(v4.ok && v4.bits === 32 && v4.family === 4);
-  const v6 = parsePrefix('2001:db8::1');
-  assert.ok(v6.ok && v6.bits === 128 && v6.family === 6);
+test('a bare address is a one-host prefix', () => {
+  const l = list([{ prefix: '192.0.2.1', action: 'deny' }, { prefix: '2001:db8::1', action: 'ignore' }]);
+  assert.equal(l.decide('192.0.2.1'), 'deny');
+  assert.equal(l.decide('192.0.2.2'), 'allow');
+  assert.equal(l.decide('2001:db8::1'), 'ignore');
+  assert.equal(l.decide('2001:db8::2'), 'allow');
 });

@@ -14,6 +14,7 @@ import {
   createResponderContext,
   respond,
   respondRefused,
+  type RefusedResult,
   type ResponderContext,
   type ServerFields,
 } from '../../src/core/responder.js';
@@ -443,13 +444,14 @@ describe('respondRefused: requests refused by rate limit or access list before a
     p.set(counting(8, 0xa0), 40);
     return p;
   };
+  const POLICY = { requireNts: false, acceptNtpVersions: [3, 4], precision: -20 } as const;
+  const res = (): RefusedResult => ({ outcome: Outcome.ntpTime, length: 0 });
   const word = (p: Uint8Array, at: number): number => ((p[at]! << 24) | (p[at + 1]! << 16) | (p[at + 2]! << 8) | p[at + 3]!) >>> 0;
 
   it('RFC 5905 §7.4: a plain NTP client over its limit gets a KoD RATE (stratum 0, LI 3, origin echoed), 48 octets', () => {
-    const ctx = context(1);
     const out = new Uint8Array(48);
     const req = plain(4);
-    const r = respondRefused(req, RECEIVE, 'rateLimited', ctx, out);
+    const r = respondRefused(req, RECEIVE, 'rateLimited', POLICY, out, res());
     assert.equal(r.outcome, Outcome.kodRate);
     assert.equal(r.length, 48);
     assert.equal(out[0], (3 << 6) | (4 << 3) | 4, 'LI 3, VN 4, mode 4');
@@ -462,7 +464,7 @@ describe('respondRefused: requests refused by rate limit or access list before a
 
   it('a denied plain NTPv3 client gets a KoD DENY with its own version', () => {
     const out = new Uint8Array(48);
-    const r = respondRefused(plain(3), RECEIVE, 'denied', context(1), out);
+    const r = respondRefused(plain(3), RECEIVE, 'denied', POLICY, out, res());
     assert.equal(r.outcome, Outcome.kodDeny);
     assert.equal((out[0]! >>> 3) & 7, 3);
     assert.equal(word(out, 12), KISS_DENY);
@@ -473,24 +475,23 @@ describe('respondRefused: requests refused by rate limit or access list before a
     const s = session(ctx.keyset, 15);
     const req = buildClientRequest(spec(s)).packet;
     const out = new Uint8Array(req.length);
-    assert.equal(respondRefused(req, RECEIVE, 'rateLimited', ctx, out).outcome, Outcome.dropRateLimited);
-    assert.equal(respondRefused(req, RECEIVE, 'denied', ctx, out).outcome, Outcome.dropAccess);
-    assert.equal(respondRefused(req, RECEIVE, 'denied', ctx, out).length, 0);
+    assert.equal(respondRefused(req, RECEIVE, 'rateLimited', POLICY, out, res()).outcome, Outcome.dropRateLimited);
+    assert.equal(respondRefused(req, RECEIVE, 'denied', POLICY, out, res()).outcome, Outcome.dropAccess);
+    assert.equal(respondRefused(req, RECEIVE, 'denied', POLICY, out, res()).length, 0);
   });
 
   it('ignore, require-nts, bad modes, unaccepted versions and short packets are drops', () => {
     const out = new Uint8Array(64);
-    assert.equal(respondRefused(plain(), RECEIVE, 'ignored', context(1), out).outcome, Outcome.dropAccess);
-    assert.equal(respondRefused(plain(), RECEIVE, 'rateLimited', context(1, { requireNts: true }), out).outcome, Outcome.dropRateLimited);
-    assert.equal(respondRefused(plain(2), RECEIVE, 'denied', context(1), out).outcome, Outcome.dropAccess);
+    assert.equal(respondRefused(plain(), RECEIVE, 'ignored', POLICY, out, res()).outcome, Outcome.dropAccess);
+    assert.equal(respondRefused(plain(), RECEIVE, 'rateLimited', { ...POLICY, requireNts: true }, out, res()).outcome, Outcome.dropRateLimited);
+    assert.equal(respondRefused(plain(2), RECEIVE, 'denied', POLICY, out, res()).outcome, Outcome.dropAccess);
     const server = plain();
     server[0] = (4 << 3) | 4;
-    assert.equal(respondRefused(server, RECEIVE, 'rateLimited', context(1), out).length, 0);
-    assert.equal(respondRefused(plain().subarray(0, 40), RECEIVE, 'rateLimited', context(1), out).outcome, Outcome.dropRateLimited);
+    assert.equal(respondRefused(server, RECEIVE, 'rateLimited', POLICY, out, res()).length, 0);
+    assert.equal(respondRefused(plain().subarray(0, 40), RECEIVE, 'rateLimited', POLICY, out, res()).outcome, Outcome.dropRateLimited);
   });
 
   it('property: never longer than the request, never throws', () => {
-    const ctx = context(3);
     for (let n = 0; n < 2000; n++) {
       const len = n % 97;
       const bytes = new Uint8Array(len);
@@ -498,7 +499,7 @@ describe('respondRefused: requests refused by rate limit or access list before a
       if (n % 3 === 0 && len >= 1) bytes[0] = (4 << 3) | 3; // often a client header
       const out = new Uint8Array(Math.max(48, len));
       for (const reason of ['rateLimited', 'denied', 'ignored'] as const) {
-        assert.ok(respondRefused(bytes, RECEIVE, reason, ctx, out).length <= len);
+        assert.ok(respondRefused(bytes, RECEIVE, reason, POLICY, out, res()).length <= len);
       }
     }
   });
