@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { WallClock } from '../src/clock.js';
 import { validateConfig, type Config, type Datapath } from '../src/config/schema.js';
@@ -411,3 +412,38 @@ for (const [name, receiveThreads, datapath] of ADMISSION_PATHS) {
     }
   });
 }
+
+test('the daemon: a [[server]] deny list answers plain NTP with KoD DENY, and SIGHUP with the list removed serves time again', { timeout: 30_000 }, async () => {
+  const dir = makeTempDir('ntp-access');
+  const pki = makeTestPki();
+  const base = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath, threads: 1 });
+  const withDeny = base.replace(/^(listen = "127\.0\.0\.1:\d+")$/m, '$1\ndeny = ["127.0.0.0/8"]');
+  assert.notEqual(withDeny, base);
+  const daemon = await startDaemon({ toml: withDeny, dir });
+  const client = await openTestClient();
+  try {
+    const port = daemon.ntp[0]?.port ?? 0;
+    const kind = async (): Promise<string> => {
+      try {
+        return KISS(await client.exchange(plainRequest(), port, 500));
+      } catch {
+        return 'none';
+      }
+    };
+    assert.equal(await kind(), 'DENY');
+    writeFileSync(daemon.configPath, base);
+    const from = daemon.lines().length;
+    daemon.signal('SIGHUP');
+    await daemon.waitForLine((l) => l['msg'] === 'reload', 10_000, from);
+    const deadline = Date.now() + 5000;
+    let now = await kind();
+    while (now !== 'time' && Date.now() < deadline) now = await kind();
+    assert.equal(now, 'time', 'the access list change applied without a restart');
+    assert.ok(!daemon.lines().slice(from).some((l) => l['msg']?.toString().startsWith('reload: some changes need a restart') === true), 'no restart warning for an access list change');
+  } finally {
+    await client.close();
+    await daemon.stop('SIGKILL', 2000);
+    removeDir(dir);
+    pki.cleanup();
+  }
+});
