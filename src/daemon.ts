@@ -253,7 +253,7 @@ function openKeysetSource(
  * rate limits). Anything else that changed needs a restart: it is logged as a warning and not applied.
  * An invalid file changes nothing. Returns the configuration now in force.
  */
-function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners, ntp: NtpListeners): Config {
+function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners, ntp: NtpListeners | undefined): Config {
   let next: Config;
   try {
     next = loadConfigFile(path);
@@ -272,7 +272,7 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
       return n === undefined ? s : { ...s, access: n.access, rateLimit: { ...n.rateLimit, tableSize: s.rateLimit.tableSize } };
     }),
   };
-  ntp.setAdmission(applied.servers);
+  ntp?.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
   ke.updateRateLimits(applied.ntsKeServers.map((k) => k.clientRateLimit));
   const needRestart = changesRequiringRestart(running, next);
