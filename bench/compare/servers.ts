@@ -59,6 +59,12 @@ export async function startNtsd(options: {
   readonly threads?: number | undefined;
   /** `[[nts-ke-server]] thread-niceness`; undefined = ntsd's default. */
   readonly threadNiceness?: number | undefined;
+  /** `[worker-pool] datapath`; undefined = ntsd's default (auto). "native" fails when the addon is missing. */
+  readonly datapath?: 'native' | 'dgram' | 'auto' | undefined;
+  /** `[worker-pool] send-mode` (native datapath); undefined = ntsd's default. */
+  readonly sendMode?: 'each' | 'batch' | undefined;
+  /** Name reported in results (default "ntsd"). */
+  readonly label?: string | undefined;
   readonly startTimeoutMs?: number;
 }): Promise<ServerUnderTest> {
   const dir = makeWorkDir('bench-ntsd');
@@ -83,7 +89,11 @@ export async function startNtsd(options: {
     'log-level = "info"',
     'metrics-listen = ""',
     '',
-    ...(options.threads === undefined ? [] : ['[worker-pool]', `threads = ${options.threads}`, '']),
+    '[worker-pool]',
+    ...(options.threads === undefined ? [] : [`threads = ${options.threads}`]),
+    ...(options.datapath === undefined ? [] : [`datapath = "${options.datapath}"`]),
+    ...(options.sendMode === undefined ? [] : [`send-mode = "${options.sendMode}"`]),
+    '',
     '[time-source]',
     'mode = "static"',
     'local-stratum = 2',
@@ -101,7 +111,20 @@ export async function startNtsd(options: {
     await peer.stop();
     throw err;
   }
-  return { name: 'ntsd', pid: peer.pid, ntpPort: options.ntpPort, kePort: options.kePort, output: peer.output, running: peer.running, stop: peer.stop };
+  const datapath = /"datapath":"(\w+)"[^\n]*"msg":"NTP datapath"/.exec(peer.output())?.[1];
+  if (options.datapath !== undefined && options.datapath !== 'auto' && datapath !== options.datapath) {
+    await peer.stop();
+    throw new Error(`ntsd was asked for datapath ${options.datapath} but runs ${datapath ?? 'an unknown one'}:\n${peer.output()}`);
+  }
+  return {
+    name: options.label ?? 'ntsd',
+    pid: peer.pid,
+    ntpPort: options.ntpPort,
+    kePort: options.kePort,
+    output: peer.output,
+    running: peer.running,
+    stop: peer.stop,
+  };
 }
 
 /** Starts Debian's chronyd as an NTS server (PEERS.md) presenting the same chain. */

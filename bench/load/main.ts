@@ -9,7 +9,18 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { runLoad } from './run.js';
-import { DEFAULT_LOAD_OPTIONS, LoadMode, Pacing, type HostPort, type LoadModeValue, type LoadOptions, type LoadReport, type PacingValue } from './protocol.js';
+import {
+  DEFAULT_LOAD_OPTIONS,
+  LoadMode,
+  Pacing,
+  Timestamps,
+  type HostPort,
+  type LoadModeValue,
+  type LoadOptions,
+  type LoadReport,
+  type PacingValue,
+  type TimestampsValue,
+} from './protocol.js';
 
 const USAGE = `usage: node dist/bench/load/main.js --mode nts|plain|ke|echo [options]
 
@@ -35,6 +46,8 @@ const USAGE = `usage: node dist/bench/load/main.js --mode nts|plain|ke|echo [opt
   --placeholders P     nts: cookie placeholders per request (default 0)
   --probe-rate N       nts/plain: also run an idle probe thread at N req/s (≤ 1000) and report its
                        delay and |offset| apart: the server's timestamping error under the load
+  --timestamps T       auto (default: kernel stamps when the native addon loads), kernel (or fail), user
+  --tick-us U          kernel-stamped sender: longest idle sleep between socket polls (default ${DEFAULT_LOAD_OPTIONS.tickUs})
   --json               print one JSON object (the LoadReport) instead of text
 `;
 
@@ -64,6 +77,10 @@ function integer(text: string | undefined, what: string, fallback: number, min =
 
 function isMode(value: string): value is LoadModeValue {
   return Object.values(LoadMode).some((m) => m === value);
+}
+
+function isTimestamps(value: string): value is TimestampsValue {
+  return Object.values(Timestamps).some((t) => t === value);
 }
 
 function isPacing(value: string): value is PacingValue {
@@ -96,6 +113,8 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
       pool: { type: 'string' },
       placeholders: { type: 'string' },
       'probe-rate': { type: 'string' },
+      timestamps: { type: 'string' },
+      'tick-us': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -125,6 +144,8 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
     }
   }
   const aeadIds = values.aead?.split(',').map((s) => integer(s.trim(), '--aead', 0, 0));
+  const timestamps = values.timestamps ?? d.timestamps;
+  if (!isTimestamps(timestamps)) throw new UsageError(`--timestamps: expected auto, kernel or user, got "${timestamps}"`);
   const placeholders = integer(values.placeholders, '--placeholders', d.placeholders, 0);
   if (placeholders > 7) throw new UsageError('--placeholders: at most 7 (RFC 8915 §5.7)');
   const options: LoadOptions = {
@@ -148,6 +169,8 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
     poolSize: integer(values.pool, '--pool', d.poolSize),
     placeholders,
     probeRatePerS: positive(values['probe-rate'], '--probe-rate', d.probeRatePerS, true),
+    timestamps,
+    tickUs: integer(values['tick-us'], '--tick-us', d.tickUs),
   };
   if (options.warmupS >= options.durationS) throw new UsageError('--warmup-s must be shorter than --duration-s');
   return { options, json: values.json === true };
@@ -178,6 +201,14 @@ export function formatReport(r: LoadReport): string {
     if (r.offsetAbsUs !== null) {
       lines.push(
         `|offset|: p50 ${us(r.offsetAbsUs.p50)}, p99 ${us(r.offsetAbsUs.p99)}, p99.9 ${us(r.offsetAbsUs.p999)}, max ${us(r.offsetAbsUs.max)} (mean signed ${us(r.offsetMeanUs ?? Number.NaN)})`,
+      );
+    }
+    if (r.residenceUs !== null) lines.push(`server residence T3 − T2: p50 ${us(r.residenceUs.p50)}, p99 ${us(r.residenceUs.p99)}, p99.9 ${us(r.residenceUs.p999)}`);
+    lines.push(`timestamps: ${r.timestamps ?? '-'}${r.timestampsNote === null ? '' : ` (${r.timestampsNote})`}`);
+    if (r.stamps !== null) {
+      const st = r.stamps;
+      lines.push(
+        `samples ${st.samples}; rejected: stale ${st.stale}, late ${st.late}; no RX stamp ${st.noRxStamp}, no TX stamp ${st.noTxStamp}, TX stamp outside its send ${st.txStampOutsideSend}, unmatched TX stamps ${st.txStampUnmatched}; requests re-sealed ${st.rebuilt}`,
       );
     }
   }

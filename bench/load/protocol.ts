@@ -28,6 +28,18 @@ export const Pacing = {
 /** One of Pacing. */
 export type PacingValue = (typeof Pacing)[keyof typeof Pacing];
 
+/** Where the generator's t1 and t4 come from. */
+export const Timestamps = {
+  /** Kernel stamps when the native addon loads (nts and plain modes), else user space (the default). */
+  auto: 'auto',
+  /** Kernel stamps or fail: SO_TIMESTAMPING TX stamp of each request, RX stamp of each reply. */
+  kernel: 'kernel',
+  /** Clock reads in JavaScript around Node's dgram calls (measures the generator's own queueing too). */
+  user: 'user',
+} as const;
+/** One of Timestamps. */
+export type TimestampsValue = (typeof Timestamps)[keyof typeof Timestamps];
+
 /** A host and port. */
 export interface HostPort {
   readonly host: string;
@@ -78,6 +90,10 @@ export interface LoadOptions {
    * server's timestamping error under load rather than the generator's own queueing.
    */
   readonly probeRatePerS: number;
+  /** Where t1 and t4 come from. */
+  readonly timestamps: TimestampsValue;
+  /** Kernel-stamped sender: longest sleep between polls of its sockets, µs (fixed rate: also the burst spacing). */
+  readonly tickUs: number;
 }
 
 /** Defaults of LoadOptions (the CLI starts from these). */
@@ -102,6 +118,8 @@ export const DEFAULT_LOAD_OPTIONS: LoadOptions = {
   poolSize: 32_768,
   placeholders: 0,
   probeRatePerS: 0,
+  timestamps: 'auto',
+  tickUs: 200,
 };
 
 /** Keys and cookies from the one NTS-KE of an nts run, handed to every sender thread. */
@@ -130,6 +148,11 @@ export interface UdpWorkerData {
   readonly pacing: PacingValue;
   readonly poolSize: number;
   readonly placeholders: number;
+  /** Kernel-stamped sender (the native addon's client mode) instead of Node's dgram. */
+  readonly kernelStamps: boolean;
+  /** Kernel-stamped sender: the target's IP literal (resolved by the main thread). */
+  readonly targetAddress: string;
+  readonly tickUs: number;
 }
 
 /** workerData of a KE thread. */
@@ -183,6 +206,29 @@ export interface UdpWorkerResult {
   readonly offsetSumUs: number;
   /** Sender loop iterations (pacing diagnostics). */
   readonly loops: number;
+  /** Server residence T3 − T2 of the measured valid replies, µs. */
+  readonly residence: HistogramSnapshot;
+  readonly stamps: StampCounts;
+}
+
+/** How the timestamps and matches of a sender's replies went. */
+export interface StampCounts {
+  /** Valid measured replies that gave an offset sample. */
+  readonly samples: number;
+  /** Replies whose origin timestamp named an earlier generation of the request (a resend's old reply). */
+  readonly stale: number;
+  /** Replies to a request already declared lost (same generation, after the timeout). */
+  readonly late: number;
+  /** Valid replies without a kernel receive stamp (no sample). */
+  readonly noRxStamp: number;
+  /** Valid replies whose request had no transmit stamp (none came, or the send batch was ambiguous). */
+  readonly noTxStamp: number;
+  /** Transmit stamps outside the clock reads around their send call (rejected). */
+  readonly txStampOutsideSend: number;
+  /** Transmit stamps that named no request in flight (already answered, lost or unknown id). */
+  readonly txStampUnmatched: number;
+  /** Requests rebuilt with a new generation before a resend. */
+  readonly rebuilt: number;
 }
 
 /** Worker → main: counts of a KE thread. */
@@ -211,6 +257,7 @@ export interface ProbeReport {
   readonly delayUs: QuantilesUs;
   readonly offsetAbsUs: QuantilesUs;
   readonly offsetMeanUs: number | null;
+  readonly residenceUs: QuantilesUs;
 }
 
 /** The outcome of one run: what the CLI prints and what compare reads (`--json`). */
@@ -249,6 +296,14 @@ export interface LoadReport {
   readonly offsetAbsUs: QuantilesUs | null;
   /** Mean signed offset, µs. */
   readonly offsetMeanUs: number | null;
+  /** Server residence T3 − T2 (receive to transmit timestamp), µs; null in echo and KE modes. */
+  readonly residenceUs: QuantilesUs | null;
+  /** "kernel": t1 is the TX stamp of that datagram and t4 the RX stamp of its reply; "user-space": clock reads in JavaScript. */
+  readonly timestamps: 'kernel' | 'user-space' | null;
+  /** Why user-space stamps were used (null with kernel stamps). */
+  readonly timestampsNote: string | null;
+  /** Match and stamp counts over all bulk threads (null in KE mode). */
+  readonly stamps: StampCounts | null;
   /** The probe thread's own measurements (see LoadOptions.probeRatePerS); null without a probe. */
   readonly probe: ProbeReport | null;
   /** The one NTS-KE of an nts run. */

@@ -5,6 +5,9 @@
  * count; the main thread merges their counts into one LoadReport.
  */
 import { Worker } from 'node:worker_threads';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { loadNativeUdp } from '../../src/ntp/native.js';
 import { startClockCalibrator, WallClock, monotonicS } from '../../src/clock.js';
 import { performKeyExchange } from '../../src/client/ke-client.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
@@ -18,6 +21,7 @@ import type {
   NtsSession,
   ProbeReport,
   UdpWorkerData,
+  StampCounts,
   UdpWorkerResult,
   WorkerMessage,
 } from './protocol.js';
@@ -112,7 +116,27 @@ function probeReport(r: UdpWorkerResult): ProbeReport {
     delayUs: delay.quantiles(),
     offsetAbsUs: offset.quantiles(),
     offsetMeanUs: offset.count > 0 ? r.offsetSumUs / offset.count : null,
+    residenceUs: histogramOf(r.residence).quantiles(),
   };
+}
+
+function histogramOf(snapshot: UdpWorkerResult['residence']): UsHistogram {
+  const h = new UsHistogram();
+  h.merge(snapshot);
+  return h;
+}
+
+/**
+ * Which timestamps the UDP senders use: kernel ones when the addon loads (nts and plain modes), unless
+ * asked for user space; `kernel` without the addon is an error. The note says why user space was used.
+ */
+export function chooseTimestamps(options: Pick<LoadOptions, 'mode' | 'timestamps'>): { kernel: boolean; note: string | null } {
+  if (options.mode === 'echo' || options.mode === 'ke') return { kernel: false, note: `${options.mode} mode stamps in user space` };
+  if (options.timestamps === 'user') return { kernel: false, note: 'user-space stamps requested (--timestamps user)' };
+  const loaded = loadNativeUdp();
+  if (loaded.ok) return { kernel: true, note: null };
+  if (options.timestamps === 'kernel') throw new Error(`--timestamps kernel: the native addon is unavailable: ${loaded.reason}`);
+  return { kernel: false, note: `native addon unavailable (${loaded.reason}): user-space stamps, which include the generator's own queueing` };
 }
 
 /** Runs one load run as described by `options` and returns its report. Throws on setup failures (KE refused, bad options). */
@@ -122,6 +146,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   const calibrator = startClockCalibrator(clock);
   let echo: EchoServer | undefined;
   const threads: Thread[] = [];
+  let stampChoice: { kernel: boolean; note: string | null } = { kernel: false, note: null };
   try {
     let target = options.target;
     let session: NtsSession | undefined;
@@ -179,6 +204,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     } else {
       if (target === undefined) throw new Error('no NTP target');
       const mode = options.mode;
+      stampChoice = chooseTimestamps(options);
+      // The kernel-stamped sender connects by IP literal: resolve a name (the KE's Server record may be one) once here.
+      const targetAddress = isIP(target.host) !== 0 || !stampChoice.kernel ? target.host : (await lookup(target.host)).address;
+      const kernelStamps = stampChoice.kernel;
       const udpThread = (index: number, ratePerS: number | undefined, maxRequests: number, extra: Partial<UdpWorkerData>): Thread =>
         startThread({
           role: 'udp',
@@ -196,6 +225,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           pacing: options.pacing,
           poolSize: Math.max(options.window * options.socketsPerThread * 2, Math.min(options.poolSize, Math.max(1024, maxRequests))),
           placeholders: options.placeholders,
+          kernelStamps,
+          targetAddress,
+          tickUs: options.tickUs,
           ...extra,
         });
       for (let i = 0; i < options.threads; i++) {
@@ -267,6 +299,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         delayUs: hist.quantiles(),
         offsetAbsUs: null,
         offsetMeanUs: null,
+        residenceUs: null,
+        timestamps: null,
+        timestampsNote: null,
+        stamps: null,
         probe: null,
         session: null,
         keFailures: failures,
@@ -282,6 +318,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const probeResult = allUdp[options.threads];
     const delay = new UsHistogram();
     const offset = new UsHistogram();
+    const residence = new UsHistogram();
+    const stamps: Record<keyof StampCounts, number> = { samples: 0, stale: 0, late: 0, noRxStamp: 0, noTxStamp: 0, txStampOutsideSend: 0, txStampUnmatched: 0, rebuilt: 0 };
     const invalidByReason: Record<string, number> = {};
     let sentTotal = 0;
     let sent = 0;
@@ -298,6 +336,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     for (const r of udpResults) {
       delay.merge(r.delay);
       offset.merge(r.offset);
+      residence.merge(r.residence);
+      for (const k of Object.keys(stamps) as (keyof StampCounts)[]) stamps[k] += r.stamps[k];
       for (const [k, v] of Object.entries(r.invalid)) invalidByReason[k] = (invalidByReason[k] ?? 0) + v;
       sentTotal += r.sentTotal;
       sent += r.sent;
@@ -341,6 +381,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       delayUs: delay.count > 0 ? delay.quantiles() : emptyQuantiles(),
       offsetAbsUs: hasOffset ? offset.quantiles() : null,
       offsetMeanUs: hasOffset && offset.count > 0 ? offsetSumUs / offset.count : null,
+      residenceUs: hasOffset ? residence.quantiles() : null,
+      timestamps: stampChoice.kernel ? 'kernel' : 'user-space',
+      timestampsNote: stampChoice.note,
+      stamps,
       probe: probeResult === undefined ? null : probeReport(probeResult),
       session: sessionInfo,
       keFailures: null,

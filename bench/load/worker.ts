@@ -1,14 +1,15 @@
 /**
- * One load-generator thread. A UDP thread owns its sockets and a pool of precomputed requests (NTS:
- * sealed with C2S, each with its own Unique Identifier and transmit timestamp, cookies reused round-robin
- * since the server is stateless); it sends at a fixed rate or keeps a window outstanding, matches replies
- * by the echoed origin timestamp, checks every reply cheaply and a sample fully, and records delay and
- * |offset|. A KE thread runs several NTS-KE sessions back to back. Both stop by themselves and post one
- * result message.
+ * One load-generator thread. A UDP thread owns its sockets and a pool of precomputed requests (pool.ts:
+ * NTS-sealed with C2S, each with its own Unique Identifier and a transmit timestamp naming the request
+ * and its generation; cookies reused round-robin since the server is stateless); it sends at a fixed rate
+ * or keeps a window outstanding, matches replies by the echoed origin timestamp, checks every reply
+ * cheaply and a sample fully, and records delay, |offset| and the server's residence time. A KE thread
+ * runs several NTS-KE sessions back to back. All stop by themselves and post one result message.
  *
- * The transmit timestamp of request i is (runTag, i): the server echoes it as the origin timestamp
- * (RFC 5905 §8), which gives the slot without a lookup table. It carries no clock reading (chrony does
- * the same), so a request can be sealed long before it is sent; t1 is read just before the send.
+ * Two UDP senders: the kernel-stamped one (native-sender.ts, the addon's client mode; t1 and t4 are the
+ * kernel's stamps of the datagrams themselves), used whenever the addon loads, and the dgram one here
+ * (Node sockets; t1 read just before the send, t4 when the message callback runs, so the generator's own
+ * queueing shows up in every figure), kept for machines without the addon and labelled "user-space".
  */
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { createSocket, type Socket } from 'node:dgram';
@@ -16,20 +17,23 @@ import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { WallClock, monotonicS, NTP_UNIX_OFFSET_S } from '../../src/clock.js';
 import { getAead } from '../../src/core/crypto/aead.js';
-import { buildNtsRequest, MIN_UNIQUE_ID_LENGTH, ntsRequestLength, verifyNtsResponse } from '../../src/client/ntp-client.js';
 import { performKeyExchange } from '../../src/client/ke-client.js';
+import { loadNativeUdp } from '../../src/ntp/native.js';
 import { UsHistogram } from './histogram.js';
+import { runNativeSender } from './native-sender.js';
+import { RequestPool, type PoolKey } from './pool.js';
+import { cheapReplyProblem, fullReplyProblem } from './reply-check.js';
 import type { GoMessage, KeWorkerData, KeWorkerResult, LoadWorkerData, UdpWorkerData, UdpWorkerResult, WorkerMessage } from './protocol.js';
 
 const NTP_HEADER_BYTES = 48;
-/** LI 0, VN 4, mode 3 (client), RFC 5905 §7.3. */
-const CLIENT_LI_VN_MODE = (4 << 3) | 3;
 const ORIGIN_OFFSET = 24;
 const RECEIVE_OFFSET = 32;
 const TRANSMIT_OFFSET = 40;
 const TWO_POW_32 = 4_294_967_296;
 const FREE = 0;
 const IN_FLIGHT = 1;
+/** Declared lost: rebuilt with a new generation before its next send. */
+const TAINTED = 2;
 /** Replies fully checked at the start of a run regardless of the sampling rate. */
 const ALWAYS_VERIFY_FIRST = 32;
 /** Most packets a tick-paced sender sends in one go (so replies keep being read while it catches up). */
@@ -66,75 +70,13 @@ function randomU32(): number {
   return ((b[0] ?? 0) * 0x1000000 + ((b[1] ?? 0) << 16) + ((b[2] ?? 0) << 8) + (b[3] ?? 0)) >>> 0;
 }
 
-function writeU32BE(buf: Uint8Array, offset: number, value: number): void {
-  buf[offset] = (value >>> 24) & 0xff;
-  buf[offset + 1] = (value >>> 16) & 0xff;
-  buf[offset + 2] = (value >>> 8) & 0xff;
-  buf[offset + 3] = value & 0xff;
-}
 
-/** The precomputed requests of one UDP thread. */
-interface RequestPool {
-  readonly packets: Buffer[];
-  readonly lengths: Uint16Array;
-  /** Unique Identifier of each request (nts mode), `MIN_UNIQUE_ID_LENGTH` octets each. */
-  readonly uniqueIds: Uint8Array;
-}
-
-function buildPool(data: UdpWorkerData, runTag: number): RequestPool {
-  const size = data.poolSize;
-  const packets: Buffer[] = new Array<Buffer>(size);
-  const lengths = new Uint16Array(size);
-  if (data.mode !== 'nts') {
-    const block = Buffer.alloc(size * NTP_HEADER_BYTES);
-    for (let i = 0; i < size; i++) {
-      const at = i * NTP_HEADER_BYTES;
-      block[at] = CLIENT_LI_VN_MODE;
-      block[at + 2] = 4; // poll exponent
-      writeU32BE(block, at + TRANSMIT_OFFSET, runTag);
-      writeU32BE(block, at + TRANSMIT_OFFSET + 4, i);
-      packets[i] = block.subarray(at, at + NTP_HEADER_BYTES);
-      lengths[i] = NTP_HEADER_BYTES;
-    }
-    return { packets, lengths, uniqueIds: new Uint8Array(0) };
-  }
-  const session = data.session;
-  if (session === undefined) throw new Error('nts mode without a session');
-  const aead = getAead(session.aeadId);
-  if (aead === undefined) throw new Error(`AEAD ${session.aeadId} is not implemented`);
-  if (session.cookies.length === 0) throw new Error('the NTS-KE returned no cookies');
-  const c2sCipher = aead.newCipher(session.c2s);
-  let stride = 0;
-  for (const cookie of session.cookies) stride = Math.max(stride, ntsRequestLength(aead, MIN_UNIQUE_ID_LENGTH, cookie.length, data.placeholders));
-  const block = Buffer.alloc(size * stride);
-  const uniqueIds = new Uint8Array(size * MIN_UNIQUE_ID_LENGTH);
-  randomFillSync(uniqueIds);
-  for (let i = 0; i < size; i++) {
-    const at = i * stride;
-    const cookie = session.cookies[i % session.cookies.length] ?? new Uint8Array(0);
-    const end = buildNtsRequest(
-      {
-        aead,
-        c2sCipher,
-        uniqueId: uniqueIds.subarray(i * MIN_UNIQUE_ID_LENGTH, (i + 1) * MIN_UNIQUE_ID_LENGTH),
-        cookie,
-        placeholders: data.placeholders,
-        fillRandom: randomFillSync,
-        transmitTime: { seconds: runTag, fraction: i },
-      },
-      block,
-      at,
-    );
-    packets[i] = block.subarray(at, end);
-    lengths[i] = end - at;
-  }
-  return { packets, lengths, uniqueIds };
-}
-
+/** The dgram sender (user-space stamps): Node sockets, t1 read before the send, t4 in the message callback. */
 function runUdp(data: UdpWorkerData, port: MessagePort): void {
   const clock = new WallClock(data.clockShared);
   const runTag = randomU32();
-  const pool = buildPool(data, runTag);
+  const pool = new RequestPool(data.mode, data.poolSize, runTag, data.session, data.placeholders);
+  const key: PoolKey = { index: 0, generation: 0 };
   const size = data.poolSize;
   const matchOffset = data.mode === 'echo' ? TRANSMIT_OFFSET : ORIGIN_OFFSET;
   const s2cCipher = data.session === undefined ? undefined : getAead(data.session.aeadId)?.newCipher(data.session.s2c);
@@ -155,7 +97,10 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
 
   const delay = new UsHistogram();
   const offset = new UsHistogram();
+  const residence = new UsHistogram();
   const invalid: Record<string, number> = {};
+  let stale = 0;
+  let late = 0;
   let offsetSumUs = 0;
   let sentTotal = 0;
   let sent = 0;
@@ -186,7 +131,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   };
 
   const expire = (idx: number): void => {
-    state[idx] = FREE;
+    state[idx] = TAINTED;
     const j = slotSocket[idx] ?? 0;
     inFlight[j] = (inFlight[j] ?? 0) - 1;
     if (measuredSlot[idx] === 1) lost++;
@@ -196,6 +141,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
     const idx = nextSeq % size;
     nextSeq++;
     if (state[idx] === IN_FLIGHT) expire(idx);
+    if (state[idx] === TAINTED) pool.nextGeneration(idx);
     const t1 = now();
     state[idx] = IN_FLIGHT;
     sendAt[idx] = t1;
@@ -205,9 +151,8 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
     inFlight[j] = (inFlight[j] ?? 0) + 1;
     sentTotal++;
     if (measured) sent++;
-    const packet = pool.packets[idx];
     const socket = sockets[j];
-    if (packet !== undefined && socket !== undefined) socket.send(packet);
+    if (socket !== undefined) socket.send(pool.packet(idx));
   };
 
   const mayStillSend = (): boolean => {
@@ -224,34 +169,18 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   };
 
   const checkReply = (msg: Buffer, idx: number): boolean => {
-    if (msg.length > (pool.lengths[idx] ?? 0)) {
-      countInvalid('larger_than_request');
-      return false;
-    }
-    const first = msg[0] ?? 0;
-    if ((first & 7) !== 4 || ((first >>> 3) & 7) !== 4) {
-      countInvalid('not_server_reply');
-      return false;
-    }
-    if (msg[1] === 0) {
-      countInvalid(data.mode === 'nts' ? 'nts_nak_or_kod' : 'kiss_of_death');
+    const bytes = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
+    const problem = cheapReplyProblem(bytes, 0, msg.length, pool.lengths[idx] ?? 0, data.mode === 'nts');
+    if (problem !== undefined) {
+      countInvalid(problem);
       return false;
     }
     replies++;
     if (replies <= ALWAYS_VERIFY_FIRST || replies % data.verifyEvery === 0) {
       verified++;
-      if (data.mode === 'nts' && s2cCipher !== undefined) {
-        const checked = verifyNtsResponse(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), {
-          uniqueId: pool.uniqueIds.subarray(idx * MIN_UNIQUE_ID_LENGTH, (idx + 1) * MIN_UNIQUE_ID_LENGTH),
-          transmitTime: { seconds: runTag, fraction: idx },
-          s2cCipher,
-        });
-        if (!checked.ok) {
-          countInvalid(checked.error);
-          return false;
-        }
-      } else if (msg.readUInt32BE(RECEIVE_OFFSET) === 0 && msg.readUInt32BE(RECEIVE_OFFSET + 4) === 0) {
-        countInvalid('zero_receive_timestamp');
+      const full = fullReplyProblem(bytes, 0, msg.length, pool, idx, data.mode === 'nts' ? s2cCipher : undefined);
+      if (full !== undefined) {
+        countInvalid(full);
         return false;
       }
     }
@@ -265,9 +194,18 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
       unmatched++;
       return;
     }
-    const idx = msg.readUInt32BE(matchOffset + 4);
-    if (msg.readUInt32BE(matchOffset) !== runTag || idx >= size || state[idx] !== IN_FLIGHT) {
+    if (msg.readUInt32BE(matchOffset) !== runTag || !pool.decode(msg.readUInt32BE(matchOffset + 4), key)) {
       unmatched++;
+      return;
+    }
+    const idx = key.index;
+    if (!pool.isCurrent(key)) {
+      stale++;
+      return;
+    }
+    if (state[idx] !== IN_FLIGHT) {
+      if (state[idx] === TAINTED) late++;
+      else unmatched++;
       return;
     }
     state[idx] = FREE;
@@ -287,6 +225,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
           const offsetUs = ((t2 - t1 + (t3 - t4)) / 2) * 1e6;
           offset.record(offsetUs);
           offsetSumUs += offsetUs;
+          residence.record((t3 - t2) * 1e6);
         }
       }
     }
@@ -340,6 +279,8 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
         offset: offset.snapshot(),
         offsetSumUs,
         loops,
+        residence: residence.snapshot(),
+        stamps: { samples: offset.count, stale, late, noRxStamp: 0, noTxStamp: 0, txStampOutsideSend: 0, txStampUnmatched: 0, rebuilt: pool.rebuilt },
       };
       post(port, result);
     };
@@ -418,6 +359,16 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   });
 }
 
+/** The kernel-stamped sender (native-sender.ts); the main thread only asks for it when the addon loads. */
+function runKernelStamped(data: UdpWorkerData, port: MessagePort): void {
+  const loaded = loadNativeUdp();
+  if (!loaded.ok) throw new Error(`kernel timestamps unavailable: ${loaded.reason}`);
+  runNativeSender(loaded.addon, data, port, () => waitForGo(port), randomU32()).then(
+    (result) => post(port, result),
+    (err: unknown) => post(port, { type: 'failed', message: err instanceof Error ? err.message : String(err) }),
+  );
+}
+
 function runKe(data: KeWorkerData, port: MessagePort): void {
   const duration = new UsHistogram();
   const failed: Record<string, number> = {};
@@ -472,7 +423,8 @@ if (!isMainThread && parentPort !== null && isLoadWorkerData(workerData)) {
   const port = parentPort;
   const data = workerData;
   try {
-    if (data.role === 'udp') runUdp(data, port);
+    if (data.role === 'udp' && data.kernelStamps) runKernelStamped(data, port);
+    else if (data.role === 'udp') runUdp(data, port);
     else runKe(data, port);
   } catch (err) {
     post(port, { type: 'failed', message: err instanceof Error ? err.message : String(err) });

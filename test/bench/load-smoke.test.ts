@@ -1,8 +1,11 @@
 /**
  * Smoke tests of the load generator (bench/load): short runs bounded in time (≤ 3 s) and count
  * (≤ 2000 requests) against servers started here on 127.0.0.1 — its own echo server, a tiny plain NTP
- * responder, deliberately broken responders (so the checks are shown to catch bad replies), and the
- * ntsd daemon itself through its CLI for nts mode.
+ * responder, deliberately broken or slow responders (so the checks are shown to catch bad replies and
+ * stale matches), and the ntsd daemon itself through its CLI for nts mode, with kernel timestamps
+ * (the native addon's client mode) and with the user-space fallback.
+ *
+ * `NTSD_REQUIRE_NATIVE=1` (set by .ci/run) turns a missing addon into a failure instead of a skip.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +17,15 @@ import { DEFAULT_LOAD_OPTIONS, type LoadOptions } from '../../bench/load/protoco
 import { freeTcpAndUdpPort } from '../interop/peers.js';
 import { makeTestPki } from '../helpers/certs.js';
 import { startNtsd } from '../../bench/compare/servers.js';
+import { loadNativeUdp } from '../../src/ntp/native.js';
+
+const native = loadNativeUdp();
+/** Skip reason for the kernel-stamp tests, or undefined when they must run. */
+function nativeSkip(): string | undefined {
+  if (native.ok) return undefined;
+  if (process.env['NTSD_REQUIRE_NATIVE'] === '1') assert.fail(`NTSD_REQUIRE_NATIVE=1 but the native addon is unavailable: ${native.reason}`);
+  return `native addon unavailable: ${native.reason}`;
+}
 
 const MAX_REQUESTS = 2000;
 
@@ -22,6 +34,57 @@ function options(overrides: Partial<LoadOptions>): LoadOptions {
 }
 
 type Mangle = (reply: Buffer) => Buffer;
+
+/**
+ * A plain NTPv4 server that holds back the first reply to each even-numbered request of generation 0 for
+ * `holdMs`, longer than the generator's timeout. With a pool of 32, bench/load's transmit fraction is
+ * (generation << 5) | index (bench/load/pool.ts), so those are the fractions 0, 2, ..., 30 seen for the
+ * first time. The generator declares them lost and re-sends them re-sealed as generation 1, which is
+ * answered at once; the held reply to the old send arrives later, while the request's newer send is
+ * often in flight. T2 is stamped on arrival and T3 on release, as a real server would: a held reply
+ * matched to the newer send would show |offset| of tens of milliseconds.
+ */
+async function startHoldingServer(holdMs: number): Promise<{ port: number; held: () => number; close: () => Promise<void> }> {
+  const clock = new WallClock();
+  const socket: Socket = createSocket('udp4');
+  const timers = new Set<NodeJS.Timeout>();
+  const seen = new Set<number>();
+  socket.on('message', (msg, rinfo) => {
+    if (msg.length < 48) return;
+    const t: NtpTime = { seconds: 0, fraction: 0 };
+    const reply = Buffer.alloc(48);
+    reply[0] = (4 << 3) | 4;
+    reply[1] = 2;
+    msg.copy(reply, 24, 40, 48);
+    unixSToNtp(clock.nowUnixS(), t);
+    reply.writeUInt32BE(t.seconds, 32);
+    reply.writeUInt32BE(t.fraction, 36);
+    const send = (): void => {
+      unixSToNtp(clock.nowUnixS(), t);
+      reply.writeUInt32BE(t.seconds, 40);
+      reply.writeUInt32BE(t.fraction, 44);
+      socket.send(reply, rinfo.port, rinfo.address);
+    };
+    const fraction = msg.readUInt32BE(44);
+    if (fraction < 32 && fraction % 2 === 0 && !seen.has(fraction)) {
+      seen.add(fraction);
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        send();
+      }, holdMs);
+      timers.add(timer);
+    } else send();
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return {
+    port: socket.address().port,
+    held: () => seen.size,
+    close: () => {
+      for (const timer of timers) clearTimeout(timer);
+      return new Promise((resolve) => socket.close(() => resolve()));
+    },
+  };
+}
 
 /** A minimal plain NTPv4 server (RFC 5905 mode 4 reply) on 127.0.0.1:0; `mangle` breaks replies on purpose. */
 async function startPlainNtpServer(mangle: Mangle = (r) => r): Promise<{ port: number; close: () => Promise<void> }> {
@@ -124,6 +187,79 @@ test('nts mode against the ntsd daemon: one NTS-KE, authenticated replies, none 
     const ke = await runLoad(options({ mode: 'ke', ke: { host: '127.0.0.1', port: kePort }, caPem: pki.caPem, concurrency: 2, durationS: 1 }));
     assert.ok(ke.received > 0, `no KE session succeeded: ${ke.firstKeFailure ?? ''}`);
     assert.equal(ke.invalid, 0, JSON.stringify(ke.keFailures));
+  } finally {
+    await ntsd.stop();
+    pki.cleanup();
+  }
+});
+
+test('a reply to a request already re-sent after a timeout is rejected (stale or late), never matched to the new send', async (t) => {
+  for (const timestamps of ['kernel', 'user'] as const) {
+    const server = await startHoldingServer(150);
+    try {
+      if (timestamps === 'kernel') {
+        const skip = nativeSkip();
+        if (skip !== undefined) {
+          t.diagnostic(`kernel timestamps skipped: ${skip}`);
+          continue;
+        }
+      }
+      // A 32-request pool, 16 outstanding and a 40 ms timeout: every held request is re-sent as generation
+      // 1 long before its 150 ms reply arrives.
+      const r = await runLoad(
+        options({ mode: 'plain', target: { host: '127.0.0.1', port: server.port }, timestamps, window: 16, poolSize: 32, timeoutMs: 40, durationS: 1.5, maxRequests: 200_000 }),
+      );
+      assert.equal(server.held(), 16, 'the server should have held the 16 even requests of generation 0');
+      assert.equal(r.timestamps, timestamps === 'kernel' ? 'kernel' : 'user-space');
+      assert.ok(r.stamps !== null);
+      assert.ok(r.stamps.rebuilt > 0, `${timestamps}: no request was re-sealed: ${JSON.stringify(r.stamps)}`);
+      assert.equal(r.invalid, 0, JSON.stringify(r.invalidByReason));
+      assert.ok(r.received > 100, `${timestamps}: only ${r.received} valid replies`);
+      // A held reply matched to its re-send would put |offset| near half the hold (75 ms).
+      const offset = r.offsetAbsUs;
+      assert.ok(offset !== null && offset.count > 0);
+      assert.ok(offset.max < 30_000, `${timestamps}: |offset| max ${offset.max} µs: a stale reply was matched`);
+      // Every held reply came back to a request of a newer generation: all 16 are counted stale.
+      assert.equal(r.stamps.stale, 16, JSON.stringify(r.stamps));
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+test('kernel timestamps against a live ntsd: every sample has the TX stamp of its datagram and the RX stamp of its reply', async (t) => {
+  const skip = nativeSkip();
+  if (skip !== undefined) {
+    t.skip(skip);
+    return;
+  }
+  const pki = makeTestPki(['localhost', '127.0.0.1']);
+  const ntpPort = await freeTcpAndUdpPort();
+  const kePort = await freeTcpAndUdpPort();
+  const ntsd = await startNtsd({ mainJs: ntsdMain, ntpPort, kePort, tls: { chainPath: pki.chainPath, keyPath: pki.keyPath }, threads: 1, datapath: 'native' });
+  try {
+    const r = await runLoad(
+      options({ mode: 'nts', ke: { host: '127.0.0.1', port: kePort }, caPem: pki.caPem, timestamps: 'kernel', ratePerS: 1000, durationS: 1.2, warmupS: 0.2, socketsPerThread: 2, verifyEvery: 4 }),
+    );
+    assert.equal(r.timestamps, 'kernel');
+    assert.equal(r.timestampsNote, null);
+    assert.equal(r.invalid, 0, JSON.stringify(r.invalidByReason));
+    assert.ok(r.received >= 500, `only ${r.received} valid replies in about a second at 1000/s`);
+    const st = r.stamps;
+    assert.ok(st !== null);
+    // Every valid measured reply became a kernel-stamped sample: nothing fell back or went unstamped.
+    assert.equal(st.noRxStamp, 0, JSON.stringify(st));
+    assert.equal(st.noTxStamp, 0, JSON.stringify(st));
+    assert.equal(st.txStampOutsideSend, 0, JSON.stringify(st));
+    assert.equal(st.samples, r.received, JSON.stringify(st));
+    const offset = r.offsetAbsUs;
+    const residence = r.residenceUs;
+    assert.ok(offset !== null && residence !== null);
+    assert.equal(offset.count, r.received);
+    // Same clock both ends, kernel stamps both ends: the median error is microseconds, far below 1 ms
+    // even on a loaded machine; the round trip contains the residence.
+    assert.ok(offset.p50 < 1000, `|offset| p50 ${offset.p50} µs`);
+    assert.ok(residence.p50 >= 0 && residence.p50 <= r.delayUs.p50 * 1.02 + 1, `residence p50 ${residence.p50} µs vs delay p50 ${r.delayUs.p50} µs`);
   } finally {
     await ntsd.stop();
     pki.cleanup();
