@@ -10,9 +10,10 @@
  * re-measured periodically by a small calibrator thread: it spins on `Date.now()` until the millisecond
  * changes, which pins realtime to an exact millisecond edge within the few hundred nanoseconds one loop
  * iteration takes. Re-measuring follows the host daemon's slewing and steps of the realtime clock.
- * The calibrator runs on its own thread so its short spins never delay the thread that stamps packets.
+ * The calibrator runs on its own thread (src/clock-calibrator.ts) so its short spins never delay the thread
+ * that stamps packets.
  */
-import { isMainThread, Worker, workerData } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 
 /** Seconds from the NTP prime epoch (1900-01-01) to the Unix epoch (RFC 5905 §6). */
@@ -129,33 +130,25 @@ export interface ClockCalibrator {
   stop(): Promise<void>;
 }
 
-/** Marker in workerData that makes this module run as the calibrator thread. */
-const CALIBRATOR_ROLE = 'ntsd-clock-calibrator';
+/** Marker in workerData of the calibrator thread (src/clock-calibrator.ts). */
+export const CALIBRATOR_ROLE = 'ntsd-clock-calibrator';
 
-interface CalibratorData {
+/** workerData of the calibrator thread. */
+export interface CalibratorData {
   readonly role: typeof CALIBRATOR_ROLE;
   readonly shared: SharedArrayBuffer;
   readonly intervalMs: number;
-}
-
-function isCalibratorData(data: unknown): data is CalibratorData {
-  return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === CALIBRATOR_ROLE;
 }
 
 /** Starts a background thread that recalibrates `clock` every `intervalMs` (the thread does not keep the process alive). */
 export function startClockCalibrator(clock: WallClock, intervalMs = 2000): ClockCalibrator {
   clock.calibrate();
   const data: CalibratorData = { role: CALIBRATOR_ROLE, shared: clock.shared, intervalMs };
-  const worker = new Worker(new URL(import.meta.url), { workerData: data });
+  const worker = new Worker(new URL('./clock-calibrator.js', import.meta.url), { workerData: data });
   worker.unref();
   return {
     async stop() {
       await worker.terminate();
     },
   };
-}
-
-if (!isMainThread && isCalibratorData(workerData)) {
-  const clock = new WallClock(workerData.shared);
-  setInterval(() => clock.calibrate(), workerData.intervalMs);
 }
