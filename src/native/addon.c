@@ -103,6 +103,17 @@ static ntsd_socket *get_socket(napi_env env, napi_value v) {
   return data;
 }
 
+/* Reads up to `n` arguments into argv (missing ones are undefined) and the socket handle in argv[0];
+ * NULL with a TypeError pending when argv[0] is not one. */
+static ntsd_socket *socket_call(napi_env env, napi_callback_info info, napi_value *argv, size_t n) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_type_error(env, NULL, "ntsd_udp: bad call");
+    return NULL;
+  }
+  return get_socket(env, argv[0]);
+}
+
 static int32_t get_i32(napi_env env, napi_value v) {
   int32_t out = 0;
   napi_get_value_int32(env, v, &out);
@@ -188,47 +199,37 @@ static napi_value js_open_udp(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_local_port(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 1);
   if (s == NULL) return NULL;
   return make_i32(env, s->closed ? -9 /* EBADF */ : ntsd_local_port(s->fd));
 }
 
 static napi_value js_recv(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 1);
   if (s == NULL) return NULL;
   return make_i32(env, s->closed ? 0 : ntsd_recv_batch(s->fd, s->block));
 }
 
 static napi_value js_send_one(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 2);
   if (s == NULL) return NULL;
   return make_i32(env, s->closed ? 0 : ntsd_send_one(s->fd, s->block, get_i32(env, argv[1]), s->connected));
 }
 
 static napi_value js_send_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 2);
   if (s == NULL) return NULL;
   return make_i32(env, s->closed ? 0 : ntsd_send_batch(s->fd, s->block, get_i32(env, argv[1]), s->connected));
 }
 
 /* readTxStamps(handle, Float64Array out) → triples (id, seconds, nanoseconds) written */
 static napi_value js_read_tx_stamps(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 2);
   if (s == NULL) return NULL;
   napi_typedarray_type type;
   size_t length = 0;
@@ -263,10 +264,8 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
 
 /* start(handle, callback): calls callback() whenever the socket is readable (or has an error). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 2);
   if (s == NULL) return NULL;
   if (s->closed || s->poll != NULL) return make_i32(env, -9);
   napi_valuetype t;
@@ -295,10 +294,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ntsd_socket *s = get_socket(env, argv[0]);
+  ntsd_socket *s = socket_call(env, info, argv, 1);
   if (s == NULL) return NULL;
   release_os_resources(s);
   if (s->cleanup_registered) {

@@ -22,6 +22,7 @@ import { loadNativeUdp } from '../../src/ntp/native.js';
 import type { ThreadBackend } from '../../src/ntp/protocol.js';
 import { probeReusePort } from '../../src/io/udp-server.js';
 import { keyAgeBucket } from '../../src/pool/protocol.js';
+import { freeUdpPort } from '../helpers/ports.js';
 import {
   TEST_SERVER_FIELDS,
   checkNtsReply,
@@ -61,15 +62,6 @@ function receiverOptions(keyset: Keyset, overrides: Partial<NtpThreadsOptions> =
     durationBucketsS: BUCKETS_S,
     ...overrides,
   };
-}
-
-/** A UDP port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
-  const port = s.address().port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 /** Binds a plain socket (no reusePort) to `port`; resolves with it, or rejects when the port is taken. */
@@ -337,7 +329,7 @@ function threadSuite(backend: ThreadBackend): void {
   });
 
   test(`${backend}: a listen address that cannot be bound: BIND_FAILED naming it, and the addresses bound before it are released`, async () => {
-    const free = await freePort();
+    const free = await freeUdpPort();
     const taken = await bindPlain(0);
     const takenPort = taken.address().port;
     try {
@@ -365,7 +357,7 @@ if (native.ok) threadSuite('native');
 if (reusePort) threadSuite('dgram');
 else {
   test('without dgram reusePort (Node 20) a second thread cannot join the port: BIND_FAILED, and the first thread is gone', async () => {
-    const port = await freePort();
+    const port = await freeUdpPort();
     const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
     await assert.rejects(
       startNtpThreads(receiverOptions(keyset, { listen: [{ host: '127.0.0.1', port, family: 'IPv4' }] })),
