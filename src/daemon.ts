@@ -22,7 +22,7 @@ import type { Keyset } from './core/nts/keyset.js';
 import { createTimeSource, type TimeSource } from './io/time-source.js';
 import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
-import { startKeListeners, type KeListeners } from './ke-listeners.js';
+import { keRuntimeSettings, startKeListeners, type KeListeners } from './ke-listeners.js';
 import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
@@ -249,8 +249,8 @@ function openKeysetSource(
 }
 
 /**
- * SIGHUP: re-reads the configuration file and applies what can change at runtime (log level, per-client KE
- * rate limits). Anything else that changed needs a restart: it is logged as a warning and not applied.
+ * SIGHUP: re-reads the configuration file and applies what can change at runtime (log level, client rate
+ * limits, KE connection caps, access lists). Anything else that changed needs a restart: it is logged as a warning and not applied.
  * An invalid file changes nothing. Returns the configuration now in force.
  */
 function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners, ntp: NtpListeners | undefined): Config {
@@ -265,7 +265,10 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   const applied: Config = {
     ...running,
     observability: { ...running.observability, logLevel: next.observability.logLevel },
-    ntsKeServers: running.ntsKeServers.map((k, i) => ({ ...k, clientRateLimit: next.ntsKeServers[i]?.clientRateLimit ?? k.clientRateLimit })),
+    ntsKeServers: running.ntsKeServers.map((k, i) => {
+      const n = next.ntsKeServers[i];
+      return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
+    }),
     // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
     servers: running.servers.map((s, i) => {
       const n = next.servers[i];
@@ -274,14 +277,14 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   };
   ntp?.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
-  ke.updateRateLimits(applied.ntsKeServers.map((k) => k.clientRateLimit));
+  ke.updateLimits(applied.ntsKeServers);
   const needRestart = changesRequiringRestart(running, next);
   const sections = ['servers', 'ntsKeServers', 'keyset', 'observability', 'workerPool', 'timeSource'] as const;
   const otherSections = sections.filter((k) => JSON.stringify(applied[k]) !== JSON.stringify(next[k]));
   if (needRestart.length > 0 || otherSections.length > 0) {
     logger.warn(
       { path, settings: needRestart.length > 0 ? needRestart : otherSections },
-      'reload: some changes need a restart and were not applied (log-level, client rate limits and access lists apply at runtime)',
+      'reload: some changes need a restart and were not applied (log-level, client rate limits, KE connection caps and access lists apply at runtime)',
     );
   }
   return applied;

@@ -4,7 +4,7 @@
  * composes two io modules, which io files may not do themselves.
  */
 import type { Logger } from 'pino';
-import type { ClientRateLimitConfig, Config, NtsKeServerConfig } from './config/schema.js';
+import type { Config, NtsKeServerConfig } from './config/schema.js';
 import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
 import { KeServer } from './io/ke/server.js';
@@ -28,12 +28,24 @@ export interface KeListeners {
   advertisedNtpPort(): number;
   /** Sends a new keyset snapshot to every KE thread. */
   setKeyset(bytes: Uint8Array): void;
-  /** Applies new per-client rate limits, one per `[[nts-ke-server]]` in order (SIGHUP). */
-  updateRateLimits(limits: readonly ClientRateLimitConfig[]): void;
+  /** Applies the runtime settings (keKeysAppliedAtRuntime) of each `[[nts-ke-server]]`, in order (SIGHUP). */
+  updateLimits(configs: readonly KeRuntimeSettings[]): void;
   /** Re-reads every certificate pair (SIGHUP); returns one result per listener. */
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
   stop(): Promise<void>;
+}
+
+/** The `[[nts-ke-server]]` settings a SIGHUP applies without a restart. */
+export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource'>;
+
+/** The part of `config` that a SIGHUP applies at runtime (everything else of a KE table needs a restart). */
+export function keRuntimeSettings(config: NtsKeServerConfig): KeRuntimeSettings {
+  return {
+    clientRateLimit: config.clientRateLimit,
+    concurrentConnections: config.concurrentConnections,
+    concurrentConnectionsPerSource: config.concurrentConnectionsPerSource,
+  };
 }
 
 interface Listener {
@@ -102,6 +114,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           privateKeyPem: listener.initialPair.keyPem,
           keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
           concurrentConnections: c.concurrentConnections,
+          concurrentConnectionsPerSource: c.concurrentConnectionsPerSource,
           maxRequestBytes: c.maxRequestBytes,
           clientRateLimit: c.clientRateLimit,
           policy: {
@@ -131,10 +144,12 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
       keysetBytes = bytes;
       for (const l of listeners) l.server?.updateKeyset(bytes);
     },
-    updateRateLimits(limits) {
+    updateLimits(configs) {
       listeners.forEach((l, i) => {
-        const limit = limits[i];
-        if (limit !== undefined) l.server?.updateRateLimit(limit);
+        const c = configs[i];
+        if (c === undefined || l.server === undefined) return;
+        l.server.updateRateLimit(c.clientRateLimit);
+        l.server.updateConnectionLimits({ globalMax: c.concurrentConnections, perSourceMax: c.concurrentConnectionsPerSource });
       });
     },
     async reloadCertificates() {

@@ -65,6 +65,8 @@ export async function startNtsd(options: {
   readonly sendMode?: 'each' | 'batch' | undefined;
   /** Name reported in results (default "ntsd"). */
   readonly label?: string | undefined;
+  /** More lines for the `[[nts-ke-server]]` table (e.g. `concurrent-connections = 512`). */
+  readonly keExtra?: readonly string[];
   readonly startTimeoutMs?: number;
 }): Promise<ServerUnderTest> {
   const dir = makeWorkDir('bench-ntsd');
@@ -78,9 +80,11 @@ export async function startNtsd(options: {
     `listen = "127.0.0.1:${options.kePort}"`,
     `certificate-chain-path = ${JSON.stringify(options.tls.chainPath)}`,
     `private-key-path = ${JSON.stringify(options.tls.keyPath)}`,
-    '# One client address produces all the load: per-client KE limiting would measure the limiter.',
+    '# One client address produces all the load: per-client KE limits would measure the limiter.',
     'client-rate-limit-interval-s = 0',
+    'concurrent-connections-per-source = 1000000',
     ...(options.threadNiceness === undefined ? [] : [`thread-niceness = ${options.threadNiceness}`]),
+    ...(options.keExtra ?? []),
     '',
     '[keyset]',
     `key-storage-path = ${JSON.stringify(join(dir, 'keyset', 'ntsd.keys'))}`,

@@ -76,8 +76,10 @@ export interface NtsKeServerConfig {
   readonly privateKeyPath: string;
   /** Deadline for a whole session, TLS handshake included. */
   readonly keyExchangeTimeoutMs: number;
-  /** Connection cap; beyond it new connections wait or are refused. */
+  /** Open-connection cap; when full, the session with the least recent progress is evicted for a newcomer. */
   readonly concurrentConnections: number;
+  /** Open-connection cap per source (IPv4 address or IPv6 /64), checked at accept. */
+  readonly concurrentConnectionsPerSource: number;
   /** Largest request accepted (RFC 8915 §4: at least 1024 octets MUST be accepted). */
   readonly maxRequestBytes: number;
   /** Value of the NTPv4 Server Negotiation record (RFC 8915 §4.1.7); undefined = no record. */
@@ -261,6 +263,7 @@ export const DEFAULTS = {
   ntsKeServer: {
     keyExchangeTimeoutMs: 2000,
     concurrentConnections: 512,
+    concurrentConnectionsPerSource: 16,
     maxRequestBytes: 4096,
     aeadAlgorithms: [15, 16, 17, 30],
     certificateReloadIntervalS: 60,
@@ -609,6 +612,7 @@ function readNtsKeServer(
   const privateKeyPath = r.path('private-key-path', options.baseDir, true);
   const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 100, 60_000, d.keyExchangeTimeoutMs);
   const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
+  const concurrentConnectionsPerSource = r.integer('concurrent-connections-per-source', 1, 1_000_000, d.concurrentConnectionsPerSource);
   // RFC 8915 §4: a server MUST accept requests of at least 1024 octets.
   const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
   let ntpServer = r.string('ntp-server');
@@ -663,6 +667,7 @@ function readNtsKeServer(
     privateKeyPath,
     keyExchangeTimeoutMs,
     concurrentConnections,
+    concurrentConnectionsPerSource,
     maxRequestBytes,
     ntpServer,
     ntpPort,

@@ -119,6 +119,16 @@ export class ClientTable {
     Atomics.store(this.#i32, USER_WORD0 + i, value);
   }
 
+  /** Compare-and-swap on user header word `i`; returns the value found (== `expected` when it swapped). */
+  compareExchangeUserWord(i: number, expected: number, value: number): number {
+    return Atomics.compareExchange(this.#i32, USER_WORD0 + i, expected, value);
+  }
+
+  /** Adds `delta` to user header word `i` atomically; returns the previous value. */
+  addUserWord(i: number, delta: number): number {
+    return Atomics.add(this.#i32, USER_WORD0 + i, delta);
+  }
+
   /** Locks the bucket of a key whose hash (hashIpWords under `seed`) is `hash`; the cursor's slot is -1 until find/claim. */
   lock(hash: number, cursor: ClientTableCursor): void {
     const bucket = (hash >>> 0) % this.buckets;

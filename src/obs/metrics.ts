@@ -64,7 +64,7 @@ export const COOKIE_ISSUE_PATHS = ['ke', 'ntp'] as const;
 /** One of COOKIE_ISSUE_PATHS. */
 export type CookieIssuePathLabel = (typeof COOKIE_ISSUE_PATHS)[number];
 /** `reason` label of ntsd_ke_connections_rejected_total (refused before TLS). */
-export const KE_REJECT_REASONS = ['connection_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
+export const KE_REJECT_REASONS = ['connection_limit', 'source_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
 /** One of KE_REJECT_REASONS. */
 export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
 /** `outcome` label of ntsd_ke_sessions_total. */
@@ -76,6 +76,8 @@ export const KE_SESSION_OUTCOMES = [
   'no_common_protocol',
   'no_common_aead',
   'internal_error',
+  'client_closed',
+  'evicted',
 ] as const;
 /** One of KE_SESSION_OUTCOMES. */
 export type KeSessionOutcomeLabel = (typeof KE_SESSION_OUTCOMES)[number];

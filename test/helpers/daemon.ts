@@ -281,12 +281,14 @@ export interface TestConfigOptions {
   readonly keyExchangeTimeoutMs?: number;
   /** Extra lines appended to the [[nts-ke-server]] table. */
   readonly keExtra?: readonly string[];
+  /** `concurrent-connections-per-source` (default 1000000: every test client is 127.0.0.1). */
+  readonly connectionsPerSource?: number;
 }
 
 /**
  * A loopback configuration in OPERATIONS.md keys: explicit ports from freePorts() (port 0 listens are
  * covered by their own test in cli.test.ts), certificate polling off (SIGHUP only), per-client KE rate
- * limiting off (every test client is 127.0.0.1), metrics on a free port, static stratum 2.
+ * limiting and the per-source connection cap off (every test client is 127.0.0.1), metrics on a free port, static stratum 2.
  */
 export function testConfigToml(o: TestConfigOptions): string {
   return [
@@ -299,6 +301,7 @@ export function testConfigToml(o: TestConfigOptions): string {
     `private-key-path = ${JSON.stringify(o.keyPath)}`,
     'certificate-reload-interval-s = 0',
     'client-rate-limit-interval-s = 0',
+    `concurrent-connections-per-source = ${o.connectionsPerSource ?? 1_000_000}`,
     `key-exchange-timeout-ms = ${o.keyExchangeTimeoutMs ?? 2000}`,
     ...(o.keExtra ?? []),
     '',

@@ -130,6 +130,7 @@ describe('CertWatcher', () => {
       privateKeyPem: initial.keyPem,
       keyExchangeTimeoutMs: 1000,
       concurrentConnections: 16,
+      concurrentConnectionsPerSource: 16,
       maxRequestBytes: 1024,
       clientRateLimit: { intervalS: 0, burst: 8, tableSize: 16 },
       policy: { aeadIds: [15] },

@@ -1,25 +1,45 @@
 /**
- * The KE thread's TCP listeners and admission: every accepted connection passes the connection cap and
- * the per-client token bucket (core/limiter.ts) before any TLS work, then becomes a KeSession. The
- * listener owns the set of open sessions, so it knows when a stop has drained them.
+ * The KE thread's TCP listeners and admission. Before any TLS work, an accepted connection must pass, in
+ * order: the per-client token bucket (core/limiter.ts; `rate_limited`), the per-source cap on open
+ * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession.
+ *
+ * A full global cap does not turn the newcomer away: an open session without an answer is evicted to
+ * make room (`evicted`); only when every open session has been answered is the newcomer refused
+ * (`connection_limit`). So an attacker pays for a slot with a live connection that loses it to the next
+ * arrival, instead of with one SYN per deadline. Which session goes, the first that exists of:
+ *  1. one that finished TLS and then sent no complete request for WAITING_GRACE_MS, the longest silent
+ *     first. It has had our handshake CPU and its chance: a real client sends its request in the same
+ *     flight as its TLS Finished.
+ *  2. one whose ClientHello we have not processed, oldest accept first: connections that never send a
+ *     byte age out in order (the "least progress" ones).
+ *  3. one that finished TLS less than WAITING_GRACE_MS ago (its request may be in the next segment).
+ *  4. one whose ClientHello we answered and which owes us its Finished, oldest first.
+ * So under a flood of idle connections a client that has spoken survives, and under a flood of clients
+ * that finish TLS and fall silent, a client whose handshake is still queued for our CPU survives.
+ *
+ * The listener owns the open sessions, so it knows when a stop has drained them.
  */
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { matchCidr, type CidrPrefix } from '../../core/cidr.js';
+import type { ConcurrencyLimiter, SourceKey } from '../../core/concurrency.js';
 import type { RateLimiter } from '../../core/limiter.js';
 import { readProxyHeader } from './proxy.js';
 import type { KeBoundAddress, KeListenAddress, KeTallies } from './messages.js';
-import { KeSession, type SessionContext } from './session.js';
+import { KeSession, type KeSessionStage, type SessionContext } from './session.js';
 
 /** What the listener needs from its thread. */
 export interface ListenerContext {
-  readonly concurrentConnections: number;
+  /** Global and per-source caps (shared by every KE thread of the listener). */
+  readonly concurrency: ConcurrencyLimiter;
   /** The current per-client limiter (replaced when the table is). */
   limiter(): RateLimiter;
   /** Tallies of the current stats interval. */
   tallies(): KeTallies;
-  /** Everything sessions need; `closed` is wrapped by the listener. */
-  readonly session: Omit<SessionContext, 'closed'>;
+  /** Everything sessions need; `closed`, `progressed` and `settled` are wrapped by the listener. */
+  readonly session: Omit<SessionContext, 'closed' | 'progressed' | 'settled'> & {
+    settled(outcome: Parameters<SessionContext['settled']>[1], durationS: number, cookiesIssued: number): void;
+  };
   /** Called after a session closed (e.g. to finish a stop). */
   sessionClosed(): void;
   /** PROXY protocol v2: the trusted balancers' prefixes; undefined = off (a port is proxied or not). */
@@ -39,16 +59,36 @@ export class ListenFailure extends Error {
   }
 }
 
+/**
+ * Accept queue length asked of the kernel (Linux caps it at net.core.somaxconn, 4096 by default since 5.4).
+ * Under a connection flood a short queue overflows and the kernel drops SYNs, an honest client's too,
+ * which then waits a whole SYN retransmission (1 s) before admission and eviction ever see it.
+ */
+const LISTEN_BACKLOG = 4096;
+
+/** A session silent this long after its TLS handshake is the first to be evicted (module comment, rule 1). */
+const WAITING_GRACE_MS = 100;
+
 /** Milliseconds on a clock every thread reads alike (the shared limiter table needs one time base). */
 function sharedNowMs(): number {
   return performance.timeOrigin + performance.now();
+}
+
+/** What a session holds in the shared caps, given back exactly once. */
+interface Admission {
+  readonly key: SourceKey;
+  readonly tracked: boolean;
+  released: boolean;
 }
 
 /** The listeners of one KE thread and the sessions they accepted. */
 export class KeListener {
   readonly #ctx: ListenerContext;
   readonly #sessionContext: SessionContext;
-  readonly #sessions = new Set<KeSession>();
+  /** Every open session and its admission. */
+  readonly #sessions = new Map<KeSession, Admission>();
+  /** Sessions without an outcome by stage; each Set in order of last progress (a Set keeps insertion order). */
+  readonly #stages: Readonly<Record<KeSessionStage, Set<KeSession>>> = { idle: new Set(), hello: new Set(), waiting: new Set() };
   readonly #servers: net.Server[] = [];
   #stopping = false;
 
@@ -57,7 +97,17 @@ export class KeListener {
     this.#ctx = ctx;
     this.#sessionContext = {
       ...ctx.session,
+      settled: (session, outcome, durationS, cookiesIssued) => {
+        this.#forget(session);
+        ctx.session.settled(outcome, durationS, cookiesIssued);
+      },
+      progressed: (session) => {
+        this.#forget(session);
+        this.#stages[session.stage].add(session); // now the most recent of its stage
+      },
       closed: (session) => {
+        this.#forget(session);
+        this.#release(session);
         this.#sessions.delete(session);
         ctx.sessionClosed();
       },
@@ -92,7 +142,7 @@ export class KeListener {
           };
           server.once('error', onError);
           server.once('listening', onListening);
-          server.listen({ host: address.host, port: address.port, ipv6Only, backlog: 511 });
+          server.listen({ host: address.host, port: address.port, ipv6Only, backlog: LISTEN_BACKLOG });
         });
         if (error !== undefined) throw new ListenFailure(address.host, address.port, error);
         server.on('error', () => undefined);
@@ -129,7 +179,8 @@ export class KeListener {
         return;
       }
     }
-    if (this.#sessions.size + this.#pendingHeaders >= this.#ctx.concurrentConnections) {
+    // Headers still being read hold no session slot yet, so they have a cap of their own (the global cap).
+    if (proxy !== undefined && this.#pendingHeaders >= this.#ctx.concurrency.limits.globalMax) {
       tallies.rejected.connection_limit++;
       raw.destroy();
       return;
@@ -161,12 +212,61 @@ export class KeListener {
 
   #admit(raw: net.Socket, clientAddress: string): void {
     const tallies = this.#ctx.tallies();
-    if (this.#ctx.limiter().take(clientAddress, sharedNowMs()) !== 'admit') {
+    const address = clientAddress;
+    if (this.#ctx.limiter().take(address, sharedNowMs()) !== 'admit') {
       tallies.rejected.rate_limited++;
       raw.destroy();
       return;
     }
+    const concurrency = this.#ctx.concurrency;
+    const key = concurrency.sourceKey(address);
+    let decision = concurrency.acquire(key);
+    // Full: make room by evicting the open session with the least recent progress, then try again
+    // (another thread sharing the cap may have taken the freed slot; then the newcomer is refused).
+    if (decision === 'global_limit' && this.#evictOne()) decision = concurrency.acquire(key);
+    if (decision === 'source_limit' || decision === 'global_limit') {
+      if (decision === 'source_limit') tallies.rejected.source_limit++;
+      else tallies.rejected.connection_limit++;
+      raw.destroy();
+      return;
+    }
     tallies.accepted++;
-    this.#sessions.add(new KeSession(raw, this.#sessionContext, performance.now()));
+    const session = new KeSession(raw, this.#sessionContext, performance.now());
+    this.#sessions.set(session, { key, tracked: decision === 'admitted', released: false });
+    this.#stages[session.stage].add(session);
+  }
+
+  #forget(session: KeSession): void {
+    this.#stages.idle.delete(session);
+    this.#stages.hello.delete(session);
+    this.#stages.waiting.delete(session);
+  }
+
+  /** Picks the session to evict (see the module comment); undefined when every open session has its answer. */
+  #victim(): KeSession | undefined {
+    const waiting = this.#stages.waiting.values().next();
+    if (waiting.done !== true && performance.now() - waiting.value.lastProgressMs >= WAITING_GRACE_MS) return waiting.value;
+    const idle = this.#stages.idle.values().next();
+    if (idle.done !== true) return idle.value;
+    if (waiting.done !== true) return waiting.value;
+    const hello = this.#stages.hello.values().next();
+    return hello.done === true ? undefined : hello.value;
+  }
+
+  /** Evicts one session without an answer; false when there is none. */
+  #evictOne(): boolean {
+    const session = this.#victim();
+    if (session === undefined) return false;
+    this.#forget(session);
+    session.evict();
+    this.#release(session); // now, not at 'close': the newcomer takes the slot
+    return true;
+  }
+
+  #release(session: KeSession): void {
+    const admission = this.#sessions.get(session);
+    if (admission === undefined || admission.released) return;
+    admission.released = true;
+    this.#ctx.concurrency.release(admission.key, admission.tracked);
   }
 }

@@ -92,7 +92,8 @@ export interface KeWorkerInit {
   readonly certificateChainPem: string;
   readonly privateKeyPem: string;
   readonly keyExchangeTimeoutMs: number;
-  readonly concurrentConnections: number;
+  /** Global and per-source connection caps (core/concurrency.ts), shared with the main thread. */
+  readonly concurrencyTable: SharedArrayBuffer;
   readonly maxRequestBytes: number;
   /** The per-client limiter's table (core/limiter.ts), shared with the main thread. */
   readonly rateLimitTable: SharedArrayBuffer;

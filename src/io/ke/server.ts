@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ClientRateLimitConfig } from '../../config/schema.js';
 import type { KePolicy } from '../../core/ke-handler.js';
+import { ConcurrencyLimiter, concurrencyTableBytes, type ConcurrencyLimits } from '../../core/concurrency.js';
 import { RateLimiter, rateLimiterBytes } from '../../core/limiter.js';
 import { encodeKeyset, type Keyset } from '../../core/nts/keyset.js';
 import { NtsdError, NtsdErrorCode } from '../../errors.js';
@@ -50,8 +51,14 @@ export interface KeServerOptions {
   readonly privateKeyPem: string;
   /** One deadline per session covering the TLS handshake and the request (RFC 8915 §4.1.3 timeout). */
   readonly keyExchangeTimeoutMs: number;
-  /** Connection cap; connections beyond it are closed before TLS (counted as `limit`). */
+  /**
+   * Cap on open connections. When it is full, the open session with the least recent progress is
+   * evicted for a newcomer (io/ke/listener.ts); only when none can be is the newcomer closed before TLS
+   * (counted as `connection_limit`).
+   */
   readonly concurrentConnections: number;
+  /** Cap on open connections from one source (IPv4 address or IPv6 /64); beyond it `source_limit`. */
+  readonly concurrentConnectionsPerSource: number;
   /** Request size cap (RFC 8915 §4: MUST accept at least 1024 octets). */
   readonly maxRequestBytes: number;
   /** Per-client token bucket; `intervalS` 0 turns it off. */
@@ -81,6 +88,12 @@ function newSharedLimiter(config: ClientRateLimitConfig): RateLimiter {
   return RateLimiter.create(buffer, config.tableSize, randomBytes(4).readInt32LE(0), keRateLimitConfig(config));
 }
 
+/** A concurrency table in shared memory, seeded with fresh random bits. */
+function newSharedConcurrency(limits: ConcurrencyLimits): ConcurrencyLimiter {
+  const buffer = new SharedArrayBuffer(concurrencyTableBytes(limits.globalMax));
+  return ConcurrencyLimiter.create(buffer, limits, randomBytes(4).readInt32LE(0));
+}
+
 /** Main-thread handle of the NTS-KE listener; the TLS work happens on its own worker thread. */
 export class KeServer {
   readonly #options: KeServerOptions;
@@ -89,6 +102,7 @@ export class KeServer {
   readonly #pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   #limiter: RateLimiter;
   #limiterTableSize: number;
+  readonly #concurrency: ConcurrencyLimiter;
   #worker: Worker | undefined;
   #addresses: readonly KeBoundAddress[] = [];
   #nextRequestId = 1;
@@ -101,6 +115,10 @@ export class KeServer {
     this.#logger = options.logger;
     this.#limiter = newSharedLimiter(options.clientRateLimit);
     this.#limiterTableSize = options.clientRateLimit.tableSize;
+    this.#concurrency = newSharedConcurrency({
+      globalMax: options.concurrentConnections,
+      perSourceMax: options.concurrentConnectionsPerSource,
+    });
   }
 
   /** Addresses actually bound (after start()). */
@@ -120,14 +138,15 @@ export class KeServer {
     const ownBytes = !(o.keyset instanceof Uint8Array);
     const keysetBytes = o.keyset instanceof Uint8Array ? o.keyset : encodeKeyset(o.keyset);
     const buffer = this.#limiter.buffer;
-    if (!(buffer instanceof SharedArrayBuffer)) throw new Error('limiter table is not shared');
+    const concurrencyTable = this.#concurrency.buffer;
+    if (!(buffer instanceof SharedArrayBuffer && concurrencyTable instanceof SharedArrayBuffer)) throw new Error('KE tables are not shared');
     const init: KeWorkerInit = {
       role: KE_WORKER_ROLE,
       listen: o.listen.map((a) => ({ host: a.host, port: a.port })),
       certificateChainPem: o.certificateChainPem,
       privateKeyPem: o.privateKeyPem,
       keyExchangeTimeoutMs: o.keyExchangeTimeoutMs,
-      concurrentConnections: o.concurrentConnections,
+      concurrencyTable,
       maxRequestBytes: o.maxRequestBytes,
       rateLimitTable: buffer,
       policy: { ...o.policy },
@@ -252,6 +271,19 @@ export class KeServer {
     this.#limiterTableSize = config.tableSize;
     const buffer = this.#limiter.buffer;
     if (buffer instanceof SharedArrayBuffer) this.#post({ type: 'rateLimitTable', table: buffer });
+  }
+
+  /**
+   * Replaces the connection caps (SIGHUP): a write into the shared table, effective for the next
+   * connection. Open connections stay; a lower cap is reached as they end (or are evicted).
+   */
+  updateConnectionLimits(limits: ConcurrencyLimits): void {
+    this.#concurrency.configure(limits);
+  }
+
+  /** Connections open now over every KE thread of this listener (from the shared table). */
+  get openConnections(): number {
+    return this.#concurrency.open;
   }
 
   /**

@@ -28,13 +28,25 @@ export interface SessionContext {
   keyset(): Keyset | undefined;
   log(level: KeLogLevel, msg: string, fields?: Readonly<Record<string, string | number>>): void;
   /** The session's single outcome, with its duration (accept → outcome). */
-  settled(outcome: KeSessionOutcome, durationS: number, cookiesIssued: number): void;
+  settled(session: KeSession, outcome: KeSessionOutcome, durationS: number, cookiesIssued: number): void;
+  /** The session moved forward (ClientHello processed, handshake done, request bytes): see `stage`. */
+  progressed(session: KeSession): void;
   /** The socket has closed: the session's slot is free. */
   closed(session: KeSession): void;
 }
 
 /** After a deadline-triggered Error 1, time allowed for it to flush before the socket is destroyed. */
 const DEADLINE_LINGER_MS = 250;
+
+/** Socket error codes that mean the peer went away (not a TLS failure). */
+const PEER_GONE_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+
+/**
+ * How far a session without an outcome has got, for eviction (io/ke/listener.ts): `idle` = accepted, no
+ * ClientHello processed yet; `hello` = ClientHello processed, our flight sent, waiting for the client's
+ * Finished; `waiting` = TLS done, waiting for (the rest of) the request.
+ */
+export type KeSessionStage = 'idle' | 'hello' | 'waiting';
 
 /** A Buffer over the same memory (no copy). */
 function bufferView(bytes: Uint8Array): Buffer {
@@ -62,6 +74,10 @@ export class KeSession {
   readonly acceptedAtMs: number;
   /** True once the TLS handshake completed. */
   secure = false;
+  /** See KeSessionStage. */
+  stage: KeSessionStage = 'idle';
+  /** performance.now() of the last progress (accept, ClientHello, handshake done, request octets). */
+  lastProgressMs: number;
   /** Set exactly once. */
   outcome: KeSessionOutcome | undefined;
   readonly #ctx: SessionContext;
@@ -70,11 +86,13 @@ export class KeSession {
   #length = 0;
   #scanOffset = 0;
   #discarded = 0;
+  #tlsFailed = false;
 
   /** Wraps the accepted socket in TLS and starts the session deadline. */
   constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number) {
     this.#ctx = ctx;
     this.acceptedAtMs = acceptedAtMs;
+    this.lastProgressMs = acceptedAtMs;
     raw.setNoDelay(true);
     // We wrap the accepted socket ourselves instead of using tls.Server: tls.Server hides the TLSSocket
     // until the handshake ends, and the session deadline must be able to destroy a stalled handshake.
@@ -83,25 +101,45 @@ export class KeSession {
     // for new connections instead of calling server.setSecureContext.
     // allowHalfOpen (a net.Socket option TLSSocket passes on, missing from its typings): a client that
     // half-closes after a partial request still gets its Error record.
+    //
+    // ALPN through ALPNCallback rather than ALPNProtocols: OpenSSL calls it while it processes the
+    // ClientHello, which is how the session learns that the client has spoken (stage `hello`). A client
+    // that offers ALPN without ntske/1 gets the no_application_protocol alert (RFC 7301 §3.2), as before.
     const tlsOptions: tls.TLSSocketOptions & { readonly allowHalfOpen: boolean } = {
       isServer: true,
       secureContext: ctx.secureContext(),
-      ALPNProtocols: [NTSKE_ALPN],
+      ALPNCallback: ({ protocols }) => {
+        this.#advance('hello');
+        return protocols.includes(NTSKE_ALPN) ? NTSKE_ALPN : undefined;
+      },
       requestCert: false,
       allowHalfOpen: true,
     };
     const socket = new tls.TLSSocket(raw, tlsOptions);
     this.tlsSocket = socket;
     this.#deadline = setTimeout(() => this.#onDeadline(), ctx.keyExchangeTimeoutMs);
-    socket.on('error', () => undefined); // handshake and transport errors end in 'close'
+    // Handshake and transport errors end in 'close'; remember whether TLS itself failed.
+    socket.on('error', (error: Error & { code?: unknown }) => {
+      if (!PEER_GONE_CODES.has(String(error.code))) this.#tlsFailed = true;
+    });
     socket.on('secure', () => this.#onSecure());
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('close', () => this.#onClose());
   }
 
+  /**
+   * Closes the session at once to make room for a newcomer (the listener picks the session that has gone
+   * longest without progress). Counted as `evicted`.
+   */
+  evict(): void {
+    this.#settle('evicted', 0);
+    this.tlsSocket.destroy();
+  }
+
   #onSecure(): void {
     this.secure = true;
+    this.#advance('waiting');
     // RFC 8915 §3/§4: the client MUST offer ntske/1. Node completes a handshake without ALPN, so check.
     if (this.tlsSocket.alpnProtocol !== NTSKE_ALPN) {
       this.#settle('tls_error', 0);
@@ -117,6 +155,7 @@ export class KeSession {
       if (this.#discarded > max) this.tlsSocket.destroy();
       return;
     }
+    this.#advance('waiting');
     if (this.#length === 0) {
       // Usual case: the whole request is in the first TLS record. Parse it in place, no buffer or copy.
       const view = chunk.length > max ? chunk.subarray(0, max) : chunk;
@@ -186,13 +225,26 @@ export class KeSession {
     socket.end();
   }
 
+  #advance(stage: KeSessionStage): void {
+    this.stage = stage;
+    this.lastProgressMs = performance.now();
+    if (this.outcome === undefined) this.#ctx.progressed(this);
+  }
+
   #settle(outcome: KeSessionOutcome, cookiesIssued: number): void {
     if (this.outcome !== undefined) return;
     this.outcome = outcome;
-    this.#ctx.settled(outcome, (performance.now() - this.acceptedAtMs) / 1000, cookiesIssued);
+    this.#ctx.settled(this, outcome, (performance.now() - this.acceptedAtMs) / 1000, cookiesIssued);
   }
 
   #onEnd(): void {
+    if (!this.secure) {
+      // The peer closed before TLS finished: nothing to answer, free the slot now (a half-open socket
+      // would otherwise sit in CLOSE-WAIT until the deadline, holding a slot).
+      this.#settle('client_closed', 0);
+      this.tlsSocket.destroy();
+      return;
+    }
     if (this.outcome === undefined) {
       // The client finished sending without completing a request (RFC 8915 §4.1.3: incomplete → Bad Request).
       this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', 0);
@@ -217,7 +269,8 @@ export class KeSession {
   #onClose(): void {
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     this.#deadline = undefined;
-    this.#settle('tls_error', 0);
+    // No outcome yet: a handshake or transport failure, or a peer that reset before TLS finished.
+    this.#settle(this.secure || this.#tlsFailed ? 'tls_error' : 'client_closed', 0);
     this.#buffer = undefined;
     this.#ctx.closed(this);
   }

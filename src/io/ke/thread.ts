@@ -21,6 +21,7 @@ import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../../core/bytes.js';
 import { parseCidr, type CidrPrefix } from '../../core/cidr.js';
+import { ConcurrencyLimiter } from '../../core/concurrency.js';
 import { RateLimiter } from '../../core/limiter.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../../core/nts/keyset.js';
 import { createPooledFillRandom } from '../../core/responder.js';
@@ -135,7 +136,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   let lastReportedActive = -1;
 
   const listener: KeListener = new KeListener({
-    concurrentConnections: init.concurrentConnections,
+    concurrency: ConcurrencyLimiter.attach(init.concurrencyTable),
     limiter: () => limiter,
     tallies: () => tallies,
     session: {

@@ -50,6 +50,7 @@ async function startProxied(pki: TestPki, overrides: Partial<KeServerOptions> = 
     privateKeyPem: pki.keyPem,
     keyExchangeTimeoutMs: 2000,
     concurrentConnections: 64,
+    concurrentConnectionsPerSource: 64,
     maxRequestBytes: 1024,
     // One connection per client address, then nothing for a minute.
     clientRateLimit: { intervalS: 60, burst: 1, tableSize: 1024 },

@@ -15,10 +15,12 @@ import { createKeyset, encodeKeyset, type Keyset } from '../../../src/core/nts/k
 import { DEFAULTS } from '../../../src/config/schema.js';
 import { NtsdError } from '../../../src/errors.js';
 import {
+  KE_REJECT_REASONS,
   KE_SESSION_OUTCOMES,
   KE_THREAD_NICENESS,
   KeServer,
   type KeServerOptions,
+  type KeRejectReason,
   type KeSessionOutcome,
   type KeStats,
 } from '../../../src/io/ke/server.js';
@@ -35,7 +37,7 @@ function newKeyset(): Keyset {
 /** Sums every stats report into totals, and lets a test wait for a condition. */
 class StatsTally {
   accepted = 0;
-  rejected = { connection_limit: 0, rate_limited: 0 };
+  rejected: Record<KeRejectReason, number> = Object.fromEntries(KE_REJECT_REASONS.map((r) => [r, 0])) as Record<KeRejectReason, number>;
   sessions: Record<KeSessionOutcome, number> = Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<
     KeSessionOutcome,
     number
@@ -47,8 +49,7 @@ class StatsTally {
 
   add(s: KeStats): void {
     this.accepted += s.accepted;
-    this.rejected.connection_limit += s.rejected.connection_limit;
-    this.rejected.rate_limited += s.rejected.rate_limited;
+    for (const r of KE_REJECT_REASONS) this.rejected[r] += s.rejected[r];
     for (const o of KE_SESSION_OUTCOMES) this.sessions[o] += s.sessions[o];
     this.durations.push(...s.sessionDurationsS);
     this.cookiesIssued += s.cookiesIssued;
@@ -93,6 +94,7 @@ async function startServer(pki: TestPki, keyset: Keyset, overrides: Partial<KeSe
     privateKeyPem: pki.keyPem,
     keyExchangeTimeoutMs: 2000,
     concurrentConnections: 64,
+    concurrentConnectionsPerSource: 64,
     maxRequestBytes: 1024,
     clientRateLimit: { intervalS: 0, burst: 8, tableSize: 1024 },
     policy: { aeadIds: [15, 16, 17, 30], ntpPort: 4123 },
@@ -225,9 +227,9 @@ function errorCodeOf(bytes: Uint8Array): number | undefined {
   return first?.kind === 'error' ? first.code : undefined;
 }
 
-/** Raw TCP connection (no TLS); resolves when the server closes it. */
-async function rawConnect(port: number, payload?: Uint8Array): Promise<{ socket: net.Socket; closed: Promise<number> }> {
-  const socket = net.connect(port, '127.0.0.1');
+/** Raw TCP connection (no TLS) from `localAddress` (default 127.0.0.1); `closed` resolves when the server closes it. */
+async function rawConnect(port: number, payload?: Uint8Array, localAddress = '127.0.0.1'): Promise<{ socket: net.Socket; closed: Promise<number> }> {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress });
   socket.on('error', () => undefined);
   const started = Date.now();
   const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)));
@@ -503,19 +505,126 @@ describe('KeServer: deadlines, caps and rate limits (OPERATIONS.md hardening)', 
     }
   });
 
-  test('connection cap: extra connections are closed before TLS, and the server still serves after', async () => {
+  test('connection cap full: the newcomer evicts the connection idle the longest, counted as evicted', async () => {
+    const h = await startServer(pki, newKeyset(), { concurrentConnections: 3 });
+    try {
+      const idle = [];
+      for (let i = 0; i < 3; i++) {
+        idle.push(await rawConnect(h.port, undefined, `127.0.0.${2 + i}`));
+        await h.stats.until(() => h.stats.accepted === i + 1);
+      }
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8, 'the newcomer is served');
+      assert.ok((await idle[0]?.closed ?? Infinity) < 1000, 'the oldest idle connection was closed at once');
+      await h.stats.until(() => h.stats.sessions.evicted === 1 && h.stats.sessions.success === 1);
+      assert.equal(h.stats.rejected.connection_limit, 0);
+      // The other two are untouched until their deadline.
+      const states = await Promise.race([Promise.all(idle.slice(1).map((c) => c.closed)).then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 300))]);
+      assert.equal(states, 'open');
+      for (const c of idle) c.socket.destroy();
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('eviction takes a client silent after its handshake before one that is mid-handshake', async () => {
     const h = await startServer(pki, newKeyset(), { concurrentConnections: 2 });
     try {
-      const a = await rawConnect(h.port);
-      const b = await rawConnect(h.port);
+      // Two clients finish TLS and say nothing.
+      const silent = await Promise.all(
+        [0, 1].map(async () => {
+          const socket = tls.connect({ host: '127.0.0.1', port: h.port, ca: pki.caPem, ALPNProtocols: ['ntske/1'] });
+          socket.on('error', () => undefined);
+          socket.resume(); // read (and drop) whatever comes, so the end of the stream is seen
+          const closed = once(socket, 'close');
+          await once(socket, 'secureConnect');
+          return { closed }; // wrapped: an async function would otherwise wait for it
+        }),
+      );
       await h.stats.until(() => h.stats.accepted === 2);
-      const extra = await rawConnect(h.port);
-      assert.ok((await extra.closed) < 500, 'third connection closed at once');
+      // A third arrives: it evicts the first silent one, then completes its handshake and request.
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+      await Promise.race(silent.map((c) => c.closed));
+      await h.stats.until(() => h.stats.sessions.evicted === 1 && h.stats.sessions.success === 1);
+      await Promise.all(silent.map((c) => c.closed));
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('connection cap with every open session already answered: the newcomer is refused (connection_limit)', async () => {
+    const h = await startServer(pki, newKeyset(), { concurrentConnections: 1, keyExchangeTimeoutMs: 1500 });
+    try {
+      // A client that reads its answer but never closes its side keeps the (answered) session open.
+      const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+        host: '127.0.0.1',
+        port: h.port,
+        ca: pki.caPem,
+        ALPNProtocols: ['ntske/1'],
+        allowHalfOpen: true,
+      };
+      const lingering = tls.connect(options);
+      lingering.on('error', () => undefined);
+      await once(lingering, 'secureConnect');
+      lingering.write(encodeKeMessage(GOOD_REQUEST));
+      lingering.resume();
+      await once(lingering, 'end');
+      await h.stats.until(() => h.stats.sessions.success === 1);
+      const extra = await rawConnect(h.port, undefined, '127.0.0.2');
+      assert.ok((await extra.closed) < 500, 'refused at once');
       await h.stats.until(() => h.stats.rejected.connection_limit === 1);
-      a.socket.destroy();
-      b.socket.destroy();
-      await Promise.all([a.closed, b.closed]);
+      lingering.destroy();
       await h.stats.until(() => h.stats.active === 0);
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('per-source cap: one IPv4 address may hold N connections; the next is closed before TLS (source_limit), others still get in', async () => {
+    const h = await startServer(pki, newKeyset(), { concurrentConnections: 16, concurrentConnectionsPerSource: 2 });
+    try {
+      const held = [await rawConnect(h.port, undefined, '127.0.0.9'), await rawConnect(h.port, undefined, '127.0.0.9')];
+      await h.stats.until(() => h.stats.accepted === 2);
+      const third = await rawConnect(h.port, undefined, '127.0.0.9');
+      assert.ok((await third.closed) < 500);
+      await h.stats.until(() => h.stats.rejected.source_limit === 1);
+      const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
+      assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8, 'another source is served');
+      // Closing one frees the source's slot at once.
+      held[0]?.socket.destroy();
+      await h.stats.until(() => h.stats.sessions.client_closed === 1);
+      const again = await rawConnect(h.port, undefined, '127.0.0.9');
+      await h.stats.until(() => h.stats.accepted === 4);
+      for (const c of [...held, again]) c.socket.destroy();
+      await h.stats.until(() => h.stats.active === 0);
+      assert.equal(h.stats.rejected.source_limit, 1);
+      // SIGHUP path: a higher cap applies to the next connection.
+      h.server.updateConnectionLimits({ globalMax: 16, perSourceMax: 3 });
+      const more = await Promise.all([0, 1, 2].map(() => rawConnect(h.port, undefined, '127.0.0.9')));
+      await h.stats.until(() => h.stats.accepted === 7);
+      assert.equal(h.stats.rejected.source_limit, 1);
+      for (const c of more) c.socket.destroy();
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('CLOSE-WAIT: a peer that closes before TLS frees its slot at once, counted as client_closed', async () => {
+    const h = await startServer(pki, newKeyset(), { concurrentConnections: 64, keyExchangeTimeoutMs: 5000 });
+    try {
+      const conns = await Promise.all(Array.from({ length: 60 }, (_, i) => rawConnect(h.port, undefined, `127.0.0.${10 + (i % 50)}`)));
+      await h.stats.until(() => h.stats.accepted === 60);
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      for (const c of conns) c.socket.end(); // FIN: the server side would sit in CLOSE-WAIT
+      await Promise.all(conns.map((c) => c.closed));
+      await h.stats.until(() => h.stats.sessions.client_closed === 60 && h.stats.active === 0, 2000);
+      assert.ok(Date.now() - started < 2000, 'released long before the 5 s deadline');
+      assert.equal(h.stats.sessions.bad_request, 0);
+      assert.equal(h.stats.sessions.timeout, 0);
       const reply = await keClient({ port: h.port, ca: pki.caPem, alpn: ['ntske/1'], send: encodeKeMessage(GOOD_REQUEST) });
       assert.equal(records(reply.bytes).filter((r) => r.kind === 'newCookie').length, 8);
     } finally {
