@@ -13,8 +13,10 @@
  * T2 is the kernel's CLOCK_REALTIME stamp, so time a datagram waits in the socket buffer is residence
  * time (T3 − T2), which the client subtracts, not served-time error. T3 is CLOCK_REALTIME read through the
  * addon as well, so both stamps come from one clock. What remains between the T3 read and the reply's
- * departure (the seal, and in "each" mode half the sendmsg) is estimated per request size class and
- * added to T3, as chrony does for its authentication delay (see TransmitCompensation below).
+ * departure is estimated by measurement and added to T3, as chrony does for its authentication delay
+ * (pool/worker.ts TransmitEstimator, the same model the pool uses):
+ *  - "each": the seal after the read (per request size class) plus half a sendmsg;
+ *  - "batch": also the rest of the batch still to be answered, and the reply's place in the sendmmsg.
  */
 import { performance } from 'node:perf_hooks';
 import { randomFillSync } from 'node:crypto';
@@ -33,7 +35,7 @@ import {
   type ServerFields,
 } from '../core/responder.js';
 import { Tally, keyAgeBucket } from '../pool/protocol.js';
-import { CostEwma, MAX_PACKET_COST_SAMPLE_S, clampCompensationS, requestSizeClass, SIZE_CLASS_COUNT } from '../pool/worker.js';
+import { CostEwma, MAX_PACKET_COST_SAMPLE_S, TransmitEstimator, requestSizeClass } from '../pool/worker.js';
 import {
   META_WORDS,
   MetaWord,
@@ -72,29 +74,6 @@ interface NativeSocket {
   readonly tx: Uint8Array;
 }
 
-/**
- * Estimated delay from the T3 clock read to the reply's departure, per request size class: the seal
- * after the read, plus (send-mode "each") half the sendmsg call, during which loopback and the NIC path
- * timestamp the packet. Reads 0 until warmed up; clamped like the pool's compensation.
- */
-class TransmitCompensation {
-  readonly #seal = Array.from({ length: SIZE_CLASS_COUNT }, () => new CostEwma(MAX_PACKET_COST_SAMPLE_S));
-  readonly #send = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
-
-  /** Seconds to add to T3 for a request of `sizeClass`. */
-  plannedS(sizeClass: number): number {
-    return clampCompensationS((this.#seal[sizeClass]?.valueS ?? 0) + this.#send.valueS / 2);
-  }
-
-  observeSeal(sizeClass: number, sealS: number): void {
-    this.#seal[sizeClass]?.observe(sealS);
-  }
-
-  observeSend(sendS: number): void {
-    this.#send.observe(sendS);
-  }
-}
-
 /** Opens the sockets of this thread and starts answering; fails with the address that did not bind. */
 export async function startNativeBackend(init: ThreadInit, counters: ThreadCounters): Promise<ThreadBackendStart> {
   const loaded = loadNativeUdp();
@@ -109,7 +88,9 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
   // T3: CLOCK_REALTIME plus the planned compensation, read when respond() asks for it.
   const realtime = new Float64Array(2);
   const transmitTime: NtpTime = { seconds: 0, fraction: 0 };
-  const compensation = new TransmitCompensation();
+  const estimator = new TransmitEstimator();
+  /** Kernel time per reply sent: one sendmsg ("each"), or a sendmmsg's time over its replies ("batch"). */
+  const sendCost = new CostEwma(MAX_PACKET_COST_SAMPLE_S);
   let compensationNs = 0;
   let stampedAtMs = -1;
   const ctx: ResponderContext = createResponderContext({
@@ -155,6 +136,12 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
     for (let round = 0; round < MAX_ROUNDS_PER_WAKE; round++) {
       const n = addon.recv(s.handle);
       if (n <= 0) return;
+      if (!sendEach) {
+        // Plan the batch: every reply leaves with the sendmmsg after the last one is sealed.
+        estimator.beginBatch(0, sendCost.valueS);
+        for (let i = 0; i < n; i++) estimator.addToBatch(requestSizeClass(meta[i * META_WORDS + MetaWord.rxLength] ?? 0));
+      }
+      let packetStartMs = performance.now();
       for (let i = 0; i < n; i++) {
         const base = i * META_WORDS;
         const flags = meta[base + MetaWord.rxFlags] ?? 0;
@@ -180,7 +167,11 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
           }
         }
         const sizeClass = requestSizeClass(length);
-        const plannedS = compensation.plannedS(sizeClass);
+        if (sendEach) {
+          estimator.beginBatch(0, sendCost.valueS);
+          estimator.addToBatch(sizeClass);
+        }
+        const plannedS = estimator.next(sizeClass);
         compensationNs = plannedS * 1e9;
         stampedAtMs = -1;
         let replyLength = 0;
@@ -199,27 +190,31 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
           counters.noteError('respondError', error instanceof Error ? `${error.name}: ${error.message}` : String(error));
         }
         meta[base + MetaWord.txLength] = replyLength;
+        const doneMs = performance.now();
+        // The whole packet's cost (for the rest-of-batch term) and, when stamped, the part after the T3 read.
+        estimator.observe(sizeClass, (doneMs - packetStartMs) / 1000, stampedAtMs >= 0 ? (doneMs - stampedAtMs) / 1000 : -1);
+        packetStartMs = doneMs;
         if (replyLength === 0) continue;
         if (stampedAtMs >= 0) {
           counters.transmitStamps++;
           counters.transmitCompensationSumS += plannedS;
         }
         if (sendEach) {
-          const beforeSendMs = performance.now();
           addon.sendOne(s.handle, i);
           const afterSendMs = performance.now();
-          if (stampedAtMs >= 0) compensation.observeSeal(sizeClass, (beforeSendMs - stampedAtMs) / 1000);
-          compensation.observeSend((afterSendMs - beforeSendMs) / 1000);
-          if (counters.measuresDurations && stampedAtMs >= 0) {
-            // Receive (kernel) to send: T3's clock read minus T2, plus what followed the read.
-            counters.observeDurationS(durationS(realtime, meta, base) + (afterSendMs - stampedAtMs) / 1000);
-          }
-        } else if (stampedAtMs >= 0) {
-          compensation.observeSeal(sizeClass, (performance.now() - stampedAtMs) / 1000);
-          if (counters.measuresDurations) counters.observeDurationS(durationS(realtime, meta, base));
+          sendCost.observe((afterSendMs - doneMs) / 1000);
+          packetStartMs = afterSendMs;
+          // Receive (kernel) to send: T3's clock read minus T2, plus what followed the read.
+          if (counters.measuresDurations && stampedAtMs >= 0) counters.observeDurationS(durationS(realtime, meta, base) + (afterSendMs - stampedAtMs) / 1000);
+        } else if (stampedAtMs >= 0 && counters.measuresDurations) {
+          counters.observeDurationS(durationS(realtime, meta, base));
         }
       }
-      if (!sendEach) addon.sendBatch(s.handle, n);
+      if (!sendEach) {
+        const beforeSendMs = performance.now();
+        const replies = addon.sendBatch(s.handle, n);
+        if (replies > 0) sendCost.observe((performance.now() - beforeSendMs) / 1000 / replies);
+      }
       if (n < NativeLayout.slots) return;
     }
   };
