@@ -683,6 +683,11 @@ function readNtsKeServer(
 
 const RATCHET_ONLY = ['shared-secret-path', 'accept-shared-secret-path'] as const;
 
+/** Shortest `[keyset] key-rotation-interval-s` with mode = "local", seconds. */
+export const MIN_LOCAL_KEY_ROTATION_INTERVAL_S = 10;
+/** Shortest `[keyset] key-rotation-interval-s` with mode = "ratchet" or "follow", seconds. */
+export const MIN_SHARED_KEY_ROTATION_INTERVAL_S = 60;
+
 function readKeyset(table: Table, errors: string[], options: ValidateOptions): KeysetConfig {
   const d = DEFAULTS.keyset;
   const r = new TableReader(table, 'keyset', errors);
@@ -693,7 +698,10 @@ function readKeyset(table: Table, errors: string[], options: ValidateOptions): K
   if (mode === 'follow') r.reject('stale-key-count', 'not used with mode = "follow" (the followed key file carries it; set it on the node that writes the file)');
   const keyStoragePath =
     (mode === 'ratchet' ? undefined : r.path('key-storage-path', options.baseDir, false, d.keyStoragePath)) ?? resolve(d.keyStoragePath);
-  const keyRotationIntervalS = r.integer('key-rotation-interval-s', 60, 31_536_000, d.keyRotationIntervalS);
+  // A local keyset may rotate every 10 s (the crash battery uses it); ratchet epochs and the follow staleness
+  // warning are designed around at least a minute, so those modes keep 60.
+  const minRotationIntervalS = mode === 'local' ? MIN_LOCAL_KEY_ROTATION_INTERVAL_S : MIN_SHARED_KEY_ROTATION_INTERVAL_S;
+  const keyRotationIntervalS = r.integer('key-rotation-interval-s', minRotationIntervalS, 31_536_000, d.keyRotationIntervalS);
   const staleKeyCount = mode === 'follow' ? d.staleKeyCount : r.integer('stale-key-count', 1, 1000, d.staleKeyCount);
   const followPollIntervalS = mode === 'follow' ? r.integer('follow-poll-interval-s', 1, 3600, d.followPollIntervalS) : d.followPollIntervalS;
   let sharedSecretPath: string | undefined;

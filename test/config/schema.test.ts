@@ -67,7 +67,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['nts-ke-server[0].client-rate-limit-table-size', (d) => (first(d, 'nts-ke-server')['client-rate-limit-table-size'] = 1)],
   ['nts-ke-server[0].thread-niceness', (d) => (first(d, 'nts-ke-server')['thread-niceness'] = 20)],
   ['keyset.key-storage-path', (d) => (table(d, 'keyset')['key-storage-path'] = 7)],
-  ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 10)],
+  ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 9)],
   ['keyset.stale-key-count', (d) => (table(d, 'keyset')['stale-key-count'] = 0)],
   ['keyset.mode', (d) => (table(d, 'keyset')['mode'] = 'shared')],
   ['observability.log-level', (d) => (table(d, 'observability')['log-level'] = 'loud')],
@@ -524,4 +524,20 @@ test('proxy-protocol: off by default; on, it needs proxy-trusted-sources (CIDR p
   Object.assign(first(doc, 'nts-ke-server'), { 'proxy-protocol': 'yes' });
   delete first(doc, 'nts-ke-server')['proxy-trusted-sources'];
   assert.match(errorsOf(validateConfig(doc, OPTIONS)).join('\n'), /^nts-ke-server\[0\]\.proxy-protocol: must be true or false/);
+});
+
+test('key-rotation-interval-s: at least 10 s with mode = "local", at least 60 s with ratchet and follow', () => {
+  const local = base();
+  local['keyset'] = { 'key-rotation-interval-s': 10 };
+  assert.equal(valid(local).keyset.keyRotationIntervalS, 10);
+  local['keyset'] = { mode: 'local', 'key-rotation-interval-s': 9 };
+  assert.deepEqual(errorsOf(validateConfig(local, OPTIONS)), ['keyset.key-rotation-interval-s: must be an integer between 10 and 31536000, got 9']);
+  const ratchet = base();
+  ratchet['keyset'] = { mode: 'ratchet', 'shared-secret-path': 'seed', 'key-rotation-interval-s': 30 };
+  assert.deepEqual(errorsOf(validateConfig(ratchet, OPTIONS)), ['keyset.key-rotation-interval-s: must be an integer between 60 and 31536000, got 30']);
+  ratchet['keyset'] = { mode: 'ratchet', 'shared-secret-path': 'seed', 'key-rotation-interval-s': 60 };
+  assert.equal(valid(ratchet).keyset.keyRotationIntervalS, 60);
+  const follow = base();
+  follow['keyset'] = { mode: 'follow', 'key-rotation-interval-s': 59 };
+  assert.deepEqual(errorsOf(validateConfig(follow, OPTIONS)), ['keyset.key-rotation-interval-s: must be an integer between 60 and 31536000, got 59']);
 });
