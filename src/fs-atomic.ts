@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, fchmodSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Default mode of files written here: owner read/write only, as secrets need. */
@@ -19,6 +19,46 @@ const CREATE_EXCLUSIVE = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstant
 
 function tmpPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+/** True while a process with this id exists (EPERM: it exists but belongs to someone else). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the tmp files that writes of `path` left behind when their process was killed between creating
+ * the tmp file and the rename (SIGKILL, power loss). Only names of this module's pattern for this target
+ * whose writer process no longer exists are touched, so a write in progress elsewhere is never disturbed.
+ * Returns the names removed; a directory that cannot be listed removes nothing.
+ */
+export async function removeAbandonedTmpFiles(path: string): Promise<string[]> {
+  const prefix = `.${basename(path)}.tmp-`;
+  let names: string[];
+  try {
+    names = await readdir(dirname(path));
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const match = /^(\d+)-[0-9a-f]{12}$/.exec(name.slice(prefix.length));
+    const pid = Number(match?.[1]);
+    if (match === null || !Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    try {
+      await unlink(join(dirname(path), name));
+      removed.push(name);
+    } catch {
+      // removed meanwhile, or not ours to remove: leave it
+    }
+  }
+  return removed;
 }
 
 function asBytes(data: Uint8Array | string): Uint8Array {

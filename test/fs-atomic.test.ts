@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic, writeFileAtomicSync } from '../src/fs-atomic.js';
+import { spawn, spawnSync } from 'node:child_process';
+import { removeAbandonedTmpFiles, writeFileAtomic, writeFileAtomicSync } from '../src/fs-atomic.js';
 
 function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ntsd-fs-atomic-'));
@@ -45,3 +46,28 @@ for (const [name, write] of forms) {
       assert.ok(statSync(path).isDirectory());
     }));
 }
+
+test('removeAbandonedTmpFiles: removes the tmp files of dead writers of this target only', () =>
+  withDir(async (dir) => {
+    const path = join(dir, 'ntsd.keys');
+    writeFileSync(path, 'current');
+    // A process that has exited: its pid names an abandoned write.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    assert.ok(dead !== undefined && dead > 0);
+    const alive = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' });
+    try {
+      assert.ok(alive.pid !== undefined);
+      const abandoned = `.ntsd.keys.tmp-${dead}-0123456789ab`;
+      const inProgress = `.ntsd.keys.tmp-${alive.pid}-0123456789ab`;
+      const ownWrite = `.ntsd.keys.tmp-${process.pid}-0123456789ab`;
+      const otherTarget = `.other.tmp-${dead}-0123456789ab`;
+      const notOurPattern = `.ntsd.keys.tmp-${dead}-xyz`;
+      for (const name of [abandoned, inProgress, ownWrite, otherTarget, notOurPattern]) writeFileSync(join(dir, name), 'partial');
+      assert.deepEqual(await removeAbandonedTmpFiles(path), [abandoned]);
+      assert.deepEqual(readdirSync(dir).sort(), [inProgress, ownWrite, otherTarget, notOurPattern, 'ntsd.keys'].sort());
+      assert.equal(readFileSync(path, 'utf8'), 'current');
+      assert.deepEqual(await removeAbandonedTmpFiles(join(dir, 'missing-dir', 'x')), []);
+    } finally {
+      alive.kill('SIGKILL');
+    }
+  }));

@@ -9,6 +9,7 @@
  *  - a corrupt file is renamed aside to `<name>.corrupt-<unix ms>` (its bytes are preserved), logged at
  *    error level, and replaced by a fresh keyset: it is never silently overwritten;
  *  - a permission error (EACCES/EPERM) refuses to start: NtsdError KEYSET_UNREADABLE;
+ *  - tmp files of writes interrupted by a crash (their writer process is gone) are removed on open;
  *  - a rotation persists the new snapshot (whose `next` key is new) BEFORE publishing it, so a crash at any
  *    moment loses no key that could have sealed a live cookie.
  *
@@ -33,7 +34,7 @@ import {
   type Keyset,
 } from '../core/nts/keyset.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { writeFileAtomic } from '../fs-atomic.js';
+import { removeAbandonedTmpFiles, writeFileAtomic } from '../fs-atomic.js';
 
 /** Label values of `ntsd_keyset_rotations_total{result}`. */
 export const KeysetRotationResult = {
@@ -187,6 +188,9 @@ export async function openKeysetStore(options: KeysetStoreOptions): Promise<Keys
   if (!(intervalS > 0) || !Number.isFinite(intervalS)) throw new RangeError('keyset store: rotationIntervalS must be > 0');
 
   await ensureDirectory(dirname(path));
+  // A daemon killed in the middle of a write leaves its tmp file; this store is the file's only writer.
+  const abandoned = await removeAbandonedTmpFiles(path);
+  if (abandoned.length > 0) logger.warn({ path, removed: abandoned }, 'removed tmp files of key file writes interrupted by a crash');
   const existing = await readKeyFile(path, logger);
 
   let keyset: Keyset | undefined;

@@ -276,3 +276,28 @@ test('a key file the daemon may not read refuses to start with KEYSET_UNREADABLE
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('tmp files of a key file write interrupted by a crash are removed on open, with a warning', async () => {
+  const dir = tempDir();
+  try {
+    const path = join(dir, 'ntsd.keys');
+    const { logger } = captureLogger();
+    const first = await openKeysetStore(baseOptions(path, logger));
+    const id = first.keyset.current.id;
+    await first.close();
+    // What a SIGKILL between creating the tmp file and the rename leaves: a partial file named for a dead pid.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid ?? 0;
+    const leftover = `.ntsd.keys.tmp-${dead}-00ff00ff00ff`;
+    writeFileSync(join(dir, leftover), Buffer.from('NTSDKEYS partial'), { mode: 0o600 });
+    const { logger: logger2, lines } = captureLogger();
+    const second = await openKeysetStore(baseOptions(path, logger2));
+    assert.equal(second.keyset.current.id, id, 'the key file itself is loaded as it was');
+    assert.deepEqual(readdirSync(dir), ['ntsd.keys']);
+    const warning = lines.find((l) => l.level === 40 && /interrupted by a crash/.test(l.msg));
+    assert.ok(warning !== undefined, 'the removal is logged');
+    assert.deepEqual(warning['removed'], [leftover]);
+    await second.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
