@@ -85,6 +85,8 @@ export interface CrashReport {
   readonly catchUpStarts: number;
   /** Rotations the daemons logged ("keyset rotated" plus caught-up ones). */
   readonly rotationsLogged: number;
+  /** Kills that left a tmp file behind (they interrupted a key file write; the next start must remove it). */
+  readonly interruptedWrites: number;
   /** Master keys in the final key file. */
   readonly keysInFile: number;
   readonly keyExchanges: number;
@@ -189,6 +191,8 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
   let oldExpired = 0;
   let freshChecked = 0;
   let rotationKills = 0;
+  let interruptedWrites = 0;
+  const tmpSeen = new Set<string>();
   const startMs: number[] = [];
   let stoppedBy: CrashReport['stoppedBy'] = 'cycles';
   let current: NtsdProcess | undefined;
@@ -223,6 +227,8 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
     kills[kind]++;
     if (kind === 'rotation' || kind === 'before-due') rotationKills++;
     rotationsLogged += countRotations(proc.lines);
+    if (strayFiles(keyDir, keyFileName).some((n) => n.startsWith(`.${keyFileName}.tmp-`) && !tmpSeen.has(n))) interruptedWrites++;
+    for (const n of strayFiles(keyDir, keyFileName)) tmpSeen.add(n);
     const read = readKeyFile(keyPath);
     if ('error' in read) {
       if (keyFileCreated) defects.add(`cycle ${cycle}: after a kill (${kind}): ${read.error}`);
@@ -253,7 +259,7 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
       const typicalStartMs = Math.max(300, median(startMs) || 600);
 
       // Kill during start-up, at a random instant.
-      if (cycle > 1 && rng.chance(0.2)) {
+      if (cycle > 1 && (cycle % 5 === 2 || rng.chance(0.1))) {
         await delay(rng.float() * typicalStartMs * 1.1);
         await kill(proc, 'start', cycle);
         cycles++;
@@ -363,7 +369,7 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
       const untilDueMs = dueMs - Date.now();
       const wantRotation = rotationKills < options.rotationKillShare * cycle;
       let kind: KillKind = 'running';
-      let waitMs = rng.float() * 1500;
+      let waitMs = rng.float() * 800;
       if (untilDueMs > 0 && (wantRotation || untilDueMs < 1500)) {
         if (rng.chance(0.5)) {
           kind = 'rotation';
@@ -406,6 +412,7 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
       startsCompleted,
       catchUpStarts,
       rotationsLogged,
+      interruptedWrites,
       keysInFile: 'keyset' in final ? keysetKeys(final.keyset).length : 0,
       keyExchanges,
       oldCookiesChecked: oldChecked,
@@ -436,7 +443,8 @@ export function formatCrashReport(r: CrashReport): string {
   const lines = [
     `crash battery: ${grouped(r.cycles)} kill -9 cycles in ${r.durationS.toFixed(0)} s (stopped by ${r.stoppedBy}; seed ${r.seed})`,
     `  kills: ${KILL_KINDS.map((k) => `${k} ${r.kills[k]}`).join(', ')}`,
-    `  starts completed ${r.startsCompleted} (median ${r.startMsP50.toFixed(0)} ms to "ntsd started"), with a catch-up rotation ${r.catchUpStarts}; rotations logged ${r.rotationsLogged}; keys in the file ${r.keysInFile}`,
+    `  starts completed ${r.startsCompleted} (median ${r.startMsP50.toFixed(0)} ms to "ntsd started"), with a catch-up rotation ${r.catchUpStarts}; rotations logged ${r.rotationsLogged} (a catch-up killed before its write is redone); keys in the file ${r.keysInFile}`,
+    `  kills that interrupted a key file write (tmp file left, removed by the next start): ${r.interruptedWrites}`,
     `  cookies from before a crash: ${r.oldCookiesAuthenticated} of ${r.oldCookiesChecked} authenticated, ${r.oldCookiesExpired} expired (NAK, key gone from the file); fresh cookies checked ${r.freshCookiesChecked}; NTS-KE ${r.keyExchanges}`,
     `  defects: ${r.defectCount}`,
     ...r.defects.map((d) => `    - ${d}`),
