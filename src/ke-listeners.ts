@@ -37,7 +37,7 @@ export interface KeListeners {
 }
 
 /** The `[[nts-ke-server]]` settings a SIGHUP applies without a restart. */
-export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource'>;
+export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
 /** The part of `config` that a SIGHUP applies at runtime (everything else of a KE table needs a restart). */
 export function keRuntimeSettings(config: NtsKeServerConfig): KeRuntimeSettings {
@@ -45,6 +45,7 @@ export function keRuntimeSettings(config: NtsKeServerConfig): KeRuntimeSettings 
     clientRateLimit: config.clientRateLimit,
     concurrentConnections: config.concurrentConnections,
     concurrentConnectionsPerSource: config.concurrentConnectionsPerSource,
+    access: config.access,
   };
 }
 
@@ -115,6 +116,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
           concurrentConnections: c.concurrentConnections,
           concurrentConnectionsPerSource: c.concurrentConnectionsPerSource,
+          accessList: c.access,
           maxRequestBytes: c.maxRequestBytes,
           clientRateLimit: c.clientRateLimit,
           policy: {
@@ -150,6 +152,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
         if (c === undefined || l.server === undefined) return;
         l.server.updateRateLimit(c.clientRateLimit);
         l.server.updateConnectionLimits({ globalMax: c.concurrentConnections, perSourceMax: c.concurrentConnectionsPerSource });
+        l.server.updateAccessList(c.access);
       });
     },
     async reloadCertificates() {

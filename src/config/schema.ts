@@ -110,6 +110,11 @@ export interface NtsKeServerConfig {
   readonly proxyProtocol: boolean;
   /** CIDR prefixes (or bare addresses) of the balancers allowed to connect when `proxyProtocol` is on. */
   readonly proxyTrustedSources: readonly string[];
+  /**
+   * Access list (`allow`, `deny`, `ignore`, `access-default`; most specific prefix wins). `deny` and
+   * `ignore` both close a KE connection before TLS; with `proxyProtocol`, the header's client address counts.
+   */
+  readonly access: AccessConfig;
 }
 
 /** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
@@ -654,6 +659,7 @@ function readNtsKeServer(
       if (proxyTrustedSources.length !== v.length) proxyTrustedSources = [];
     }
   }
+  const access = r.accessList();
   const clientRateLimit: ClientRateLimitConfig = {
     intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
@@ -678,6 +684,7 @@ function readNtsKeServer(
     threadNiceness,
     proxyProtocol,
     proxyTrustedSources,
+    access,
   };
 }
 

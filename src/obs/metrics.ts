@@ -64,7 +64,7 @@ export const COOKIE_ISSUE_PATHS = ['ke', 'ntp'] as const;
 /** One of COOKIE_ISSUE_PATHS. */
 export type CookieIssuePathLabel = (typeof COOKIE_ISSUE_PATHS)[number];
 /** `reason` label of ntsd_ke_connections_rejected_total (refused before TLS). */
-export const KE_REJECT_REASONS = ['connection_limit', 'source_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
+export const KE_REJECT_REASONS = ['access_denied', 'access_ignored', 'connection_limit', 'source_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
 /** One of KE_REJECT_REASONS. */
 export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
 /** `outcome` label of ntsd_ke_sessions_total. */

@@ -56,6 +56,8 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['nts-ke-server[0].private-key-path', (d) => (first(d, 'nts-ke-server')['private-key-path'] = '')],
   ['nts-ke-server[0].key-exchange-timeout-ms', (d) => (first(d, 'nts-ke-server')['key-exchange-timeout-ms'] = 0)],
   ['nts-ke-server[0].concurrent-connections', (d) => (first(d, 'nts-ke-server')['concurrent-connections'] = -1)],
+  ['nts-ke-server[0].deny', (d) => (first(d, 'nts-ke-server')['deny'] = ['10.0.0.0/40'])],
+  ['nts-ke-server[0].access-default', (d) => (first(d, 'nts-ke-server')['access-default'] = 'drop')],
   ['nts-ke-server[0].concurrent-connections-per-source', (d) => (first(d, 'nts-ke-server')['concurrent-connections-per-source'] = 0)],
   ['nts-ke-server[0].max-request-bytes', (d) => (first(d, 'nts-ke-server')['max-request-bytes'] = 512)],
   ['nts-ke-server[0].ntp-server', (d) => (first(d, 'nts-ke-server')['ntp-server'] = 'bad host!')],
@@ -163,6 +165,7 @@ test('defaults match OPERATIONS.md', () => {
   assert.equal(ke.keyExchangeTimeoutMs, 2000);
   assert.equal(ke.concurrentConnections, 512);
   assert.equal(ke.concurrentConnectionsPerSource, 16);
+  assert.deepEqual(ke.access, { entries: [], defaultAction: 'allow' });
   assert.equal(ke.maxRequestBytes, 4096);
   assert.deepEqual(ke.aeadAlgorithms, [15, 16, 17, 30]);
   assert.equal(ke.certificateReloadIntervalS, 60);

@@ -1,6 +1,7 @@
 /**
  * The KE thread's TCP listeners and admission. Before any TLS work, an accepted connection must pass, in
- * order: the per-client token bucket (core/limiter.ts; `rate_limited`), the per-source cap on open
+ * order: the access list (core/access-list.ts; `access_denied`, `access_ignored`), the per-client token bucket
+ * (core/limiter.ts; `rate_limited`), the per-source cap on open
  * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession.
  *
  * A full global cap does not turn the newcomer away: an open session without an answer is evicted to
@@ -22,6 +23,7 @@
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { matchCidr, type CidrPrefix } from '../../core/cidr.js';
+import type { AccessList } from '../../core/access-list.js';
 import type { ConcurrencyLimiter, SourceKey } from '../../core/concurrency.js';
 import type { RateLimiter } from '../../core/limiter.js';
 import { readProxyHeader } from './proxy.js';
@@ -34,6 +36,8 @@ export interface ListenerContext {
   readonly concurrency: ConcurrencyLimiter;
   /** The current per-client limiter (replaced when the table is). */
   limiter(): RateLimiter;
+  /** The current access list (replaced on SIGHUP). */
+  accessList(): AccessList;
   /** Tallies of the current stats interval. */
   tallies(): KeTallies;
   /** Everything sessions need; `closed`, `progressed` and `settled` are wrapped by the listener. */
@@ -213,6 +217,14 @@ export class KeListener {
   #admit(raw: net.Socket, clientAddress: string): void {
     const tallies = this.#ctx.tallies();
     const address = clientAddress;
+    const access = this.#ctx.accessList().decide(address);
+    if (access !== 'allow') {
+      // KE has no refusal message before TLS: `deny` and `ignore` both close, counted apart.
+      if (access === 'deny') tallies.rejected.access_denied++;
+      else tallies.rejected.access_ignored++;
+      raw.destroy();
+      return;
+    }
     if (this.#ctx.limiter().take(address, sharedNowMs()) !== 'admit') {
       tallies.rejected.rate_limited++;
       raw.destroy();

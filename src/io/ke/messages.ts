@@ -2,7 +2,7 @@
  * What the main thread and the NTS-KE threads tell each other (io/ke/server.ts ↔ io/ke/thread.ts), and
  * the public types of the KE listener. Nothing here runs; both sides import it.
  */
-import type { ClientRateLimitConfig } from '../../config/schema.js';
+import type { AccessConfig, ClientRateLimitConfig } from '../../config/schema.js';
 import type { KePolicy } from '../../core/ke-handler.js';
 import {
   KE_REJECT_REASONS,
@@ -98,6 +98,8 @@ export interface KeWorkerInit {
   /** The per-client limiter's table (core/limiter.ts), shared with the main thread. */
   readonly rateLimitTable: SharedArrayBuffer;
   readonly policy: KePolicy;
+  /** Allow/deny lists (validated by the config schema; compiled on the thread). */
+  readonly accessList: AccessConfig;
   readonly keysetBytes: Uint8Array;
   readonly statsIntervalMs: number;
   readonly threadNiceness: number;
@@ -110,6 +112,7 @@ export type ToKeThread =
   | { readonly type: 'keyset'; readonly bytes: Uint8Array }
   | { readonly type: 'reloadCertificate'; readonly requestId: number; readonly chainPem: string; readonly keyPem: string }
   | { readonly type: 'rateLimitTable'; readonly table: SharedArrayBuffer }
+  | { readonly type: 'accessList'; readonly config: AccessConfig }
   | { readonly type: 'stop' };
 
 /** Severity of a KE thread's log line. */

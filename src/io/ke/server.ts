@@ -11,7 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { ClientRateLimitConfig } from '../../config/schema.js';
+import type { AccessConfig, ClientRateLimitConfig } from '../../config/schema.js';
+import { AccessList } from '../../core/access-list.js';
 import type { KePolicy } from '../../core/ke-handler.js';
 import { ConcurrencyLimiter, concurrencyTableBytes, type ConcurrencyLimits } from '../../core/concurrency.js';
 import { RateLimiter, rateLimiterBytes } from '../../core/limiter.js';
@@ -65,6 +66,11 @@ export interface KeServerOptions {
   readonly clientRateLimit: ClientRateLimitConfig;
   /** KE answer policy (AEADs, Server/Port Negotiation). */
   readonly policy: KePolicy;
+  /**
+   * Access list (core/access-list.ts: most specific prefix wins); default: everyone allowed. `deny` and
+   * `ignore` both close the connection before TLS (counted as access_denied / access_ignored).
+   */
+  readonly accessList?: AccessConfig;
   /** Initial keyset snapshot, or its `encodeKeyset` bytes (not modified). */
   readonly keyset: Keyset | Uint8Array;
   /** Logger for the KE thread's error reports (one line per problem, never per connection). */
@@ -86,6 +92,10 @@ export interface KeServerOptions {
 function newSharedLimiter(config: ClientRateLimitConfig): RateLimiter {
   const buffer = new SharedArrayBuffer(rateLimiterBytes(config.tableSize));
   return RateLimiter.create(buffer, config.tableSize, randomBytes(4).readInt32LE(0), keRateLimitConfig(config));
+}
+
+function copyAccessList(config: AccessConfig): AccessConfig {
+  return { entries: config.entries.map((e) => ({ ...e })), defaultAction: config.defaultAction };
 }
 
 /** A concurrency table in shared memory, seeded with fresh random bits. */
@@ -150,6 +160,7 @@ export class KeServer {
       maxRequestBytes: o.maxRequestBytes,
       rateLimitTable: buffer,
       policy: { ...o.policy },
+      accessList: copyAccessList(o.accessList ?? { entries: [], defaultAction: 'allow' }),
       keysetBytes,
       statsIntervalMs: o.statsIntervalMs ?? 1000,
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
@@ -271,6 +282,16 @@ export class KeServer {
     this.#limiterTableSize = config.tableSize;
     const buffer = this.#limiter.buffer;
     if (buffer instanceof SharedArrayBuffer) this.#post({ type: 'rateLimitTable', table: buffer });
+  }
+
+  /**
+   * Replaces the access list (SIGHUP) for the next connections. Throws RangeError on a list that does
+   * not compile (the config schema never lets one through).
+   */
+  updateAccessList(config: AccessConfig): void {
+    const compiled = AccessList.compile(config.entries, config.defaultAction);
+    if (!compiled.ok) throw new RangeError(compiled.error);
+    this.#post({ type: 'accessList', config: copyAccessList(config) });
   }
 
   /**

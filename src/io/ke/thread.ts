@@ -21,6 +21,8 @@ import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../../core/bytes.js';
 import { parseCidr, type CidrPrefix } from '../../core/cidr.js';
+import { AccessList } from '../../core/access-list.js';
+import type { AccessConfig } from '../../config/schema.js';
 import { ConcurrencyLimiter } from '../../core/concurrency.js';
 import { RateLimiter } from '../../core/limiter.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../../core/nts/keyset.js';
@@ -131,6 +133,13 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
 
   let limiter = RateLimiter.attach(init.rateLimitTable);
+  const compile = (config: AccessConfig): AccessList | undefined => {
+    const compiled = AccessList.compile(config.entries, config.defaultAction);
+    if (compiled.ok) return compiled.list;
+    log('error', 'access list does not compile; keeping the previous one', { problem: compiled.error });
+    return undefined;
+  };
+  let accessList = compile(init.accessList) ?? compileEmpty();
   let tallies = newKeTallies();
   let stopping = false;
   let lastReportedActive = -1;
@@ -138,6 +147,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   const listener: KeListener = new KeListener({
     concurrency: ConcurrencyLimiter.attach(init.concurrencyTable),
     limiter: () => limiter,
+    accessList: () => accessList,
     tallies: () => tallies,
     session: {
       keyExchangeTimeoutMs: init.keyExchangeTimeoutMs,
@@ -211,6 +221,9 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
         }
         return;
       }
+      case 'accessList':
+        accessList = compile(message.config) ?? accessList;
+        return;
       case 'rateLimitTable':
         limiter = RateLimiter.attach(message.table);
         return;
@@ -232,6 +245,13 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       post({ type: 'listenError', host: f.host, port: f.port, code, message: errorText(cause) });
     },
   );
+}
+
+/** The list that allows everyone. */
+function compileEmpty(): AccessList {
+  const compiled = AccessList.compile([], 'allow');
+  if (!compiled.ok) throw new Error('an empty access list must compile');
+  return compiled.list;
 }
 
 function isKeWorkerInit(value: unknown): value is KeWorkerInit {

@@ -632,6 +632,48 @@ describe('KeServer: deadlines, caps and rate limits (OPERATIONS.md hardening)', 
     }
   });
 
+  test('access list: a denied source is closed before TLS (access_denied), most specific prefix wins, SIGHUP applies', async () => {
+    const h = await startServer(pki, newKeyset(), {
+      listen: [{ host: '::', port: 0 }], // dual-stack: IPv4 peers arrive as ::ffff:127.0.0.x and must match IPv4 prefixes
+      accessList: {
+        entries: [
+          { prefix: '127.0.0.0/8', action: 'allow' },
+          { prefix: '127.0.0.3', action: 'allow' },
+          { prefix: '127.0.0.0/30', action: 'ignore' },
+          { prefix: '127.0.0.7', action: 'deny' },
+        ],
+        defaultAction: 'deny',
+      },
+    });
+    try {
+      const from = async (localAddress: string): Promise<boolean> => {
+        const raw = net.connect({ host: '127.0.0.1', port: h.port, localAddress });
+        raw.on('error', () => undefined);
+        const socket = tls.connect({ socket: raw, host: '127.0.0.1', ca: pki.caPem, ALPNProtocols: ['ntske/1'] });
+        socket.on('error', () => undefined);
+        const chunks: Buffer[] = [];
+        socket.on('data', (d: Buffer) => chunks.push(d));
+        socket.on('secureConnect', () => socket.write(encodeKeMessage(GOOD_REQUEST)));
+        await new Promise((resolve) => socket.on('close', resolve)); // not once(): it rejects on 'error'
+        return chunks.length > 0 && records(new Uint8Array(Buffer.concat(chunks))).some((r) => r.kind === 'newCookie');
+      };
+      assert.equal(await from('127.0.0.1'), false, '/30 deny inside the /8 allow');
+      assert.equal(await from('127.0.0.3'), true, '/32 allow inside the /30 deny');
+      assert.equal(await from('127.0.0.9'), true, '/8 allow');
+      assert.equal(await from('127.0.0.7'), false, 'deny: closed before TLS too (KE has no refusal message)');
+      await h.stats.until(() => h.stats.rejected.access_ignored === 1 && h.stats.rejected.access_denied === 1 && h.stats.sessions.success === 2);
+      assert.equal(h.stats.accepted, 2, 'refused connections never became sessions');
+      h.server.updateAccessList({ entries: [{ prefix: '127.0.0.9', action: 'deny' }], defaultAction: 'allow' });
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await from('127.0.0.9'), false, 'the new list applies to the next connection');
+      assert.equal(await from('127.0.0.1'), true, 'default allow: the rest is allowed');
+      await h.stats.until(() => h.stats.rejected.access_denied === 2);
+      assert.throws(() => h.server.updateAccessList({ entries: [{ prefix: 'not a prefix', action: 'deny' }], defaultAction: 'allow' }), RangeError);
+    } finally {
+      await h.server.stop();
+    }
+  });
+
   test('per-client token bucket: over the burst → closed before TLS and counted as rate_limited', async () => {
     const h = await startServer(pki, newKeyset(), { clientRateLimit: { intervalS: 3600, burst: 3, tableSize: 16 } });
     try {
