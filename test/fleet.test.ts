@@ -205,4 +205,60 @@ test('follow fleet: an NTP-only node follows a copied key file; newer copies swa
   const after = await scrapeMetrics(follower.metrics ?? { host: '', port: 0 });
   assert.equal(sample(after, 'ntsd_keyset_current_key_id'), v2.current.id);
   assert.equal(sample(after, 'ntsd_keyset_rotations_total{result="failure"}'), 1);
+
+  // keyset inspect on the follower reads the followed file (here: the older copy now on disk), never key bytes.
+  const inspect = await runCli(['keyset', 'inspect', '-c', follower.configPath]);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  assert.match(inspect.stdout, /mode: follow/);
+  assert.match(inspect.stdout, /followed: written by another node/);
+  assert.match(inspect.stdout, new RegExp(`current\\s+${v1.current.id.toString(16).padStart(8, '0')}`));
+  assert.doesNotMatch(inspect.stdout, /[0-9a-f]{64}/);
+});
+
+test('reseeding a ratchet fleet: with accept-shared-secret-path, cookies of the old and the new seed open on both sides', { timeout: 90_000 }, async (t) => {
+  const pki = makeTestPki(['localhost', '127.0.0.1']);
+  t.after(() => pki.cleanup());
+  const seeds = makeTempDir('reseed');
+  t.after(() => removeDir(seeds));
+  const oldSeed = writeSeed(seeds, 'old.seed', 11);
+  let newSeed = writeSeed(seeds, 'new.seed', 99);
+  // The two seeds must have different key-id tags (1 in 256 do not): pick another new seed if needed.
+  const { ratchetSeedTag } = await import('../src/core/nts/ratchet.js');
+  for (let f = 100; ratchetSeedTag(readFileSync(newSeed)) === ratchetSeedTag(readFileSync(oldSeed)); f++) newSeed = writeSeed(seeds, 'new.seed', f);
+  const keyset = (seal: string, accept?: string): string[] => [
+    'mode = "ratchet"',
+    `shared-secret-path = ${JSON.stringify(seal)}`,
+    ...(accept === undefined ? [] : [`accept-shared-secret-path = ${JSON.stringify(accept)}`]),
+    'key-rotation-interval-s = 3600',
+  ];
+  // Step 1 of the README procedure: an NTP node that seals with the old seed and already accepts the new one.
+  const step1Port = await freeUdpPort();
+  await node(t, ntpNodeToml({ ntpPort: step1Port, keyset: keyset(oldSeed, newSeed) }), 'step1');
+  // Step 2: a node that has swapped (seals with the new seed, still accepts the old one), and a KE node of each kind.
+  const step2Port = await freeUdpPort();
+  await node(t, ntpNodeToml({ ntpPort: step2Port, keyset: keyset(newSeed, oldSeed) }), 'step2');
+  const oldKe = await node(t, keyNodeToml({ kePort: await freeTcpPort(), pki, ntpServer: '127.0.0.1', ntpPort: step1Port, keyset: keyset(oldSeed) }), 'oldke');
+  const newKe = await node(t, keyNodeToml({ kePort: await freeTcpPort(), pki, ntpServer: '127.0.0.1', ntpPort: step2Port, keyset: keyset(newSeed, oldSeed) }), 'newke');
+  const oldKeys = await keyExchange(oldKe, pki.caPem);
+  const newKeys = await keyExchange(newKe, pki.caPem);
+  let i = 0;
+  for (const port of [step1Port, step2Port]) {
+    for (const keys of [oldKeys, newKeys]) {
+      const r = await ntsQuery({ ...keys, ntpPort: port }, keys.cookies[i] ?? new Uint8Array());
+      assert.ok(r.ok, `port ${port}, cookie ${i}: ${r.ok ? '' : r.failure.message}`);
+    }
+    i++;
+  }
+  // A node that has only the new seed (step 3, too early) refuses the old seed's cookies: hence the overlap.
+  const step3Port = await freeUdpPort();
+  await node(t, ntpNodeToml({ ntpPort: step3Port, keyset: keyset(newSeed) }), 'step3');
+  const early = await ntsQuery({ ...oldKeys, ntpPort: step3Port }, oldKeys.cookies[5] ?? new Uint8Array());
+  assert.equal(early.ok ? 'ok' : early.failure.kind, 'nts_nak');
+  const fine = await ntsQuery({ ...newKeys, ntpPort: step3Port }, newKeys.cookies[5] ?? new Uint8Array());
+  assert.ok(fine.ok, fine.ok ? '' : fine.failure.message);
+  // inspect lists the accepted seed's keys under their own tag.
+  const inspect = await runCli(['keyset', 'inspect', '-c', newKe.configPath]);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  assert.match(inspect.stdout, /also accepted: .*old\.seed \(key-id tag [0-9a-f]{2}\)/);
+  assert.match(inspect.stdout, /accepted\s+[0-9a-f]{8}/);
 });
