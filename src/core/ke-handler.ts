@@ -11,13 +11,22 @@
  *  - no_common_aead: Next Protocol [0] and an empty AEAD record (§4.1.5).
  *  - bad_request / unrecognized_critical / internal_error: a single Error record (§4.1.3) with
  *    code 1 / 0 / 2.
+ *
+ * Pool requests from an authenticated front end (core/ke-pool.ts, draft-ietf-ntp-nts-keyexchange-pool):
+ *  - support request: only the lists asked for (10, then 9), Keep Alive when granted;
+ *  - fixed key request: as a success above, but the cookies seal the keys the front end supplied (the
+ *    TLS exporter is never called), no record 1024, Keep Alive before End of Message when granted.
+ * A pool request whose token is not accepted gets Error 1 and no keep-alive (the shell closes). Keep
+ * Alive is granted only to an authenticated pool request that asked for it, when the shell says the
+ * connection may be kept; on a kept connection an ordinary request gets Error 1.
  */
 import type { FillRandom } from './bytes.js';
 import { getAead } from './crypto/aead.js';
+import { encodeTokens, FRESH_CONNECTION, isAcceptedToken, type KePoolConnection, supportResponseRecords } from './ke-pool.js';
 import { cookieLength, sealCookie } from './nts/cookie.js';
 import { type ExportKeys, ntpv4ExporterContexts } from './nts/exporter.js';
 import { AeadId, KeErrorCode, KeRecordType, NextProtocolId, NTP_PORT } from './nts/ids.js';
-import { encodeKeErrorResponse, type KeRequestDefect, validateKeRequest } from './nts/ke-message.js';
+import { encodeKeErrorResponse, type KeRequest, type KeRequestDefect, type PoolRequest, validateKeRequest } from './nts/ke-message.js';
 import { encodeKeMessage, encodeKeRecord, KE_RECORD_HEADER_LENGTH, type KeRecord, keRecordLength, writeKeRecordHeader } from './nts/ke-record.js';
 import type { Keyset } from './nts/keyset.js';
 
@@ -40,7 +49,12 @@ export interface KePolicy {
   readonly ntpPort?: number | undefined;
   /** New Cookie records per success response, 1..8 (§4.1.6: at least 1, SHOULD be 8). Default 8. */
   readonly cookieCount?: number | undefined;
+  /** Pools: tokens a front end may authenticate with (`accepted-pool-authentication-tokens`; secret). None = no pool requests. */
+  readonly poolAuthenticationTokens?: readonly string[] | undefined;
 }
+
+/** Which kind of request it was: an ordinary client's, or a pool front end's support or fixed key request. */
+export type KeRequestKind = 'ordinary' | 'support' | 'fixed_key';
 
 /** The response to write, and what to count. */
 export interface KeHandlerResult {
@@ -56,6 +70,10 @@ export interface KeHandlerResult {
   readonly defect: KeRequestDefect | undefined;
   /** What went wrong for internal_error (an exception from exportKeys / sealCookie, or a size mismatch), for logging. */
   readonly internalError: unknown;
+  /** The request's kind; 'ordinary' also for requests too malformed to tell. */
+  readonly requestKind: KeRequestKind;
+  /** The response carries Keep Alive: the shell keeps the connection open for the next request. */
+  readonly keepAlive: boolean;
 }
 
 /** Default and maximum number of cookies per success response (RFC 8915 §4.1.6 SHOULD 8). */
@@ -64,7 +82,14 @@ export const KE_COOKIES_PER_RESPONSE = 8;
 function result(
   response: Uint8Array,
   outcome: KeOutcome,
-  extra: { aeadId?: number; cookiesIssued?: number; defect?: KeRequestDefect; internalError?: unknown } = {},
+  extra: {
+    aeadId?: number;
+    cookiesIssued?: number;
+    defect?: KeRequestDefect;
+    internalError?: unknown;
+    requestKind?: KeRequestKind;
+    keepAlive?: boolean;
+  } = {},
 ): KeHandlerResult {
   return {
     response,
@@ -73,7 +98,23 @@ function result(
     cookiesIssued: extra.cookiesIssued ?? 0,
     defect: extra.defect,
     internalError: extra.internalError,
+    requestKind: extra.requestKind ?? 'ordinary',
+    keepAlive: extra.keepAlive ?? false,
   };
+}
+
+/** UTF-8 tokens per policy token list, encoded once. */
+const encodedTokens = new WeakMap<readonly string[], Uint8Array[]>();
+
+function acceptedTokens(policy: KePolicy): readonly Uint8Array[] {
+  const tokens = policy.poolAuthenticationTokens;
+  if (tokens === undefined) return [];
+  let encoded = encodedTokens.get(tokens);
+  if (encoded === undefined) {
+    encoded = encodeTokens(tokens);
+    encodedTokens.set(tokens, encoded);
+  }
+  return encoded;
 }
 
 /**
@@ -91,7 +132,8 @@ export function chooseAead(clientAeadIds: readonly number[], serverAeadIds: read
 /**
  * Handles one NTS-KE request (bytes as received, or already decoded records) and returns the
  * complete response. Never throws on peer input; exceptions from the injected `exportKeys` or from
- * cookie sealing become an Error 2 response with outcome 'internal_error'.
+ * cookie sealing become an Error 2 response with outcome 'internal_error'. `connection` tells whether
+ * the connection is a kept one and whether it may be kept (default: fresh, not keepable).
  */
 export function handleKeRequest(
   request: Uint8Array | readonly KeRecord[],
@@ -99,6 +141,7 @@ export function handleKeRequest(
   keyset: Keyset,
   policy: KePolicy,
   fillRandom: FillRandom,
+  connection: KePoolConnection = FRESH_CONNECTION,
 ): KeHandlerResult {
   const validation = validateKeRequest(request);
   if (!validation.ok) {
@@ -107,14 +150,39 @@ export function handleKeRequest(
     return result(encodeKeErrorResponse(validation.errorCode), outcome, { defect: validation.defect });
   }
   const req = validation.request;
+  if (req.pool !== undefined) return handlePoolRequest(req, req.pool, keyset, policy, fillRandom, connection);
+  // A kept connection belongs to a front end: only support and fixed key requests on it.
+  if (connection.kept) {
+    return result(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', { defect: 'ordinary_request_on_kept_connection' });
+  }
+  const negotiated = negotiate(req, policy, 'ordinary', false);
+  if (!negotiated.ok) return negotiated.result;
+  const aeadId = negotiated.aeadId;
+  try {
+    const keyLength = getAead(aeadId)?.keyLength;
+    if (keyLength === undefined) throw new Error(`AEAD ${aeadId} has no implementation`);
+    // chrony rule (exporter.ts): record 1024 matters only for AEAD 30, and is echoed only then.
+    const echoCompliant = req.compliantGcmSivExporter && aeadId === AeadId.AES_128_GCM_SIV;
+    const contexts = ntpv4ExporterContexts(aeadId, echoCompliant);
+    const keys = exportKeys(contexts.c2s, contexts.s2c, keyLength);
+    return mintSuccess(aeadId, keys, { echoCompliant, keepAlive: false, requestKind: 'ordinary' }, keyset, policy, fillRandom);
+  } catch (internalError: unknown) {
+    return result(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', { internalError });
+  }
+}
 
+/** §4.1.2 / §4.1.5 negotiation: the chosen AEAD, or the complete no_common_* response. */
+function negotiate(
+  req: KeRequest,
+  policy: KePolicy,
+  requestKind: KeRequestKind,
+  keepAlive: boolean,
+): { readonly ok: true; readonly aeadId: number } | { readonly ok: false; readonly result: KeHandlerResult } {
+  const tail: KeRecord[] = keepAlive ? [{ kind: 'keepAlive', critical: false }] : [];
   // §4.1.2: the response lists the protocols we accept out of those offered; only NTPv4 exists.
   if (!req.nextProtocolIds.includes(NextProtocolId.ntpv4)) {
-    const response: KeRecord[] = [
-      { kind: 'nextProtocol', critical: true, protocolIds: [] },
-      { kind: 'endOfMessage', critical: true },
-    ];
-    return result(encodeKeMessage(response), 'no_common_protocol');
+    const response: KeRecord[] = [{ kind: 'nextProtocol', critical: true, protocolIds: [] }, ...tail, { kind: 'endOfMessage', critical: true }];
+    return { ok: false, result: result(encodeKeMessage(response), 'no_common_protocol', { requestKind, keepAlive }) };
   }
   // Validation guarantees an AEAD record when NTPv4 is offered (§4.1.5).
   const aeadId = chooseAead(req.aeadIds ?? [], policy.aeadIds);
@@ -122,34 +190,56 @@ export function handleKeRequest(
     const response: KeRecord[] = [
       { kind: 'nextProtocol', critical: true, protocolIds: [NextProtocolId.ntpv4] },
       { kind: 'aeadAlgorithm', critical: true, aeadIds: [] },
+      ...tail,
       { kind: 'endOfMessage', critical: true },
     ];
-    return result(encodeKeMessage(response), 'no_common_aead');
+    return { ok: false, result: result(encodeKeMessage(response), 'no_common_aead', { requestKind, keepAlive }) };
   }
+  return { ok: true, aeadId };
+}
 
+/** A support or fixed key request from a front end (validated form; the token is checked here). */
+function handlePoolRequest(
+  req: KeRequest,
+  pool: PoolRequest,
+  keyset: Keyset,
+  policy: KePolicy,
+  fillRandom: FillRandom,
+  connection: KePoolConnection,
+): KeHandlerResult {
+  const requestKind: KeRequestKind = pool.kind === 'support' ? 'support' : 'fixed_key';
+  // Validation guarantees a non-empty token on every pool request.
+  const token = req.authenticationToken ?? new Uint8Array(0);
+  if (!isAcceptedToken(token, acceptedTokens(policy))) {
+    return result(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', { defect: 'bad_authentication_token', requestKind });
+  }
+  const keepAlive = req.keepAlive && connection.keepAliveAvailable;
+  if (pool.kind === 'support') {
+    return result(encodeKeMessage(supportResponseRecords(pool, policy.aeadIds, keepAlive)), 'success', { requestKind, keepAlive });
+  }
+  const negotiated = negotiate(req, policy, requestKind, keepAlive);
+  if (!negotiated.ok) return negotiated.result;
   try {
-    return mintSuccess(aeadId, req.compliantGcmSivExporter, exportKeys, keyset, policy, fillRandom);
+    // The cookies carry the front end's keys (the client's, exported on the front end's TLS session).
+    return mintSuccess(negotiated.aeadId, pool, { echoCompliant: false, keepAlive, requestKind }, keyset, policy, fillRandom);
   } catch (internalError: unknown) {
-    return result(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', { internalError });
+    return result(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', { internalError, requestKind });
   }
 }
 
 function mintSuccess(
   aeadId: number,
-  compliantGcmSivExporter: boolean,
-  exportKeys: ExportKeys,
+  keys: { readonly c2s: Uint8Array; readonly s2c: Uint8Array },
+  shape: { readonly echoCompliant: boolean; readonly keepAlive: boolean; readonly requestKind: KeRequestKind },
   keyset: Keyset,
   policy: KePolicy,
   fillRandom: FillRandom,
 ): KeHandlerResult {
   const keyLength = getAead(aeadId)?.keyLength;
   if (keyLength === undefined) throw new Error(`AEAD ${aeadId} has no implementation`);
-  // chrony rule (exporter.ts): record 1024 matters only for AEAD 30, and is echoed only then.
-  const echoCompliant = compliantGcmSivExporter && aeadId === AeadId.AES_128_GCM_SIV;
-  const contexts = ntpv4ExporterContexts(aeadId, echoCompliant);
-  const keys = exportKeys(contexts.c2s, contexts.s2c, keyLength);
+  const echoCompliant = shape.echoCompliant;
   if (keys.c2s.length !== keyLength || keys.s2c.length !== keyLength) {
-    throw new Error(`exported key length ${keys.c2s.length}/${keys.s2c.length}, expected ${keyLength}`);
+    throw new Error(`key length ${keys.c2s.length}/${keys.s2c.length}, expected ${keyLength}`);
   }
 
   const head: KeRecord[] = [
@@ -170,6 +260,7 @@ function mintSuccess(
   let total = KE_RECORD_HEADER_LENGTH; // End of Message
   for (const r of head) total += keRecordLength(r);
   total += cookieCount * cookieRecordLength;
+  if (shape.keepAlive) total += KE_RECORD_HEADER_LENGTH;
 
   const out = new Uint8Array(total);
   let p = 0;
@@ -181,7 +272,9 @@ function mintSuccess(
     if (end !== body + oneCookie) throw new Error(`sealCookie wrote ${end - body} octets, expected ${oneCookie}`);
     p = end;
   }
+  // Pools: Keep Alive (non-critical, empty) when granted.
+  if (shape.keepAlive) p = writeKeRecordHeader(out, p, false, KeRecordType.keepAlive, 0);
   p = writeKeRecordHeader(out, p, true, KeRecordType.endOfMessage, 0);
   if (p !== total) throw new Error('KE response length mismatch');
-  return result(out, 'success', { aeadId, cookiesIssued: cookieCount });
+  return result(out, 'success', { aeadId, cookiesIssued: cookieCount, requestKind: shape.requestKind, keepAlive: shape.keepAlive });
 }

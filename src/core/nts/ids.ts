@@ -21,6 +21,18 @@ export const KeRecordType = {
   ntpv4Server: 6,
   /** §4.1.8 NTPv4 Port Negotiation. */
   ntpv4Port: 7,
+  /** NTS pools (draft-ietf-ntp-nts-keyexchange-pool, IANA early allocation): Keep Alive, non-critical, empty body. */
+  keepAlive: 8,
+  /** NTS pools: Supported Next Protocol List, critical; empty in a request, u16 protocol ids in a response. */
+  supportedNextProtocolList: 9,
+  /** NTS pools: Supported Algorithm List, critical; empty in a request, (u16 AEAD id, u16 key length) pairs in a response. */
+  supportedAlgorithmList: 10,
+  /** NTS pools: Fixed Key Request, critical; body C2S key ‖ S2C key, each of the negotiated AEAD's key length. */
+  fixedKeyRequest: 12,
+  /** NTS pools: NTP Server Deny, non-critical; a UTF-8 server name the client will not use (may repeat). */
+  ntpServerDeny: 13,
+  /** NTS pools: Authentication token, non-critical; the UTF-8 token the pool issued to a time source's operator. */
+  authenticationToken: 14,
   /** chrony 4.4+: "compliant AES-128-GCM-SIV exporter context" flag (not IANA-registered). */
   chronyCompliantGcmSivExporter: 1024,
 } as const;
@@ -33,6 +45,23 @@ export const KeErrorCode = {
   internalServerError: 2,
 } as const;
 export type KnownKeErrorCode = (typeof KeErrorCode)[keyof typeof KeErrorCode];
+
+/**
+ * Error codes of an NTS pool KE front end (private range of RFC 8915 §7.8, as nts-pool-ke uses them):
+ * the front end could not serve the client through any time source.
+ */
+export const PoolKeErrorCode = {
+  /** No time source is available that the client did not deny. */
+  noSuchServer: 0xf000,
+  /** The chosen time source could not be reached (TCP or TLS failed). */
+  couldNotConnect: 0xf001,
+  /** The chosen time source did not answer the capability query usably. */
+  couldNotGetCapabilities: 0xf002,
+  /** The chosen time source did not answer the fixed key request with cookies. */
+  couldNotGetCookies: 0xf003,
+} as const;
+/** One of PoolKeErrorCode. */
+export type KnownPoolKeErrorCode = (typeof PoolKeErrorCode)[keyof typeof PoolKeErrorCode];
 
 /** NTS Next Protocol IDs (RFC 8915 §7.7). */
 export const NextProtocolId = {

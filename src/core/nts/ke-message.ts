@@ -21,7 +21,21 @@
  *    repeating it is harmless and accepted.
  *  - The Next Protocol and AEAD lists must be non-empty in a request (§4.1.2, §4.1.5: "at least
  *    one"), even when NTPv4 is not offered; duplicate records of either kind are Bad Request.
+ *
+ * NTS pool records (draft-ietf-ntp-nts-keyexchange-pool; types 8, 9, 10, 12, 13, 14). A request is
+ *  - a support request when it carries an empty Supported Algorithm List (10) and/or an empty Supported
+ *    Next Protocol List (9): it must carry an Authentication token (14), and no Next Protocol, AEAD or
+ *    Fixed Key Request record (ntsd refuses such a mix rather than guess which request was meant);
+ *  - a fixed key request when it carries a Fixed Key Request (12): it must carry a token, exactly one
+ *    Next Protocol record with exactly one id and exactly one AEAD record with exactly one id, and when
+ *    that AEAD is one we implement, each key must be exactly its key length;
+ *  - otherwise an ordinary request, in which NTP Server Deny (13), Keep Alive (8) and a token are
+ *    accepted and have no effect (a time source ignores Deny; keep-alive is for front ends only).
+ * Response-only forms in a request are Bad Request: a non-empty list 9 or 10 (that is the answer), as
+ * with Error, Warning and New Cookie. A duplicate 9, 10, 12 or 14 is Bad Request; an empty token is Bad
+ * Request; a repeated Keep Alive is harmless. Whether the token is valid is the handler's decision.
  */
+import { getAead } from '../crypto/aead.js';
 import { KeErrorCode, NextProtocolId } from './ids.js';
 import { decodeKeMessage, encodeKeMessage, type KeDecodeError, type KeRecord } from './ke-record.js';
 
@@ -59,7 +73,36 @@ export type KeRequestDefect =
   /** §4.1.8: at most one Port Negotiation record per message (alongside §4.1.7). */
   | 'duplicate_ntpv4_port'
   /** §4.1.3 code 0: a critical record of a type we do not know. */
-  | 'unrecognized_critical_record';
+  | 'unrecognized_critical_record'
+  /** Pools: a non-empty Supported Next Protocol / Algorithm List: that is the response's form. */
+  | 'response_only_record'
+  /** Pools: two Supported Next Protocol List or two Supported Algorithm List records. */
+  | 'duplicate_supported_list'
+  /** Pools: two Fixed Key Request records. */
+  | 'duplicate_fixed_key_request'
+  /** Pools: two Authentication token records. */
+  | 'duplicate_authentication_token'
+  /** Pools: an Authentication token record with an empty body. */
+  | 'empty_authentication_token'
+  /** Pools: a support or fixed key request without an Authentication token. */
+  | 'missing_authentication_token'
+  /** Pools: the token is not one of `accepted-pool-authentication-tokens` (decided by the handler). */
+  | 'bad_authentication_token'
+  /** Pools: a support request that also carries Next Protocol, AEAD or Fixed Key Request. */
+  | 'mixed_pool_request'
+  /** Pools: a fixed key request whose Next Protocol or AEAD record does not hold exactly one id. */
+  | 'fixed_key_not_one_choice'
+  /** Pools: a fixed key request whose keys are not each the key length of its AEAD. */
+  | 'fixed_key_length'
+  /** Pools: an ordinary request on a connection kept open for a front end (decided by the handler). */
+  | 'ordinary_request_on_kept_connection';
+
+/** What a pool front end asked for (draft-ietf-ntp-nts-keyexchange-pool); undefined for an ordinary request. */
+export type PoolRequest =
+  /** A capability query: answer only the lists asked for. */
+  | { readonly kind: 'support'; readonly algorithms: boolean; readonly protocols: boolean }
+  /** A fixed key request: seal cookies over these keys (views into the request; secret). */
+  | { readonly kind: 'fixedKey'; readonly c2s: Uint8Array; readonly s2c: Uint8Array };
 
 /** A request that passed validation. */
 export interface KeRequest {
@@ -73,6 +116,14 @@ export interface KeRequest {
   readonly ntpv4ServerPreference: string | undefined;
   /** Client's Port Negotiation preference (§4.1.8), not honoured by the handler. */
   readonly ntpv4PortPreference: number | undefined;
+  /** Pools: a support or fixed key request, else undefined (an ordinary request). */
+  readonly pool: PoolRequest | undefined;
+  /** Pools: the Authentication token's octets (secret), unchecked; undefined when absent. */
+  readonly authenticationToken: Uint8Array | undefined;
+  /** Pools: the request carried Keep Alive. */
+  readonly keepAlive: boolean;
+  /** Pools: NTP Server Deny names, in order (a time source ignores them; a front end avoids them). */
+  readonly deniedServers: readonly string[];
 }
 
 /** KE error codes a request can earn (RFC 8915 §4.1.3). */
@@ -104,6 +155,12 @@ export function validateKeRequestRecords(records: readonly KeRecord[]): KeReques
   let ntpv4ServerPreference: string | undefined;
   let ntpv4PortPreference: number | undefined;
   let ended = false;
+  let askAlgorithms = false;
+  let askProtocols = false;
+  let fixedKeys: Uint8Array | undefined;
+  let authenticationToken: Uint8Array | undefined;
+  let keepAlive = false;
+  const deniedServers: string[] = [];
 
   for (const record of records) {
     if (ended) return bad('record_after_end_of_message');
@@ -141,6 +198,31 @@ export function validateKeRequestRecords(records: readonly KeRecord[]): KeReques
       case 'chronyCompliantExporter':
         compliantGcmSivExporter = true;
         break;
+      case 'supportedAlgorithmList':
+        if (record.algorithms.length !== 0) return bad('response_only_record');
+        if (askAlgorithms) return bad('duplicate_supported_list');
+        askAlgorithms = true;
+        break;
+      case 'supportedNextProtocolList':
+        if (record.protocolIds.length !== 0) return bad('response_only_record');
+        if (askProtocols) return bad('duplicate_supported_list');
+        askProtocols = true;
+        break;
+      case 'fixedKeyRequest':
+        if (fixedKeys !== undefined) return bad('duplicate_fixed_key_request');
+        fixedKeys = record.keys;
+        break;
+      case 'authenticationToken':
+        if (authenticationToken !== undefined) return bad('duplicate_authentication_token');
+        if (record.token.length === 0) return bad('empty_authentication_token');
+        authenticationToken = record.token;
+        break;
+      case 'keepAlive':
+        keepAlive = true;
+        break;
+      case 'ntpServerDeny':
+        deniedServers.push(record.server);
+        break;
       case 'unknown':
         // §4: an unknown critical record is an error (code 0); an unknown non-critical one is skipped.
         if (record.critical) {
@@ -150,13 +232,28 @@ export function validateKeRequestRecords(records: readonly KeRecord[]): KeReques
     }
   }
   if (!ended) return bad('missing_end_of_message');
+  const common = { compliantGcmSivExporter, ntpv4ServerPreference, ntpv4PortPreference, authenticationToken, keepAlive, deniedServers };
+  if (askAlgorithms || askProtocols) {
+    if (nextProtocolIds !== undefined || aeadIds !== undefined || fixedKeys !== undefined) return bad('mixed_pool_request');
+    if (authenticationToken === undefined) return bad('missing_authentication_token');
+    const pool: PoolRequest = { kind: 'support', algorithms: askAlgorithms, protocols: askProtocols };
+    return { ok: true, request: { ...common, nextProtocolIds: [], aeadIds: undefined, pool } };
+  }
   if (nextProtocolIds === undefined) return bad('missing_next_protocol');
   // §4.1.5: the AEAD record is required exactly once when NTPv4 is offered.
   if (aeadIds === undefined && nextProtocolIds.includes(NextProtocolId.ntpv4)) return bad('missing_aead_algorithm');
-  return {
-    ok: true,
-    request: { nextProtocolIds, aeadIds, compliantGcmSivExporter, ntpv4ServerPreference, ntpv4PortPreference },
-  };
+  let pool: PoolRequest | undefined;
+  if (fixedKeys !== undefined) {
+    if (authenticationToken === undefined) return bad('missing_authentication_token');
+    if (aeadIds === undefined) return bad('missing_aead_algorithm');
+    const aeadId = aeadIds[0];
+    if (nextProtocolIds.length !== 1 || aeadIds.length !== 1 || aeadId === undefined) return bad('fixed_key_not_one_choice');
+    const half = fixedKeys.length >>> 1;
+    const keyLength = getAead(aeadId)?.keyLength;
+    if (keyLength !== undefined && half !== keyLength) return bad('fixed_key_length');
+    pool = { kind: 'fixedKey', c2s: fixedKeys.subarray(0, half), s2c: fixedKeys.subarray(half) };
+  }
+  return { ok: true, request: { ...common, nextProtocolIds, aeadIds, pool } };
 }
 
 /**

@@ -46,8 +46,26 @@ export type KeRecord =
   | { readonly kind: 'ntpv4Port'; readonly critical: boolean; readonly port: number }
   /** Record 1024, chrony's "Compliant AES-128-GCM-SIV Exporter Context" flag (empty body); see exporter.ts. */
   | { readonly kind: 'chronyCompliantExporter'; readonly critical: boolean }
+  /** Record 8, NTS pools: Keep Alive (empty body): keep the TLS connection open for another request. */
+  | { readonly kind: 'keepAlive'; readonly critical: boolean }
+  /** Record 9, NTS pools: Supported Next Protocol List; empty in a request (the query), u16 ids in a response. */
+  | { readonly kind: 'supportedNextProtocolList'; readonly critical: boolean; readonly protocolIds: readonly number[] }
+  /** Record 10, NTS pools: Supported Algorithm List; empty in a request (the query), pairs in a response. */
+  | { readonly kind: 'supportedAlgorithmList'; readonly critical: boolean; readonly algorithms: readonly SupportedAlgorithm[] }
+  /** Record 12, NTS pools: Fixed Key Request; `keys` is C2S ‖ S2C (a view into the input when decoded; secret). */
+  | { readonly kind: 'fixedKeyRequest'; readonly critical: boolean; readonly keys: Uint8Array }
+  /** Record 13, NTS pools: NTP Server Deny; the body as a string, one char per octet (like ntpv4Server). */
+  | { readonly kind: 'ntpServerDeny'; readonly critical: boolean; readonly server: string }
+  /** Record 14, NTS pools: Authentication token; the raw body octets (UTF-8 text; secret). */
+  | { readonly kind: 'authenticationToken'; readonly critical: boolean; readonly token: Uint8Array }
   /** Any other record type, kept raw (RFC 8915 §4: unknown non-critical records are skipped by receivers). */
   | { readonly kind: 'unknown'; readonly critical: boolean; readonly type: number; readonly body: Uint8Array };
+
+/** One entry of a Supported Algorithm List (record 10): an AEAD id and its key length in octets. */
+export interface SupportedAlgorithm {
+  readonly aeadId: number;
+  readonly keyLength: number;
+}
 
 /** The tag of a KeRecord. */
 export type KeRecordKind = KeRecord['kind'];
@@ -154,6 +172,34 @@ export function decodeKeRecord(buf: Uint8Array, offset: number): KeRecordDecodeR
       if (bodyLength !== 0) return bad;
       record = { kind: 'chronyCompliantExporter', critical };
       break;
+    case KeRecordType.keepAlive:
+      if (bodyLength !== 0) return bad;
+      record = { kind: 'keepAlive', critical };
+      break;
+    case KeRecordType.supportedNextProtocolList: {
+      const protocolIds = decodeIdList(body);
+      if (protocolIds === undefined) return bad;
+      record = { kind: 'supportedNextProtocolList', critical, protocolIds };
+      break;
+    }
+    case KeRecordType.supportedAlgorithmList: {
+      if ((bodyLength & 3) !== 0) return bad;
+      const algorithms: SupportedAlgorithm[] = new Array<SupportedAlgorithm>(bodyLength >>> 2);
+      for (let i = 0; i < algorithms.length; i++) algorithms[i] = { aeadId: readU16(body, i * 4), keyLength: readU16(body, i * 4 + 2) };
+      record = { kind: 'supportedAlgorithmList', critical, algorithms };
+      break;
+    }
+    case KeRecordType.fixedKeyRequest:
+      // Two keys of one length: the body is even and not empty.
+      if (bodyLength === 0 || (bodyLength & 1) !== 0) return bad;
+      record = { kind: 'fixedKeyRequest', critical, keys: body };
+      break;
+    case KeRecordType.ntpServerDeny:
+      record = { kind: 'ntpServerDeny', critical, server: latin1(body) };
+      break;
+    case KeRecordType.authenticationToken:
+      record = { kind: 'authenticationToken', critical, token: body };
+      break;
     default:
       record = { kind: 'unknown', critical, type, body };
   }
@@ -225,9 +271,19 @@ export function keRecordBodyLength(record: KeRecord): number {
   switch (record.kind) {
     case 'endOfMessage':
     case 'chronyCompliantExporter':
+    case 'keepAlive':
       return 0;
     case 'nextProtocol':
+    case 'supportedNextProtocolList':
       return record.protocolIds.length * 2;
+    case 'supportedAlgorithmList':
+      return record.algorithms.length * 4;
+    case 'fixedKeyRequest':
+      return record.keys.length;
+    case 'ntpServerDeny':
+      return record.server.length;
+    case 'authenticationToken':
+      return record.token.length;
     case 'aeadAlgorithm':
       return record.aeadIds.length * 2;
     case 'error':
@@ -268,6 +324,18 @@ function recordType(record: KeRecord): number {
       return KeRecordType.ntpv4Port;
     case 'chronyCompliantExporter':
       return KeRecordType.chronyCompliantGcmSivExporter;
+    case 'keepAlive':
+      return KeRecordType.keepAlive;
+    case 'supportedNextProtocolList':
+      return KeRecordType.supportedNextProtocolList;
+    case 'supportedAlgorithmList':
+      return KeRecordType.supportedAlgorithmList;
+    case 'fixedKeyRequest':
+      return KeRecordType.fixedKeyRequest;
+    case 'ntpServerDeny':
+      return KeRecordType.ntpServerDeny;
+    case 'authenticationToken':
+      return KeRecordType.authenticationToken;
     case 'unknown':
       if (!Number.isInteger(record.type) || record.type < 0 || record.type > KE_MAX_RECORD_TYPE) {
         throw new RangeError(`record type out of 15-bit range: ${record.type}`);
@@ -302,9 +370,25 @@ export function encodeKeRecord(record: KeRecord, out: Uint8Array, offset: number
   switch (record.kind) {
     case 'endOfMessage':
     case 'chronyCompliantExporter':
+    case 'keepAlive':
       break;
     case 'nextProtocol':
+    case 'supportedNextProtocolList':
       for (const id of record.protocolIds) p = writeU16(out, p, checkU16(id, 'protocol id'));
+      break;
+    case 'supportedAlgorithmList':
+      for (const a of record.algorithms) {
+        p = writeU16(out, p, checkU16(a.aeadId, 'AEAD id'));
+        p = writeU16(out, p, checkU16(a.keyLength, 'key length'));
+      }
+      break;
+    case 'fixedKeyRequest':
+      out.set(record.keys, p);
+      p += record.keys.length;
+      break;
+    case 'authenticationToken':
+      out.set(record.token, p);
+      p += record.token.length;
       break;
     case 'aeadAlgorithm':
       for (const id of record.aeadIds) p = writeU16(out, p, checkU16(id, 'AEAD id'));
@@ -321,6 +405,7 @@ export function encodeKeRecord(record: KeRecord, out: Uint8Array, offset: number
       p += record.cookie.length;
       break;
     case 'ntpv4Server':
+    case 'ntpServerDeny':
       for (let i = 0; i < record.server.length; i++) {
         const c = record.server.charCodeAt(i);
         if (c > 0xff) throw new RangeError('server name is not Latin-1/ASCII');

@@ -34,6 +34,10 @@ describe('NTS-KE request validation (RFC 8915 §4.1)', () => {
       compliantGcmSivExporter: false,
       ntpv4ServerPreference: undefined,
       ntpv4PortPreference: undefined,
+      pool: undefined,
+      authenticationToken: undefined,
+      keepAlive: false,
+      deniedServers: [],
     });
   });
 
@@ -108,7 +112,7 @@ describe('NTS-KE request validation (RFC 8915 §4.1)', () => {
 
   it('RFC 8915 §4: an unknown non-critical record is skipped', () => {
     expectOk([NP0, { kind: 'unknown', critical: false, type: 0x1234, body: new Uint8Array(5) }, AEAD, EOM]);
-    expectOk([NP0, { kind: 'unknown', critical: false, type: 9, body: new Uint8Array(0) }, AEAD, EOM]);
+    expectOk([NP0, { kind: 'unknown', critical: false, type: 0x4005, body: new Uint8Array(0) }, AEAD, EOM]);
   });
 
   it('RFC 8915 §4.1.7/§4.1.8: client Server/Port preferences are accepted (even critical) and reported', () => {

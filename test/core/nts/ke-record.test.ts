@@ -179,7 +179,7 @@ describe('scanKeMessage (stream framing)', () => {
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const bytes = (max: number): fc.Arbitrary<Uint8Array> => fc.uint8Array({ maxLength: max });
-const knownTypes = new Set([0, 1, 2, 3, 4, 5, 6, 7, 1024]);
+const knownTypes = new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 1024]);
 const arbRecord: fc.Arbitrary<KeRecord> = fc.oneof(
   fc.record({ kind: fc.constant('endOfMessage' as const), critical: fc.boolean() }),
   fc.record({ kind: fc.constant('nextProtocol' as const), critical: fc.boolean(), protocolIds: fc.array(u16, { maxLength: 8 }) }),
@@ -194,6 +194,24 @@ const arbRecord: fc.Arbitrary<KeRecord> = fc.oneof(
   }),
   fc.record({ kind: fc.constant('ntpv4Port' as const), critical: fc.boolean(), port: u16 }),
   fc.record({ kind: fc.constant('chronyCompliantExporter' as const), critical: fc.boolean() }),
+  fc.record({ kind: fc.constant('keepAlive' as const), critical: fc.boolean() }),
+  fc.record({ kind: fc.constant('supportedNextProtocolList' as const), critical: fc.boolean(), protocolIds: fc.array(u16, { maxLength: 8 }) }),
+  fc.record({
+    kind: fc.constant('supportedAlgorithmList' as const),
+    critical: fc.boolean(),
+    algorithms: fc.array(fc.tuple(u16, u16).map(([aeadId, keyLength]) => ({ aeadId, keyLength })), { maxLength: 6 }),
+  }),
+  fc.record({
+    kind: fc.constant('fixedKeyRequest' as const),
+    critical: fc.boolean(),
+    keys: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((half) => Uint8Array.from([...half, ...half.map((b) => b ^ 0x5a)])),
+  }),
+  fc.record({
+    kind: fc.constant('ntpServerDeny' as const),
+    critical: fc.boolean(),
+    server: fc.string({ maxLength: 40 }).map((s) => s.replace(/[^\x00-\xff]/g, 'x')),
+  }),
+  fc.record({ kind: fc.constant('authenticationToken' as const), critical: fc.boolean(), token: bytes(40) }),
   fc.record({
     kind: fc.constant('unknown' as const),
     critical: fc.boolean(),
