@@ -176,6 +176,43 @@ test('deploy/ntsd-ke-node.toml and ntsd-ntp-node.toml are a fleet: one KE-only a
   assert.equal(copy.status, 0, copy.stderr);
 });
 
+test('deploy/ntsd-pool-source.toml and ntsd-pool-ke.toml: a time source of a pool, and a pool front end', () => {
+  const parse = (name: string): Config => {
+    const result = parseConfig(readDeploy(name), DEPLOY, 4);
+    assert.ok(result.ok, `deploy/${name} does not validate: ${result.ok ? '' : result.errors.join('; ')}`);
+    return result.config;
+  };
+  const source = parse('ntsd-pool-source.toml');
+  const front = parse('ntsd-pool-ke.toml');
+  const ke = source.ntsKeServers[0];
+  assert.ok(ke !== undefined);
+  assert.equal(nodeRole(source), 'combined', 'a time source serves NTP and NTS-KE itself');
+  assert.ok(ke.acceptedPoolAuthenticationTokens.length > 0, 'the source accepts the pool\'s token');
+  assert.ok(ke.longlivedConnections > 0, 'the front end may keep connections');
+  assert.ok(ke.keepAliveIdleTimeoutS <= 300 && ke.keepAliveMaxAgeS <= 3600);
+  assert.equal(source.poolKe, undefined);
+  // The front end: no NTP and no KE server of its own; the first source is the one above.
+  assert.deepEqual([front.servers.length, front.ntsKeServers.length], [0, 0]);
+  const pool = front.poolKe;
+  assert.ok(pool !== undefined);
+  assert.ok(pool.sources.length >= 2);
+  assert.equal(pool.upstreamTimeoutMs, 2500);
+  const first = pool.sources[0];
+  assert.ok(first !== undefined);
+  assert.equal(first.name, ke.ntpServer, 'the front end lists the source under the name the source advertises');
+  assert.ok(ke.acceptedPoolAuthenticationTokens.includes(first.authenticationToken), 'the token pairs up');
+  // A broken copy exits 78, names the key, and does not print the token.
+  withTempDir((dir) => {
+    const file = join(dir, 'front.toml');
+    writeFileSync(file, readDeploy('ntsd-pool-ke.toml').replace('weight = 2', 'weight = 0').replace('upstream-timeout-ms = 2500', 'upstream-timeout-ms = 9000'));
+    const r = runCli(['validate', '--config', file]);
+    assert.equal(r.status, EX_CONFIG, describeRun(r));
+    assert.match(r.stderr, /pool-ke\.source\[1\]\.weight/);
+    assert.match(r.stderr, /pool-ke\.upstream-timeout-ms/);
+    assert.ok(!r.stderr.includes('replace-with-the-token'), r.stderr);
+  });
+});
+
 /** Key names the schema reads, scraped from schema.ts (`r.integer('key-name', ...)` and the mode key lists). */
 function schemaKeyNames(): Set<string> {
   const source = readFileSync(join(ROOT, 'src', 'config', 'schema.ts'), 'utf8');

@@ -11,6 +11,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { parseCidr } from '../core/cidr.js';
 import { AccessList, type AccessAction, type AccessEntry } from '../core/access-list.js';
+import { defaultLonglivedConnections, POOL_KEEP_ALIVE_MAX_AGE_S, POOL_KEEP_ALIVE_MAX_IDLE_S } from '../core/ke-pool.js';
 
 /** IP family of a listen address. */
 export type AddressFamily = 'IPv4' | 'IPv6';
@@ -111,10 +112,59 @@ export interface NtsKeServerConfig {
   /** CIDR prefixes (or bare addresses) of the balancers allowed to connect when `proxyProtocol` is on. */
   readonly proxyTrustedSources: readonly string[];
   /**
+   * NTS pools: tokens a pool's KE front end may authenticate with (secret; never logged). Empty = this
+   * server answers no support or fixed key request (README "Pools").
+   */
+  readonly acceptedPoolAuthenticationTokens: readonly string[];
+  /** NTS pools: cap on connections kept open for front ends (Keep Alive); 0 = never keep one. */
+  readonly longlivedConnections: number;
+  /** NTS pools: a kept connection idle this long is closed (at most 300 s). */
+  readonly keepAliveIdleTimeoutS: number;
+  /** NTS pools: a kept connection is closed at this age, after its current request (at most 3600 s). */
+  readonly keepAliveMaxAgeS: number;
+  /**
    * Access list (`allow`, `deny`, `ignore`, `access-default`; most specific prefix wins). `deny` and
    * `ignore` both close a KE connection before TLS; with `proxyProtocol`, the header's client address counts.
    */
   readonly access: AccessConfig;
+}
+
+/** One `[[pool-ke.source]]`: a time source behind this pool front end. */
+export interface PoolKeSourceConfig {
+  /** The source's NTP server name, sent to clients in the Server record when the source sends none; also what NTP Server Deny names. */
+  readonly name: string;
+  /** Where its NTS-KE server listens: host (DNS name or IP) and TCP port. */
+  readonly host: string;
+  readonly port: number;
+  /** Name its TLS certificate must be valid for (default: `name`). */
+  readonly tlsName: string;
+  /** The token the pool issued to the source's operator (secret; never logged). */
+  readonly authenticationToken: string;
+  /** Relative share of clients (default 1). */
+  readonly weight: number;
+}
+
+/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"). */
+export interface PoolKeConfig {
+  readonly listen: ListenAddress;
+  /** The pool name's certificate chain and key (absolute paths). */
+  readonly certificateChainPath: string;
+  readonly privateKeyPath: string;
+  /** Deadline for a client's whole session (TLS handshake, request, upstream work, answer). */
+  readonly keyExchangeTimeoutMs: number;
+  /** Deadline for the upstream part (capabilities and cookies from a source); at most 2500 ms. */
+  readonly upstreamTimeoutMs: number;
+  readonly concurrentConnections: number;
+  readonly maxRequestBytes: number;
+  /** How long a source's capability answer is reused. */
+  readonly capabilityCacheS: number;
+  /** Seconds between health checks (a capability query) of each source. */
+  readonly healthCheckIntervalS: number;
+  /** Kept-alive TLS connections per source, at most. */
+  readonly connectionsPerSource: number;
+  /** PEM file of CAs trusted for the sources' certificates; undefined = the system's CAs. */
+  readonly upstreamCaPath: string | undefined;
+  readonly sources: readonly PoolKeSourceConfig[];
 }
 
 /** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
@@ -234,6 +284,8 @@ export interface Config {
   readonly observability: ObservabilityConfig;
   readonly workerPool: WorkerPoolConfig;
   readonly timeSource: TimeSourceConfig;
+  /** `[pool-ke]`: the pool front-end role; undefined when absent. */
+  readonly poolKe: PoolKeConfig | undefined;
 }
 
 /** Result of validation: the config, or every problem found. */
@@ -276,6 +328,18 @@ export const DEFAULTS = {
     clientRateLimitIntervalS: 64,
     clientRateLimitBurst: 8,
     clientRateLimitTableSize: 65536,
+    keepAliveIdleTimeoutS: 300,
+    keepAliveMaxAgeS: 3600,
+  },
+  poolKe: {
+    keyExchangeTimeoutMs: 5000,
+    upstreamTimeoutMs: 2500,
+    concurrentConnections: 512,
+    maxRequestBytes: 4096,
+    capabilityCacheS: 300,
+    healthCheckIntervalS: 30,
+    connectionsPerSource: 2,
+    sourceWeight: 1,
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
@@ -660,6 +724,10 @@ function readNtsKeServer(
     }
   }
   const access = r.accessList();
+  const acceptedPoolAuthenticationTokens = readTokenList(r, 'accepted-pool-authentication-tokens', errors);
+  const longlivedConnections = r.integer('longlived-connections', 0, concurrentConnections, defaultLonglivedConnections(concurrentConnections));
+  const keepAliveIdleTimeoutS = r.integer('keep-alive-idle-timeout-s', 1, POOL_KEEP_ALIVE_MAX_IDLE_S, d.keepAliveIdleTimeoutS);
+  const keepAliveMaxAgeS = r.integer('keep-alive-max-age-s', 1, POOL_KEEP_ALIVE_MAX_AGE_S, d.keepAliveMaxAgeS);
   const clientRateLimit: ClientRateLimitConfig = {
     intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
@@ -685,6 +753,137 @@ function readNtsKeServer(
     proxyProtocol,
     proxyTrustedSources,
     access,
+    acceptedPoolAuthenticationTokens,
+    longlivedConnections,
+    keepAliveIdleTimeoutS,
+    keepAliveMaxAgeS,
+  };
+}
+
+/** Longest pool authentication token accepted, in UTF-8 octets (a KE record body is at most 65535). */
+const MAX_POOL_TOKEN_BYTES = 1024;
+
+/** Why a token string is unusable, or undefined. Never includes the token itself: tokens are secret. */
+function tokenProblem(token: string): string | undefined {
+  const bytes = new TextEncoder().encode(token).length;
+  if (bytes === 0) return 'must not be empty';
+  if (bytes > MAX_POOL_TOKEN_BYTES) return `must be at most ${MAX_POOL_TOKEN_BYTES} UTF-8 octets, got ${bytes}`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(token)) return 'must not contain control characters';
+  return undefined;
+}
+
+/** A list of secret tokens; messages name the key and the index, never a value. */
+function readTokenList(r: TableReader, key: string, errors: string[]): readonly string[] {
+  if (!r.has(key)) return [];
+  const v = r.raw(key);
+  if (!Array.isArray(v)) {
+    r.error(key, 'must be an array of strings (the tokens your pool issued)');
+    return [];
+  }
+  const out: string[] = [];
+  let bad = false;
+  v.forEach((item: unknown, i) => {
+    const problem = typeof item === 'string' ? tokenProblem(item) : 'must be a string';
+    if (problem !== undefined) {
+      errors.push(`${r.pathOf(key)}[${i}]: ${problem}`);
+      bad = true;
+    } else if (typeof item === 'string') {
+      out.push(item);
+    }
+  });
+  return bad ? [] : out;
+}
+
+/** "host:port" where host is a DNS name, an IPv4 literal or a bracketed IPv6 literal. */
+function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const ip = parseListenAddress(text);
+  if (ip !== undefined) return { host: ip.host, port: ip.port };
+  const colon = text.lastIndexOf(':');
+  if (colon <= 0) return undefined;
+  const host = text.slice(0, colon);
+  const portText = text.slice(colon + 1);
+  if (!isHostname(host) || !/^\d{1,5}$/.test(portText)) return undefined;
+  const port = Number(portText);
+  return port >= 1 && port <= 65535 ? { host, port } : undefined;
+}
+
+function readPoolKeSource(table: Table, path: string, errors: string[]): PoolKeSourceConfig | undefined {
+  const r = new TableReader(table, path, errors);
+  const name = r.string('name');
+  if (name === undefined && !r.has('name')) r.error('name', 'required key is missing: the source\'s NTP server name (sent in the Server record)');
+  if (name !== undefined && !(isIPv4Literal(name) || isIPv6Literal(name) || isHostname(name))) {
+    r.error('name', `must be a DNS name or an IP address, got ${show(name)}`);
+  }
+  const addressText = r.string('address');
+  let address: { host: string; port: number } | undefined;
+  if (addressText === undefined) {
+    if (!r.has('address')) r.error('address', 'required key is missing: the source\'s NTS-KE address, e.g. "ts1.example.net:4460"');
+  } else {
+    address = parseHostPort(addressText);
+    if (address === undefined) r.error('address', `expected "host:port" (DNS name, IPv4, or [IPv6]), got ${show(addressText)}`);
+  }
+  const tlsName = r.string('tls-name');
+  if (tlsName !== undefined && !(isHostname(tlsName) || isIPv4Literal(tlsName) || isIPv6Literal(tlsName))) {
+    r.error('tls-name', `must be a DNS name or an IP address, got ${show(tlsName)}`);
+  }
+  let authenticationToken: string | undefined;
+  if (!r.has('authentication-token')) {
+    r.error('authentication-token', 'required key is missing: the token the pool issued for this source');
+  } else {
+    const v = r.raw('authentication-token');
+    const problem = typeof v === 'string' ? tokenProblem(v) : 'must be a string';
+    if (problem !== undefined) r.error('authentication-token', problem);
+    else if (typeof v === 'string') authenticationToken = v;
+  }
+  const weight = r.integer('weight', 1, 1000, DEFAULTS.poolKe.sourceWeight);
+  r.finish();
+  if (name === undefined || address === undefined || authenticationToken === undefined) return undefined;
+  return { name, host: address.host, port: address.port, tlsName: tlsName ?? name, authenticationToken, weight };
+}
+
+function readPoolKe(table: Table, errors: string[], options: ValidateOptions): PoolKeConfig | undefined {
+  const d = DEFAULTS.poolKe;
+  const r = new TableReader(table, 'pool-ke', errors);
+  const listen = r.listen('listen', true);
+  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
+  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 1000, 60_000, d.keyExchangeTimeoutMs);
+  const upstreamTimeoutMs = r.integer('upstream-timeout-ms', 100, 2500, d.upstreamTimeoutMs);
+  if (upstreamTimeoutMs >= keyExchangeTimeoutMs) r.error('upstream-timeout-ms', `must be below key-exchange-timeout-ms (${keyExchangeTimeoutMs})`);
+  const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
+  const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
+  const capabilityCacheS = r.integer('capability-cache-s', 1, 3600, d.capabilityCacheS);
+  const healthCheckIntervalS = r.integer('health-check-interval-s', 1, 3600, d.healthCheckIntervalS);
+  const connectionsPerSource = r.integer('connections-per-source', 1, 64, d.connectionsPerSource);
+  const upstreamCaPath = r.path('upstream-ca-path', options.baseDir, false);
+  const sources: PoolKeSourceConfig[] = [];
+  const tables = r.tables('source');
+  if (tables.length === 0 && !errors.some((e) => e.startsWith('pool-ke.source'))) {
+    r.error('source', 'at least one [[pool-ke.source]] table (name, address, authentication-token) is required');
+  }
+  tables.forEach((t, i) => {
+    const src = readPoolKeSource(t, `pool-ke.source[${i}]`, errors);
+    if (src === undefined) return;
+    const j = sources.findIndex((o) => o.name.toLowerCase() === src.name.toLowerCase());
+    if (j >= 0) errors.push(`pool-ke.source[${i}].name: same name as pool-ke.source[${j}].name`);
+    sources.push(src);
+  });
+  r.finish();
+  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  return {
+    listen,
+    certificateChainPath,
+    privateKeyPath,
+    keyExchangeTimeoutMs,
+    upstreamTimeoutMs,
+    concurrentConnections,
+    maxRequestBytes,
+    capabilityCacheS,
+    healthCheckIntervalS,
+    connectionsPerSource,
+    upstreamCaPath,
+    sources,
   };
 }
 
@@ -806,8 +1005,9 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   const keTables = top.tables('nts-ke-server');
   const serverIsArray = !top.has('server') || Array.isArray(raw['server']);
   const keIsArray = !top.has('nts-ke-server') || Array.isArray(raw['nts-ke-server']);
-  if (serverTables.length === 0 && keTables.length === 0 && serverIsArray && keIsArray) {
-    errors.push('server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required');
+  const hasPoolKe = top.has('pool-ke');
+  if (serverTables.length === 0 && keTables.length === 0 && serverIsArray && keIsArray && !hasPoolKe) {
+    errors.push('server: at least one [[server]] (NTP), [[nts-ke-server]] (NTS-KE) or [pool-ke] (pool front end) table is required');
   }
   const keOnly = serverTables.length === 0 && serverIsArray;
   const servers: NtpServerConfig[] = [];
@@ -827,6 +1027,7 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   const observability = readObservability(top.table('observability'), errors, options);
   const workerPool = readWorkerPool(top.table('worker-pool'), errors, options);
   const timeSource = readTimeSource(top.table('time-source'), errors);
+  const poolKe = hasPoolKe ? readPoolKe(top.table('pool-ke'), errors, options) : undefined;
   top.finish();
 
   // Cross-checks between sections (only meaningful once each listen parsed).
@@ -843,11 +1044,16 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
     if (m !== undefined) {
       const j = ntsKeServers.findIndex((k) => sameAddress(k.listen, m));
       if (j >= 0) errors.push(`observability.metrics-listen: same TCP address as nts-ke-server[${j}].listen`);
+      if (poolKe !== undefined && sameAddress(poolKe.listen, m)) errors.push('observability.metrics-listen: same TCP address as pool-ke.listen');
+    }
+    if (poolKe !== undefined) {
+      const j = ntsKeServers.findIndex((k) => sameAddress(k.listen, poolKe.listen));
+      if (j >= 0) errors.push(`pool-ke.listen: same address as nts-ke-server[${j}].listen`);
     }
   }
 
   if (errors.length > 0) return { ok: false, errors };
-  return { ok: true, config: { servers, ntsKeServers, keyset, observability, workerPool, timeSource } };
+  return { ok: true, config: { servers, ntsKeServers, keyset, observability, workerPool, timeSource, poolKe } };
 }
 
 /**
@@ -878,6 +1084,7 @@ export function changesRequiringRestart(running: Config, next: Config): string[]
   if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
   if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
   if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
+  if (!same(running.poolKe, next.poolKe)) changed.push('pool-ke');
   return changed;
 }
 

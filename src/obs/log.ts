@@ -29,6 +29,11 @@ export const SECRET_FIELD_NAMES = [
   'keyMaterial',
   'secret',
   'password',
+  'token',
+  'tokens',
+  'authenticationToken',
+  'acceptedPoolAuthenticationTokens',
+  'poolAuthenticationTokens',
 ] as const;
 
 /** Replacement text for redacted values. */

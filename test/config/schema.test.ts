@@ -68,6 +68,10 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['nts-ke-server[0].client-rate-limit-burst', (d) => (first(d, 'nts-ke-server')['client-rate-limit-burst'] = 0)],
   ['nts-ke-server[0].client-rate-limit-table-size', (d) => (first(d, 'nts-ke-server')['client-rate-limit-table-size'] = 1)],
   ['nts-ke-server[0].thread-niceness', (d) => (first(d, 'nts-ke-server')['thread-niceness'] = 20)],
+  ['nts-ke-server[0].accepted-pool-authentication-tokens', (d) => (first(d, 'nts-ke-server')['accepted-pool-authentication-tokens'] = ['ok', ''])],
+  ['nts-ke-server[0].longlived-connections', (d) => (first(d, 'nts-ke-server')['longlived-connections'] = 513)],
+  ['nts-ke-server[0].keep-alive-idle-timeout-s', (d) => (first(d, 'nts-ke-server')['keep-alive-idle-timeout-s'] = 301)],
+  ['nts-ke-server[0].keep-alive-max-age-s', (d) => (first(d, 'nts-ke-server')['keep-alive-max-age-s'] = 3601)],
   ['keyset.key-storage-path', (d) => (table(d, 'keyset')['key-storage-path'] = 7)],
   ['keyset.key-rotation-interval-s', (d) => (table(d, 'keyset')['key-rotation-interval-s'] = 9)],
   ['keyset.stale-key-count', (d) => (table(d, 'keyset')['stale-key-count'] = 0)],
@@ -305,12 +309,12 @@ test('several [[server]] and [[nts-ke-server]] tables; at least one of the two',
 
   const none: Doc = {};
   assert.deepEqual(errorsOf(validateConfig(none, OPTIONS)), [
-    'server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required',
+    'server: at least one [[server]] (NTP), [[nts-ke-server]] (NTS-KE) or [pool-ke] (pool front end) table is required',
   ]);
   const empty = base();
   empty['server'] = [];
   empty['nts-ke-server'] = [];
-  assert.deepEqual(errorsOf(validateConfig(empty, OPTIONS)), ['server: at least one [[server]] (NTP) or [[nts-ke-server]] (NTS-KE) table is required']);
+  assert.deepEqual(errorsOf(validateConfig(empty, OPTIONS)), ['server: at least one [[server]] (NTP), [[nts-ke-server]] (NTS-KE) or [pool-ke] (pool front end) table is required']);
   const notArray = base();
   notArray['server'] = { listen: '1.2.3.4:123' };
   assert.match(errorsOf(validateConfig(notArray, OPTIONS)).join('\n'), /^server: must be an array of tables \(\[\[server\]\]\)/);
@@ -543,4 +547,107 @@ test('key-rotation-interval-s: at least 10 s with mode = "local", at least 60 s 
   const follow = base();
   follow['keyset'] = { mode: 'follow', 'key-rotation-interval-s': 59 };
   assert.deepEqual(errorsOf(validateConfig(follow, OPTIONS)), ['keyset.key-rotation-interval-s: must be an integer between 60 and 31536000, got 59']);
+});
+
+test('NTS pools, time source: tokens and keep-alive limits, with defaults; messages never show a token', () => {
+  const c = valid(base());
+  const ke = c.ntsKeServers[0];
+  assert.ok(ke !== undefined);
+  assert.deepEqual(ke.acceptedPoolAuthenticationTokens, []);
+  assert.equal(ke.longlivedConnections, 51, 'a tenth of concurrent-connections');
+  assert.equal(ke.keepAliveIdleTimeoutS, 300);
+  assert.equal(ke.keepAliveMaxAgeS, 3600);
+  const doc = base();
+  Object.assign(first(doc, 'nts-ke-server'), { 'accepted-pool-authentication-tokens': ['t-one', 'tøken-two'], 'longlived-connections': 0 });
+  const set = valid(doc).ntsKeServers[0];
+  assert.deepEqual(set?.acceptedPoolAuthenticationTokens, ['t-one', 'tøken-two']);
+  assert.equal(set?.longlivedConnections, 0);
+  const secret = 'sekrit\u0001value';
+  const bad = base();
+  first(bad, 'nts-ke-server')['accepted-pool-authentication-tokens'] = ['fine', secret, 7];
+  const errors = errorsOf(validateConfig(bad, OPTIONS));
+  assert.deepEqual(errors, [
+    'nts-ke-server[0].accepted-pool-authentication-tokens[1]: must not contain control characters',
+    'nts-ke-server[0].accepted-pool-authentication-tokens[2]: must be a string',
+  ]);
+  assert.ok(!errors.join('\n').includes('sekrit'));
+  const notList = base();
+  first(notList, 'nts-ke-server')['accepted-pool-authentication-tokens'] = 'sekrit';
+  assert.deepEqual(errorsOf(validateConfig(notList, OPTIONS)), [
+    'nts-ke-server[0].accepted-pool-authentication-tokens: must be an array of strings (the tokens your pool issued)',
+  ]);
+});
+
+function poolKeDoc(): Doc {
+  return {
+    'pool-ke': {
+      listen: '0.0.0.0:4460',
+      'certificate-chain-path': 'pool.pem',
+      'private-key-path': 'pool.key',
+      source: [
+        { name: 'ts1.example.net', address: 'ts1.example.net:4460', 'authentication-token': 'tok-1' },
+        { name: '192.0.2.7', address: '[2001:db8::7]:14460', 'authentication-token': 'tok-2', weight: 3, 'tls-name': 'ts2.example.net' },
+      ],
+    },
+  };
+}
+
+test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () => {
+  const c = valid(poolKeDoc());
+  assert.deepEqual(c.servers, []);
+  assert.deepEqual(c.ntsKeServers, []);
+  assert.deepEqual(c.poolKe, {
+    listen: { host: '0.0.0.0', port: 4460, family: 'IPv4' },
+    certificateChainPath: '/etc/ntsd/pool.pem',
+    privateKeyPath: '/etc/ntsd/pool.key',
+    keyExchangeTimeoutMs: 5000,
+    upstreamTimeoutMs: 2500,
+    concurrentConnections: 512,
+    maxRequestBytes: 4096,
+    capabilityCacheS: 300,
+    healthCheckIntervalS: 30,
+    connectionsPerSource: 2,
+    upstreamCaPath: undefined,
+    sources: [
+      { name: 'ts1.example.net', host: 'ts1.example.net', port: 4460, tlsName: 'ts1.example.net', authenticationToken: 'tok-1', weight: 1 },
+      { name: '192.0.2.7', host: '2001:db8::7', port: 14460, tlsName: 'ts2.example.net', authenticationToken: 'tok-2', weight: 3 },
+    ],
+  });
+  assert.equal(valid(base()).poolKe, undefined);
+});
+
+test('NTS pools, front end: each bad key is named; tokens never appear in messages', () => {
+  const src = (d: Doc, i: number): Doc => ((d['pool-ke'] as Doc)['source'] as Doc[])[i] as Doc;
+  const pk = (d: Doc): Doc => d['pool-ke'] as Doc;
+  const cases: [string, (d: Doc) => void][] = [
+    ['pool-ke.listen', (d) => (pk(d)['listen'] = 'pool.example.net:4460')],
+    ['pool-ke.upstream-timeout-ms', (d) => (pk(d)['upstream-timeout-ms'] = 2501)],
+    ['pool-ke.upstream-timeout-ms', (d) => Object.assign(pk(d), { 'key-exchange-timeout-ms': 2000, 'upstream-timeout-ms': 2000 })],
+    ['pool-ke.capability-cache-s', (d) => (pk(d)['capability-cache-s'] = 0)],
+    ['pool-ke.health-check-interval-s', (d) => (pk(d)['health-check-interval-s'] = 0)],
+    ['pool-ke.connections-per-source', (d) => (pk(d)['connections-per-source'] = 65)],
+    ['pool-ke.source', (d) => (pk(d)['source'] = [])],
+    ['pool-ke.source[0].name', (d) => delete src(d, 0)['name']],
+    ['pool-ke.source[0].name', (d) => (src(d, 0)['name'] = 'bad name!')],
+    ['pool-ke.source[1].name', (d) => (src(d, 1)['name'] = 'TS1.example.net')],
+    ['pool-ke.source[0].address', (d) => (src(d, 0)['address'] = 'ts1.example.net')],
+    ['pool-ke.source[0].address', (d) => (src(d, 0)['address'] = 'ts1.example.net:0')],
+    ['pool-ke.source[0].authentication-token', (d) => delete src(d, 0)['authentication-token']],
+    ['pool-ke.source[0].authentication-token', (d) => (src(d, 0)['authentication-token'] = '')],
+    ['pool-ke.source[0].weight', (d) => (src(d, 0)['weight'] = 0)],
+    ['pool-ke.source[0].tls-name', (d) => (src(d, 0)['tls-name'] = '-x-')],
+    ['pool-ke.source[0].colour', (d) => (src(d, 0)['colour'] = 'red')],
+  ];
+  for (const [path, breakIt] of cases) {
+    const doc = poolKeDoc();
+    breakIt(doc);
+    const errors = errorsOf(validateConfig(doc, OPTIONS));
+    assert.equal(errors.length, 1, `${path}: ${errors.join('\n')}`);
+    assert.ok(errors[0]?.startsWith(`${path}:`), `"${errors[0]}" should start with "${path}"`);
+    assert.ok(!/tok-1|tok-2/.test(errors[0] ?? ''), errors[0]);
+  }
+  const clash = poolKeDoc();
+  Object.assign(clash, base());
+  first(clash, 'nts-ke-server')['listen'] = '0.0.0.0:4460';
+  assert.deepEqual(errorsOf(validateConfig(clash, OPTIONS)), ['pool-ke.listen: same address as nts-ke-server[0].listen']);
 });

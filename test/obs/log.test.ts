@@ -26,8 +26,11 @@ for (const format of ['json', 'pretty'] as const) {
     // Bytes are hidden whatever their field name and depth.
     child.warn({ a: { b: { c: { d: { material: SECRET_BYTES } } } }, blob: Buffer.from(SECRET_BYTES) }, 'f');
     child.error({ list: [SECRET_BYTES] }, 'g');
+    // NTS pool tokens, as config fields and as a KE policy field.
+    child.info({ nts: { acceptedPoolAuthenticationTokens: [SECRET_HEX] }, policy: { poolAuthenticationTokens: [SECRET_HEX] } }, 'h');
+    child.info({ source: { name: 'ts1', authenticationToken: SECRET_HEX }, token: SECRET_HEX }, 'i');
     const out = lines.join('');
-    assert.equal(lines.length, 7);
+    assert.equal(lines.length, 9);
     assert.ok(!out.includes(SECRET_HEX), out);
     assert.ok(!out.includes('"0":192'), out);
     assert.ok(!/192,\s*255/.test(out), out);
