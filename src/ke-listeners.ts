@@ -4,7 +4,8 @@
  * composes two io modules, which io files may not do themselves.
  */
 import type { Logger } from 'pino';
-import type { Config, NtsKeServerConfig } from './config/schema.js';
+import { availableParallelism } from 'node:os';
+import { keThreadCount, type Config, type NtsKeServerConfig } from './config/schema.js';
 import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
 import { KeServer } from './io/ke/server.js';
@@ -116,6 +117,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
           concurrentConnections: c.concurrentConnections,
           concurrentConnectionsPerSource: c.concurrentConnectionsPerSource,
+          threads: keThreadCount(c, config.workerPool, availableParallelism()),
           accessList: c.access,
           maxRequestBytes: c.maxRequestBytes,
           clientRateLimit: c.clientRateLimit,
@@ -131,6 +133,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
         });
         server.onStats((stats) => metrics.ke.addStats(stats));
+        server.onThreadRestart(() => metrics.ke.threadRestarted());
         listener.server = server;
         await server.start();
       }

@@ -81,6 +81,8 @@ export interface NtsKeServerConfig {
   readonly concurrentConnections: number;
   /** Open-connection cap per source (IPv4 address or IPv6 /64), checked at accept. */
   readonly concurrentConnectionsPerSource: number;
+  /** KE threads, each with its own SO_REUSEPORT listener; 0 = one per CPU beyond the NTP threads (keThreadCount). */
+  readonly threads: number;
   /** Largest request accepted (RFC 8915 §4: at least 1024 octets MUST be accepted). */
   readonly maxRequestBytes: number;
   /** Value of the NTPv4 Server Negotiation record (RFC 8915 §4.1.7); undefined = no record. */
@@ -681,6 +683,7 @@ function readNtsKeServer(
   const privateKeyPath = r.path('private-key-path', options.baseDir, true);
   const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 100, 60_000, d.keyExchangeTimeoutMs);
   const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
+  const keThreads = r.integer('threads', 0, 256, 0);
   const concurrentConnectionsPerSource = r.integer('concurrent-connections-per-source', 1, 1_000_000, d.concurrentConnectionsPerSource);
   // RFC 8915 §4: a server MUST accept requests of at least 1024 octets.
   const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
@@ -742,6 +745,7 @@ function readNtsKeServer(
     keyExchangeTimeoutMs,
     concurrentConnections,
     concurrentConnectionsPerSource,
+    threads: keThreads,
     maxRequestBytes,
     ntpServer,
     ntpPort,
@@ -1054,6 +1058,16 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
 
   if (errors.length > 0) return { ok: false, errors };
   return { ok: true, config: { servers, ntsKeServers, keyset, observability, workerPool, timeSource, poolKe } };
+}
+
+/**
+ * KE threads for one `[[nts-ke-server]]`: its `threads`, or when 0 one per CPU beyond the NTP threads
+ * (`receive-threads` when set, else the worker-pool threads), at least 1.
+ */
+export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool: Pick<WorkerPoolConfig, 'threads' | 'receiveThreads'>, cpuCount: number): number {
+  if (ke.threads > 0) return ke.threads;
+  const ntpThreads = workerPool.receiveThreads > 0 ? workerPool.receiveThreads : workerPool.threads;
+  return Math.max(1, Math.floor(cpuCount) - ntpThreads);
 }
 
 /**

@@ -139,6 +139,26 @@ export class ConcurrencyLimiter {
     }
   }
 
+  /**
+   * Counts one connection from `key` whatever the caps (to rebuild a table from connections already
+   * open). Returns whether it is tracked per source (release it with that flag).
+   */
+  register(key: SourceKey): boolean {
+    const t = this.#table;
+    const cursor = this.#cursor;
+    t.addUserWord(STATE_OPEN, 1);
+    t.lock(hashIpWords(key, t.seed), cursor);
+    try {
+      let slot = t.find(key, cursor);
+      if (slot < 0) slot = t.claim(key, cursor, false);
+      if (slot < 0) return false;
+      t.setInt(slot, I_COUNT, t.int(slot, I_COUNT) + 1);
+      return true;
+    } finally {
+      t.unlock(cursor);
+    }
+  }
+
   /** Undoes one acquire() of `key`; `tracked` false for an `untracked` admission. */
   release(key: SourceKey, tracked: boolean): void {
     const t = this.#table;

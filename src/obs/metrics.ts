@@ -232,6 +232,8 @@ export interface KeMetrics {
   sessionFinished(outcome: KeSessionOutcomeLabel, durationS: number): void;
   /** ntsd_ke_active_connections = n. */
   setActiveConnections(n: number): void;
+  /** ntsd_ke_thread_restarts_total += 1 (a dead KE thread was replaced). */
+  threadRestarted(): void;
   /** Adds one stats report of a KE thread (counter deltas, session durations, the active gauge). */
   addStats(stats: KeStatsReport): void;
 }
@@ -347,6 +349,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
   const keActive = new Gauge({ name: 'ntsd_ke_active_connections', help: 'NTS-KE connections currently open.', registers });
+  const keThreadRestarts = new Counter({ name: 'ntsd_ke_thread_restarts_total', help: 'NTS-KE threads replaced after dying.', registers });
   // Labelled by the configured proxy-trusted-sources entry (a bounded set), never by client address.
   const keProxied = new Counter({
     name: 'ntsd_ke_proxy_connections_total',
@@ -474,6 +477,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
         keDuration.observe(durationS);
       },
       setActiveConnections: (n) => keActive.set(n),
+      threadRestarted: () => keThreadRestarts.inc(),
       addStats: (stats) => {
         add(keAccepted, stats.accepted);
         for (const reason of KE_REJECT_REASONS) {

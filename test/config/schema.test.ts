@@ -58,6 +58,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['nts-ke-server[0].concurrent-connections', (d) => (first(d, 'nts-ke-server')['concurrent-connections'] = -1)],
   ['nts-ke-server[0].deny', (d) => (first(d, 'nts-ke-server')['deny'] = ['10.0.0.0/40'])],
   ['nts-ke-server[0].access-default', (d) => (first(d, 'nts-ke-server')['access-default'] = 'drop')],
+  ['nts-ke-server[0].threads', (d) => (first(d, 'nts-ke-server')['threads'] = -1)],
   ['nts-ke-server[0].concurrent-connections-per-source', (d) => (first(d, 'nts-ke-server')['concurrent-connections-per-source'] = 0)],
   ['nts-ke-server[0].max-request-bytes', (d) => (first(d, 'nts-ke-server')['max-request-bytes'] = 512)],
   ['nts-ke-server[0].ntp-server', (d) => (first(d, 'nts-ke-server')['ntp-server'] = 'bad host!')],
@@ -169,6 +170,7 @@ test('defaults match OPERATIONS.md', () => {
   assert.equal(ke.keyExchangeTimeoutMs, 2000);
   assert.equal(ke.concurrentConnections, 512);
   assert.equal(ke.concurrentConnectionsPerSource, 16);
+  assert.equal(ke.threads, 0);
   assert.deepEqual(ke.access, { entries: [], defaultAction: 'allow' });
   assert.equal(ke.maxRequestBytes, 4096);
   assert.deepEqual(ke.aeadAlgorithms, [15, 16, 17, 30]);
@@ -650,4 +652,13 @@ test('NTS pools, front end: each bad key is named; tokens never appear in messag
   Object.assign(clash, base());
   first(clash, 'nts-ke-server')['listen'] = '0.0.0.0:4460';
   assert.deepEqual(errorsOf(validateConfig(clash, OPTIONS)), ['pool-ke.listen: same address as nts-ke-server[0].listen']);
+});
+
+test('keThreadCount: explicit, else one per CPU beyond the NTP threads, at least 1', async () => {
+  const { keThreadCount } = await import('../../src/config/schema.js');
+  assert.equal(keThreadCount({ threads: 3 }, { threads: 7, receiveThreads: 0 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 5, receiveThreads: 0 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 4 }, 8), 4, 'receive threads are the NTP threads when set');
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 0 }, 2), 1);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 7, receiveThreads: 0 }, 8), 1, 'at least 1');
 });

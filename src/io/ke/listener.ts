@@ -32,8 +32,10 @@ import { KeSession, type KeSessionStage, type SessionContext } from './session.j
 
 /** What the listener needs from its thread. */
 export interface ListenerContext {
-  /** Global and per-source caps (shared by every KE thread of the listener). */
-  readonly concurrency: ConcurrencyLimiter;
+  /** Global and per-source caps (shared by every KE thread of the listener; replaced when rebuilt). */
+  concurrency(): ConcurrencyLimiter;
+  /** Bind with SO_REUSEPORT (several threads listen on the same addresses). */
+  readonly reusePort: boolean;
   /** The current per-client limiter (replaced when the table is). */
   limiter(): RateLimiter;
   /** The current access list (replaced on SIGHUP). */
@@ -81,7 +83,9 @@ function sharedNowMs(): number {
 /** What a session holds in the shared caps, given back exactly once. */
 interface Admission {
   readonly key: SourceKey;
-  readonly tracked: boolean;
+  /** The table it is counted in, and whether per source. */
+  limiter: ConcurrencyLimiter;
+  tracked: boolean;
   released: boolean;
 }
 
@@ -146,7 +150,10 @@ export class KeListener {
           };
           server.once('error', onError);
           server.once('listening', onListening);
-          server.listen({ host: address.host, port: address.port, ipv6Only, backlog: LISTEN_BACKLOG });
+          // reusePort: Node >= 22.12 (missing from @types/node 20); each KE thread binds its own socket.
+          const options: net.ListenOptions & { reusePort?: boolean } = { host: address.host, port: address.port, ipv6Only, backlog: LISTEN_BACKLOG };
+          if (this.#ctx.reusePort) options.reusePort = true;
+          server.listen(options);
         });
         if (error !== undefined) throw new ListenFailure(address.host, address.port, error);
         server.on('error', () => undefined);
@@ -184,7 +191,7 @@ export class KeListener {
       }
     }
     // Headers still being read hold no session slot yet, so they have a cap of their own (the global cap).
-    if (proxy !== undefined && this.#pendingHeaders >= this.#ctx.concurrency.limits.globalMax) {
+    if (proxy !== undefined && this.#pendingHeaders >= this.#ctx.concurrency().limits.globalMax) {
       tallies.rejected.connection_limit++;
       raw.destroy();
       return;
@@ -230,7 +237,7 @@ export class KeListener {
       raw.destroy();
       return;
     }
-    const concurrency = this.#ctx.concurrency;
+    const concurrency = this.#ctx.concurrency();
     const key = concurrency.sourceKey(address);
     let decision = concurrency.acquire(key);
     // Full: make room by evicting the open session with the least recent progress, then try again
@@ -244,7 +251,7 @@ export class KeListener {
     }
     tallies.accepted++;
     const session = new KeSession(raw, this.#sessionContext, performance.now());
-    this.#sessions.set(session, { key, tracked: decision === 'admitted', released: false });
+    this.#sessions.set(session, { key, limiter: concurrency, tracked: decision === 'admitted', released: false });
     this.#stages[session.stage].add(session);
   }
 
@@ -279,6 +286,15 @@ export class KeListener {
     const admission = this.#sessions.get(session);
     if (admission === undefined || admission.released) return;
     admission.released = true;
-    this.#ctx.concurrency.release(admission.key, admission.tracked);
+    admission.limiter.release(admission.key, admission.tracked);
+  }
+
+  /** Counts this thread's open sessions in `next`, a fresh table that replaces the shared one (thread restart). */
+  recount(next: ConcurrencyLimiter): void {
+    for (const admission of this.#sessions.values()) {
+      if (admission.released) continue;
+      admission.tracked = next.register(admission.key);
+      admission.limiter = next;
+    }
   }
 }

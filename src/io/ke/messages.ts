@@ -36,8 +36,10 @@ export interface KeStats {
   readonly cookiesIssued: number;
   /** Valid PROXY v2 headers, by the `proxy-trusted-sources` entry their balancer matched. */
   readonly proxyConnections: Readonly<Record<string, number>>;
-  /** Connections open right now (gauge ntsd_ke_active_connections). */
+  /** Connections open right now over every thread of the listener (gauge ntsd_ke_active_connections). */
   readonly activeConnections: number;
+  /** Index of the KE thread that reports. */
+  readonly thread: number;
 }
 
 /** Mutable tallies a KE thread keeps between two reports. */
@@ -88,7 +90,11 @@ export const KE_WORKER_ROLE = 'ke';
 /** The KE thread's start-up data (workerData). */
 export interface KeWorkerInit {
   readonly role: typeof KE_WORKER_ROLE;
+  /** 0 .. threads-1. */
+  readonly threadIndex: number;
   readonly listen: readonly KeListenAddress[];
+  /** Bind with SO_REUSEPORT (several KE threads share the addresses). */
+  readonly reusePort: boolean;
   readonly certificateChainPem: string;
   readonly privateKeyPem: string;
   readonly keyExchangeTimeoutMs: number;
@@ -113,6 +119,7 @@ export type ToKeThread =
   | { readonly type: 'reloadCertificate'; readonly requestId: number; readonly chainPem: string; readonly keyPem: string }
   | { readonly type: 'rateLimitTable'; readonly table: SharedArrayBuffer }
   | { readonly type: 'accessList'; readonly config: AccessConfig }
+  | { readonly type: 'concurrencyTable'; readonly table: SharedArrayBuffer }
   | { readonly type: 'stop' };
 
 /** Severity of a KE thread's log line. */

@@ -84,7 +84,9 @@ export interface KeServerOptions {
   readonly threadNiceness?: number;
   /** PROXY protocol v2 on every listen address: the trusted balancers' CIDR prefixes; undefined = off. */
   readonly proxyTrustedSources?: readonly string[] | undefined;
-  /** Called when the KE thread dies unexpectedly (a bug). Default: log fatal and rethrow asynchronously. */
+  /** KE threads, each with its own SO_REUSEPORT listener (default 1; one where SO_REUSEPORT is unavailable). */
+  readonly threads?: number;
+  /** Called when a dead KE thread cannot be replaced (a bug). Default: log fatal and rethrow asynchronously. */
   readonly onFatal?: (error: Error) => void;
 }
 
@@ -104,19 +106,63 @@ function newSharedConcurrency(limits: ConcurrencyLimits): ConcurrencyLimiter {
   return ConcurrencyLimiter.create(buffer, limits, randomBytes(4).readInt32LE(0));
 }
 
-/** Main-thread handle of the NTS-KE listener; the TLS work happens on its own worker thread. */
+/**
+ * True when this Node can bind several TCP listeners to one port with SO_REUSEPORT
+ * (`net.Server.listen({ reusePort })`, Node ≥ 22.12 / ≥ 23.1). Node 20 ignores the option and refuses the
+ * second bind with EADDRINUSE.
+ */
+export function tcpReusePortSupported(version: string = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+/** One KE thread as the handle sees it. */
+interface KeThread {
+  readonly index: number;
+  worker: Worker;
+  /** True once it listens. */
+  started: boolean;
+}
+
+/** A certificate reload waiting for every thread's answer. */
+interface PendingReload {
+  waiting: number;
+  error: string | undefined;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
+/**
+ * Main-thread handle of the NTS-KE listener; the TLS work happens on its own worker threads. With
+ * `threads` > 1 (and SO_REUSEPORT: tcpReusePortSupported), each thread binds its own listener on the same
+ * addresses and the kernel spreads connections over them; every limit stays global through the shared
+ * tables (rate limiter, connection caps). Keyset snapshots, certificate reloads and access lists go to
+ * every thread. A thread that dies is replaced (counted through onThreadRestart); its connections are gone
+ * with it, so the connection counts are rebuilt from the survivors' open sessions.
+ */
 export class KeServer {
   readonly #options: KeServerOptions;
   readonly #logger: Logger;
   readonly #statsListeners: ((stats: KeStats) => void)[] = [];
-  readonly #pendingReloads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  readonly #restartListeners: (() => void)[] = [];
+  readonly #pendingReloads = new Map<number, PendingReload>();
+  /** By index; undefined while a thread is being replaced. */
+  readonly #threads: (KeThread | undefined)[] = [];
   #limiter: RateLimiter;
   #limiterTableSize: number;
-  readonly #concurrency: ConcurrencyLimiter;
-  #worker: Worker | undefined;
+  #concurrency: ConcurrencyLimiter;
+  /** What a replacement thread starts from: the latest keyset bytes, certificate pair and access list. */
+  #keysetBytes: Uint8Array;
+  #chainPem: string;
+  #keyPem: string;
+  #accessList: AccessConfig;
+  /** Addresses for threads after the first (the first's bound ports). */
+  #boundListen: readonly KeListenAddress[] = [];
   #addresses: readonly KeBoundAddress[] = [];
+  #threadCount = 1;
   #nextRequestId = 1;
   #stopping = false;
+  #stoppedCount = 0;
   #stopped: (() => void) | undefined;
 
   /** Creates the listener; nothing is bound until start(). */
@@ -129,6 +175,10 @@ export class KeServer {
       globalMax: options.concurrentConnections,
       perSourceMax: options.concurrentConnectionsPerSource,
     });
+    this.#keysetBytes = options.keyset instanceof Uint8Array ? new Uint8Array(options.keyset) : encodeKeyset(options.keyset);
+    this.#chainPem = options.certificateChainPem;
+    this.#keyPem = options.privateKeyPem;
+    this.#accessList = copyAccessList(options.accessList ?? { entries: [], defaultAction: 'allow' });
   }
 
   /** Addresses actually bound (after start()). */
@@ -136,47 +186,89 @@ export class KeServer {
     return this.#addresses;
   }
 
-  /** Registers a listener for batched metric tallies (about once per statsIntervalMs while anything changes). */
+  /** KE threads running (after start(): `threads`, or 1 where SO_REUSEPORT listeners are not available). */
+  get threadCount(): number {
+    return this.#threadCount;
+  }
+
+  /** Registers a listener for batched metric tallies (about once per statsIntervalMs per thread while anything changes). */
   onStats(listener: (stats: KeStats) => void): void {
     this.#statsListeners.push(listener);
   }
 
-  /** Spawns the KE thread and binds every listen address; rejects with NtsdError BIND_FAILED if one fails. */
+  /** Registers a listener called each time a dead KE thread has been replaced. */
+  onThreadRestart(listener: () => void): void {
+    this.#restartListeners.push(listener);
+  }
+
+  /**
+   * Spawns the KE threads and binds every listen address on each; rejects with NtsdError BIND_FAILED if
+   * one fails. `threads` > 1 on a Node without TCP SO_REUSEPORT runs one thread and logs a warning.
+   * (Seam for such a Node: a listening fd made with SO_REUSEPORT elsewhere, e.g. by the native addon,
+   * could be handed to each thread for `listen({ fd })` instead of the address.)
+   */
   async start(): Promise<readonly KeBoundAddress[]> {
-    if (this.#worker !== undefined) throw new Error('KeServer already started');
+    if (this.#threads.length > 0) throw new Error('KeServer already started');
+    const wanted = Math.max(1, Math.floor(this.#options.threads ?? 1));
+    const reusePort = wanted > 1 && tcpReusePortSupported();
+    if (wanted > 1 && !reusePort) {
+      this.#logger.warn(
+        { threads: wanted, node: process.versions.node },
+        'NTS-KE threads > 1 need SO_REUSEPORT listeners (Node >= 22.12); running one KE thread',
+      );
+    }
+    this.#threadCount = reusePort ? wanted : 1;
+    const first = await this.#spawn(0, this.#options.listen, reusePort);
+    this.#addresses = first;
+    this.#boundListen = this.#options.listen.map((a, i) => ({ host: a.host, port: first[i]?.port ?? a.port }));
+    try {
+      for (let i = 1; i < this.#threadCount; i++) await this.#spawn(i, this.#boundListen, true);
+    } catch (error: unknown) {
+      await this.#terminateAll();
+      throw error;
+    }
+    return first;
+  }
+
+  #init(listen: readonly KeListenAddress[], reusePort: boolean, index: number): KeWorkerInit {
     const o = this.#options;
-    const ownBytes = !(o.keyset instanceof Uint8Array);
-    const keysetBytes = o.keyset instanceof Uint8Array ? o.keyset : encodeKeyset(o.keyset);
-    const buffer = this.#limiter.buffer;
+    const limiterTable = this.#limiter.buffer;
     const concurrencyTable = this.#concurrency.buffer;
-    if (!(buffer instanceof SharedArrayBuffer && concurrencyTable instanceof SharedArrayBuffer)) throw new Error('KE tables are not shared');
-    const init: KeWorkerInit = {
+    if (!(limiterTable instanceof SharedArrayBuffer && concurrencyTable instanceof SharedArrayBuffer)) throw new Error('KE tables are not shared');
+    return {
       role: KE_WORKER_ROLE,
-      listen: o.listen.map((a) => ({ host: a.host, port: a.port })),
-      certificateChainPem: o.certificateChainPem,
-      privateKeyPem: o.privateKeyPem,
+      threadIndex: index,
+      listen: listen.map((a) => ({ host: a.host, port: a.port })),
+      reusePort,
+      certificateChainPem: this.#chainPem,
+      privateKeyPem: this.#keyPem,
       keyExchangeTimeoutMs: o.keyExchangeTimeoutMs,
       concurrencyTable,
       maxRequestBytes: o.maxRequestBytes,
-      rateLimitTable: buffer,
+      rateLimitTable: limiterTable,
       policy: { ...o.policy },
-      accessList: copyAccessList(o.accessList ?? { entries: [], defaultAction: 'allow' }),
-      keysetBytes,
+      accessList: copyAccessList(this.#accessList),
+      keysetBytes: this.#keysetBytes,
       statsIntervalMs: o.statsIntervalMs ?? 1000,
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
       proxyTrustedSources: o.proxyTrustedSources === undefined ? undefined : [...o.proxyTrustedSources],
     };
-    const worker = new Worker(new URL('./thread.js', import.meta.url), { workerData: init, name: 'ntsd-ke' });
-    if (ownBytes) keysetBytes.fill(0); // the worker got its own copy
-    this.#worker = worker;
+  }
+
+  /** Starts thread `index` listening on `listen`; resolves with its bound addresses. */
+  #spawn(index: number, listen: readonly KeListenAddress[], reusePort: boolean): Promise<readonly KeBoundAddress[]> {
+    const worker = new Worker(new URL('./thread.js', import.meta.url), {
+      workerData: this.#init(listen, reusePort, index),
+      name: `ntsd-ke-${index}`,
+    });
+    const thread: KeThread = { index, worker, started: false };
+    this.#threads[index] = thread;
     return new Promise<readonly KeBoundAddress[]>((resolve, reject) => {
-      let started = false;
       worker.on('message', (message: unknown) => {
         if (!hasType<FromKeThread>(message)) return;
         switch (message.type) {
           case 'ready':
-            started = true;
-            this.#addresses = message.addresses;
+            thread.started = true;
             resolve(message.addresses);
             return;
           case 'listenError':
@@ -194,24 +286,42 @@ export class KeServer {
         }
       });
       worker.on('error', (error: Error) => {
-        if (!started) {
+        if (!thread.started) {
           reject(new NtsdError(NtsdErrorCode.WORKER_FAILED, 'NTS-KE thread failed to start', { cause: error }));
           return;
         }
-        this.#fatal(error);
+        this.#logger.error({ err: error, thread: index }, 'NTS-KE thread failed');
       });
       worker.on('exit', (code: number) => {
-        this.#worker = undefined;
-        for (const pending of this.#pendingReloads.values()) pending.reject(new Error('NTS-KE thread exited'));
-        this.#pendingReloads.clear();
-        this.#stopped?.();
-        if (!started) {
+        if (this.#threads[index] === thread) this.#threads[index] = undefined;
+        this.#failReloadsOf();
+        if (!thread.started) {
           reject(new NtsdError(NtsdErrorCode.WORKER_FAILED, `NTS-KE thread exited with code ${code} before listening`));
-        } else if (!this.#stopping) {
-          this.#fatal(new Error(`NTS-KE thread exited unexpectedly with code ${code}`));
+          return;
         }
+        if (this.#stopping) {
+          this.#threadStopped();
+          return;
+        }
+        this.#replace(index, code);
       });
     });
+  }
+
+  /** A thread died while serving: rebuild the connection counts, start a replacement, count it. */
+  #replace(index: number, code: number): void {
+    this.#logger.error({ thread: index, code }, 'NTS-KE thread exited unexpectedly; starting a replacement');
+    // Its sessions died with it, but their slots are still counted: start a fresh table, into which the
+    // surviving threads re-register their own open sessions.
+    this.#concurrency = newSharedConcurrency(this.#concurrency.limits);
+    const table = this.#concurrency.buffer;
+    if (table instanceof SharedArrayBuffer) this.#post({ type: 'concurrencyTable', table });
+    this.#spawn(index, this.#boundListen, this.#threadCount > 1).then(
+      () => {
+        for (const listener of this.#restartListeners) listener();
+      },
+      (error: unknown) => this.#fatal(error instanceof Error ? error : new Error(String(error))),
+    );
   }
 
   #onMessage(message: FromKeThread): void {
@@ -226,13 +336,16 @@ export class KeServer {
         return;
       case 'reloaded': {
         const pending = this.#pendingReloads.get(message.requestId);
+        if (pending === undefined) return;
+        if (!message.ok) pending.error ??= message.error;
+        if (--pending.waiting > 0) return;
         this.#pendingReloads.delete(message.requestId);
-        if (message.ok) pending?.resolve();
-        else pending?.reject(new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, `certificate reload refused: ${message.error}`));
+        if (pending.error === undefined) pending.resolve();
+        else pending.reject(new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, `certificate reload refused: ${pending.error}`));
         return;
       }
       case 'stopped':
-        this.#stopped?.();
+        this.#threadStopped();
         return;
       case 'ready':
       case 'listenError':
@@ -240,33 +353,47 @@ export class KeServer {
     }
   }
 
+  /** A thread's exit makes its answer to a pending reload moot: fail those reloads. */
+  #failReloadsOf(): void {
+    for (const [id, pending] of this.#pendingReloads) {
+      this.#pendingReloads.delete(id);
+      pending.reject(new Error('NTS-KE thread exited during a certificate reload'));
+    }
+  }
+
+  #threadStopped(): void {
+    this.#stoppedCount++;
+    if (this.#stoppedCount >= this.#threadCount) this.#stopped?.();
+  }
+
   #fatal(error: Error): void {
     if (this.#options.onFatal !== undefined) {
       this.#options.onFatal(error);
       return;
     }
-    this.#logger.fatal({ err: error }, 'NTS-KE thread died');
+    this.#logger.fatal({ err: error }, 'NTS-KE thread could not be replaced');
     setImmediate(() => {
       throw error;
     });
   }
 
+  #live(): KeThread[] {
+    return this.#threads.filter((t): t is KeThread => t !== undefined && t.started);
+  }
+
   #post(message: ToKeThread): void {
-    this.#worker?.postMessage(message);
+    for (const t of this.#live()) t.worker.postMessage(message);
   }
 
   /**
-   * Sends a new keyset snapshot (or its `encodeKeyset` bytes, not modified) to the KE thread; new
+   * Sends a new keyset snapshot (or its `encodeKeyset` bytes, not modified) to every KE thread; new
    * cookies are sealed under its current key. A snapshot that does not decode there is logged and ignored.
    */
   updateKeyset(keyset: Keyset | Uint8Array): void {
-    if (keyset instanceof Uint8Array) {
-      this.#post({ type: 'keyset', bytes: keyset });
-      return;
-    }
-    const bytes = encodeKeyset(keyset);
+    const bytes = keyset instanceof Uint8Array ? new Uint8Array(keyset) : encodeKeyset(keyset);
+    this.#keysetBytes.fill(0);
+    this.#keysetBytes = bytes; // kept for a replacement thread
     this.#post({ type: 'keyset', bytes });
-    bytes.fill(0); // postMessage cloned it
   }
 
   /**
@@ -285,12 +412,13 @@ export class KeServer {
   }
 
   /**
-   * Replaces the access list (SIGHUP) for the next connections. Throws RangeError on a list that does
-   * not compile (the config schema never lets one through).
+   * Replaces the access list (SIGHUP) for the next connections on every thread. Throws RangeError on a
+   * list that does not compile (the config schema never lets one through).
    */
   updateAccessList(config: AccessConfig): void {
     const compiled = AccessList.compile(config.entries, config.defaultAction);
     if (!compiled.ok) throw new RangeError(compiled.error);
+    this.#accessList = copyAccessList(config);
     this.#post({ type: 'accessList', config: copyAccessList(config) });
   }
 
@@ -308,37 +436,65 @@ export class KeServer {
   }
 
   /**
-   * Swaps the certificate chain and key for new handshakes (open sessions are not disturbed).
-   * The KE thread builds the new context with minVersion TLSv1.3; rejects (old pair kept) if it fails.
+   * Swaps the certificate chain and key for new handshakes on every thread (open sessions are not
+   * disturbed). Each thread builds the new context with minVersion TLSv1.3; rejects if any refuses it.
    */
   reloadCertificate(chainPem: string, keyPem: string): Promise<void> {
-    const worker = this.#worker;
-    if (worker === undefined) return Promise.reject(new Error('KeServer is not running'));
+    const live = this.#live();
+    if (live.length === 0) return Promise.reject(new Error('KeServer is not running'));
     const requestId = this.#nextRequestId++;
     return new Promise<void>((resolve, reject) => {
-      this.#pendingReloads.set(requestId, { resolve, reject });
-      this.#post({ type: 'reloadCertificate', requestId, chainPem, keyPem });
+      this.#pendingReloads.set(requestId, {
+        waiting: live.length,
+        error: undefined,
+        resolve: () => {
+          this.#chainPem = chainPem;
+          this.#keyPem = keyPem;
+          resolve();
+        },
+        reject,
+      });
+      for (const t of live) t.worker.postMessage({ type: 'reloadCertificate', requestId, chainPem, keyPem } satisfies ToKeThread);
     });
   }
 
   /**
+   * Fault injection for tests: terminates KE thread `index` as a crash would; the handle replaces it.
+   * Resolves once the replacement listens.
+   */
+  async crashThreadForTest(index: number): Promise<void> {
+    const thread = this.#threads[index];
+    if (thread === undefined) throw new Error(`no KE thread ${index}`);
+    const replaced = new Promise<void>((resolve) => this.#restartListeners.push(resolve));
+    await thread.worker.terminate();
+    await replaced;
+  }
+
+  async #terminateAll(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all(this.#threads.filter((t): t is KeThread => t !== undefined).map((t) => t.worker.terminate()));
+    this.#threads.length = 0;
+  }
+
+  /**
    * Stops accepting, lets open sessions finish within their deadline, delivers the last stats,
-   * then ends the KE thread.
+   * then ends the KE threads.
    */
   async stop(): Promise<void> {
-    const worker = this.#worker;
-    if (worker === undefined || this.#stopping) return;
+    if (this.#threads.length === 0 || this.#stopping) return;
     this.#stopping = true;
     const done = new Promise<void>((resolve) => {
       this.#stopped = resolve;
     });
     const hardStopMs = this.#options.keyExchangeTimeoutMs + 2000;
     const timer = setTimeout(() => this.#stopped?.(), hardStopMs);
+    this.#stoppedCount = this.#threadCount - this.#live().length;
     this.#post({ type: 'stop' });
+    if (this.#stoppedCount >= this.#threadCount) this.#stopped?.();
     await done;
     clearTimeout(timer);
     this.#stopped = undefined;
-    await worker.terminate();
-    this.#worker = undefined;
+    await this.#terminateAll();
+    this.#keysetBytes.fill(0);
   }
 }

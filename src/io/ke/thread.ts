@@ -133,6 +133,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
 
   let limiter = RateLimiter.attach(init.rateLimitTable);
+  let concurrency = ConcurrencyLimiter.attach(init.concurrencyTable);
   const compile = (config: AccessConfig): AccessList | undefined => {
     const compiled = AccessList.compile(config.entries, config.defaultAction);
     if (compiled.ok) return compiled.list;
@@ -145,7 +146,8 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   let lastReportedActive = -1;
 
   const listener: KeListener = new KeListener({
-    concurrency: ConcurrencyLimiter.attach(init.concurrencyTable),
+    concurrency: () => concurrency,
+    reusePort: init.reusePort,
     limiter: () => limiter,
     accessList: () => accessList,
     tallies: () => tallies,
@@ -170,7 +172,8 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
 
   const flushStats = (): void => {
     const t = tallies;
-    const active = listener.activeConnections;
+    // The gauge is the listener's, over all its threads: the shared count, whichever thread reports it.
+    const active = concurrency.open;
     const quiet =
       t.accepted === 0 &&
       t.cookiesIssued === 0 &&
@@ -186,7 +189,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     if (quiet) return;
     tallies = newKeTallies();
     lastReportedActive = active;
-    post({ type: 'stats', stats: { ...t, activeConnections: active } });
+    post({ type: 'stats', stats: { ...t, activeConnections: active, thread: init.threadIndex } });
   };
   const statsTimer = setInterval(flushStats, init.statsIntervalMs);
 
@@ -221,6 +224,10 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
         }
         return;
       }
+      case 'concurrencyTable':
+        concurrency = ConcurrencyLimiter.attach(message.table);
+        listener.recount(concurrency);
+        return;
       case 'accessList':
         accessList = compile(message.config) ?? accessList;
         return;
