@@ -10,8 +10,26 @@ import { NTP_PORT } from './core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './io/cert-watcher.js';
 import { KeServer } from './io/ke/server.js';
 import type { Metrics } from './obs/metrics.js';
+import { addressBytes, loadNativeUdp } from './ntp/native.js';
 
 /** What the daemon needs to start the KE listeners. */
+/** Listen backlog of sockets made by the native addon (the KE listener's own value). */
+const NATIVE_LISTEN_BACKLOG = 511;
+
+/**
+ * SO_REUSEPORT TCP listeners from the native addon, so several KE threads can share a port on Nodes
+ * whose net module cannot (before 22.12); undefined without the addon (then one KE thread and a warning).
+ */
+function nativeReusePortListener(): ((host: string, port: number, ipv6Only: boolean) => number) | undefined {
+  const native = loadNativeUdp();
+  if (!native.ok) return undefined;
+  const addon = native.addon;
+  return (host, port, ipv6Only) => {
+    const address = addressBytes(host);
+    return address === undefined ? -22 /* EINVAL */ : addon.openTcpListener(address.family, address.bytes, port, ipv6Only ? 1 : 0, NATIVE_LISTEN_BACKLOG);
+  };
+}
+
 export interface KeListenersOptions {
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -107,6 +125,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   return {
     async start(initialKeysetBytes) {
       keysetBytes ??= initialKeysetBytes;
+      const reusePortListener = nativeReusePortListener();
       for (const listener of listeners) {
         const c = listener.config;
         const ntpPort = advertisedPort(c);
@@ -131,6 +150,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           logger,
           threadNiceness: c.threadNiceness,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
+          ...(reusePortListener !== undefined ? { openReusePortListener: reusePortListener } : {}),
         });
         server.onStats((stats) => metrics.ke.addStats(stats));
         server.onThreadRestart(() => metrics.ke.threadRestarted());

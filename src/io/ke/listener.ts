@@ -36,6 +36,8 @@ export interface ListenerContext {
   concurrency(): ConcurrencyLimiter;
   /** Bind with SO_REUSEPORT (several threads listen on the same addresses). */
   readonly reusePort: boolean;
+  /** Listening descriptors to adopt, one per address (KeWorkerInit.listenFds); absent = bind the addresses. */
+  readonly listenFds?: readonly number[] | undefined;
   /** The current per-client limiter (replaced when the table is). */
   limiter(): RateLimiter;
   /** The current access list (replaced on SIGHUP). */
@@ -89,6 +91,11 @@ interface Admission {
   released: boolean;
 }
 
+/** [::] alone is dual-stack; next to an IPv4 listener on the same port it must be IPv6-only. */
+export function keIpv6Only(address: KeListenAddress, addresses: readonly KeListenAddress[]): boolean {
+  return net.isIPv6(address.host) && address.port !== 0 && addresses.some((other) => net.isIPv4(other.host) && other.port === address.port);
+}
+
 /** The listeners of one KE thread and the sessions they accepted. */
 export class KeListener {
   readonly #ctx: ListenerContext;
@@ -131,14 +138,11 @@ export class KeListener {
   async listen(addresses: readonly KeListenAddress[]): Promise<KeBoundAddress[]> {
     const bound: KeBoundAddress[] = [];
     try {
-      for (const address of addresses) {
+      for (const [index, address] of addresses.entries()) {
         const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#onConnection(socket));
         this.#servers.push(server);
-        // [::] alone is dual-stack; next to an IPv4 listener on the same port it must be IPv6-only.
-        const ipv6Only =
-          net.isIPv6(address.host) &&
-          address.port !== 0 &&
-          addresses.some((other) => net.isIPv4(other.host) && other.port === address.port);
+        const ipv6Only = keIpv6Only(address, addresses);
+        const fd = this.#ctx.listenFds?.[index];
         const error = await new Promise<unknown>((resolve) => {
           const onError = (e: unknown): void => {
             server.off('listening', onListening);
@@ -150,6 +154,11 @@ export class KeListener {
           };
           server.once('error', onError);
           server.once('listening', onListening);
+          if (fd !== undefined) {
+            // A SO_REUSEPORT socket already bound and listening (made by the main thread).
+            server.listen({ fd, backlog: LISTEN_BACKLOG });
+            return;
+          }
           // reusePort: Node >= 22.12 (missing from @types/node 20); each KE thread binds its own socket.
           const options: net.ListenOptions & { reusePort?: boolean } = { host: address.host, port: address.port, ipv6Only, backlog: LISTEN_BACKLOG };
           if (this.#ctx.reusePort) options.reusePort = true;

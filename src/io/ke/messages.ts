@@ -95,6 +95,11 @@ export interface KeWorkerInit {
   readonly listen: readonly KeListenAddress[];
   /** Bind with SO_REUSEPORT (several KE threads share the addresses). */
   readonly reusePort: boolean;
+  /**
+   * Listening sockets made on the main thread with SO_REUSEPORT (the native addon's, for a Node whose
+   * net module cannot set it), one per `listen` entry: listen({ fd }) instead of binding the address.
+   */
+  readonly listenFds?: readonly number[] | undefined;
   readonly certificateChainPem: string;
   readonly privateKeyPem: string;
   readonly keyExchangeTimeoutMs: number;

@@ -9,6 +9,7 @@
  * SIGHUP change of its limits is a write into shared memory that the KE thread sees at once.
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { AccessConfig, ClientRateLimitConfig } from '../../config/schema.js';
@@ -18,6 +19,7 @@ import { ConcurrencyLimiter, concurrencyTableBytes, type ConcurrencyLimits } fro
 import { RateLimiter, rateLimiterBytes } from '../../core/limiter.js';
 import { encodeKeyset, type Keyset } from '../../core/nts/keyset.js';
 import { NtsdError, NtsdErrorCode } from '../../errors.js';
+import { keIpv6Only } from './listener.js';
 import {
   hasType,
   KE_THREAD_NICENESS,
@@ -46,6 +48,12 @@ export {
 export interface KeServerOptions {
   /** Addresses to listen on (IPv4 and IPv6, several allowed). */
   readonly listen: readonly KeListenAddress[];
+  /**
+   * Makes a listening TCP socket with SO_REUSEPORT and returns its descriptor (or a negative -errno), for
+   * Nodes whose net module cannot set SO_REUSEPORT (before 22.12): with it, several KE threads still
+   * share each address, each adopting its own socket. ke-listeners.ts passes the native addon's.
+   */
+  readonly openReusePortListener?: (host: string, port: number, ipv6Only: boolean) => number;
   /** PEM certificate chain (leaf first). */
   readonly certificateChainPem: string;
   /** PEM private key of the leaf. */
@@ -160,6 +168,8 @@ export class KeServer {
   #boundListen: readonly KeListenAddress[] = [];
   #addresses: readonly KeBoundAddress[] = [];
   #threadCount = 1;
+  /** Threads adopt listening sockets made here (openReusePortListener) instead of binding. */
+  #adoptFds = false;
   #nextRequestId = 1;
   #stopping = false;
   #stoppedCount = 0;
@@ -210,7 +220,9 @@ export class KeServer {
   async start(): Promise<readonly KeBoundAddress[]> {
     if (this.#threads.length > 0) throw new Error('KeServer already started');
     const wanted = Math.max(1, Math.floor(this.#options.threads ?? 1));
-    const reusePort = wanted > 1 && tcpReusePortSupported();
+    // Node 20: the same sharing through sockets the addon made (each thread adopts its own).
+    this.#adoptFds = wanted > 1 && !tcpReusePortSupported() && this.#options.openReusePortListener !== undefined;
+    const reusePort = wanted > 1 && (tcpReusePortSupported() || this.#adoptFds);
     if (wanted > 1 && !reusePort) {
       this.#logger.warn(
         { threads: wanted, node: process.versions.node },
@@ -240,6 +252,7 @@ export class KeServer {
       threadIndex: index,
       listen: listen.map((a) => ({ host: a.host, port: a.port })),
       reusePort,
+      listenFds: this.#adoptFds ? this.#openListenFds(listen) : undefined,
       certificateChainPem: this.#chainPem,
       privateKeyPem: this.#keyPem,
       keyExchangeTimeoutMs: o.keyExchangeTimeoutMs,
@@ -253,6 +266,22 @@ export class KeServer {
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
       proxyTrustedSources: o.proxyTrustedSources === undefined ? undefined : [...o.proxyTrustedSources],
     };
+  }
+
+  /** One SO_REUSEPORT listening socket per address, made with openReusePortListener; BIND_FAILED if one fails. */
+  #openListenFds(listen: readonly KeListenAddress[]): number[] {
+    const open = this.#options.openReusePortListener;
+    if (open === undefined) return [];
+    const fds: number[] = [];
+    for (const a of listen) {
+      const fd = open(a.host, a.port, keIpv6Only(a, listen));
+      if (fd < 0) {
+        for (const f of fds) closeSync(f);
+        throw new NtsdError(NtsdErrorCode.BIND_FAILED, `NTS-KE listener cannot bind ${a.host}:${a.port}: errno ${-fd}`);
+      }
+      fds.push(fd);
+    }
+    return fds;
   }
 
   /** Starts thread `index` listening on `listen`; resolves with its bound addresses. */

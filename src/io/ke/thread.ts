@@ -148,6 +148,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   const listener: KeListener = new KeListener({
     concurrency: () => concurrency,
     reusePort: init.reusePort,
+    listenFds: init.listenFds,
     limiter: () => limiter,
     accessList: () => accessList,
     tallies: () => tallies,

@@ -17,6 +17,17 @@ import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../../src/co
 import { createKeyset, type Keyset } from '../../../src/core/nts/keyset.js';
 import { KeServer, tcpReusePortSupported, type KeServerOptions, type KeStats } from '../../../src/io/ke/server.js';
 import { makeTestPki, type TestPki } from '../../helpers/certs.js';
+import { addressBytes, loadNativeUdp } from '../../../src/ntp/native.js';
+
+const native = loadNativeUdp();
+/** Node 20's way to several KE threads: SO_REUSEPORT sockets from the native addon (as ke-listeners.ts passes). */
+const nativeListener =
+  native.ok && !tcpReusePortSupported()
+    ? (host: string, port: number, ipv6Only: boolean): number => {
+        const a = addressBytes(host);
+        return a === undefined ? -22 : native.addon.openTcpListener(a.family, a.bytes, port, ipv6Only ? 1 : 0, 511);
+      }
+    : undefined;
 
 const REQUEST = encodeKeMessage([
   { kind: 'nextProtocol', critical: true, protocolIds: [0] },
@@ -37,7 +48,8 @@ interface Started {
   readonly logs: string[];
 }
 
-async function start(pki: TestPki, keyset: Keyset, overrides: Partial<KeServerOptions> = {}): Promise<Started> {
+/** Starts a 3-thread KE server; `useNative` hands it the addon's SO_REUSEPORT sockets where Node 20 needs them. */
+async function start(pki: TestPki, keyset: Keyset, overrides: Partial<KeServerOptions> = {}, useNative = true): Promise<Started> {
   const logs: string[] = [];
   const server = new KeServer({
     listen: [{ host: '127.0.0.1', port: 0 }],
@@ -54,6 +66,7 @@ async function start(pki: TestPki, keyset: Keyset, overrides: Partial<KeServerOp
     statsIntervalMs: 25,
     threads: 3,
     threadNiceness: 0,
+    ...(useNative && nativeListener !== undefined ? { openReusePortListener: nativeListener } : {}),
     ...overrides,
   });
   const stats: KeStats[] = [];
@@ -116,10 +129,10 @@ test('tcpReusePortSupported: Node >= 22.12 or >= 23.1', () => {
   assert.equal(tcpReusePortSupported('24.0.0'), true);
 });
 
-describe('KE threads without SO_REUSEPORT listeners (Node 20): one thread and a warning', { skip: reusePort ? `Node ${process.versions.node} has reusePort; the multi-thread suite runs instead` : false }, () => {
+describe('KE threads without SO_REUSEPORT listeners (Node 20 without the native addon): one thread and a warning', { skip: reusePort ? `Node ${process.versions.node} has reusePort; the multi-thread suite runs instead` : false }, () => {
   test('threads = 3 runs one KE thread, warns once, and serves', async () => {
     const pki = makeTestPki(['127.0.0.1']);
-    const s = await start(pki, newKeyset());
+    const s = await start(pki, newKeyset(), {}, false);
     try {
       assert.equal(s.server.threadCount, 1);
       assert.equal(s.logs.length, 1);
@@ -132,7 +145,9 @@ describe('KE threads without SO_REUSEPORT listeners (Node 20): one thread and a 
   });
 });
 
-describe('several KE threads per listener (SO_REUSEPORT)', { skip: reusePort ? false : `Node ${process.versions.node} has no TCP reusePort (needs >= 22.12); the fallback is tested instead` }, () => {
+describe(`several KE threads per listener (SO_REUSEPORT${reusePort ? '' : ' sockets from the native addon'})`, {
+  skip: reusePort || nativeListener !== undefined ? false : `Node ${process.versions.node} has no TCP reusePort (needs >= 22.12) and the native addon is missing; the fallback is tested instead`,
+}, () => {
   let pki: TestPki;
   before(() => {
     pki = makeTestPki(['127.0.0.1']);
