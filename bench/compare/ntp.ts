@@ -260,6 +260,8 @@ export function summarise(result: NtpCompareResult): Record<string, Record<strin
       maxRatePerS: pick(v, 'max', (r) => r.report.ratePerS),
       perCpuSecond: pick(v, 'max', (r) => (r.serverCpuS > 0 ? r.report.repliesTotal / r.serverCpuS : Number.NaN)),
       maxLossPercent: pick(v, 'max', (r) => r.report.lossPercent),
+      generatorCpuUsPerReply: pick(v, 'max', (r) => r.report.generatorCpuUsPerReply),
+      generatorCpuPerServerCpu: pick(v, 'max', (r) => (r.serverCpuS > 0 ? r.report.generatorCpuS / r.serverCpuS : Number.NaN)),
     };
     for (const kind of ['max', 'idle', 'half', 'ninety'] as const) {
       s[`${kind}AchievedPerS`] = pick(v, kind, (r) => r.report.ratePerS);
@@ -369,6 +371,11 @@ export function renderNtpTables(result: NtpCompareResult, o: NtpCompareOptions):
       );
     }
   }
+  lines.push('');
+  lines.push(
+    `Generator (bench/load, kernel timestamps) in the max runs: ${mains.map((v) => `${result.labels[v] ?? v} ${fmt(get(v, 'generatorCpuUsPerReply'), 1)} µs CPU per reply`).join(', ')}. ` +
+      'It shares the cores with the server, so a server much cheaper than the generator (chrony) shows a req/s limited by the generator; the per-CPU-second row does not depend on it.',
+  );
   const userRuns = Object.entries(sum).filter(([, s]) => (s['userStampRuns'] ?? 0) > 0);
   if (userRuns.length > 0) {
     lines.push('');

@@ -401,7 +401,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     }
   };
 
-  const creditCap = Math.max(2, ratePerS * tickMs * 2 / 1000);
+  // Bucket size: two ticks, or up to 2 ms (at most 128 requests) for wake-ups that come late on a busy machine.
+  const creditCap = Math.max(2, (ratePerS * tickMs * 2) / 1000, Math.min(ratePerS * 0.002, 128));
   let credit = 0;
   let lastCredit = startMono;
   let sending = true;
@@ -442,8 +443,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
           }
         }
       } else {
-        // Token bucket holding at most two ticks' worth: a sender that overslept does not catch up
-        // with one large burst (which would overflow the server's socket); the achieved rate shows it.
+        // Token bucket (creditCap): a sender that overslept does not catch up with one large burst
+        // (which would overflow the server's socket); the achieved rate shows what it could send.
         credit = Math.min(credit + (now - lastCredit) * ratePerS, creditCap);
         lastCredit = now;
         let due = Math.min(Math.floor(credit), data.maxRequests - sentTotal);
@@ -465,7 +466,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     // Idle: sleep a tick, or until the next packet is due when that is later (at most MAX_SLEEP_MS, so the
     // sweep and the stop time are seen). Replies keep their kernel stamps meanwhile.
     now = mono();
-    let waitMs = tickMs;
+    // Closed loop: half a tick, so a fast server does not wait long for its next batch.
+    let waitMs = closedLoop ? tickMs / 2 : tickMs;
     if (sending && !closedLoop && ratePerS > 0) waitMs = Math.max(waitMs, ((1 - credit) / ratePerS) * 1000);
     sleepMs(Math.min(waitMs, MAX_SLEEP_MS));
   }
