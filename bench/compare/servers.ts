@@ -67,6 +67,8 @@ export async function startNtsd(options: {
   readonly label?: string | undefined;
   /** More lines for the `[[nts-ke-server]]` table (e.g. `concurrent-connections = 512`). */
   readonly keExtra?: readonly string[];
+  /** Node options before the script (e.g. `--cpu-prof`). */
+  readonly nodeArgs?: readonly string[];
   readonly startTimeoutMs?: number;
 }): Promise<ServerUnderTest> {
   const dir = makeWorkDir('bench-ntsd');
@@ -104,7 +106,7 @@ export async function startNtsd(options: {
     '',
   ];
   writeFileSync(config, lines.join('\n'));
-  const peer: PeerProcess = spawnPeer(dir, process.execPath, [options.mainJs, 'run', '--config', config]);
+  const peer: PeerProcess = spawnPeer(dir, process.execPath, [...(options.nodeArgs ?? []), options.mainJs, 'run', '--config', config]);
   try {
     await waitFor(`ntsd NTS-KE on port ${options.kePort}`, options.startTimeoutMs ?? 15_000, async () => {
       if (!peer.running()) throw new Error(`ntsd exited early:\n${peer.output()}`);

@@ -5,7 +5,7 @@
  * from /proc) and the session p50/p99. Run it once per Node to compare them:
  *
  *   node dist/bench/ke/capacity.js [--threads 1,2] [--duration-s 10] [--concurrency 16] [--generator-threads 2]
- *     [--rounds 1] [--ke-extra 'key = value']
+ *     [--rounds 1] [--ke-extra 'key = value'] [--node-arg --cpu-prof --node-arg --cpu-prof-dir=DIR]
  *
  * Everything shares one machine: the generator competes with ntsd for the cores (about 2.3 ms of client
  * CPU per handshake), so handshakes/s is bounded by the box; per server CPU-second is the fairer figure.
@@ -49,6 +49,7 @@ async function main(): Promise<void> {
       'generator-threads': { type: 'string', default: '2' },
       rounds: { type: 'string', default: '1' },
       'ke-extra': { type: 'string', multiple: true, default: [] },
+      'node-arg': { type: 'string', multiple: true, default: [] },
     },
   });
   const pki = makeTestPki(['localhost', '127.0.0.1']);
@@ -67,6 +68,7 @@ async function main(): Promise<void> {
           kePort,
           tls: { chainPath: pki.chainPath, keyPath: pki.keyPath },
           keExtra: [`threads = ${threads}`, 'concurrent-connections = 4096', ...values['ke-extra']],
+          nodeArgs: values['node-arg'],
         });
         try {
           const cpuBefore = cpuSeconds(ntsd.pid);
