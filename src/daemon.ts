@@ -24,6 +24,8 @@ import { createLogDestination, createLogger, type LogDestination } from './obs/l
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
 import { keRuntimeSettings, startKeListeners, type KeListeners } from './ke-listeners.js';
 import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
+import { createPoolKeMetrics } from './obs/pool-ke-metrics.js';
+import { startPoolKe } from './pool-ke-listener.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
@@ -57,6 +59,8 @@ export interface Daemon {
   readonly ntpAddresses: readonly { address: string; port: number }[];
   /** Bound NTS-KE addresses, in `[[nts-ke-server]]` order. */
   readonly keAddresses: readonly { address: string; port: number }[];
+  /** Bound address of the `[pool-ke]` front end, when configured. */
+  readonly poolKeAddress: { address: string; port: number } | undefined;
   /** Reloads certificates and reopens the log (what SIGHUP does). */
   reload(): Promise<void>;
   /** Graceful stop; resolves when everything is closed and the keyset persisted. */
@@ -94,22 +98,28 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     });
     cleanups.push(() => ke.stop());
 
-    // Then the key set: the NTP and KE listeners both start from its snapshot.
-    const store: KeysetSource = await openKeysetSource(config, logger.child({ component: 'keyset' }), metrics, (keyset, bytes) => {
-      ntp?.setKeyset(bytes);
-      ke.setKeyset(bytes);
-      metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
-    });
-    cleanups.push(async () => {
-      await store.close();
-      await store.persist();
-    });
-    metrics.keys.setMode(config.keyset.mode);
-    metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length, store.keyset.current.id);
+    // Then the key set: the NTP and KE listeners both start from its snapshot. A pool front end alone
+    // ([pool-ke] without [[server]] or [[nts-ke-server]]) seals no cookies and holds no keys.
+    const needsKeys = config.servers.length > 0 || config.ntsKeServers.length > 0;
+    const store: KeysetSource | undefined = needsKeys
+      ? await openKeysetSource(config, logger.child({ component: 'keyset' }), metrics, (keyset, bytes) => {
+          ntp?.setKeyset(bytes);
+          ke.setKeyset(bytes);
+          metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
+        })
+      : undefined;
+    if (store !== undefined) {
+      cleanups.push(async () => {
+        await store.close();
+        await store.persist();
+      });
+      metrics.keys.setMode(config.keyset.mode);
+      metrics.keys.setKeyset(store.keyset.currentSinceS, keysetKeys(store.keyset).length, store.keyset.current.id);
+    }
 
     // A KE-only node (no [[server]]) answers no NTP: no time source, no pool, no UDP sockets.
     let ntpListeners: NtpListeners | undefined;
-    if (config.servers.length > 0) {
+    if (config.servers.length > 0 && store !== undefined) {
       const timeSource: TimeSource = createTimeSource(config.timeSource, { clock, logger: logger.child({ component: 'time-source' }) });
       cleanups.push(() => timeSource.close());
       await timeSource.ready;
@@ -141,8 +151,18 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       cleanups.push(() => server.close());
     }
 
-    await ke.start(store.bytes);
-    store.start();
+    if (store !== undefined) {
+      await ke.start(store.bytes);
+      store.start();
+    }
+
+    const poolKeMetrics = createPoolKeMetrics(metrics.registry);
+    let poolKeAddress: { address: string; port: number } | undefined;
+    if (config.poolKe !== undefined) {
+      const frontEnd = await startPoolKe(config.poolKe, logger.child({ component: 'pool-ke' }), poolKeMetrics);
+      cleanups.push(() => frontEnd.stop());
+      poolKeAddress = frontEnd.address;
+    }
 
     const ntpAddresses = (ntpListeners?.addresses ?? []).map((a) => ({ address: a.address, port: a.port }));
     const keAddresses = ke.addresses();
@@ -152,6 +172,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         node: process.versions.node,
         ntp: ntpAddresses.map((a) => `${a.address}:${a.port}`),
         ntsKe: keAddresses.map((a) => `${a.address}:${a.port}`),
+        poolKe: poolKeAddress === undefined ? null : `${poolKeAddress.address}:${poolKeAddress.port}`,
         ntpPortAdvertised: ke.advertisedNtpPort(),
         metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
         role: nodeRole(config),
@@ -181,10 +202,11 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       metrics,
       ntpAddresses,
       keAddresses,
+      poolKeAddress,
       async reload() {
         destination.reopen();
         if (options.configPath !== undefined) running = applyReloadedConfig(options.configPath, running, logger, ke, ntp);
-        await store.reload();
+        await store?.reload();
         const results = await ke.reloadCertificates();
         logger.info({ certificates: results, logLevel: logger.level }, 'reload');
       },

@@ -134,6 +134,17 @@ test('the io module directories exist and are covered by the rule above', () => 
   assert.deepEqual(reachingIn.map((f) => f.path), [], 'only ke-listeners.ts wires the KE server');
 });
 
+test('io/pool-ke/ holds the pool front end; only pool-ke-listener.ts wires it, and it does not reach into io/ke/', () => {
+  const files = sources.filter((s) => s.path.startsWith('io/pool-ke/')).map((s) => s.path);
+  for (const role of ['io/pool-ke/front-end.ts', 'io/pool-ke/upstream.ts']) assert.ok(files.includes(role), `${role} is missing`);
+  const reachingIn = sources.filter(
+    (f) => !f.path.startsWith('io/pool-ke/') && f.path !== 'pool-ke-listener.ts' && f.imports.some((spec) => target(f, spec)?.startsWith('io/pool-ke/') === true),
+  );
+  assert.deepEqual(reachingIn.map((f) => f.path), [], 'only pool-ke-listener.ts wires the front end');
+  // The front end's protocol decisions live in the pure core (core/pool-front.ts, core/ke-pool.ts).
+  assert.ok(sources.some((s) => s.path === 'core/pool-front.ts') && sources.some((s) => s.path === 'core/ke-pool.ts'));
+});
+
 test('config/schema.ts does no I/O and does not parse TOML', () => {
   const schema = sources.find((f) => f.path === 'config/schema.ts');
   if (schema === undefined) return assert.fail('src/config/schema.ts is missing');
