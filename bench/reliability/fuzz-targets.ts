@@ -10,7 +10,8 @@
  *               only the request's Unique Identifier; every NTS time reply authenticates under the S2C key of
  *               one of the seed sessions; with require-nts no plain reply; respond() never rate-limits.
  *  - ke:        NTS-KE framing and handling as the KE session does it (scanKeMessage with the 4096-octet cap,
- *               then handleKeRequest). No throw; exactly one outcome; the response decodes and is either a
+ *               then handleKeRequest, on a fresh, a keepable or a kept connection, with pool front-end support
+ *               and fixed key requests among the seeds). No throw; exactly one outcome; the response decodes and is either a
  *               success (checked by the client's checkKeResponse: chosen AEAD, 8 cookies, port, server), a
  *               negotiation answer without an Error record, or exactly one Error record with the outcome's
  *               code; never internal_error; scanning in chunks agrees with scanning at once; a decoded
@@ -23,7 +24,7 @@
  *               (or "(toml)" with line and column); the same text gives the same answer twice.
  */
 import { randomFillSync } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildKeRequestRecords, checkKeResponse } from '../../src/client/ke-response.js';
@@ -33,7 +34,8 @@ import { DEFAULT_CONFIG_TOML } from '../../src/config/default.js';
 import { readU16, readU32, writeU32 } from '../../src/core/bytes.js';
 import { getAead, type AeadCipher } from '../../src/core/crypto/aead.js';
 import { handleKeRequest, type KePolicy } from '../../src/core/ke-handler.js';
-import { cookieLength, sealCookie } from '../../src/core/nts/cookie.js';
+import type { KePoolConnection } from '../../src/core/ke-pool.js';
+import { cookieLength, openCookie, sealCookie } from '../../src/core/nts/cookie.js';
 import type { ExportKeys } from '../../src/core/nts/exporter.js';
 import { validateKeRequest } from '../../src/core/nts/ke-message.js';
 import { decodeKeMessage, encodeKeMessage, scanKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
@@ -245,7 +247,14 @@ export function respondTarget(): FuzzTarget {
 // NTS-KE
 
 const KE_MAX_REQUEST_BYTES = 4096;
-const KE_POLICY: KePolicy = { aeadIds: [15, 16, 17, 30], ntpPort: 4123, ntpServer: 'ntp.example.net', cookieCount: 8 };
+const POOL_TOKEN = 'fuzz-pool-token';
+const KE_POLICY: KePolicy = { aeadIds: [15, 16, 17, 30], ntpPort: 4123, ntpServer: 'ntp.example.net', cookieCount: 8, poolAuthenticationTokens: [POOL_TOKEN] };
+/** The three connection states a request can arrive on (chosen by the request length). */
+const CONNECTIONS: readonly KePoolConnection[] = [
+  { kept: false, keepAliveAvailable: false },
+  { kept: false, keepAliveAvailable: true },
+  { kept: true, keepAliveAvailable: true },
+];
 const ERROR_CODE_OF: Readonly<Record<string, number>> = { bad_request: 1, unrecognized_critical: 0, internal_error: 2 };
 
 /** NTS-KE record header offsets (type at o, length at o + 2). */
@@ -289,7 +298,7 @@ export function keTarget(): FuzzTarget {
   });
   const offers: readonly (readonly number[])[] = [[15], [16], [17], [30], [30, 15], [17, 16, 15, 30], [99, 15], [1, 2, 30]];
   const seeds: Uint8Array[] = offers.map((ids) => encodeKeMessage(buildKeRequestRecords(ids)));
-  const extra: readonly KeRecord[][] = [
+  const extra: KeRecord[][] = [
     [
       { kind: 'nextProtocol', critical: true, protocolIds: [1, 0] },
       { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] },
@@ -309,6 +318,17 @@ export function keTarget(): FuzzTarget {
       { kind: 'endOfMessage', critical: true },
     ],
   ];
+  // Pool front-end requests (support and fixed key, draft-ietf-ntp-nts-keyexchange-pool), with the right token and a wrong one.
+  const token = (t: string): KeRecord => ({ kind: 'authenticationToken', critical: false, token: new TextEncoder().encode(t) });
+  const keepAlive: KeRecord = { kind: 'keepAlive', critical: false };
+  const eom: KeRecord = { kind: 'endOfMessage', critical: true };
+  const fixedKey = (keyLength: number): KeRecord => ({ kind: 'fixedKeyRequest', critical: true, keys: randomFillSync(new Uint8Array(2 * keyLength)) });
+  extra.push(
+    [token(POOL_TOKEN), { kind: 'supportedAlgorithmList', critical: true, algorithms: [] }, { kind: 'supportedNextProtocolList', critical: true, protocolIds: [] }, keepAlive, eom],
+    [token(POOL_TOKEN), fixedKey(32), { kind: 'nextProtocol', critical: true, protocolIds: [0] }, { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] }, keepAlive, eom],
+    [token(POOL_TOKEN), fixedKey(64), { kind: 'nextProtocol', critical: true, protocolIds: [0] }, { kind: 'aeadAlgorithm', critical: true, aeadIds: [17] }, eom],
+    [token('fuzz-pool-tokem'), fixedKey(32), { kind: 'nextProtocol', critical: true, protocolIds: [0] }, { kind: 'aeadAlgorithm', critical: true, aeadIds: [15] }, eom],
+  );
   for (const records of extra) seeds.push(encodeKeMessage(records));
 
   return {
@@ -333,11 +353,17 @@ export function keTarget(): FuzzTarget {
       check(scan.length <= view.length && scan.length >= 4, `complete at ${scan.length} of ${view.length}`);
       const request = view.subarray(0, scan.length);
 
-      const result = handleKeRequest(request, exportKeys, keyset, KE_POLICY, fill);
+      const connection = CONNECTIONS[request.length % CONNECTIONS.length] ?? CONNECTIONS[0];
+      if (connection === undefined) throw new Error('no connection state');
+      const result = handleKeRequest(request, exportKeys, keyset, KE_POLICY, fill, connection);
       check(result.outcome !== 'internal_error', `internal_error: ${String(result.internalError)}`);
       const answer = decodeKeMessage(result.response);
       check(answer.ok, `the response does not decode (${answer.ok ? '' : answer.error})`);
       const records = answer.records;
+      const keepAliveRecords = records.filter((r) => r.kind === 'keepAlive').length;
+      check(keepAliveRecords === (result.keepAlive ? 1 : 0), `keepAlive ${String(result.keepAlive)} with ${keepAliveRecords} Keep Alive records`);
+      check(!result.keepAlive || connection.keepAliveAvailable, 'Keep Alive granted on a connection that cannot be kept');
+      check(!(connection.kept && result.requestKind === 'ordinary' && result.outcome !== 'bad_request' && result.outcome !== 'unrecognized_critical'), `an ordinary request on a kept connection got ${result.outcome}`);
       const errors = records.filter((r) => r.kind === 'error');
       const code = ERROR_CODE_OF[result.outcome];
       if (code !== undefined) {
@@ -350,6 +376,18 @@ export function keTarget(): FuzzTarget {
       check(errors.length === 0, `outcome ${result.outcome} carries an Error record`);
       const validation = validateKeRequest(request);
       check(validation.ok, `outcome ${result.outcome} for a request that does not validate`);
+      if (result.outcome === 'success' && result.requestKind === 'support') {
+        check(result.cookiesIssued === 0 && !records.some((r) => r.kind === 'newCookie'), 'cookies in a support response');
+        check(records.some((r) => r.kind === 'supportedAlgorithmList' || r.kind === 'supportedNextProtocolList'), 'a support response without a supported list');
+        return `ke:success:support:${result.keepAlive ? 'k' : ''}`;
+      }
+      if (result.outcome === 'success' && result.requestKind === 'fixed_key') {
+        const cookies = records.flatMap((r) => (r.kind === 'newCookie' ? [r.cookie] : []));
+        check(cookies.length === 8 && result.cookiesIssued === 8, `${cookies.length} cookies for a fixed key request`);
+        const opened = openCookie(keyset, cookies[0] ?? new Uint8Array(0));
+        check(opened.ok && opened.aeadId === result.aeadId, 'a fixed key cookie does not open under the keyset');
+        return `ke:success:fixed_key:${result.aeadId ?? 0}:${result.keepAlive ? 'k' : ''}`;
+      }
       if (result.outcome === 'success') {
         const checked = checkKeResponse(records, validation.request.aeadIds ?? []);
         check(checked.ok, `success response refused by the client: ${checked.ok ? '' : checked.problem.message}`);
@@ -358,13 +396,15 @@ export function keTarget(): FuzzTarget {
         check(checked.content.ntpPort === 4123 && checked.content.ntpServer === 'ntp.example.net', 'port or server record wrong');
         return `ke:success:${result.aeadId ?? 0}:${checked.content.compliantGcmSivExporter ? 'c' : ''}`;
       }
+      // Keep Alive (checked above) may sit before End of Message on a front end's connection.
+      const shape = records.filter((r) => r.kind !== 'keepAlive');
       if (result.outcome === 'no_common_protocol') {
-        const first = records[0];
-        check(records.length === 2 && first?.kind === 'nextProtocol' && first.protocolIds.length === 0, 'no_common_protocol response shape');
+        const first = shape[0];
+        check(shape.length === 2 && first?.kind === 'nextProtocol' && first.protocolIds.length === 0, 'no_common_protocol response shape');
       } else {
         check(result.outcome === 'no_common_aead', `unknown outcome ${String(result.outcome)}`);
-        const second = records[1];
-        check(records.length === 3 && second?.kind === 'aeadAlgorithm' && second.aeadIds.length === 0, 'no_common_aead response shape');
+        const second = shape[1];
+        check(shape.length === 3 && second?.kind === 'aeadAlgorithm' && second.aeadIds.length === 0, 'no_common_aead response shape');
       }
       return `ke:${result.outcome}`;
     },
@@ -427,17 +467,14 @@ const VALUE_EDITS: readonly string[] = [
 ];
 const HEADER_EDITS: readonly string[] = ['[[server]]', '[[nts-ke-server]]', '[keyset]', '[observability]', '[worker-pool]', '[time-source]', '[unknown]', '[[server.access]]', '[server]'];
 
-/** The repository's example configurations and the embedded development one. */
+/** The repository's example configurations (every deploy/*.toml) and the embedded development one. */
 function configSeeds(): Uint8Array[] {
   const texts = [DEFAULT_CONFIG_TOML];
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     const deploy = join(dir, 'deploy');
     if (existsSync(join(deploy, 'ntsd.toml'))) {
-      for (const name of ['ntsd.toml', 'ntsd-ke-node.toml', 'ntsd-ntp-node.toml']) {
-        const path = join(deploy, name);
-        if (existsSync(path)) texts.push(readFileSync(path, 'utf8'));
-      }
+      for (const name of readdirSync(deploy).filter((n) => n.endsWith('.toml')).sort()) texts.push(readFileSync(join(deploy, name), 'utf8'));
       break;
     }
     dir = dirname(dir);
@@ -512,8 +549,9 @@ export function configTarget(): FuzzTarget {
       }
       if (result.ok) {
         const c = result.config;
-        check(c.servers.length + c.ntsKeServers.length >= 1, 'a valid configuration with no listener');
-        return `config:ok:${c.keyset.mode}`;
+        // A node serves NTP, NTS-KE, or is a pool's KE front end ([pool-ke]).
+        check(c.servers.length + c.ntsKeServers.length >= 1 || c.poolKe !== undefined, 'a valid configuration with no listener');
+        return `config:ok:${c.poolKe !== undefined ? 'pool-ke' : c.keyset.mode}`;
       }
       check(result.errors.length >= 1, 'invalid without a problem');
       for (const e of result.errors) check(typeof e === 'string' && PROBLEM_SHAPE.test(e), `problem not of the form "key: message": ${JSON.stringify(e)}`);
