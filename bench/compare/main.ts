@@ -119,6 +119,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       threads: { type: 'string' },
       window: { type: 'string' },
       sockets: { type: 'string' },
+      'max-threads': { type: 'string' },
       'idle-rate': { type: 'string' },
       servers: { type: 'string' },
       'ntsd-threads': { type: 'string' },
@@ -137,7 +138,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
   });
   if (values.help === true) {
     process.stdout.write(
-      'usage: node dist/bench/compare/main.js [--pairs 3] [--duration-s 5] [--warmup-s 1] [--threads 1] [--sockets 8] [--window 16]\n' +
+      'usage: node dist/bench/compare/main.js [--pairs 3] [--duration-s 5] [--warmup-s 1] [--threads 1] [--max-threads 2] [--sockets 8] [--window 16]\n' +
         `         [--idle-rate 1000] [--servers ${NTP_VARIANTS.join(',')}] [--ntsd-threads N] [--soak-s 60]\n` +
         '         [--ntsd-main dist/src/main.js] [--out FILE]\n' +
         '       node dist/bench/compare/main.js --ke-flood [--pairs 3] [--duration-s 5] [--ke-flood-nice 0,10]\n' +
@@ -192,6 +193,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       durationS,
       warmupS,
       threads,
+      maxThreads: Math.floor(num(values['max-threads'], 'max-threads', 2, 1)),
       sockets: Math.floor(num(values.sockets, 'sockets', 8, 1)),
       window,
       idleRatePerS: num(values['idle-rate'], 'idle-rate', 1000, 1),
@@ -255,7 +257,7 @@ async function main(): Promise<number> {
   const loadEnd = loadavg();
   const text = [
     `Medians of ${n.pairs} interleaved rounds, ${n.durationS} s runs (${n.warmupS} s warm-up); generator bench/load with kernel timestamps, ` +
-      `${n.threads} thread(s) × ${n.sockets} sockets, same machine (${cpus().length} CPUs, Node ${process.version}, ${chronyVersion().split('\n')[0] ?? 'chrony'}; ` +
+      `${n.maxThreads} thread(s) in the max runs, ${n.threads} × ${n.sockets} sockets in the fixed-rate runs, same machine (${cpus().length} CPUs, Node ${process.version}, ${chronyVersion().split('\n')[0] ?? 'chrony'}; ` +
       `load average ${loadStart[0]?.toFixed(2) ?? '?'} at start, ${loadEnd[0]?.toFixed(2) ?? '?'} at end; ${elapsedS.toFixed(0)} s in all).`,
     '',
     renderNtpTables(result, n),
