@@ -369,19 +369,27 @@ test('HAProxy send-proxy-v2 in front of two KE nodes: the per-client limit sees 
   assert.ok(await keFrom('127.0.0.11', frontPort, pki), 'client B is not limited by client A');
   assert.ok(await keFrom('127.0.0.11', frontPort, pki));
 
-  let rateLimited = 0;
-  let proxied = 0;
-  for (const k of kes) {
-    const text = await waitFor('KE stats folded', 10_000, async () => {
+  // KE threads fold their counters into the metrics about once a second: poll until every node's
+  // counts are in (the totals only grow), then check them.
+  const totals = async (): Promise<{ rateLimited: number; proxied: number; untrusted: number }> => {
+    let rateLimited = 0;
+    let proxied = 0;
+    let untrusted = 0;
+    for (const k of kes) {
       const m = await k.metrics();
-      return metric(m, 'ntsd_ke_proxy_connections_total{source="127.0.0.1"}') > 0 ? m : undefined;
-    }, 200);
-    rateLimited += metric(text, 'ntsd_ke_connections_rejected_total{reason="rate_limited"}');
-    proxied += metric(text, 'ntsd_ke_proxy_connections_total{source="127.0.0.1"}');
-    assert.equal(metric(text, 'ntsd_ke_connections_rejected_total{reason="untrusted_proxy"}'), 0);
-  }
-  assert.equal(rateLimited, 2, 'both refusals are client A over its own limit');
-  assert.ok(proxied >= 9, `proxied connections counted: ${proxied}`);
+      rateLimited += metric(m, 'ntsd_ke_connections_rejected_total{reason="rate_limited"}');
+      proxied += metric(m, 'ntsd_ke_proxy_connections_total{source="127.0.0.1"}');
+      untrusted += metric(m, 'ntsd_ke_connections_rejected_total{reason="untrusted_proxy"}');
+    }
+    return { rateLimited, proxied, untrusted };
+  };
+  const folded = await waitFor('KE stats of all 10 proxied connections folded', 15_000, async () => {
+    const t = await totals();
+    return t.rateLimited >= 2 && t.proxied >= 9 ? t : undefined;
+  }, 200);
+  assert.equal(folded.rateLimited, 2, 'both refusals are client A over its own limit');
+  assert.ok(folded.proxied >= 9, `proxied connections counted: ${folded.proxied}`);
+  assert.equal(folded.untrusted, 0);
   // A client that bypasses HAProxy is refused: the port is proxied.
   assert.equal(await keFrom('127.0.0.30', kePort, pki, keHosts[0]), false);
   await waitFor('the bypass counted as untrusted', 10_000, async () => (metric(await (kes[0] as Node).metrics(), 'ntsd_ke_connections_rejected_total{reason="untrusted_proxy"}') === 1 ? true : undefined), 200);
