@@ -5,7 +5,10 @@
  * from /proc) and the session p50/p99. Run it once per Node to compare them:
  *
  *   node dist/bench/ke/capacity.js [--threads 1,2] [--duration-s 10] [--concurrency 16] [--generator-threads 2]
- *     [--rounds 1] [--ke-extra 'key = value'] [--node-arg --cpu-prof --node-arg --cpu-prof-dir=DIR]
+ *     [--rounds 1] [--ke-extra 'key = value'] [--node-arg --cpu-prof --node-arg --cpu-prof-dir=DIR] [--chrony]
+ *
+ * `--chrony` adds Debian's chronyd (bench/compare/servers.ts: `ntsprocesses 1`, the same certificate) after
+ * the ntsd runs of each round, measured the same way.
  *
  * Everything shares one machine: the generator competes with ntsd for the cores (about 2.3 ms of client
  * CPU per handshake), so handshakes/s is bounded by the box; per server CPU-second is the fairer figure.
@@ -17,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { LoadReport } from '../load/protocol.js';
 import { cpuSeconds } from '../compare/procfs.js';
-import { startNtsd } from '../compare/servers.js';
+import { startChrony, startNtsd, type ServerUnderTest } from '../compare/servers.js';
 import { makeTestPki } from '../../test/helpers/certs.js';
 import { freeTcpAndUdpPort, freeTcpPort } from '../../test/interop/peers.js';
 
@@ -50,6 +53,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '1' },
       'ke-extra': { type: 'string', multiple: true, default: [] },
       'node-arg': { type: 'string', multiple: true, default: [] },
+      chrony: { type: 'boolean', default: false },
     },
   });
   const pki = makeTestPki(['localhost', '127.0.0.1']);
@@ -59,31 +63,36 @@ async function main(): Promise<void> {
   console.log(`ntsd KE capacity on Node ${process.versions.node}: ${values['duration-s']} s runs, ${values.concurrency} sessions on ${values['generator-threads']} generator threads`);
   try {
     for (let round = 0; round < Number(values.rounds); round++) {
-      for (const threads of values.threads.split(',').map(Number)) {
+      const targets: readonly (number | 'chrony')[] = [...values.threads.split(',').map(Number), ...(values.chrony ? (['chrony'] as const) : [])];
+      for (const target of targets) {
         const ntpPort = await freeTcpAndUdpPort();
         const kePort = await freeTcpPort();
-        const ntsd = await startNtsd({
-          mainJs,
-          ntpPort,
-          kePort,
-          tls: { chainPath: pki.chainPath, keyPath: pki.keyPath },
-          keExtra: [`threads = ${threads}`, 'concurrent-connections = 4096', ...values['ke-extra']],
-          nodeArgs: values['node-arg'],
-        });
+        const tlsFiles = { chainPath: pki.chainPath, keyPath: pki.keyPath };
+        const server: ServerUnderTest =
+          target === 'chrony'
+            ? await startChrony({ ntpPort, kePort, tls: tlsFiles })
+            : await startNtsd({
+                mainJs,
+                ntpPort,
+                kePort,
+                tls: tlsFiles,
+                keExtra: [`threads = ${target}`, 'concurrent-connections = 4096', ...values['ke-extra']],
+                nodeArgs: values['node-arg'],
+              });
         try {
-          const cpuBefore = cpuSeconds(ntsd.pid);
+          const cpuBefore = cpuSeconds(server.pid);
           const report = await runGenerator([
             '--mode', 'ke', '--ke', `127.0.0.1:${kePort}`, '--ca', caPath,
             '--concurrency', values.concurrency, '--threads', values['generator-threads'], '--duration-s', values['duration-s'],
           ]);
-          const cpu = cpuSeconds(ntsd.pid) - cpuBefore;
+          const cpu = cpuSeconds(server.pid) - cpuBefore;
           const q = report.delayUs;
           console.log(
-            `threads ${threads}: ${report.ratePerS.toFixed(0)} handshakes/s, ${(report.repliesTotal / cpu).toFixed(0)} per server CPU-second ` +
+            `${target === 'chrony' ? 'chrony' : `ntsd, threads ${target}`}: ${report.ratePerS.toFixed(0)} handshakes/s, ${(report.repliesTotal / cpu).toFixed(0)} per server CPU-second ` +
               `(${report.repliesTotal} sessions, ${cpu.toFixed(2)} CPU-s), session p50 ${(q.p50 / 1000).toFixed(1)} ms p99 ${(q.p99 / 1000).toFixed(1)} ms, invalid ${report.invalid}`,
           );
         } finally {
-          await ntsd.stop();
+          await server.stop();
         }
       }
     }

@@ -8,11 +8,14 @@
  * to one bucket of `ways` slots and lives in one of them. Each slot holds a used flag, the key (four
  * words, core/ip.ts form), three int32 and two float64 values for the user.
  *
- * Threads: every read or write of a bucket's slots happens between lockBucket and unlockBucket. The
- * lock is a spin lock on an Atomics word (the critical sections are a few dozen operations); the
- * Atomics operations order the plain accesses in between (ECMAScript memory model). A lock still held
- * after SPIN_LIMIT tries is taken over: a thread terminated inside a critical section must not wedge its
- * bucket forever, and the worst case of a takeover is one entry's counters being off by one.
+ * Threads: every read or write of a bucket's slots happens between lock and unlock. The lock is an
+ * Atomics word: a few tries spinning (the critical sections are a few dozen operations), then
+ * Atomics.wait until the holder's notify, so a thread whose lock holder was preempted sleeps instead of
+ * burning the CPU the holder needs (on an oversubscribed box, where the holder is often preempted, a pure
+ * spin lock cost two KE threads up to half their handshakes per CPU-second). The Atomics operations order the plain accesses in between
+ * (ECMAScript memory model). A lock still held after WAIT_LIMIT waits (about a second) is taken over: a
+ * thread terminated inside a critical section must not wedge its bucket forever, and the worst case of a
+ * takeover is one entry's counters being off by one.
  */
 
 /** Int32 words in the header. */
@@ -28,8 +31,11 @@ const SLOT_F64 = SLOT_BYTES / 8;
 const MAGIC = 0x4e545354;
 /** Slots per bucket when the capacity allows. */
 const DEFAULT_WAYS = 8;
-/** Tries before a held bucket lock is taken over (see the module comment). */
-const SPIN_LIMIT = 1 << 20;
+/** Tries spinning before waiting for a held bucket lock. */
+const SPIN_TRIES = 64;
+/** Waits of up to WAIT_MS before a held bucket lock is taken over (see the module comment). */
+const WAIT_LIMIT = 1000;
+const WAIT_MS = 1;
 
 /** Geometry of a table of `capacity` slots: ways per bucket and bucket count (ways × buckets ≤ capacity). */
 function geometry(capacity: number): { ways: number; buckets: number } {
@@ -68,6 +74,8 @@ export class ClientTable {
   readonly #slotsI32At: number;
   readonly #slotsF64At: number;
   readonly #seed: number;
+  /** Atomics.wait needs shared memory; a private table is never contended. */
+  readonly #shared: boolean;
 
   /**
    * Attaches to `buffer`. With `init` it first lays out an empty table of at most `init.capacity`
@@ -76,6 +84,7 @@ export class ClientTable {
    */
   constructor(buffer: ArrayBuffer | SharedArrayBuffer, init?: { readonly capacity: number; readonly seed: number }) {
     this.buffer = buffer;
+    this.#shared = typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer;
     this.#i32 = new Int32Array(buffer);
     this.#f64 = new Float64Array(buffer, 0, Math.floor(buffer.byteLength / 8));
     if (init !== undefined) {
@@ -134,7 +143,10 @@ export class ClientTable {
     const bucket = (hash >>> 0) % this.buckets;
     const at = this.#locksAt + bucket;
     for (let tries = 0; Atomics.compareExchange(this.#i32, at, 0, 1) !== 0; tries++) {
-      if (tries >= SPIN_LIMIT) break; // take over a lock abandoned by a dead thread
+      if (tries < SPIN_TRIES) continue;
+      // Private memory has no other thread to wait for; shared: take over a lock abandoned by a dead thread.
+      if (!this.#shared || tries >= SPIN_TRIES + WAIT_LIMIT) break;
+      Atomics.wait(this.#i32, at, 1, WAIT_MS); // until the holder's notify (or WAIT_MS)
     }
     cursor.bucket = bucket;
     cursor.slot = -1;
@@ -142,7 +154,9 @@ export class ClientTable {
 
   /** Releases the cursor's bucket. */
   unlock(cursor: ClientTableCursor): void {
-    Atomics.store(this.#i32, this.#locksAt + cursor.bucket, 0);
+    const at = this.#locksAt + cursor.bucket;
+    Atomics.store(this.#i32, at, 0);
+    if (this.#shared) Atomics.notify(this.#i32, at, 1);
   }
 
   /** Finds `words` in the (locked) bucket; sets and returns cursor.slot, -1 when absent. */

@@ -75,7 +75,7 @@ export class ListenFailure extends Error {
 const LISTEN_BACKLOG = 4096;
 
 /** A session silent this long after its TLS handshake is the first to be evicted (module comment, rule 1). */
-const WAITING_GRACE_MS = 100;
+const WAITING_GRACE_MS = 20;
 
 /** Milliseconds on a clock every thread reads alike (the shared limiter table needs one time base). */
 function sharedNowMs(): number {
