@@ -300,7 +300,8 @@ export async function runCrash(options: CrashOptions): Promise<CrashReport> {
       for (const l of proc.lines) {
         if (l['level'] === 'error' || l['level'] === 'fatal') defects.add(`cycle ${cycle}: ${String(l['level'])} log line at start-up: ${JSON.stringify(l)}`);
       }
-      const strays = strayFiles(keyDir, keyFileName);
+      // The running daemon's own write in progress (a rotation due right now) is not a leftover.
+      const strays = strayFiles(keyDir, keyFileName).filter((n) => !n.startsWith(`.${keyFileName}.tmp-${proc.pid}-`));
       if (strays.length > 0) defects.add(`cycle ${cycle}: stray files in the key directory after start-up: ${strays.join(', ')}`);
       const read = readKeyFile(keyPath);
       if ('error' in read) {
