@@ -9,6 +9,8 @@
  *               replies are mode 4 with the request's version and origin; a NAK is stratum 0 "NTSN" carrying
  *               only the request's Unique Identifier; every NTS time reply authenticates under the S2C key of
  *               one of the seed sessions; with require-nts no plain reply; respond() never rate-limits.
+ *               On the same input, respondRefused (rate limit, access lists) answers at most a 48-octet KoD
+ *               RATE/DENY, and only to a bare plain NTP header: never to an NTS request.
  *  - ke:        NTS-KE framing and handling as the KE session does it (scanKeMessage with the 4096-octet cap,
  *               then handleKeRequest, on a fresh, a keepable or a kept connection, with pool front-end support
  *               and fixed key requests among the seeds). No throw; exactly one outcome; the response decodes and is either a
@@ -52,12 +54,18 @@ import {
   type Keyset,
 } from '../../src/core/nts/keyset.js';
 import {
+  KISS_DENY,
+  KISS_RATE,
   OUTCOME_COUNT,
   OUTCOME_METRICS,
   Outcome,
   createPooledFillRandom,
   createResponderContext,
   respond,
+  respondRefused,
+  type RefusalPolicy,
+  type RefusalReason,
+  type RefusedResult,
   type ResponderContext,
   type ServerFields,
 } from '../../src/core/responder.js';
@@ -104,6 +112,9 @@ const SERVER_FIELDS: ServerFields = {
   referenceTime: { seconds: 3_900_000_000, fraction: 0 },
 };
 const KISS_NTSN = 0x4e54_534e;
+const REFUSAL_REASONS: readonly RefusalReason[] = ['rateLimited', 'denied', 'ignored'];
+const OPEN_REFUSAL: RefusalPolicy = { requireNts: false, acceptNtpVersions: [3, 4], precision: -20 };
+const STRICT_REFUSAL: RefusalPolicy = { requireNts: true, acceptNtpVersions: [4], precision: -20 };
 const EF_UNIQUE_ID = 0x0104;
 const T0_S = 1_800_000_000;
 
@@ -193,6 +204,7 @@ export function respondTarget(): FuzzTarget {
     seeds.push(plain);
   }
   const out = new Uint8Array(70_000);
+  const refusedResult: RefusedResult = { outcome: Outcome.dropAccess, length: 0 };
 
   const verifiesUnderSomeSession = (request: Uint8Array, reply: Uint8Array): boolean => {
     const uniqueId = uniqueIdOf(request);
@@ -238,7 +250,22 @@ export function respondTarget(): FuzzTarget {
           check(verifiesUnderSomeSession(input, reply), 'NTS time reply does not authenticate under any session key');
         }
       }
-      return `${outcome}:${result.keyAge}:${result.cookiesIssued}:${ctx === strict ? 's' : 'o'}`;
+      // The refusal path (rate limit leak share, access lists) on the same input: a KoD only for plain NTP.
+      const reason = REFUSAL_REASONS[(input[46] ?? 0) % REFUSAL_REASONS.length] ?? 'ignored';
+      const refused = respondRefused(input, { seconds: 0xe9a1_b2c3, fraction: 1 }, reason, ctx === strict ? STRICT_REFUSAL : OPEN_REFUSAL, out, refusedResult);
+      check(refused.length <= input.length && (refused.length === 0 || refused.length === 48), `refusal of ${refused.length} octets to ${input.length}`);
+      if (refused.length > 0) {
+        const kod = out.subarray(0, 48);
+        check(reason !== 'ignored' && !ctx.requireNts, `a KoD for reason ${reason} (require-nts ${String(ctx.requireNts)})`);
+        check(input.length === 48, 'a KoD answers a request with extension fields (an NTS client could be silenced by a forgery)');
+        check(((kod[0] ?? 0) & 7) === 4 && kod[1] === 0, 'a KoD that is not mode 4 stratum 0');
+        check(readU32(kod, 12) === (reason === 'rateLimited' ? KISS_RATE : KISS_DENY), 'a KoD with the wrong kiss code');
+        check(refused.outcome === (reason === 'rateLimited' ? Outcome.kodRate : Outcome.kodDeny), `KoD with outcome ${refused.outcome}`);
+        for (let i = 0; i < 8; i++) check(kod[24 + i] === input[40 + i], 'KoD origin timestamp is not the request transmit timestamp');
+      } else {
+        check(refused.outcome === (reason === 'rateLimited' ? Outcome.dropRateLimited : Outcome.dropAccess), `refusal drop with outcome ${refused.outcome}`);
+      }
+      return `${outcome}:${result.keyAge}:${result.cookiesIssued}:${ctx === strict ? 's' : 'o'}:r${refused.outcome}`;
     },
   };
 }

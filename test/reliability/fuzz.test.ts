@@ -59,6 +59,10 @@ test('fuzz (bench loop, bounded slice): no defect, and every target reaches its 
   for (const o of [Outcome.ntpTime, Outcome.ntsTime, Outcome.nakCookieUnknownKey, Outcome.nakCookieDecryptFailed, Outcome.nakAuthFailed, Outcome.dropMalformed, Outcome.dropPolicy, Outcome.dropRequireNts]) {
     assert.ok(outcomes.has(o), `respond never reached outcome ${o}\n${text}`);
   }
+  // The refusal path: KoD RATE and DENY (to plain NTP) and both drops.
+  for (const o of [Outcome.kodRate, Outcome.kodDeny, Outcome.dropRateLimited, Outcome.dropAccess]) {
+    assert.ok(sigs('respond').some((s) => s.endsWith(`:r${o}`)), `respondRefused never reached outcome ${o}\n${text}`);
+  }
   // NTS-KE: success for several AEADs and for pool front-end requests, both negotiation failures, both Error codes, the framing refusals.
   const ke = sigs('ke');
   for (const prefix of ['ke:success:15', 'ke:success:30', 'ke:success:support', 'ke:success:fixed_key', 'ke:no_common_protocol', 'ke:no_common_aead', 'ke:bad_request:', 'ke:unrecognized_critical', 'frame:malformed', 'frame:incomplete']) {
