@@ -91,7 +91,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
     let ntp: NtpListeners | undefined;
+    const poolKeMetrics = createPoolKeMetrics(metrics.registry);
     const ke: KeListeners = await startKeListeners(config, {
+      onPoolRequests: (kind, outcome, count) => poolKeMetrics.timeSourceRequests(kind, outcome, count),
       logger: logger.child({ component: 'nts-ke' }),
       metrics,
       ntpPortFallback: () => ntp?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
@@ -156,7 +158,6 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       store.start();
     }
 
-    const poolKeMetrics = createPoolKeMetrics(metrics.registry);
     let poolKeAddress: { address: string; port: number } | undefined;
     if (config.poolKe !== undefined) {
       const frontEnd = await startPoolKe(config.poolKe, logger.child({ component: 'pool-ke' }), poolKeMetrics);

@@ -35,6 +35,8 @@ export interface KeListenersOptions {
   readonly metrics: Metrics;
   /** The NTP port to advertise when `ntp-port` is not set: server[0]'s bound port. */
   readonly ntpPortFallback: () => number;
+  /** NTS pools: answered support / fixed key requests, for ntsd_ke_pool_requests_total. */
+  readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
 }
 
 /** The running KE listeners. */
@@ -145,14 +147,23 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
             ...(c.ntpServer !== undefined ? { ntpServer: c.ntpServer } : {}),
             // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
             ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
+            // NTS pools: the front ends' tokens (secret; the policy is never logged).
+            ...(c.acceptedPoolAuthenticationTokens.length > 0 ? { poolAuthenticationTokens: c.acceptedPoolAuthenticationTokens } : {}),
           },
+          keepAlive: { longlivedConnections: c.longlivedConnections, idleTimeoutMs: c.keepAliveIdleTimeoutS * 1000, maxAgeMs: c.keepAliveMaxAgeS * 1000 },
           keyset: keysetBytes,
           logger,
           threadNiceness: c.threadNiceness,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
           ...(reusePortListener !== undefined ? { openReusePortListener: reusePortListener } : {}),
         });
-        server.onStats((stats) => metrics.ke.addStats(stats));
+        server.onStats((stats) => {
+          metrics.ke.addStats(stats);
+          for (const [key, count] of Object.entries(stats.poolRequests)) {
+            const [kind = '', outcome = ''] = key.split('/');
+            options.onPoolRequests?.(kind, outcome, count);
+          }
+        });
         server.onThreadRestart(() => metrics.ke.threadRestarted());
         listener.server = server;
         await server.start();

@@ -40,6 +40,8 @@ export interface KeStats {
   readonly activeConnections: number;
   /** Index of the KE thread that reports. */
   readonly thread: number;
+  /** NTS pools: answered support and fixed key requests, by `kind/outcome` (ntsd_ke_pool_requests_total). */
+  readonly poolRequests: Readonly<Record<string, number>>;
 }
 
 /** Mutable tallies a KE thread keeps between two reports. */
@@ -50,6 +52,7 @@ export interface KeTallies {
   sessionDurationsS: number[];
   cookiesIssued: number;
   proxyConnections: Record<string, number>;
+  poolRequests: Record<string, number>;
 }
 
 /** Empty tallies. */
@@ -61,6 +64,7 @@ export function newKeTallies(): KeTallies {
     sessionDurationsS: [],
     cookiesIssued: 0,
     proxyConnections: {},
+    poolRequests: {},
   };
 }
 
@@ -116,6 +120,38 @@ export interface KeWorkerInit {
   readonly threadNiceness: number;
   /** PROXY protocol v2: CIDR texts of the trusted balancers; undefined = off. */
   readonly proxyTrustedSources?: readonly string[] | undefined;
+  /** NTS pools: keep-alive for authenticated front ends; undefined = never keep a connection. */
+  readonly keepAlive?: KeKeepAliveInit | undefined;
+}
+
+/**
+ * NTS pools: keep-alive settings of a listener. `table` is an Int32Array of one element, the number of
+ * connections kept right now over all its threads (Atomics), below `longlivedConnections`.
+ */
+export interface KeKeepAliveInit {
+  readonly table: SharedArrayBuffer;
+  readonly longlivedConnections: number;
+  readonly idleTimeoutMs: number;
+  readonly maxAgeMs: number;
+}
+
+/** The long-lived slots over a KeKeepAliveInit table (one shared count, compare-and-swap below the cap). */
+export function keepAliveSlots(init: KeKeepAliveInit): { idleTimeoutMs: number; maxAgeMs: number; tryAcquire(): boolean; release(): void } {
+  const count = new Int32Array(init.table);
+  return {
+    idleTimeoutMs: init.idleTimeoutMs,
+    maxAgeMs: init.maxAgeMs,
+    tryAcquire(): boolean {
+      for (;;) {
+        const now = Atomics.load(count, 0);
+        if (now >= init.longlivedConnections) return false;
+        if (Atomics.compareExchange(count, 0, now, now + 1) === now) return true;
+      }
+    },
+    release(): void {
+      Atomics.sub(count, 0, 1);
+    },
+  };
 }
 
 /** Main → KE thread. */

@@ -94,6 +94,11 @@ export interface KeServerOptions {
   readonly proxyTrustedSources?: readonly string[] | undefined;
   /** KE threads, each with its own SO_REUSEPORT listener (default 1; one where SO_REUSEPORT is unavailable). */
   readonly threads?: number;
+  /**
+   * NTS pools (README "Pools"): connections kept open for authenticated front ends, at most
+   * `longlivedConnections` over all threads; undefined or 0 = never keep one.
+   */
+  readonly keepAlive?: { readonly longlivedConnections: number; readonly idleTimeoutMs: number; readonly maxAgeMs: number } | undefined;
   /** Called when a dead KE thread cannot be replaced (a bug). Default: log fatal and rethrow asynchronously. */
   readonly onFatal?: (error: Error) => void;
 }
@@ -173,6 +178,8 @@ export class KeServer {
   #nextRequestId = 1;
   #stopping = false;
   #stoppedCount = 0;
+  /** NTS pools: the shared count of kept connections (KeKeepAliveInit.table). */
+  readonly #keepAliveTable = new SharedArrayBuffer(4);
   #stopped: (() => void) | undefined;
 
   /** Creates the listener; nothing is bound until start(). */
@@ -265,6 +272,10 @@ export class KeServer {
       statsIntervalMs: o.statsIntervalMs ?? 1000,
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
       proxyTrustedSources: o.proxyTrustedSources === undefined ? undefined : [...o.proxyTrustedSources],
+      keepAlive:
+        o.keepAlive === undefined || o.keepAlive.longlivedConnections <= 0
+          ? undefined
+          : { table: this.#keepAliveTable, longlivedConnections: o.keepAlive.longlivedConnections, idleTimeoutMs: o.keepAlive.idleTimeoutMs, maxAgeMs: o.keepAlive.maxAgeMs },
     };
   }
 

@@ -8,7 +8,7 @@ import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
 import type { FillRandom } from '../../core/bytes.js';
-import { handleKeRequest, type KeOutcome, type KePolicy } from '../../core/ke-handler.js';
+import { handleKeRequest, type KeOutcome, type KePolicy, type KeRequestKind } from '../../core/ke-handler.js';
 import type { ExportKeys } from '../../core/nts/exporter.js';
 import { KeErrorCode, NTS_EXPORTER_LABEL, NTSKE_ALPN } from '../../core/nts/ids.js';
 import { encodeKeErrorResponse } from '../../core/nts/ke-message.js';
@@ -16,8 +16,28 @@ import { scanKeMessage } from '../../core/nts/ke-record.js';
 import type { Keyset } from '../../core/nts/keyset.js';
 import { errorText, type KeLogLevel, type KeSessionOutcome } from './messages.js';
 
+/**
+ * NTS pools (README "Pools"): the keep-alive settings and the long-lived slots shared by every KE thread
+ * of the listener (`longlived-connections`).
+ */
+export interface KeepAliveSlots {
+  readonly idleTimeoutMs: number;
+  readonly maxAgeMs: number;
+  /** Takes a slot if one is free. */
+  tryAcquire(): boolean;
+  /** Gives a slot back. */
+  release(): void;
+}
+
 /** What a session needs from its thread: settings, the current TLS context and keyset, and where to report. */
 export interface SessionContext {
+  /** NTS pools: keep-alive for authenticated front ends; undefined = never keep a connection. */
+  readonly keepAlive?: KeepAliveSlots | undefined;
+  /**
+   * NTS pools: a support or fixed key request was answered. `extraCookies` counts cookies not reported
+   * through `settled` (answers after the first on a kept connection).
+   */
+  poolAnswered?(kind: Exclude<KeRequestKind, 'ordinary'>, outcome: KeSessionOutcome, extraCookies: number): void;
   readonly keyExchangeTimeoutMs: number;
   readonly maxRequestBytes: number;
   readonly policy: KePolicy;
@@ -87,6 +107,12 @@ export class KeSession {
   #scanOffset = 0;
   #discarded = 0;
   #tlsFailed = false;
+  /** NTS pools: an answer carried Keep Alive; this session holds a long-lived slot until it closes. */
+  #kept = false;
+  /** This session holds one of the listener's long-lived slots (given back on close). */
+  #holdsSlot = false;
+  /** Idle (and maximum age) timer of a kept connection. */
+  #idleTimer: NodeJS.Timeout | undefined;
 
   /** Wraps the accepted socket in TLS and starts the session deadline. */
   constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number) {
@@ -149,7 +175,8 @@ export class KeSession {
 
   #onData(chunk: Buffer): void {
     const max = this.#ctx.maxRequestBytes;
-    if (this.outcome !== undefined) {
+    if (this.#kept) this.#armIdle(); // a kept connection is busy again: its idle clock restarts
+    if (this.outcome !== undefined && !this.#kept) {
       // Anything after the request is ignored; a peer that keeps streaming is cut off.
       this.#discarded += chunk.length;
       if (this.#discarded > max) this.tlsSocket.destroy();
@@ -202,13 +229,27 @@ export class KeSession {
       exported.push(c2s, s2c);
       return { c2s, s2c };
     };
+    // NTS pools: a fresh connection reserves a long-lived slot for the handler to grant (given back unless
+    // granted); a kept one may stay kept until its maximum age.
+    const slots = this.#ctx.keepAlive;
+    const kept = this.#kept;
+    const reserved = !kept && slots !== undefined && slots.tryAcquire();
+    const keepAliveAvailable = kept ? slots !== undefined && performance.now() - this.acceptedAtMs < slots.maxAgeMs : reserved;
     try {
-      const result = handleKeRequest(request, exportKeys, keyset, this.#ctx.policy, this.#ctx.fillRandom);
+      const result = handleKeRequest(request, exportKeys, keyset, this.#ctx.policy, this.#ctx.fillRandom, { kept, keepAliveAvailable });
+      if (reserved && !result.keepAlive) slots.release();
       if (result.outcome === 'internal_error') {
         this.#ctx.log('error', 'NTS-KE internal error', { error: errorText(result.internalError) });
       }
-      this.#respond(result.response, sessionOutcome(result.outcome), result.cookiesIssued);
+      const outcome = sessionOutcome(result.outcome);
+      if (result.requestKind !== 'ordinary') this.#ctx.poolAnswered?.(result.requestKind, outcome, kept ? result.cookiesIssued : 0);
+      if (result.keepAlive) {
+        this.#keep(result.response, outcome, result.cookiesIssued);
+        return;
+      }
+      this.#respond(result.response, outcome, result.cookiesIssued);
     } catch (error: unknown) {
+      if (reserved) slots.release();
       this.#ctx.log('error', 'NTS-KE handler threw', { error: errorText(error) });
       this.#respond(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', 0);
     } finally {
@@ -216,8 +257,48 @@ export class KeSession {
     }
   }
 
+  /**
+   * NTS pools: writes an answer that carries Keep Alive and keeps the connection for the next request
+   * (the first answer settles the session; later ones are counted by poolAnswered).
+   */
+  #keep(response: Uint8Array, outcome: KeSessionOutcome, cookiesIssued: number): void {
+    this.#settle(outcome, cookiesIssued);
+    this.#kept = true;
+    this.#holdsSlot = true;
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    this.#deadline = undefined;
+    this.#length = 0;
+    this.#scanOffset = 0;
+    const socket = this.tlsSocket;
+    if (!socket.writable) return;
+    socket.write(response);
+    this.#armIdle();
+  }
+
+  /** (Re)starts the kept connection's timer: the idle timeout, cut short by the maximum age. */
+  #armIdle(): void {
+    const slots = this.#ctx.keepAlive;
+    if (slots === undefined) return;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    const ageLeftMs = slots.maxAgeMs - (performance.now() - this.acceptedAtMs);
+    this.#idleTimer = setTimeout(() => this.#onIdle(), Math.max(1, Math.min(slots.idleTimeoutMs, ageLeftMs)));
+  }
+
+  #onIdle(): void {
+    this.#idleTimer = undefined;
+    const socket = this.tlsSocket;
+    // A request half sent when the timer runs out is incomplete (RFC 8915 §4.1.3: Bad Request).
+    if (this.#length > 0 && socket.writable) socket.write(encodeKeErrorResponse(KeErrorCode.badRequest));
+    this.#kept = false;
+    if (socket.writable) socket.end();
+    this.#deadline = setTimeout(() => socket.destroy(), DEADLINE_LINGER_MS);
+  }
+
   /** Writes one message (the whole response) and sends close_notify. */
   #respond(response: Uint8Array, outcome: KeSessionOutcome, cookiesIssued: number): void {
+    this.#kept = false; // a final answer, also on a kept connection
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     this.#settle(outcome, cookiesIssued);
     const socket = this.tlsSocket;
     if (!socket.writable) return;
@@ -245,8 +326,9 @@ export class KeSession {
       this.tlsSocket.destroy();
       return;
     }
-    if (this.outcome === undefined) {
+    if (this.outcome === undefined || (this.#kept && this.#length > 0)) {
       // The client finished sending without completing a request (RFC 8915 §4.1.3: incomplete → Bad Request).
+      this.#kept = false;
       this.#respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request', 0);
     } else if (this.tlsSocket.writable) {
       this.tlsSocket.end();
@@ -269,6 +351,11 @@ export class KeSession {
   #onClose(): void {
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     this.#deadline = undefined;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    if (this.#holdsSlot) this.#ctx.keepAlive?.release();
+    this.#kept = false;
+    this.#holdsSlot = false;
     // No outcome yet: a handshake or transport failure, or a peer that reset before TLS finished.
     this.#settle(this.secure || this.#tlsFailed ? 'tls_error' : 'client_closed', 0);
     this.#buffer = undefined;

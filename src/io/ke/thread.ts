@@ -32,6 +32,7 @@ import {
   errorText,
   hasType,
   KE_WORKER_ROLE,
+  keepAliveSlots,
   newKeTallies,
   type FromKeThread,
   type KeLogLevel,
@@ -160,6 +161,12 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       secureContext: () => secureContext,
       keyset: () => keyset,
       log,
+      keepAlive: init.keepAlive === undefined ? undefined : keepAliveSlots(init.keepAlive),
+      poolAnswered: (kind, outcome, extraCookies) => {
+        const key = `${kind}/${outcome}`;
+        tallies.poolRequests[key] = (tallies.poolRequests[key] ?? 0) + 1;
+        tallies.cookiesIssued += extraCookies;
+      },
       settled: (outcome, durationS, cookiesIssued) => {
         tallies.sessions[outcome]++;
         tallies.cookiesIssued += cookiesIssued;
@@ -180,6 +187,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       t.cookiesIssued === 0 &&
       t.sessionDurationsS.length === 0 &&
       Object.keys(t.proxyConnections).length === 0 &&
+      Object.keys(t.poolRequests).length === 0 &&
       Object.values(t.rejected).every((n) => n === 0) &&
       active === lastReportedActive;
     if (logsSuppressed > 0) {
