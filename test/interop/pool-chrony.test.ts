@@ -8,15 +8,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
-import { request } from 'node:http';
-import { createServer } from 'node:net';
 import * as tls from 'node:tls';
 import { performKeyExchange } from '../../src/client/ke-client.js';
 import { ntsExchange } from '../../src/client/ntp-client.js';
 import { NTSKE_ALPN, PoolKeErrorCode } from '../../src/core/nts/ids.js';
 import { decodeKeMessage, encodeKeMessage, scanKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { freePortOn, frontEndToml, metric, scrape, sourceToml } from '../helpers/pool-ke.js';
 import { startNtsd, type NtsdProcess } from './ntsd.js';
 import { ensureNtsTestHost, NTS_TEST_NAME, startChronyClient, waitFor } from './peers.js';
 
@@ -24,96 +22,6 @@ ensureNtsTestHost();
 
 const SOURCE_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'] as const;
 const tokenOf = (host: string): string => `pool-token-for-${host}`;
-
-async function freePortOn(kind: 'tcp' | 'udp', hosts: readonly string[]): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20000 + Math.floor(Math.random() * 30000);
-    let free = true;
-    for (const host of hosts) {
-      free &&= await new Promise<boolean>((resolve) => {
-        if (kind === 'udp') {
-          const s = createSocket('udp4');
-          s.once('error', () => resolve(false));
-          s.bind(port, host, () => s.close(() => resolve(true)));
-        } else {
-          const s = createServer();
-          s.once('error', () => resolve(false));
-          s.listen(port, host, () => s.close(() => resolve(true)));
-        }
-      });
-    }
-    if (free) return port;
-  }
-  throw new Error(`no ${kind} port free on ${hosts.join(', ')}`);
-}
-
-function scrape(host: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path: '/metrics', timeout: 3000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function metric(text: string, series: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? 0 : Number(line.slice(series.length + 1));
-}
-
-function sourceToml(o: { host: string; kePort: number; ntpPort: number; metricsPort: number; pki: TestPki }): string {
-  return [
-    '[[server]]',
-    `listen = "${o.host}:${o.ntpPort}"`,
-    '',
-    '[[nts-ke-server]]',
-    `listen = "${o.host}:${o.kePort}"`,
-    `certificate-chain-path = ${JSON.stringify(o.pki.chainPath)}`,
-    `private-key-path = ${JSON.stringify(o.pki.keyPath)}`,
-    'certificate-reload-interval-s = 0',
-    'client-rate-limit-interval-s = 0',
-    'concurrent-connections-per-source = 10000',
-    `ntp-server = "${o.host}"`,
-    `ntp-port = ${o.ntpPort}`,
-    `accepted-pool-authentication-tokens = ["${tokenOf(o.host)}"]`,
-    'longlived-connections = 8',
-    '',
-    '[keyset]',
-    'key-storage-path = "keyset/ntsd.keys"',
-    '',
-    '[worker-pool]',
-    'threads = 0',
-    '',
-    '[time-source]',
-    'mode = "static"',
-    'local-stratum = 2',
-    '',
-    '[observability]',
-    `metrics-listen = "${o.host}:${o.metricsPort}"`,
-    '',
-  ].join('\n');
-}
-
-function frontEndToml(o: { port: number; metricsPort: number; pki: TestPki; sources: readonly { host: string; kePort: number; token: string }[] }): string {
-  return [
-    '[pool-ke]',
-    `listen = "127.0.0.1:${o.port}"`,
-    `certificate-chain-path = ${JSON.stringify(o.pki.chainPath)}`,
-    `private-key-path = ${JSON.stringify(o.pki.keyPath)}`,
-    `upstream-ca-path = ${JSON.stringify(o.pki.caCertPath)}`,
-    // One check at start-up (it also fills the capability cache); the test controls failures itself.
-    'health-check-interval-s = 3600',
-    '',
-    ...o.sources.flatMap((s) => ['[[pool-ke.source]]', `name = "${s.host}"`, `address = "${s.host}:${s.kePort}"`, `authentication-token = "${s.token}"`, '']),
-    '[observability]',
-    `metrics-listen = "127.0.0.1:${o.metricsPort}"`,
-    '',
-  ].join('\n');
-}
 
 interface KeAnswer {
   readonly records: readonly KeRecord[];
@@ -174,7 +82,7 @@ async function startPool(t: TestContext): Promise<Pool> {
   const sources = [];
   for (const host of SOURCE_HOSTS) {
     const metricsPort = await freePortOn('tcp', [host]);
-    const process = await startNtsd({ configToml: sourceToml({ host, kePort, ntpPort, metricsPort, pki }), startTimeoutMs: 30_000 });
+    const process = await startNtsd({ configToml: sourceToml({ host, kePort, ntpPort, metricsPort, pki, token: tokenOf(host) }), startTimeoutMs: 30_000 });
     t.after(() => process.stop());
     sources.push({ host, kePort, metricsPort, process });
   }
