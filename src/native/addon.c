@@ -16,6 +16,7 @@
 #include "ntsd_udp.h"
 
 #include <node_api.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -243,10 +244,18 @@ static napi_value js_read_tx_stamps(napi_env env, napi_callback_info info) {
 }
 
 static void on_poll(uv_poll_t *poll, int status, int events) {
-  (void)status;
   (void)events;
   ntsd_socket *s = poll->data;
   if (s == NULL || s->closed || s->callback_ref == NULL) return;
+  if (status < 0) {
+    /* libuv stops a poll handle whose descriptor reports POLLERR. A pending socket error must not end the
+     * datapath: read SO_ERROR (which clears it), count it, and poll again. */
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    ((double *)s->block)[NTSD_C_RECV_ERRORS] += 1;
+    uv_poll_start(poll, UV_READABLE, on_poll);
+  }
   napi_env env = s->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
