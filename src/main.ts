@@ -23,7 +23,7 @@ commands:
                                  development configuration (loopback ports, dev certificates)
   validate -c FILE               check a configuration file: exit 0 if valid, 78 if not
   check HOST[:PORT] [--ca FILE] [--count N] [--timeout-ms MS]
-                                 NTS-KE, then N authenticated NTP exchanges, against any NTS server
+                                 NTS-KE, then N authenticated NTP exchanges, against an NTS server (ntsd, chrony, …)
   status [--metrics URL | -c FILE] [--interval S] [--json]
                                  summary of a running ntsd from its metrics endpoint; exit 0 healthy,
                                  1 warning, 2 down (a monitoring check)
