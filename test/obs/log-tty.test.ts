@@ -5,10 +5,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestPki } from '../helpers/certs.js';
 import { freePorts, makeTempDir, ntsdMainPath, removeDir, startDaemon, testConfigToml, waitUntil } from '../helpers/daemon.js';
+
+/** How many processes have `arg` among their command-line arguments (read from /proc). */
+function processesRunning(arg: string): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(arg)) n += 1;
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return n;
+}
 
 test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeout: 60_000 }, async (t) => {
   const dir = makeTempDir('tty');
@@ -38,6 +52,8 @@ test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeou
     await exited;
     clearTimeout(timer);
   }
+  // The daemon in the terminal session goes too: no process is left running this configuration.
+  await waitUntil('the daemon started under script to exit', 10_000, () => (processesRunning(config) === 0 ? true : undefined), 50);
   const lines = out.split(/\r?\n/).filter((l) => /^\d{4}-\d\d-\d\dT/.test(l));
   assert.ok(lines.length >= 3, out);
   assert.ok(!out.split(/\r?\n/).some((l) => l.startsWith('{')), `a JSON line on the terminal:\n${out}`);
@@ -45,10 +61,12 @@ test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeou
   // The certificate subject (multi-line in X509Certificate) on the same line as its message.
   assert.ok(lines.some((l) => /^\S+Z INFO  \[nts-ke\] certificate loaded .*subject="O=ntsd UNSAFE development, CN=localhost"/.test(l)), out);
 
-  // The same configuration on a pipe: JSON (startDaemon parses the JSON "ntsd started" line).
+  // The same configuration on a pipe: JSON (startDaemon parses the JSON "ntsd started" line). `script` closes
+  // before the daemon in its session has released its sockets, so this run takes ports of its own.
   const sub = makeTempDir('tty-pipe');
   t.after(() => removeDir(sub));
-  const d = await startDaemon({ toml, dir: sub });
+  const pipeToml = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath });
+  const d = await startDaemon({ toml: pipeToml, dir: sub });
   try {
     assert.equal(d.started['level'], 'info');
     assert.ok(d.stdout().split('\n').filter((l) => l !== '').every((l) => l.startsWith('{')), d.stdout());
