@@ -80,6 +80,28 @@ export class WallClock {
   }
 
   /**
+   * Measures realtime − monotonic from a nanosecond CLOCK_REALTIME read (the native addon's `realtime()`)
+   * between two monotonic reads: no millisecond edge to wait for, so it costs about a microsecond and can
+   * run on any thread. Keeps the narrowest of `rounds` samples; false (old anchor kept) when all were wide.
+   */
+  calibrateFromRealtime(read: RealtimeReader, rounds = 3): boolean {
+    const pair = new Float64Array(2);
+    let bestOffset = 0;
+    let bestWidth = Number.POSITIVE_INFINITY;
+    for (let round = 0; round < rounds; round++) {
+      const before = monotonicS();
+      read(pair);
+      const after = monotonicS();
+      const width = after - before;
+      if (width < bestWidth) {
+        bestWidth = width;
+        bestOffset = (pair[0] ?? 0) - (before + after) / 2 + (pair[1] ?? 0) / 1e9;
+      }
+    }
+    return this.#store(bestOffset, bestWidth);
+  }
+
+  /**
    * Measures realtime − monotonic by catching `Date.now()` at a millisecond edge. Spins for at most about
    * `rounds` milliseconds; keeps the sample with the narrowest interval. Returns false, keeping the old
    * anchor, when no edge was seen or every sample was too wide to trust.
@@ -106,13 +128,21 @@ export class WallClock {
         bestOffset = ms / 1000 - (before + after) / 2;
       }
     }
-    if (!(bestWidth <= MAX_CALIBRATION_WIDTH_S)) return false;
-    this.#anchor[Slot.offsetS] = bestOffset;
-    this.#anchor[Slot.uncertaintyS] = bestWidth / 2;
+    return this.#store(bestOffset, bestWidth);
+  }
+
+  /** Publishes a calibration to every thread sharing the anchor, unless its interval is too wide to trust. */
+  #store(offsetS: number, widthS: number): boolean {
+    if (!(widthS <= MAX_CALIBRATION_WIDTH_S)) return false;
+    this.#anchor[Slot.offsetS] = offsetS;
+    this.#anchor[Slot.uncertaintyS] = widthS / 2;
     this.#anchor[Slot.calibrations] = (this.#anchor[Slot.calibrations] ?? 0) + 1;
     return true;
   }
 }
+
+/** Reads CLOCK_REALTIME as out[0] = Unix seconds, out[1] = nanoseconds (src/ntp/native.ts `realtime`). */
+export type RealtimeReader = (out: Float64Array) => void;
 
 /** Converts Unix seconds to an NTP timestamp (era-wrapped modulo 2^32 seconds, RFC 5905 §6). */
 export function unixSToNtp(unixS: number, target: NtpTime): NtpTime {
@@ -124,9 +154,9 @@ export function unixSToNtp(unixS: number, target: NtpTime): NtpTime {
   return target;
 }
 
-/** Handle on a running calibrator thread. */
+/** Handle on a running calibrator (a timer or a thread). */
 export interface ClockCalibrator {
-  /** Stops the calibrator thread. */
+  /** Stops recalibrating. */
   stop(): Promise<void>;
 }
 
@@ -140,8 +170,24 @@ export interface CalibratorData {
   readonly intervalMs: number;
 }
 
-/** Starts a background thread that recalibrates `clock` every `intervalMs` (the thread does not keep the process alive). */
-export function startClockCalibrator(clock: WallClock, intervalMs = 2000): ClockCalibrator {
+/**
+ * Recalibrates `clock` every `intervalMs`, so it follows the host's time daemon as it slews CLOCK_REALTIME
+ * against the monotonic clock. With a nanosecond `realtime` reader (the native addon) that is a timer on
+ * this thread, a microsecond per run; without one, `calibrate()` spins for a millisecond edge, so it runs
+ * in a thread of its own (src/clock-calibrator.ts). Neither keeps the process alive.
+ */
+export function startClockCalibrator(clock: WallClock, intervalMs = 2000, realtime?: RealtimeReader): ClockCalibrator {
+  if (realtime !== undefined) {
+    clock.calibrateFromRealtime(realtime);
+    const timer = setInterval(() => clock.calibrateFromRealtime(realtime), intervalMs);
+    timer.unref();
+    return {
+      stop() {
+        clearInterval(timer);
+        return Promise.resolve();
+      },
+    };
+  }
   clock.calibrate();
   const data: CalibratorData = { role: CALIBRATOR_ROLE, shared: clock.shared, intervalMs };
   const worker = new Worker(new URL('./clock-calibrator.js', import.meta.url), { workerData: data });

@@ -24,6 +24,7 @@ import { createLogDestination, createLogger, type LogDestination } from './obs/l
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
 import { keRuntimeSettings, startKeListeners, type KeListeners } from './ke-listeners.js';
 import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
+import { loadNativeUdp } from './ntp/native.js';
 import { createPoolKeMetrics } from './obs/pool-ke-metrics.js';
 import { startPoolKe } from './pool-ke-listener.js';
 
@@ -86,7 +87,10 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
 
   try {
     const clock = new WallClock();
-    const calibrator: ClockCalibrator = startClockCalibrator(clock);
+    // With the native addon the wall clock is recalibrated from CLOCK_REALTIME on this thread (no thread of
+    // its own, about 1 µs per run); without it a calibrator thread waits for millisecond edges.
+    const native = loadNativeUdp();
+    const calibrator: ClockCalibrator = startClockCalibrator(clock, undefined, native.ok ? (out) => native.addon.realtime(out) : undefined);
     cleanups.push(() => calibrator.stop());
 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).

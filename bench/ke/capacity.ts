@@ -13,35 +13,17 @@
  * Everything shares one machine: the generator competes with ntsd for the cores (about 2.3 ms of client
  * CPU per handshake), so handshakes/s is bounded by the box; per server CPU-second is the fairer figure.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { LoadReport } from '../load/protocol.js';
+import { runLoadChild } from '../load/child.js';
 import { cpuSeconds } from '../compare/procfs.js';
 import { startChrony, startNtsd, type ServerUnderTest } from '../compare/servers.js';
 import { makeTestPki } from '../../test/helpers/certs.js';
 import { freeTcpAndUdpPort, freeTcpPort } from '../../test/interop/peers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-
-function runGenerator(args: readonly string[]): Promise<LoadReport> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(here, '..', 'load', 'main.js'), ...args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => (out += d));
-    child.on('exit', (code) => {
-      try {
-        if (code !== 0) throw new Error(`bench/load exited ${String(code)}`);
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as LoadReport);
-      } catch (error: unknown) {
-        reject(error instanceof Error ? error : new Error(String(error)));
-      }
-    });
-  });
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -81,7 +63,7 @@ async function main(): Promise<void> {
               });
         try {
           const cpuBefore = cpuSeconds(server.pid);
-          const report = await runGenerator([
+          const report = await runLoadChild([
             '--mode', 'ke', '--ke', `127.0.0.1:${kePort}`, '--ca', caPath,
             '--concurrency', values.concurrency, '--threads', values['generator-threads'], '--duration-s', values['duration-s'],
           ]);

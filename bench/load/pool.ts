@@ -14,11 +14,22 @@ import { getAead, type AeadCipher } from '../../src/core/crypto/aead.js';
 import { buildNtsRequest, MIN_UNIQUE_ID_LENGTH, ntsRequestLength } from '../../src/client/ntp-client.js';
 import type { NtsSession } from './protocol.js';
 
-const NTP_HEADER_BYTES = 48;
+export const NTP_HEADER_BYTES = 48;
 /** LI 0, VN 4, mode 3 (client), RFC 5905 §7.3. */
 const CLIENT_LI_VN_MODE = (4 << 3) | 3;
-/** Offset of the transmit timestamp in the NTP header. */
+/** Offsets of the origin, receive and transmit timestamps in the NTP header (RFC 5905 §7.3). */
+export const ORIGIN_OFFSET = 24;
+export const RECEIVE_OFFSET = 32;
 export const TRANSMIT_OFFSET = 40;
+export const TWO_POW_32 = 4_294_967_296;
+
+/** States of a pooled request, as both senders (dgram and native) track them. */
+export const FREE = 0;
+export const IN_FLIGHT = 1;
+/** Declared lost: rebuilt with a new generation before its next send. */
+export const TAINTED = 2;
+/** Replies fully checked at the start of a run regardless of the sampling rate. */
+export const ALWAYS_VERIFY_FIRST = 32;
 
 /** A generation and index decoded from an echoed origin timestamp fraction. */
 export interface PoolKey {

@@ -143,7 +143,8 @@ export function chooseTimestamps(options: Pick<LoadOptions, 'mode' | 'timestamps
 export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   if (options.threads < 1) throw new Error('threads must be at least 1');
   const clock = new WallClock();
-  const calibrator = startClockCalibrator(clock);
+  const native = loadNativeUdp();
+  const calibrator = startClockCalibrator(clock, undefined, native.ok ? (out) => native.addon.realtime(out) : undefined);
   let echo: EchoServer | undefined;
   const threads: Thread[] = [];
   let stampChoice: { kernel: boolean; note: string | null } = { kernel: false, note: null };

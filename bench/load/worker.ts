@@ -21,21 +21,10 @@ import { performKeyExchange } from '../../src/client/ke-client.js';
 import { loadNativeUdp } from '../../src/ntp/native.js';
 import { UsHistogram } from './histogram.js';
 import { runNativeSender } from './native-sender.js';
-import { RequestPool, type PoolKey } from './pool.js';
+import { ALWAYS_VERIFY_FIRST, FREE, IN_FLIGHT, NTP_HEADER_BYTES, ORIGIN_OFFSET, RECEIVE_OFFSET, TAINTED, TRANSMIT_OFFSET, TWO_POW_32, RequestPool, type PoolKey } from './pool.js';
 import { cheapReplyProblem, fullReplyProblem } from './reply-check.js';
 import type { GoMessage, KeWorkerData, KeWorkerResult, LoadWorkerData, UdpWorkerData, UdpWorkerResult, WorkerMessage } from './protocol.js';
 
-const NTP_HEADER_BYTES = 48;
-const ORIGIN_OFFSET = 24;
-const RECEIVE_OFFSET = 32;
-const TRANSMIT_OFFSET = 40;
-const TWO_POW_32 = 4_294_967_296;
-const FREE = 0;
-const IN_FLIGHT = 1;
-/** Declared lost: rebuilt with a new generation before its next send. */
-const TAINTED = 2;
-/** Replies fully checked at the start of a run regardless of the sampling rate. */
-const ALWAYS_VERIFY_FIRST = 32;
 /** Most packets a tick-paced sender sends in one go (so replies keep being read while it catches up). */
 const MAX_BURST = 2048;
 

@@ -12,36 +12,17 @@
  * session through the front end costs two TLS handshakes (client↔front end, and front end↔source when no
  * kept connection is free) plus the source's work. Numbers are for this box under whatever else runs on it.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LoadReport } from '../load/protocol.js';
+import { runLoadChild } from '../load/child.js';
 import { makeTestPki } from '../../test/helpers/certs.js';
 import { freePortOn, frontEndToml, sourceToml } from '../../test/helpers/pool-ke.js';
 import { startNtsd, type NtsdProcess } from '../../test/interop/ntsd.js';
 import { cpuSeconds } from '../compare/procfs.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const SOURCE_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'] as const;
-
-function runGenerator(args: readonly string[]): Promise<LoadReport> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(here, '..', 'load', 'main.js'), ...args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => (out += d));
-    child.on('exit', (code) => {
-      try {
-        if (code !== 0) throw new Error(`bench/load exited ${String(code)}`);
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as LoadReport);
-      } catch (error: unknown) {
-        reject(error instanceof Error ? error : new Error(String(error)));
-      }
-    });
-  });
-}
 
 function line(what: string, r: LoadReport, cpuS?: number): string {
   const q = r.delayUs;
@@ -92,7 +73,7 @@ async function main(): Promise<void> {
       [`front end, ${values.concurrency} concurrent`, pool, values.concurrency],
     ] as const) {
       const cpuBefore = target === pool ? cpuSeconds(frontEnd.pid) : 0;
-      const r = await runGenerator([...common, '--ke', target, '--concurrency', concurrency, '--threads', values['generator-threads']]);
+      const r = await runLoadChild([...common, '--ke', target, '--concurrency', concurrency, '--threads', values['generator-threads']]);
       results[name] = r;
       log(line(name, r, target === pool ? cpuSeconds(frontEnd.pid) - cpuBefore : undefined));
     }

@@ -2,8 +2,6 @@
  * Small pieces shared by the reliability battery (crash, fuzz, soak): a seeded PRNG, free loopback ports,
  * a "run as a script" check, number options and the defect list every script prints and exits on.
  */
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -81,30 +79,8 @@ export function isMain(moduleUrl: string): boolean {
   }
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** A UDP port that was free a moment ago on 127.0.0.1. */
-export function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
+// The same free-port probes as the tests use.
+export { freeTcpPort, freeUdpPort } from '../../test/helpers/ports.js';
 
 /** Promise delay. */
 export function delay(ms: number): Promise<void> {

@@ -183,15 +183,6 @@ export function createNtsRequestScratch(): NtsRequestScratch {
   return new NtsRequestScratch();
 }
 
-/** True for the EF types that make a request an NTS request (§5.4–§5.6); the UID alone does not (§5.3). */
-function isNtsOnlyType(type: number): boolean {
-  return (
-    type === NtsExtensionFieldType.ntsCookie ||
-    type === NtsExtensionFieldType.ntsCookiePlaceholder ||
-    type === NtsExtensionFieldType.ntsAuthenticatorAndEncrypted
-  );
-}
-
 /**
  * Stage 1: parses the EFs of an NTPv4 request after the 48-octet header (RFC 7822, RFC 8915 §5).
  * Returns a plain-NTP marker when no Cookie/Placeholder/Authenticator EF appears, the untrusted NTS
