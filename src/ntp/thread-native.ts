@@ -167,11 +167,7 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
           }
         }
         const sizeClass = requestSizeClass(length);
-        if (sendEach) {
-          estimator.beginBatch(0, sendCost.valueS);
-          estimator.addToBatch(sizeClass);
-        }
-        const plannedS = estimator.next(sizeClass);
+        const plannedS = sendEach ? estimator.lone(sizeClass, sendCost.valueS) : estimator.next(sizeClass);
         compensationNs = plannedS * 1e9;
         stampedAtMs = -1;
         let replyLength = 0;

@@ -210,6 +210,14 @@ export class TransmitEstimator {
     return clampCompensationS((this.#sealPlan[sizeClass] ?? 0) + rest + this.#returnHopS + (i + 0.5) * this.#sendCostS);
   }
 
+  /**
+   * Compensation for a packet answered and sent on its own (send-mode "each"): its seal plus half a send.
+   * The same figure as beginBatch(0, sendCostS), addToBatch(c), next(c), without copying the plan.
+   */
+  lone(sizeClass: number, sendCostS: number): number {
+    return clampCompensationS((this.#seal[sizeClass]?.valueS ?? 0) + 0.5 * (sendCostS > 0 ? sendCostS : 0));
+  }
+
   /** Records a finished packet: its whole cost and, when it was stamped, the time after the clock read (else a negative value). */
   observe(sizeClass: number, respondS: number, sealS: number): void {
     this.#respond[sizeClass]?.observe(respondS);

@@ -122,6 +122,13 @@ describe('estimators (injected samples)', () => {
       3 + 0 + 40 + 3.5 * 5,
     ].map((us) => us * US);
     got.forEach((g, i) => assert.ok(Math.abs(g - (expected[i] ?? 0)) < 1e-12, `packet ${i}: ${g} vs ${expected[i]}`));
+    // A lone packet (send-mode "each"): the same figure as a one-packet batch with no return hop.
+    for (const c of [plain, nts]) {
+      t.beginBatch(0, 5 * US);
+      t.addToBatch(c);
+      assert.ok(Math.abs(t.lone(c, 5 * US) - t.next(c)) < 1e-15, `lone ${c}`);
+    }
+    assert.ok(Math.abs(t.lone(nts, 5 * US) - (3 + 2.5) * US) < 1e-12);
   });
 
   test('TransmitEstimator: nothing before warm-up, and the plan ignores samples taken during the batch', () => {
