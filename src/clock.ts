@@ -82,7 +82,7 @@ export class WallClock {
   /**
    * Measures realtime − monotonic from a nanosecond CLOCK_REALTIME read (the native addon's `realtime()`)
    * between two monotonic reads: no millisecond edge to wait for, so it costs about a microsecond and can
-   * run on any thread. Keeps the narrowest of `rounds` samples; false (old anchor kept) when all were wide.
+   * run on whichever thread holds the clock. Keeps the narrowest of `rounds` samples; false (old anchor kept) when all were wide.
    */
   calibrateFromRealtime(read: RealtimeReader, rounds = 3): boolean {
     const pair = new Float64Array(2);

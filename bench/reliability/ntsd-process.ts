@@ -6,10 +6,10 @@
  * development PKI in a scratch directory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { generateDevPki } from '../../src/io/dev-certs.js';
+import { ntsdMainPath, testConfigToml } from '../../test/helpers/daemon.js';
 
 /** One parsed JSON log line. */
 export type LogLine = Record<string, unknown>;
@@ -37,20 +37,6 @@ export interface NtsdProcess {
   stop(timeoutMs?: number): Promise<ProcessExit>;
   /** Resolves when the process exits. */
   readonly exited: Promise<ProcessExit>;
-}
-
-/** Path of the compiled CLI (dist/src/main.js) seen from this compiled module (dist/bench/reliability/). */
-export function ntsdMainPath(): string {
-  const beside = fileURLToPath(new URL('../../src/main.js', import.meta.url));
-  if (existsSync(beside)) return beside;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, 'dist', 'src', 'main.js');
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find dist/src/main.js: run `npx tsc -p tsconfig.json` first');
-    dir = parent;
-  }
 }
 
 const live = new Set<ChildProcess>();
@@ -178,37 +164,12 @@ export interface BatteryConfigOptions {
   readonly logLevel?: string;
 }
 
-/** A loopback configuration: one NTP and one KE listener, no per-client limits (every client is 127.0.0.1). */
+/**
+ * The tests' loopback configuration (test/helpers/daemon.ts testConfigToml: no per-client limits, every client is
+ * 127.0.0.1) with JSON logs, which the battery parses, and metrics off unless asked for.
+ */
 export function batteryConfigToml(o: BatteryConfigOptions): string {
-  return [
-    '[[server]]',
-    `listen = "127.0.0.1:${o.ntpPort}"`,
-    '',
-    '[[nts-ke-server]]',
-    `listen = "127.0.0.1:${o.kePort}"`,
-    `certificate-chain-path = ${JSON.stringify(o.certPath)}`,
-    `private-key-path = ${JSON.stringify(o.keyPath)}`,
-    'certificate-reload-interval-s = 0',
-    'client-rate-limit-interval-s = 0',
-    '',
-    '[keyset]',
-    `key-storage-path = ${JSON.stringify(o.keyStoragePath)}`,
-    ...(o.keyRotationIntervalS === undefined ? [] : [`key-rotation-interval-s = ${o.keyRotationIntervalS}`]),
-    ...(o.staleKeyCount === undefined ? [] : [`stale-key-count = ${o.staleKeyCount}`]),
-    '',
-    '[observability]',
-    `log-level = ${JSON.stringify(o.logLevel ?? 'info')}`,
-    'log-format = "json"',
-    `metrics-listen = ${o.metrics === true ? '"127.0.0.1:0"' : '""'}`,
-    '',
-    '[worker-pool]',
-    `threads = ${o.threads ?? 1}`,
-    '',
-    '[time-source]',
-    'mode = "static"',
-    'local-stratum = 2',
-    '',
-  ].join('\n');
+  return testConfigToml({ ...o, metrics: o.metrics === true, logFormat: 'json' });
 }
 
 /** Development certificates for localhost / 127.0.0.1 under `dir/certs`; returns the paths and the CA PEM. */

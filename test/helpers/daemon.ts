@@ -273,11 +273,16 @@ export interface TestConfigOptions {
   readonly keyPath: string;
   /** Key storage file (default `keyset/ntsd.keys`, relative to the config directory). */
   readonly keyStoragePath?: string;
+  /** `[keyset] key-rotation-interval-s` and `stale-key-count` (default: the daemon's). */
+  readonly keyRotationIntervalS?: number;
+  readonly staleKeyCount?: number;
   /** Worker threads (default 1); 0 = inline. */
   readonly threads?: number;
   /** Metrics endpoint on a free port (default true). */
   readonly metrics?: boolean;
   readonly logLevel?: string;
+  /** `log-format` (default: absent, so the daemon's "auto"). */
+  readonly logFormat?: string;
   readonly keyExchangeTimeoutMs?: number;
   /** Extra lines appended to the [[nts-ke-server]] table. */
   readonly keExtra?: readonly string[];
@@ -307,9 +312,12 @@ export function testConfigToml(o: TestConfigOptions): string {
     '',
     '[keyset]',
     `key-storage-path = ${JSON.stringify(o.keyStoragePath ?? 'keyset/ntsd.keys')}`,
+    ...(o.keyRotationIntervalS === undefined ? [] : [`key-rotation-interval-s = ${o.keyRotationIntervalS}`]),
+    ...(o.staleKeyCount === undefined ? [] : [`stale-key-count = ${o.staleKeyCount}`]),
     '',
     '[observability]',
     `log-level = ${JSON.stringify(o.logLevel ?? 'info')}`,
+    ...(o.logFormat === undefined ? [] : [`log-format = ${JSON.stringify(o.logFormat)}`]),
     `metrics-listen = ${o.metrics === false ? '""' : '"127.0.0.1:0"'}`,
     '',
     '[worker-pool]',
