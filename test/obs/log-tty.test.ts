@@ -10,18 +10,29 @@ import { join } from 'node:path';
 import { makeTestPki } from '../helpers/certs.js';
 import { freePorts, makeTempDir, ntsdMainPath, removeDir, startDaemon, testConfigToml, waitUntil } from '../helpers/daemon.js';
 
-/** How many processes have `arg` among their command-line arguments (read from /proc). */
-function processesRunning(arg: string): number {
-  let n = 0;
+/** The processes that have `arg` among their command-line arguments (read from /proc). */
+function processesRunning(arg: string): number[] {
+  const pids: number[] = [];
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(arg)) n += 1;
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(arg)) pids.push(Number(pid));
     } catch {
       // the process ended while we looked
     }
   }
-  return n;
+  return pids;
+}
+
+/** Sends `sig` to each process, ignoring those already gone. */
+function signalAll(pids: readonly number[], sig: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
 }
 
 test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeout: 60_000 }, async (t) => {
@@ -47,13 +58,18 @@ test('log-format "auto": readable lines in a terminal, JSON on a pipe', { timeou
   try {
     await waitUntil(`"ntsd started" in the terminal output:\n${out}`, 20_000, () => (/ntsd started/.test(out) ? true : undefined), 50);
   } finally {
-    child.kill('SIGTERM'); // script ends the session and the daemon in it
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    // The daemon is stopped directly: when the terminal closes it gets SIGHUP, which ntsd takes as "reload",
+    // so killing `script` alone could leave it running. Once the daemon exits, script -e exits with it.
+    signalAll(processesRunning(config), 'SIGTERM');
+    const timer = setTimeout(() => {
+      signalAll(processesRunning(config), 'SIGKILL');
+      child.kill('SIGKILL');
+    }, 8000);
     await exited;
     clearTimeout(timer);
   }
-  // The daemon in the terminal session goes too: no process is left running this configuration.
-  await waitUntil('the daemon started under script to exit', 10_000, () => (processesRunning(config) === 0 ? true : undefined), 50);
+  // No process is left running this configuration.
+  await waitUntil('the daemon started under script to exit', 10_000, () => (processesRunning(config).length === 0 ? true : undefined), 50);
   const lines = out.split(/\r?\n/).filter((l) => /^\d{4}-\d\d-\d\dT/.test(l));
   assert.ok(lines.length >= 3, out);
   assert.ok(!out.split(/\r?\n/).some((l) => l.startsWith('{')), `a JSON line on the terminal:\n${out}`);
