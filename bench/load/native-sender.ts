@@ -38,9 +38,8 @@ import {
   type NativeHandle,
   type NativeUdpAddon,
 } from '../../src/ntp/native.js';
-import { UsHistogram } from './histogram.js';
-import { ALWAYS_VERIFY_FIRST, FREE, IN_FLIGHT, NTP_HEADER_BYTES, ORIGIN_OFFSET, RECEIVE_OFFSET, TAINTED, TRANSMIT_OFFSET, TWO_POW_32, RequestPool, readU32BE, type PoolKey } from './pool.js';
-import { cheapReplyProblem, fullReplyProblem } from './reply-check.js';
+import { IN_FLIGHT, ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, RequestPool, readU32BE } from './pool.js';
+import { RequestTracker } from './tracker.js';
 import type { GoMessage, UdpWorkerData, UdpWorkerResult } from './protocol.js';
 
 /** Per-socket ring mapping OPT_ID → request; larger than anything a socket keeps in flight. */
@@ -64,7 +63,6 @@ interface ClientSocket {
   readonly tx: Uint8Array;
   /** OPT_ID the next datagram sent on this socket gets. */
   nextTxId: number;
-  inFlight: number;
   /** Counter values after the last send call. */
   sentSeen: number;
   errorsSeen: number;
@@ -93,7 +91,6 @@ function openSockets(addon: NativeUdpAddon, data: UdpWorkerData, count: number):
       rx: new Uint8Array(block, NativeLayout.rxOffset, NativeLayout.slots * NativeLayout.slotBytes),
       tx: new Uint8Array(block, NativeLayout.txOffset, NativeLayout.slots * NativeLayout.slotBytes),
       nextTxId: 0,
-      inFlight: 0,
       sentSeen: 0,
       errorsSeen: 0,
       ringRequest: new Int32Array(TX_RING),
@@ -118,19 +115,26 @@ export async function runNativeSender(
   // (the kernel enables stamping asynchronously), and building the pool gives it time.
   const sockets = openSockets(addon, data, data.socketsPerThread);
   try {
-    const pool = new RequestPool(data.mode === 'nts' ? 'nts' : 'plain', data.poolSize, runTag, data.session, data.placeholders);
+    const nts = data.mode === 'nts';
+    const pool = new RequestPool(nts ? 'nts' : 'plain', data.poolSize, runTag, data.session, data.placeholders);
+    const tracker = new RequestTracker(pool, {
+      sockets: sockets.length,
+      matchOffset: ORIGIN_OFFSET,
+      checkReplies: true,
+      s2cCipher: nts && data.session !== undefined ? getAead(data.session.aeadId)?.newCipher(data.session.s2c) : undefined,
+      verifyEvery: data.verifyEvery,
+    });
     port.postMessage({ type: 'ready' });
     const go = await waitForGo();
-    return loop(addon, data, sockets, pool, go);
+    return loop(addon, data, sockets, tracker, go);
   } finally {
     for (const s of sockets) addon.close(s.handle);
   }
 }
 
-function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[], pool: RequestPool, go: GoMessage): UdpWorkerResult {
-  const size = pool.size;
-  const nts = data.mode === 'nts';
-  const s2cCipher = data.session === undefined ? undefined : getAead(data.session.aeadId)?.newCipher(data.session.s2c);
+function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[], tracker: RequestTracker, go: GoMessage): UdpWorkerResult {
+  const size = tracker.pool.size;
+  const { state, socketOf, inFlight } = tracker;
 
   // Realtime (kernel stamps' clock) as seconds since a whole-second base, so doubles keep sub-ns resolution.
   const clockOut = new Float64Array(2);
@@ -145,45 +149,19 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
   // Scheduling (timeouts, pacing, the run's bounds) uses the process-wide monotonic clock, in seconds.
   const mono = monotonicS;
 
-  const state = new Uint8Array(size);
-  const socketOf = new Uint16Array(size);
+  // Per request: the OPT_ID of its datagram, its kernel TX stamp, and the clock reads around its send call.
   const txIdOf = new Float64Array(size).fill(-1);
   const t1 = new Float64Array(size);
   const t1Known = new Uint8Array(size);
   const sendLo = new Float64Array(size);
   const sendHi = new Float64Array(size);
-  const sentAtMono = new Float64Array(size);
-  const measuredSlot = new Uint8Array(size);
-  const views: Uint8Array[] = Array.from({ length: size }, (_, i) => pool.packet(i));
 
-  const delay = new UsHistogram();
-  const offset = new UsHistogram();
-  const residence = new UsHistogram();
-  const invalid: Record<string, number> = {};
-  const countInvalid = (reason: string): void => {
-    invalid[reason] = (invalid[reason] ?? 0) + 1;
-  };
-  let offsetSumUs = 0;
-  let sentTotal = 0;
-  let sent = 0;
-  let received = 0;
-  let repliesTotal = 0;
-  let unmatched = 0;
-  let lost = 0;
-  let verified = 0;
-  let replies = 0;
   let sendErrors = 0;
-  let maxReplyBytes = 0;
   let loops = 0;
-  let samples = 0;
-  let stale = 0;
-  let late = 0;
   let noRxStamp = 0;
   let noTxStamp = 0;
   let txOutside = 0;
   let txUnmatched = 0;
-  let nextSeq = 0;
-  let oldestSeq = 0;
   let nextSocket = 0;
 
   const startMono = mono();
@@ -229,27 +207,13 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     }
   };
 
-  const expire = (idx: number): void => {
-    state[idx] = TAINTED;
-    const s = sockets[socketOf[idx] ?? 0];
-    if (s !== undefined) s.inFlight--;
-    if (measuredSlot[idx] === 1) lost++;
-  };
-
   /** Sends `count` (≤ slots) new requests on socket s in one sendmmsg. */
   const sendBatch = (s: ClientSocket, count: number, nowMono: number): void => {
     const meta = s.meta;
     const batch = batchIdx;
     for (let k = 0; k < count; k++) {
-      const idx = nextSeq % size;
-      nextSeq++;
-      if (state[idx] === IN_FLIGHT) expire(idx);
-      if (state[idx] === TAINTED) {
-        pool.nextGeneration(idx);
-        views[idx] = pool.packet(idx);
-        state[idx] = FREE;
-      }
-      const packet = views[idx] ?? new Uint8Array(0);
+      const idx = tracker.claim();
+      const packet = tracker.packets[idx] ?? new Uint8Array(0);
       s.tx.set(packet, k * NativeLayout.slotBytes);
       meta[k * META_WORDS + MetaWord.txLength] = packet.length;
       batch[k] = idx;
@@ -268,10 +232,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     const measured = nowMono >= measureFrom;
     for (let k = 0; k < count; k++) {
       const idx = batch[k] ?? 0;
-      state[idx] = IN_FLIGHT;
-      socketOf[idx] = s.index;
-      sentAtMono[idx] = nowMono;
-      measuredSlot[idx] = measured ? 1 : 0;
+      tracker.markSent(idx, s.index, nowMono, measured);
       t1Known[idx] = 0;
       sendLo[idx] = lo;
       sendHi[idx] = hi;
@@ -286,9 +247,6 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
       }
     }
     s.nextTxId += sentDelta;
-    s.inFlight += count;
-    sentTotal += count;
-    if (measured) sent += count;
   };
   const batchIdx = new Int32Array(NativeLayout.slots);
 
@@ -299,47 +257,17 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     const length = meta[base + MetaWord.rxLength] ?? 0;
     const at = i * NativeLayout.slotBytes;
     const rx = s.rx;
-    if ((flags & RxFlag.truncated) !== 0 || length < NTP_HEADER_BYTES) {
-      unmatched++;
+    if ((flags & RxFlag.truncated) !== 0) {
+      tracker.unmatched++;
       return;
     }
-    if (readU32BE(rx, at + ORIGIN_OFFSET) !== pool.runTag || !pool.decode(readU32BE(rx, at + ORIGIN_OFFSET + 4), key)) {
-      unmatched++;
-      return;
-    }
-    const idx = key.index;
-    if (!pool.isCurrent(key)) {
-      stale++;
-      return;
-    }
-    if (state[idx] !== IN_FLIGHT || socketOf[idx] !== s.index) {
-      if (state[idx] === TAINTED) late++;
-      else unmatched++;
-      return;
-    }
+    const idx = tracker.match(rx, at, length, s.index);
+    if (idx < 0) return;
     // The request's TX stamp is on the error queue by now (loopback stamps it inside the send call);
     // stamps are read lazily, many per drain, while their requests are still in flight.
     if (t1Known[idx] !== 1 && txIdOf[idx] !== -1) drainTxStamps(s);
-    state[idx] = FREE;
-    s.inFlight--;
-    repliesTotal++;
-    if (length > maxReplyBytes) maxReplyBytes = length;
-    if (measuredSlot[idx] !== 1) return;
-    const problem = cheapReplyProblem(rx, at, length, pool.lengths[idx] ?? 0, nts);
-    if (problem !== undefined) {
-      countInvalid(problem);
-      return;
-    }
-    replies++;
-    if (replies <= ALWAYS_VERIFY_FIRST || replies % data.verifyEvery === 0) {
-      verified++;
-      const full = fullReplyProblem(rx, at, length, pool, idx, nts ? s2cCipher : undefined);
-      if (full !== undefined) {
-        countInvalid(full);
-        return;
-      }
-    }
-    received++;
+    tracker.complete(idx, length);
+    if (!tracker.accept(rx, at, length, idx)) return;
     if ((flags & RxFlag.kernelStamp) === 0) {
       noRxStamp++;
       return;
@@ -349,17 +277,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
       return;
     }
     const t4 = (meta[base + MetaWord.stampSecondsHigh] ?? 0) * TWO_POW_32 + (meta[base + MetaWord.stampSecondsLow] ?? 0) - baseUnixS + (meta[base + MetaWord.stampNanoseconds] ?? 0) / 1e9;
-    const t1s = t1[idx] ?? 0;
-    const t2 = serverTime(rx, at + RECEIVE_OFFSET);
-    const t3 = serverTime(rx, at + TRANSMIT_OFFSET);
-    const offsetUs = ((t2 - t1s + (t3 - t4)) / 2) * 1e6;
-    offset.record(offsetUs);
-    offsetSumUs += offsetUs;
-    delay.record((t4 - t1s) * 1e6);
-    residence.record((t3 - t2) * 1e6);
-    samples++;
+    tracker.recordSample(t1[idx] ?? 0, serverTime(rx, at + RECEIVE_OFFSET), serverTime(rx, at + TRANSMIT_OFFSET), t4);
   };
-  const key: PoolKey = { index: 0, generation: 0 };
 
   /** Reads every socket's replies (each reply's TX stamp was queued before the reply could exist). */
   const receiveAll = (): number => {
@@ -376,20 +295,6 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     return got;
   };
 
-  /** Declares requests older than the timeout lost (they are rebuilt before their slot is reused). */
-  const sweep = (nowMono: number): void => {
-    const cutoff = nowMono - timeoutS;
-    if (oldestSeq < nextSeq - size) oldestSeq = nextSeq - size;
-    while (oldestSeq < nextSeq) {
-      const idx = oldestSeq % size;
-      if (state[idx] === IN_FLIGHT) {
-        if ((sentAtMono[idx] ?? 0) > cutoff) break;
-        expire(idx);
-      }
-      oldestSeq++;
-    }
-  };
-
   // Bucket size: two ticks, or up to 2 ms (at most 128 requests) for wake-ups that come late on a busy machine.
   const creditCap = Math.max(2, (ratePerS * tickMs * 2) / 1000, Math.min(ratePerS * 0.002, 128));
   let credit = 0;
@@ -402,28 +307,24 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     sending = false;
     endSend = nowMono;
   };
-  const outstanding = (): number => {
-    let n = 0;
-    for (const s of sockets) n += s.inFlight;
-    return n;
-  };
 
   for (;;) {
     loops++;
     const got = receiveAll();
     let now = mono();
     if (now - lastSweep >= 0.005) {
-      sweep(now);
+      tracker.sweep(now - timeoutS); // the lost are rebuilt before their slot is reused
       lastSweep = now;
     }
-    if (sending && (sentTotal >= data.maxRequests || now >= stopAt)) stopSending(now);
+    if (sending && (tracker.sentTotal >= data.maxRequests || now >= stopAt)) stopSending(now);
     let sentNow = 0;
     if (sending) {
       if (closedLoop) {
         for (const s of sockets) {
           // Refill in batches of at least a quarter window: fewer, fuller sendmmsg calls.
-          let room = Math.min(data.window - s.inFlight, data.maxRequests - sentTotal);
-          if (room < refillAtLeast && s.inFlight > 0) continue;
+          const mine = inFlight[s.index] ?? 0;
+          let room = Math.min(data.window - mine, data.maxRequests - tracker.sentTotal);
+          if (room < refillAtLeast && mine > 0) continue;
           while (room > 0) {
             const c = Math.min(room, NativeLayout.slots);
             sendBatch(s, c, now);
@@ -436,7 +337,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
         // (which would overflow the server's socket); the achieved rate shows what it could send.
         credit = Math.min(credit + (now - lastCredit) * ratePerS, creditCap);
         lastCredit = now;
-        let due = Math.min(Math.floor(credit), data.maxRequests - sentTotal);
+        let due = Math.min(Math.floor(credit), data.maxRequests - tracker.sentTotal);
         credit -= due;
         while (due > 0) {
           const s = sockets[nextSocket];
@@ -448,7 +349,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
           due -= c;
         }
       }
-    } else if (outstanding() <= 0 || now >= endSend + timeoutS) {
+    } else if (tracker.outstanding() <= 0 || now >= endSend + timeoutS) {
       break;
     }
     if (got > 0 || sentNow > 0 || spin) continue;
@@ -461,26 +362,11 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ClientSocket[
     sleepMs(Math.min(waitMs, MAX_SLEEP_MS));
   }
 
-  for (let idx = 0; idx < size; idx++) if (state[idx] === IN_FLIGHT) expire(idx);
-  return {
-    type: 'udp-result',
-    sentTotal,
-    sent,
-    received,
-    repliesTotal,
-    unmatched,
-    lost,
-    invalid,
-    verified,
+  tracker.expireAll();
+  return tracker.result({
     sendErrors,
     measuredS: Math.max(0, endSend - Math.max(startMono, measureFrom)),
-    requestBytes: pool.lengths[0] ?? 0,
-    maxReplyBytes,
-    delay: delay.snapshot(),
-    offset: offset.snapshot(),
-    offsetSumUs,
     loops,
-    residence: residence.snapshot(),
-    stamps: { samples, stale, late, noRxStamp, noTxStamp, txStampOutsideSend: txOutside, txStampUnmatched: txUnmatched, rebuilt: pool.rebuilt },
-  };
+    stamps: { noRxStamp, noTxStamp, txStampOutsideSend: txOutside, txStampUnmatched: txUnmatched },
+  });
 }

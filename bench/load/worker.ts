@@ -21,9 +21,9 @@ import { performKeyExchange } from '../../src/client/ke-client.js';
 import { loadNativeUdp } from '../../src/ntp/native.js';
 import { UsHistogram } from './histogram.js';
 import { runNativeSender } from './native-sender.js';
-import { ALWAYS_VERIFY_FIRST, FREE, IN_FLIGHT, NTP_HEADER_BYTES, ORIGIN_OFFSET, RECEIVE_OFFSET, TAINTED, TRANSMIT_OFFSET, TWO_POW_32, RequestPool, type PoolKey } from './pool.js';
-import { cheapReplyProblem, fullReplyProblem } from './reply-check.js';
-import type { GoMessage, KeWorkerData, KeWorkerResult, LoadWorkerData, UdpWorkerData, UdpWorkerResult, WorkerMessage } from './protocol.js';
+import { ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, RequestPool } from './pool.js';
+import { RequestTracker } from './tracker.js';
+import type { GoMessage, KeWorkerData, KeWorkerResult, LoadWorkerData, UdpWorkerData, WorkerMessage } from './protocol.js';
 
 /** Most packets a tick-paced sender sends in one go (so replies keep being read while it catches up). */
 const MAX_BURST = 2048;
@@ -63,12 +63,16 @@ function randomU32(): number {
 /** The dgram sender (user-space stamps): Node sockets, t1 read before the send, t4 in the message callback. */
 function runUdp(data: UdpWorkerData, port: MessagePort): void {
   const clock = new WallClock(data.clockShared);
-  const runTag = randomU32();
-  const pool = new RequestPool(data.mode, data.poolSize, runTag, data.session, data.placeholders);
-  const key: PoolKey = { index: 0, generation: 0 };
-  const size = data.poolSize;
-  const matchOffset = data.mode === 'echo' ? TRANSMIT_OFFSET : ORIGIN_OFFSET;
-  const s2cCipher = data.session === undefined ? undefined : getAead(data.session.aeadId)?.newCipher(data.session.s2c);
+  const pool = new RequestPool(data.mode, data.poolSize, randomU32(), data.session, data.placeholders);
+  const echo = data.mode === 'echo';
+  const nts = data.mode === 'nts';
+  const tracker = new RequestTracker(pool, {
+    sockets: data.socketsPerThread,
+    matchOffset: echo ? TRANSMIT_OFFSET : ORIGIN_OFFSET,
+    checkReplies: !echo,
+    s2cCipher: nts && data.session !== undefined ? getAead(data.session.aeadId)?.newCipher(data.session.s2c) : undefined,
+    verifyEvery: data.verifyEvery,
+  });
 
   // Times are Unix seconds minus a whole-second base, so float64 keeps sub-nanosecond resolution.
   const baseUnixS = Math.floor(clock.nowUnixS());
@@ -77,33 +81,9 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   const serverTime = (msg: Buffer, offset: number): number =>
     ((msg.readUInt32BE(offset) - baseNtpS) | 0) + msg.readUInt32BE(offset + 4) / TWO_POW_32;
 
-  const state = new Uint8Array(size);
-  const sendAt = new Float64Array(size);
-  const measuredSlot = new Uint8Array(size);
-  const slotSocket = new Uint16Array(size);
   const sockets: Socket[] = [];
-  const inFlight = new Int32Array(data.socketsPerThread);
-
-  const delay = new UsHistogram();
-  const offset = new UsHistogram();
-  const residence = new UsHistogram();
-  const invalid: Record<string, number> = {};
-  let stale = 0;
-  let late = 0;
-  let offsetSumUs = 0;
-  let sentTotal = 0;
-  let sent = 0;
-  let received = 0;
-  let unmatched = 0;
-  let lost = 0;
-  let verified = 0;
-  let replies = 0;
-  let repliesTotal = 0;
   let sendErrors = 0;
-  let maxReplyBytes = 0;
   let loops = 0;
-  let nextSeq = 0;
-  let oldestSeq = 0;
   let sending = false;
   let finished = false;
   let startRel = 0;
@@ -115,38 +95,18 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   const ratePerS = data.ratePerS ?? 0;
   const timeoutS = data.timeoutMs / 1000;
 
-  const countInvalid = (reason: string): void => {
-    invalid[reason] = (invalid[reason] ?? 0) + 1;
-  };
-
-  const expire = (idx: number): void => {
-    state[idx] = TAINTED;
-    const j = slotSocket[idx] ?? 0;
-    inFlight[j] = (inFlight[j] ?? 0) - 1;
-    if (measuredSlot[idx] === 1) lost++;
-  };
-
+  // t1 is read just before the send, on the same base as t4: the dgram sender has no kernel stamps.
   const sendOne = (j: number): void => {
-    const idx = nextSeq % size;
-    nextSeq++;
-    if (state[idx] === IN_FLIGHT) expire(idx);
-    if (state[idx] === TAINTED) pool.nextGeneration(idx);
+    const idx = tracker.claim();
     const t1 = now();
-    state[idx] = IN_FLIGHT;
-    sendAt[idx] = t1;
-    slotSocket[idx] = j;
-    const measured = t1 >= measureFromRel;
-    measuredSlot[idx] = measured ? 1 : 0;
-    inFlight[j] = (inFlight[j] ?? 0) + 1;
-    sentTotal++;
-    if (measured) sent++;
+    tracker.markSent(idx, j, t1, t1 >= measureFromRel);
     const socket = sockets[j];
-    if (socket !== undefined) socket.send(pool.packet(idx));
+    if (socket !== undefined) socket.send(tracker.packets[idx] ?? new Uint8Array(0));
   };
 
   const mayStillSend = (): boolean => {
     if (!sending) return false;
-    if (sentTotal >= data.maxRequests || now() >= stopRel) {
+    if (tracker.sentTotal >= data.maxRequests || now() >= stopRel) {
       stopSending();
       return false;
     }
@@ -154,85 +114,27 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   };
 
   const refill = (j: number): void => {
-    while ((inFlight[j] ?? 0) < data.window && mayStillSend()) sendOne(j);
+    while ((tracker.inFlight[j] ?? 0) < data.window && mayStillSend()) sendOne(j);
   };
 
-  const checkReply = (msg: Buffer, idx: number): boolean => {
-    const bytes = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
-    const problem = cheapReplyProblem(bytes, 0, msg.length, pool.lengths[idx] ?? 0, data.mode === 'nts');
-    if (problem !== undefined) {
-      countInvalid(problem);
-      return false;
-    }
-    replies++;
-    if (replies <= ALWAYS_VERIFY_FIRST || replies % data.verifyEvery === 0) {
-      verified++;
-      const full = fullReplyProblem(bytes, 0, msg.length, pool, idx, data.mode === 'nts' ? s2cCipher : undefined);
-      if (full !== undefined) {
-        countInvalid(full);
-        return false;
-      }
-    }
-    return true;
-  };
-
-  const onMessage = (msg: Buffer): void => {
+  const onMessage = (j: number, msg: Buffer): void => {
     const t4 = now();
     if (finished) return;
-    if (msg.length < NTP_HEADER_BYTES) {
-      unmatched++;
-      return;
-    }
-    if (msg.readUInt32BE(matchOffset) !== runTag || !pool.decode(msg.readUInt32BE(matchOffset + 4), key)) {
-      unmatched++;
-      return;
-    }
-    const idx = key.index;
-    if (!pool.isCurrent(key)) {
-      stale++;
-      return;
-    }
-    if (state[idx] !== IN_FLIGHT) {
-      if (state[idx] === TAINTED) late++;
-      else unmatched++;
-      return;
-    }
-    state[idx] = FREE;
-    repliesTotal++;
-    const j = slotSocket[idx] ?? 0;
-    inFlight[j] = (inFlight[j] ?? 0) - 1;
-    if (msg.length > maxReplyBytes) maxReplyBytes = msg.length;
-    if (measuredSlot[idx] === 1) {
-      const valid = data.mode === 'echo' ? true : checkReply(msg, idx);
-      if (valid) {
-        received++;
-        const t1 = sendAt[idx] ?? 0;
-        delay.record((t4 - t1) * 1e6);
-        if (data.mode !== 'echo') {
-          const t2 = serverTime(msg, RECEIVE_OFFSET);
-          const t3 = serverTime(msg, TRANSMIT_OFFSET);
-          const offsetUs = ((t2 - t1 + (t3 - t4)) / 2) * 1e6;
-          offset.record(offsetUs);
-          offsetSumUs += offsetUs;
-          residence.record((t3 - t2) * 1e6);
-        }
-      }
+    const bytes = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
+    const idx = tracker.match(bytes, 0, bytes.length, j);
+    if (idx < 0) return;
+    tracker.complete(idx, bytes.length);
+    if (tracker.accept(bytes, 0, bytes.length, idx)) {
+      const t1 = tracker.sentAt[idx] ?? 0;
+      if (echo) tracker.delay.record((t4 - t1) * 1e6);
+      else tracker.recordSample(t1, serverTime(msg, RECEIVE_OFFSET), serverTime(msg, TRANSMIT_OFFSET), t4);
     }
     if (closedLoop) refill(j);
   };
 
   /** Declares requests older than the timeout lost; in closed loop, replaces them. */
   const sweep = (): void => {
-    const cutoff = now() - timeoutS;
-    if (oldestSeq < nextSeq - size) oldestSeq = nextSeq - size;
-    while (oldestSeq < nextSeq) {
-      const idx = oldestSeq % size;
-      if (state[idx] === IN_FLIGHT) {
-        if ((sendAt[idx] ?? 0) > cutoff) break;
-        expire(idx);
-      }
-      oldestSeq++;
-    }
+    tracker.sweep(now() - timeoutS);
     if (closedLoop) for (let j = 0; j < sockets.length; j++) refill(j);
     else mayStillSend();
   };
@@ -244,34 +146,13 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
     if (finished) return;
     finished = true;
     clearInterval(sweepTimer);
-    for (let idx = 0; idx < size; idx++) if (state[idx] === IN_FLIGHT) expire(idx);
+    tracker.expireAll();
     let closed = 0;
     const done = (): void => {
       closed++;
       if (closed < sockets.length) return;
       const measuredS = Math.max(0, endSendRel - Math.max(startRel, measureFromRel));
-      const result: UdpWorkerResult = {
-        type: 'udp-result',
-        sentTotal,
-        sent,
-        received,
-        repliesTotal,
-        unmatched,
-        lost,
-        invalid,
-        verified,
-        sendErrors,
-        measuredS,
-        requestBytes: pool.lengths[0] ?? 0,
-        maxReplyBytes,
-        delay: delay.snapshot(),
-        offset: offset.snapshot(),
-        offsetSumUs,
-        loops,
-        residence: residence.snapshot(),
-        stamps: { samples: offset.count, stale, late, noRxStamp: 0, noTxStamp: 0, txStampOutsideSend: 0, txStampUnmatched: 0, rebuilt: pool.rebuilt },
-      };
-      post(port, result);
+      post(port, tracker.result({ sendErrors, measuredS, loops }));
     };
     for (const socket of sockets) socket.close(done);
   };
@@ -284,9 +165,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
     // Drain: wait for the last replies, at most one timeout.
     const drainUntil = endSendRel + timeoutS;
     const drain = (): void => {
-      let outstanding = 0;
-      for (let j = 0; j < inFlight.length; j++) outstanding += inFlight[j] ?? 0;
-      if (outstanding <= 0 || now() >= drainUntil) finish();
+      if (tracker.outstanding() <= 0 || now() >= drainUntil) finish();
       else setTimeout(drain, 2);
     };
     setTimeout(drain, 1);
@@ -296,7 +175,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
     loops++;
     if (!mayStillSend()) return;
     const due = Math.min(Math.floor((now() - startRel) * ratePerS), data.maxRequests);
-    let burst = Math.min(due - sentTotal, MAX_BURST);
+    let burst = Math.min(due - tracker.sentTotal, MAX_BURST);
     while (burst > 0) {
       sendOne(nextSocket);
       nextSocket = nextSocket + 1 === sockets.length ? 0 : nextSocket + 1;
@@ -311,7 +190,7 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
       const socket = createSocket(data.target.host.includes(':') ? 'udp6' : 'udp4');
       sockets[j] = socket;
       socket.once('error', reject);
-      socket.on('message', onMessage);
+      socket.on('message', (msg: Buffer) => onMessage(j, msg));
       socket.connect(data.target.port, data.target.host, () => {
         socket.off('error', reject);
         socket.on('error', () => {

@@ -89,6 +89,9 @@ async function startHoldingServer(holdMs: number): Promise<{ port: number; held:
 /** A minimal plain NTPv4 server (RFC 5905 mode 4 reply) on 127.0.0.1:0; `mangle` breaks replies on purpose. */
 async function startPlainNtpServer(mangle: Mangle = (r) => r): Promise<{ port: number; close: () => Promise<void> }> {
   const clock = new WallClock();
+  // The anchor a fresh WallClock takes from performance.timeOrigin can be milliseconds off CLOCK_REALTIME,
+  // which the kernel-stamped generator reads; calibrating (as the daemon does at start) removes that.
+  clock.calibrate();
   const t: NtpTime = { seconds: 0, fraction: 0 };
   const socket: Socket = createSocket('udp4');
   socket.on('message', (msg, rinfo) => {

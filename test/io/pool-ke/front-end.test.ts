@@ -17,6 +17,7 @@ import { createKeyset, type Keyset } from '../../../src/core/nts/keyset.js';
 import { KeServer, type KeStats } from '../../../src/io/ke/server.js';
 import { PoolKeFrontEnd, type PoolKeOutcome, type PoolKeSourceOptions } from '../../../src/io/pool-ke/front-end.js';
 import { makeTestPki, type TestPki } from '../../helpers/certs.js';
+import { waitUntil } from '../../helpers/daemon.js';
 
 const SOURCE_NAMES = ['ts1.test', 'ts2.test', 'ts3.test'] as const;
 const SOURCE_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'] as const;
@@ -221,9 +222,21 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     const wrong = { ...first, token: 'not-the-token' };
     const only = await startFrontEnd(pki, [sourceOptions(wrong)]);
     try {
-      const r = await clientKe(only.address?.port ?? 0, pki.caPem, [NP0, aead(15), EOM]);
-      assert.deepEqual(errorCodes(r.records), [PoolKeErrorCode.couldNotGetCapabilities]);
+      // The start-up health check and this client's own capability query race to hear the refusal: the
+      // client gets 0xF002 when its query was first, 0xF000 (no usable source) when the check was.
+      const port = only.address?.port ?? 0;
+      const r = await clientKe(port, pki.caPem, [NP0, aead(15), EOM]);
+      const code = errorCodes(r.records);
+      assert.ok(
+        ([PoolKeErrorCode.couldNotGetCapabilities, PoolKeErrorCode.noSuchServer] as readonly number[]).includes(code[0] ?? -1) && code.length === 1,
+        `one Error record 0xF002 or 0xF000, got ${JSON.stringify(code)}`,
+      );
+      assert.equal(cookiesOf(r.records).length, 0);
+      await waitUntil('the refusing source taken out', 5000, () => (only.health()[0]?.healthy === false ? true : undefined), 20);
       assert.deepEqual(only.health(), [{ name: 'ts1.test', healthy: false }]);
+      // Once it is out, it is not asked again: no source is left.
+      const again = await clientKe(port, pki.caPem, [NP0, aead(15), EOM]);
+      assert.deepEqual(errorCodes(again.records), [PoolKeErrorCode.noSuchServer]);
     } finally {
       await only.stop();
     }
