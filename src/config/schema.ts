@@ -566,18 +566,21 @@ class TableReader {
 
   /**
    * `allow`, `deny` and `ignore` prefix lists plus `access-default`, compiled once to report a bad prefix
-   * or a prefix listed under two actions, naming the key.
+   * or a prefix listed under two actions, naming the key and the element (`deny[2]`).
    */
   accessList(): AccessConfig {
     const entries: AccessEntry[] = [];
+    const elements: string[] = [];
     for (const action of ['allow', 'deny', 'ignore'] as const) {
-      for (const prefix of this.stringList(action)) entries.push({ prefix, action });
+      this.stringList(action).forEach((prefix, i) => {
+        entries.push({ prefix, action });
+        elements.push(`${this.pathOf(action)}[${i}]`);
+      });
     }
     const defaultAction = this.oneOf('access-default', ['allow', 'deny', 'ignore'] as const, DEFAULTS.server.accessDefault);
     const compiled = AccessList.compile(entries, defaultAction);
     if (!compiled.ok) {
-      const key = (['allow', 'deny', 'ignore'] as const).find((k) => this.stringList(k).some((p) => compiled.error.includes(JSON.stringify(p)) || compiled.error.startsWith(p))) ?? 'allow';
-      this.error(key, compiled.error);
+      this.#errors.push(`${elements[compiled.index] ?? this.pathOf('allow')}: ${compiled.error}`);
       return { entries: [], defaultAction };
     }
     return { entries, defaultAction };

@@ -45,16 +45,19 @@ export class AccessList {
     this.#default = defaultAction;
   }
 
-  /** Compiles entries; fails on a bad prefix or one prefix listed with two actions. */
-  static compile(entries: readonly AccessEntry[], defaultAction: AccessAction = 'allow'): { ok: true; list: AccessList } | { ok: false; error: string } {
+  /**
+   * Compiles entries; fails on a bad prefix or one prefix listed with two actions, with the index in
+   * `entries` of the entry at fault (the second listing of a conflict).
+   */
+  static compile(entries: readonly AccessEntry[], defaultAction: AccessAction = 'allow'): { ok: true; list: AccessList } | { ok: false; error: string; index: number } {
     const rules: Rule[] = [];
-    for (const entry of entries) {
+    for (const [index, entry] of entries.entries()) {
       const p = parseCidr(entry.prefix);
-      if (p === undefined) return { ok: false, error: `not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): ${JSON.stringify(entry.prefix)}` };
+      if (p === undefined) return { ok: false, index, error: `not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): ${JSON.stringify(entry.prefix)}` };
       const same = rules.find((r) => r.family === p.family && r.bits === p.prefixBits && r.words.every((w, i) => w === p.words[i]));
       if (same !== undefined) {
         if (same.action === entry.action) continue;
-        return { ok: false, error: `${entry.prefix} is listed as both ${same.action} and ${entry.action}` };
+        return { ok: false, index, error: `${entry.prefix} is listed as both ${same.action} and ${entry.action}` };
       }
       rules.push({ words: p.words, family: p.family, bits: p.prefixBits, action: entry.action });
     }

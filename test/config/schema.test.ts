@@ -231,9 +231,10 @@ test('[[server]] rate limit and access lists: values, and errors naming the key'
   };
   assert.deepEqual(errors({ 'client-rate-limit-interval-s': -1 }), ['server[0].client-rate-limit-interval-s: must be a number between 0 and 86400, got -1']);
   assert.deepEqual(errors({ 'client-rate-limit-leak': 17 }), ['server[0].client-rate-limit-leak: must be an integer between 0 and 16, got 17']);
-  assert.deepEqual(errors({ deny: ['10.0.0.0/40'] }), ['server[0].deny: not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): "10.0.0.0/40"']);
+  assert.deepEqual(errors({ deny: ['10.0.0.0/40'] }), ['server[0].deny[0]: not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): "10.0.0.0/40"']);
+  assert.deepEqual(errors({ allow: ['10.0.0.0/8'], deny: ['192.0.2.0/24', '192.0.2.0/33'] }), ['server[0].deny[1]: not a CIDR prefix (e.g. "192.0.2.0/24", "2001:db8::/32" or one address): "192.0.2.0/33"']);
   assert.deepEqual(errors({ allow: 'all' }), ['server[0].allow: must be an array of strings, got "all"']);
-  assert.deepEqual(errors({ allow: ['10.0.0.0/8'], ignore: ['10.0.0.0/8'] }), ['server[0].allow: 10.0.0.0/8 is listed as both allow and ignore']);
+  assert.deepEqual(errors({ allow: ['10.0.0.0/8'], ignore: ['10.0.0.0/8'] }), ['server[0].ignore[0]: 10.0.0.0/8 is listed as both allow and ignore']);
   assert.deepEqual(errors({ 'access-default': 'maybe' }), ['server[0].access-default: must be one of "allow", "deny", "ignore", got "maybe"']);
 });
 

@@ -74,6 +74,14 @@ test('bad prefixes and contradictions are refused with a message naming them', (
   assert.match(error([{ prefix: '::ffff:10.0.0.0/104', action: 'deny' }]), /not a CIDR prefix/, 'IPv4 prefixes are written as IPv4');
   assert.match(error([{ prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'allow' }]), /both deny and allow/);
   assert.ok(AccessList.compile([{ prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'deny' }]).ok, 'a repeat is fine');
+  // The index names the entry at fault: the bad one, or the second listing of a conflict.
+  const at = (entries: AccessEntry[]): number => {
+    const r = AccessList.compile(entries);
+    assert.ok(!r.ok);
+    return r.index;
+  };
+  assert.equal(at([{ prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'deny' }, { prefix: 'x', action: 'allow' }]), 2);
+  assert.equal(at([{ prefix: '192.0.2.0/24', action: 'ignore' }, { prefix: '10.0.0.0/8', action: 'deny' }, { prefix: '10.0.0.0/8', action: 'allow' }]), 2);
 });
 
 test('property: the decision equals the action of the longest matching prefix (brute force over IPv4)', () => {
