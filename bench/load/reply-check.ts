@@ -5,9 +5,7 @@
  */
 import type { AeadCipher } from '../../src/core/crypto/aead.js';
 import { verifyNtsResponse } from '../../src/client/ntp-client.js';
-import { readU32BE, type RequestPool } from './pool.js';
-
-const RECEIVE_OFFSET = 32;
+import { RECEIVE_OFFSET, readU32BE, type RequestPool } from './pool.js';
 
 /** The cheap check: not longer than the request, mode 4 version 4, not stratum 0 (NTS NAK or Kiss-o'-Death). */
 export function cheapReplyProblem(reply: Uint8Array, offset: number, length: number, requestLength: number, nts: boolean): string | undefined {
