@@ -1,7 +1,7 @@
 /**
  * A small parser for the Prometheus text exposition format (version 0.0.4), enough to read any /metrics page:
  * `# HELP` / `# TYPE` comments, `name{label="value",...} value [timestamp]` samples, label values with the
- * escapes `\\`, `\"` and `\n`, and the values `NaN`, `+Inf` and `-Inf` (any case). A malformed page is a returned
+ * escapes `\\`, `\"` and `\n`, and the values `NaN`, `+Inf` and `-Inf` (case-insensitive). A malformed page is a returned
  * error naming the line, never a throw.
  */
 

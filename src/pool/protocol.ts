@@ -175,7 +175,7 @@ export type FromWorker =
   | {
       readonly kind: 'done';
       readonly buffer: ArrayBuffer;
-      /** First respond() exception message in this batch, if any (the pool reports it; workers do not log). */
+      /** First respond() exception message in this batch, when one was thrown (the pool reports it; workers do not log). */
       readonly error?: string;
     }
   | { readonly kind: 'keysetRejected'; readonly reason: string };

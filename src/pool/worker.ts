@@ -88,7 +88,7 @@ export interface BatchProcessor {
   /**
    * Answers every entry of the batch in place: reply bytes over the request, `length` = reply length
    * (0 = drop), tally, transmit-stamp count, compensation sum and done time filled in the header.
-   * Returns the first respond() exception message, if any.
+   * Returns the first respond() exception message, or undefined when none was thrown.
    */
   process(buffer: ArrayBuffer): string | undefined;
 }

@@ -278,7 +278,7 @@ export class AesSiv implements AeadCipher {
   }
 
   /**
-   * SIV-encrypt (RFC 5297 §2.6) with an arbitrary vector of associated-data components (a nonce, if any, is
+   * SIV-encrypt (RFC 5297 §2.6) with an arbitrary vector of associated-data components (a nonce, when there is one, is
    * simply one of them, conventionally the last). Writes V || C at out[outOffset..]; returns the end offset.
    */
   sealComponents(components: readonly Uint8Array[], plaintext: Uint8Array, out: Uint8Array, outOffset: number): number {

@@ -62,7 +62,7 @@ export function cmacAbsorb(xk: Uint32Array, st: Uint32Array, src: Uint8Array, of
 /**
  * Absorbs the message's last block of `len` octets (0..16) at `src[off..]`, leaving the tag in `st`
  * (RFC 4493 §2.4 steps 4 and 7): a complete block is XORed with K1, a short one is padded 10* and XORed with K2.
- * `subkeys[0..7]` is K1 || K2 as produced by `cmacSubkeys` (further words, if any, are ignored).
+ * `subkeys[0..7]` is K1 || K2 as produced by `cmacSubkeys` (words after those eight are ignored).
  */
 export function cmacFinish(
   xk: Uint32Array,

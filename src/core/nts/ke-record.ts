@@ -230,7 +230,7 @@ export function decodeKeMessage(buf: Uint8Array): KeMessageDecodeResult {
 /**
  * Framing for a byte stream (the KE server socket). Walks record headers from `fromOffset`
  * (use the previous `resumeOffset` so each octet's header is read once) without decoding bodies.
- * Finds the first record of type 0 (End of Message, any critical bit and body length) and reports
+ * Finds the first record of type 0 (End of Message, whatever its critical bit and body length) and reports
  * the message length through it; octets after it are not examined. `maxLength` (default: no
  * limit beyond the u16 lengths) is the request size cap: a message that cannot end within it is
  * `malformed`, reported as soon as a header proves it, without waiting for the body.

@@ -2,7 +2,7 @@
  * PROXY protocol v2 in front of TLS on a KE listener (`[[nts-ke-server]] proxy-protocol = true`): the
  * peer must be a trusted balancer and must send a complete, valid v2 header (core/proxy-v2.ts) within
  * the header deadline; the octets after the header are handed back to the socket for TLS to read.
- * Nothing is guessed: any other first bytes end the connection.
+ * Nothing is guessed: other first bytes end the connection.
  */
 import type * as net from 'node:net';
 import { parseProxyHeader, PROXY_V2_FIXED_LENGTH, PROXY_V2_MAX_LENGTH, type ProxyHeaderDefect } from '../../core/proxy-v2.js';
