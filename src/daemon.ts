@@ -1,6 +1,6 @@
 /**
  * Composition root: configuration → logger → metrics → clock → keyset store → time source → NTP listeners
- * (main-thread sockets + pool, or receiver threads: ntp-listeners.ts) and NTS-KE listeners → metrics
+ * (main-thread sockets + pool, or receiver threads: ntp/service.ts) and NTS-KE listeners → metrics
  * endpoint; then signals.
  *
  * Nothing here parses packets or touches keys: it wires the shells together and owns the lifecycle.
@@ -10,23 +10,23 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { WallClock, startClockCalibrator, type ClockCalibrator } from './clock.js';
+import { WallClock, startClockCalibrator, type ClockCalibrator } from './runtime/clock.js';
 import type { Config } from './config/schema.js';
 import { changesRequiringRestart, nodeRole } from './config/schema.js';
 import { loadConfigFile } from './config/load.js';
 import { keysetKeys } from './core/nts/keyset.js';
 import { ExitCode, NtsdError } from './errors.js';
-import { openKeysetStore } from './io/keyset-store.js';
-import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './io/keyset-sources.js';
+import { openKeysetStore } from './keys/store.js';
+import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './keys/sources.js';
 import type { Keyset } from './core/nts/keyset.js';
-import { createTimeSource, type TimeSource } from './io/time-source.js';
+import { createTimeSource, type TimeSource } from './ntp/server-fields.js';
 import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
-import { keRuntimeSettings, startKeListeners, type KeListeners } from './ke-listeners.js';
-import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
-import { loadNativeUdp } from './ntp/native.js';
-import { createPoolKeMetrics } from './obs/pool-ke-metrics.js';
-import { startPoolKe } from './pool-ke-listener.js';
+import { keRuntimeSettings, startKeListeners, type KeListeners } from './nts-ke/service.js';
+import { startNtpListeners, type NtpListeners } from './ntp/service.js';
+import { loadNativeUdp } from './runtime/addon.js';
+import { createPoolKeMetrics } from './obs/pool-metrics.js';
+import { startPoolKe } from './nts-pool/service.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;

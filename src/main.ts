@@ -12,9 +12,9 @@ import type { Config } from './config/schema.js';
 import { decodeKeyset, keysetKeys, type Keyset } from './core/nts/keyset.js';
 import { checkRatchetSeed, ratchetEpoch, ratchetKeyset, ratchetSeedTag } from './core/nts/ratchet.js';
 import { ExitCode, NtsdError, exitCodeFor } from './errors.js';
-import { ensureDevCertificates } from './io/dev-certs.js';
-import { runCheck } from './check.js';
-import { runStatus } from './status.js';
+import { ensureDevCertificates } from './cli/dev-certs.js';
+import { runCheck } from './cli/check.js';
+import { runStatus } from './cli/status.js';
 
 const USAGE = `usage: ntsd <command> [options]
 
@@ -116,7 +116,7 @@ function keysetInspect(config: Config, write: Write): number {
 
 /** Runs the CLI with `argv` (without node and script); resolves to the process exit code. */
 export async function main(argv: readonly string[], write: Write = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
-  // `check` has its own option parser (src/check.ts), shared with its tests.
+  // `check` has its own option parser (src/cli/check.ts), shared with its tests.
   if (argv[0] === 'check') return runCheck(argv.slice(1), write);
   if (argv[0] === 'status') return runStatus(argv.slice(1), write);
   const { values, positionals } = parseArgs({

@@ -93,56 +93,80 @@ test('cipher packages are imported only in src/core/crypto', () => {
   assert.deepEqual(broken, []);
 });
 
-test('pool/worker.ts imports only core, pool/protocol and clock', () => {
-  const worker = sources.find((f) => f.path === 'pool/worker.ts');
-  if (worker === undefined) return assert.fail('src/pool/worker.ts is missing');
-  const allowedPackages = new Set(['node:worker_threads', 'node:crypto']);
-  const broken = worker.imports.filter((spec) => {
-    const t = target(worker, spec);
-    if (t === undefined) return !allowedPackages.has(spec);
-    return !(t.startsWith('core/') || t === 'pool/protocol.ts' || t === 'clock.ts');
-  });
-  assert.deepEqual(broken, []);
-});
-
-/** The io/ subdirectory holding `path` ("io/ke/server.ts" → "io/ke/"), or undefined for a file directly in io/. */
-function ioModuleDir(path: string): string | undefined {
-  const parts = path.split('/');
-  return parts.length > 2 && parts[0] === 'io' ? `${parts[0]}/${parts[1]}/` : undefined;
+/** The top folder of a src-relative path ("ntp/threads.ts" → "ntp"), or "" for a loose file. */
+function folderOf(path: string): string {
+  const slash = path.indexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
 }
 
-test('io modules do not import each other (daemon.ts wires them); files of one io/<module>/ directory may', () => {
+/** Feature folders: each is the shell of one feature, and none imports another (daemon.ts wires them). */
+const FEATURE_FOLDERS = new Set(['ntp', 'nts-ke', 'nts-pool', 'keys', 'cli']);
+
+test('src/ holds only main.ts, daemon.ts and errors.ts loose; everything else lives in a folder', () => {
+  const loose = sources.filter((f) => folderOf(f.path) === '').map((f) => f.path).sort();
+  assert.deepEqual(loose, ['daemon.ts', 'errors.ts', 'main.ts']);
+  const folders = new Set(sources.map((f) => folderOf(f.path)).filter((d) => d !== ''));
+  const known = new Set([...FEATURE_FOLDERS, 'core', 'runtime', 'config', 'obs']);
+  assert.deepEqual([...folders].filter((d) => !known.has(d)), [], 'a new folder needs a rule here and in ARCHITECTURE.md');
+});
+
+test('runtime/ imports only core and errors.ts', () => {
   const broken: string[] = [];
-  for (const f of sources.filter((s) => s.path.startsWith('io/'))) {
-    const ownDir = ioModuleDir(f.path);
+  for (const f of sources.filter((s) => folderOf(s.path) === 'runtime')) {
     for (const spec of f.imports) {
       const t = target(f, spec);
-      if (t?.startsWith('io/') === true && (ownDir === undefined || !t.startsWith(ownDir))) broken.push(`${f.path} imports ${spec}`);
-      if (t?.startsWith('config/') === true && t !== 'config/schema.ts') broken.push(`${f.path} imports ${spec} (config types only)`);
+      if (t !== undefined && !(t.startsWith('core/') || t.startsWith('runtime/') || t === 'errors.ts')) broken.push(`${f.path} imports ${spec}`);
+      if (t === undefined && !spec.startsWith('node:')) broken.push(`${f.path} imports the package ${spec}`);
     }
   }
   assert.deepEqual(broken, []);
 });
 
-test('the io module directories exist and are covered by the rule above', () => {
-  // io/ke/ holds the NTS-KE server, one file per role; it must stay a leaf that no other io file reaches into.
-  const keFiles = sources.filter((s) => s.path.startsWith('io/ke/')).map((s) => s.path);
-  for (const role of ['io/ke/server.ts', 'io/ke/listener.ts', 'io/ke/session.ts', 'io/ke/thread.ts']) {
-    assert.ok(keFiles.includes(role), `${role} is missing`);
+test('feature folders import core, runtime, obs, config types, errors and themselves; never another feature folder', () => {
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => FEATURE_FOLDERS.has(folderOf(s.path)))) {
+    const own = folderOf(f.path);
+    for (const spec of f.imports) {
+      const t = target(f, spec);
+      if (t === undefined) continue;
+      const d = folderOf(t);
+      if (d === own || d === 'core' || d === 'runtime' || d === 'obs' || t === 'errors.ts' || t === 'config/schema.ts') continue;
+      // The command line reads configuration files the way the daemon does.
+      if (own === 'cli' && d === 'config') continue;
+      broken.push(`${f.path} imports ${spec}`);
+    }
   }
-  const reachingIn = sources.filter((f) => !f.path.startsWith('io/') && f.path !== 'ke-listeners.ts' && f.imports.some((spec) => target(f, spec)?.startsWith('io/ke/') === true));
-  assert.deepEqual(reachingIn.map((f) => f.path), [], 'only ke-listeners.ts wires the KE server');
+  assert.deepEqual(broken, []);
 });
 
-test('io/pool-ke/ holds the pool front end; only pool-ke-listener.ts wires it, and it does not reach into io/ke/', () => {
-  const files = sources.filter((s) => s.path.startsWith('io/pool-ke/')).map((s) => s.path);
-  for (const role of ['io/pool-ke/front-end.ts', 'io/pool-ke/upstream.ts']) assert.ok(files.includes(role), `${role} is missing`);
-  const reachingIn = sources.filter(
-    (f) => !f.path.startsWith('io/pool-ke/') && f.path !== 'pool-ke-listener.ts' && f.imports.some((spec) => target(f, spec)?.startsWith('io/pool-ke/') === true),
-  );
-  assert.deepEqual(reachingIn.map((f) => f.path), [], 'only pool-ke-listener.ts wires the front end');
-  // The front end's protocol decisions live in the pure core (core/pool-front.ts, core/ke-pool.ts).
-  assert.ok(sources.some((s) => s.path === 'core/pool-front.ts') && sources.some((s) => s.path === 'core/ke-pool.ts'));
+test('obs/ and config/ import only core, errors.ts, config types and themselves', () => {
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => folderOf(s.path) === 'obs' || folderOf(s.path) === 'config')) {
+    for (const spec of f.imports) {
+      const t = target(f, spec);
+      if (t === undefined) continue;
+      const d = folderOf(t);
+      if (d === folderOf(f.path) || d === 'core' || t === 'errors.ts' || t === 'config/schema.ts') continue;
+      broken.push(`${f.path} imports ${spec}`);
+    }
+  }
+  assert.deepEqual(broken, []);
+});
+
+test('daemon.ts is the only file that imports more than one feature folder', () => {
+  const broken: string[] = [];
+  for (const f of sources.filter((s) => s.path !== 'daemon.ts')) {
+    const reached = new Set(
+      f.imports
+        .map((spec) => target(f, spec))
+        .filter((t): t is string => t !== undefined)
+        .map(folderOf)
+        .filter((d) => FEATURE_FOLDERS.has(d)),
+    );
+    if (FEATURE_FOLDERS.has(folderOf(f.path))) reached.add(folderOf(f.path));
+    if (reached.size > 1) broken.push(`${f.path} reaches ${[...reached].join(', ')}`);
+  }
+  assert.deepEqual(broken, []);
 });
 
 test('config/schema.ts does no I/O and does not parse TOML', () => {
@@ -152,26 +176,43 @@ test('config/schema.ts does no I/O and does not parse TOML', () => {
   assert.deepEqual(broken, []);
 });
 
-test('ntp/* threads compute and count: only core, pool, ntp, clock, errors and udp-socket; never obs, io, config or loggers', () => {
-  const allowed = /^(core\/|pool\/|ntp\/|clock\.ts$|errors\.ts$|udp-socket\.ts$)/;
+/** Value imports of a file (type-only imports are erased by tsc and load nothing). */
+function valueImports(file: SourceFile): string[] {
+  const out: string[] = [];
+  for (const m of file.text.matchAll(/(?:^|[\s;])(import|export)(\s+type)?\s[^'"]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|new URL\(\s*['"]([^'"]+)['"]\s*,\s*import\.meta\.url/g)) {
+    if (m[2] !== undefined) continue;
+    const spec = m[3] ?? m[4] ?? m[5];
+    if (spec !== undefined) out.push(spec);
+  }
+  return out;
+}
+
+test('threads compute and count: nothing a worker thread loads (from any thread-main.ts) logs or owns metrics', () => {
+  const byPath = new Map(sources.map((s) => [s.path, s]));
+  const entries = sources.filter((s) => s.path.endsWith('/thread-main.ts'));
+  assert.ok(entries.length >= 2, 'the NTP and KE thread entries exist');
+  const seen = new Set<string>();
+  const queue = entries.map((e) => e.path);
   const broken: string[] = [];
-  for (const f of sources.filter((s) => s.path.startsWith('ntp/'))) {
-    assert.ok(!/['"]pino['"]|['"]prom-client['"]/.test(f.text), `${f.path} must not log or own metrics`);
-    for (const spec of f.imports) {
-      const t = target(f, spec);
-      if (t === undefined) {
-        if (!spec.startsWith('node:')) broken.push(`${f.path} imports ${spec}`);
-      } else if (!allowed.test(t)) {
-        broken.push(`${f.path} imports ${spec}`);
-      }
+  while (queue.length > 0) {
+    const path = queue.pop() as string;
+    if (seen.has(path)) continue;
+    seen.add(path);
+    const file = byPath.get(path);
+    if (file === undefined) continue;
+    for (const spec of valueImports(file)) {
+      if (spec === 'pino' || spec === 'prom-client') broken.push(`${path} imports ${spec}`);
+      const t = target(file, spec);
+      if (t === undefined) continue;
+      if (t.startsWith('obs/')) broken.push(`${path} imports ${spec}`);
+      queue.push(t);
     }
   }
-  assert.ok(sources.some((s) => s.path === 'ntp/thread-native.ts'), 'the rule has files to check');
   assert.deepEqual(broken, []);
 });
 
-test('the native addon is loaded in one place (ntp/native.ts), and its C sources stay small, one concern per file', () => {
-  const loaders = sources.filter((s) => /createRequire|process\.dlopen|\.node['"]/.test(s.text) && s.path !== 'ntp/native.ts');
+test('the native addon is loaded in one place (runtime/addon.ts), and its C sources stay small, one concern per file', () => {
+  const loaders = sources.filter((s) => /createRequire|process\.dlopen|\.node['"]/.test(s.text) && s.path !== 'runtime/addon.ts');
   assert.deepEqual(loaders.map((s) => s.path), []);
   const cFiles = readdirSync(join(srcRoot, 'native')).filter((n) => n.endsWith('.c') || n.endsWith('.h'));
   assert.deepEqual(cFiles.sort(), ['addon.c', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c']);
@@ -189,10 +230,10 @@ test('no `any` in src', () => {
   assert.deepEqual(broken, []);
 });
 
-test('one atomic file writer: only src/fs-atomic.ts renames a tmp file over a target', () => {
+test('one atomic file writer: only src/runtime/fs-atomic.ts renames a tmp file over a target', () => {
   const broken = sources
-    .filter((f) => f.path !== 'fs-atomic.ts')
+    .filter((f) => f.path !== 'runtime/fs-atomic.ts')
     .filter((f) => /function\s+writeFileAtomic|\.tmp-\$\{process\.pid\}/.test(f.text))
     .map((f) => f.path);
-  assert.deepEqual(broken, [], 'import writeFileAtomic / writeFileAtomicSync from src/fs-atomic.ts');
+  assert.deepEqual(broken, [], 'import writeFileAtomic / writeFileAtomicSync from src/runtime/fs-atomic.ts');
 });

@@ -14,8 +14,8 @@ import { randomBytes, randomFillSync, randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { verifyNtsResponse } from '../src/client/ntp-client.js';
-import type { KeyExchangeResult } from '../src/client/ke-client.js';
+import { verifyNtsResponse } from '../src/cli/ntp-client.js';
+import type { KeyExchangeResult } from '../src/cli/ke-client.js';
 import { getAead, type AeadCipher } from '../src/core/crypto/aead.js';
 import { makeTestPki } from './helpers/certs.js';
 import {

@@ -19,7 +19,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { generateDevPki } from '../../src/io/dev-certs.js';
+import { generateDevPki } from '../../src/cli/dev-certs.js';
 import { freeTcpAndUdpPort } from '../../test/interop/peers.js';
 import type { LoadReport } from '../load/protocol.js';
 import { renderKeFloodTable, runKeFloodExperiment, summariseKeFlood, type KeFloodOptions } from './ke-flood.js';

@@ -13,7 +13,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
 import { Worker } from 'node:worker_threads';
-import { performKeyExchange } from '../../src/client/ke-client.js';
+import { performKeyExchange } from '../../src/cli/ke-client.js';
 
 /** The flood kinds. */
 export const KE_FLOOD_KINDS = ['idle-held', 'idle-churn', 'tls-silent'] as const;

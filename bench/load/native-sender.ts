@@ -23,7 +23,7 @@
  * libuv's poll handle treats as an error and stops on.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { NTP_UNIX_OFFSET_S, monotonicS } from '../../src/clock.js';
+import { NTP_UNIX_OFFSET_S, monotonicS } from '../../src/runtime/clock.js';
 import { getAead } from '../../src/core/crypto/aead.js';
 import {
   META_WORDS,
@@ -37,7 +37,7 @@ import {
   errnoName,
   type NativeHandle,
   type NativeUdpAddon,
-} from '../../src/ntp/native.js';
+} from '../../src/runtime/addon.js';
 import { IN_FLIGHT, ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, RequestPool, readU32BE } from './pool.js';
 import { RequestTracker } from './tracker.js';
 import type { GoMessage, UdpWorkerData, UdpWorkerResult } from './protocol.js';

@@ -11,7 +11,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { getAead, type AeadCipher } from '../../src/core/crypto/aead.js';
-import { buildNtsRequest, MIN_UNIQUE_ID_LENGTH, ntsRequestLength } from '../../src/client/ntp-client.js';
+import { buildNtsRequest, MIN_UNIQUE_ID_LENGTH, ntsRequestLength } from '../../src/cli/ntp-client.js';
 import type { NtsSession } from './protocol.js';
 
 export const NTP_HEADER_BYTES = 48;

@@ -4,7 +4,7 @@
  * a sample. Returns the reason a reply is invalid, or undefined when it passes.
  */
 import type { AeadCipher } from '../../src/core/crypto/aead.js';
-import { verifyNtsResponse } from '../../src/client/ntp-client.js';
+import { verifyNtsResponse } from '../../src/cli/ntp-client.js';
 import { RECEIVE_OFFSET, readU32BE, type RequestPool } from './pool.js';
 
 /** The cheap check: not longer than the request, mode 4 version 4, not stratum 0 (NTS NAK or Kiss-o'-Death). */

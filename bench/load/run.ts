@@ -7,9 +7,9 @@
 import { Worker } from 'node:worker_threads';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { loadNativeUdp } from '../../src/ntp/native.js';
-import { startClockCalibrator, WallClock, monotonicS } from '../../src/clock.js';
-import { performKeyExchange } from '../../src/client/ke-client.js';
+import { loadNativeUdp } from '../../src/runtime/addon.js';
+import { startClockCalibrator, WallClock, monotonicS } from '../../src/runtime/clock.js';
+import { performKeyExchange } from '../../src/cli/ke-client.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
 import { UsHistogram } from './histogram.js';
 import type {

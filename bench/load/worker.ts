@@ -15,10 +15,10 @@ import { isMainThread, parentPort, workerData, type MessagePort } from 'node:wor
 import { createSocket, type Socket } from 'node:dgram';
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { WallClock, monotonicS, NTP_UNIX_OFFSET_S } from '../../src/clock.js';
+import { WallClock, monotonicS, NTP_UNIX_OFFSET_S } from '../../src/runtime/clock.js';
 import { getAead } from '../../src/core/crypto/aead.js';
-import { performKeyExchange } from '../../src/client/ke-client.js';
-import { loadNativeUdp } from '../../src/ntp/native.js';
+import { performKeyExchange } from '../../src/cli/ke-client.js';
+import { loadNativeUdp } from '../../src/runtime/addon.js';
 import { UsHistogram } from './histogram.js';
 import { runNativeSender } from './native-sender.js';
 import { ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, RequestPool } from './pool.js';

@@ -27,8 +27,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { performKeyExchange, type KeyExchangeResult } from '../../src/client/ke-client.js';
-import { ntsExchange, type NtsExchangeOutcome } from '../../src/client/ntp-client.js';
+import { performKeyExchange, type KeyExchangeResult } from '../../src/cli/ke-client.js';
+import { ntsExchange, type NtsExchangeOutcome } from '../../src/cli/ntp-client.js';
 import { readU32 } from '../../src/core/bytes.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../../src/core/nts/keyset.js';
 import { DefectLog, UsageError, createRng, defaultSeed, delay, freeTcpPort, freeUdpPort, grouped, isMain, numberOption, runMain, type Rng } from './common.js';

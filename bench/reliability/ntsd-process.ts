@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateDevPki } from '../../src/io/dev-certs.js';
+import { generateDevPki } from '../../src/cli/dev-certs.js';
 import { ntsdMainPath, testConfigToml } from '../../test/helpers/daemon.js';
 
 /** One parsed JSON log line. */

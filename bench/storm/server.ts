@@ -5,7 +5,7 @@
  * and on SIGTERM closes the threads, prints their counters as one JSON line and exits 0.
  */
 import { readFileSync } from 'node:fs';
-import { WallClock } from '../../src/clock.js';
+import { WallClock } from '../../src/runtime/clock.js';
 import { startNtpThreads } from '../../src/ntp/threads.js';
 
 const keysetPath = process.argv[2];

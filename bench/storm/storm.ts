@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { getAead } from '../../src/core/crypto/aead.js';
 import { cookieLength, sealCookie } from '../../src/core/nts/cookie.js';
 import { createKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
-import { buildNtsRequest, ntsRequestLength } from '../../src/client/ntp-client.js';
+import { buildNtsRequest, ntsRequestLength } from '../../src/cli/ntp-client.js';
 
 /** Storm parameters. */
 export interface StormOptions {

@@ -11,7 +11,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { parseCidr } from '../core/cidr.js';
 import { AccessList, type AccessAction, type AccessEntry } from '../core/access-list.js';
-import { defaultLonglivedConnections, POOL_KEEP_ALIVE_MAX_AGE_S, POOL_KEEP_ALIVE_MAX_IDLE_S } from '../core/ke-pool.js';
+import { defaultLonglivedConnections, POOL_KEEP_ALIVE_MAX_AGE_S, POOL_KEEP_ALIVE_MAX_IDLE_S } from '../core/pool/source.js';
 
 /** IP family of a listen address. */
 export type AddressFamily = 'IPv4' | 'IPv6';

@@ -12,7 +12,7 @@
  *  - bad_request / unrecognized_critical / internal_error: a single Error record (§4.1.3) with
  *    code 1 / 0 / 2.
  *
- * Pool requests from an authenticated front end (core/ke-pool.ts, draft-ietf-ntp-nts-keyexchange-pool):
+ * Pool requests from an authenticated front end (core/pool/source.ts, draft-ietf-ntp-nts-keyexchange-pool):
  *  - support request: only the lists asked for (10, then 9), Keep Alive when granted;
  *  - fixed key request: as a success above, but the cookies seal the keys the front end supplied (the
  *    TLS exporter is never called), no record 1024, Keep Alive before End of Message when granted.
@@ -22,7 +22,7 @@
  */
 import type { FillRandom } from './bytes.js';
 import { getAead } from './crypto/aead.js';
-import { encodeTokens, FRESH_CONNECTION, isAcceptedToken, type KePoolConnection, supportResponseRecords } from './ke-pool.js';
+import { encodeTokens, FRESH_CONNECTION, isAcceptedToken, type KePoolConnection, supportResponseRecords } from './pool/source.js';
 import { cookieLength, sealCookie } from './nts/cookie.js';
 import { type ExportKeys, ntpv4ExporterContexts } from './nts/exporter.js';
 import { AeadId, KeErrorCode, KeRecordType, NextProtocolId, NTP_PORT } from './nts/ids.js';
@@ -278,3 +278,22 @@ function mintSuccess(
   if (p !== total) throw new Error('KE response length mismatch');
   return result(out, 'success', { aeadId, cookiesIssued: cookieCount, requestKind: shape.requestKind, keepAlive: shape.keepAlive });
 }
+
+/** Why a KE connection was refused before TLS (the `reason` label of ntsd_ke_connections_rejected_total). */
+export const KE_REJECT_REASONS = ['access_denied', 'access_ignored', 'connection_limit', 'source_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
+/** One of KE_REJECT_REASONS. */
+export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
+/** How a KE session ended, exactly one per connection (the `outcome` label of ntsd_ke_sessions_total). */
+export const KE_SESSION_OUTCOMES = [
+  'success',
+  'tls_error',
+  'timeout',
+  'bad_request',
+  'no_common_protocol',
+  'no_common_aead',
+  'internal_error',
+  'client_closed',
+  'evicted',
+] as const;
+/** One of KE_SESSION_OUTCOMES. */
+export type KeSessionOutcomeLabel = (typeof KE_SESSION_OUTCOMES)[number];

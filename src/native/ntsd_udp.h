@@ -4,7 +4,7 @@
  * This addon does sockets and timestamps only. It never parses NTP: it moves datagrams between the
  * kernel and one shared memory block per socket, and JavaScript (src/ntp/) does the rest.
  *
- * Shared block layout (all offsets in octets; JavaScript mirrors them in src/ntp/native.ts and checks
+ * Shared block layout (all offsets in octets; JavaScript mirrors them in src/runtime/addon.ts and checks
  * them against the `layout` object this addon exports):
  *
  *   [0, 64)                         counters, 8 doubles (Counter below), written here, read by JS

@@ -1,5 +1,5 @@
 /**
- * NTP threads, main-thread role: starts N threads (src/ntp/thread.ts), each owning one SO_REUSEPORT socket
+ * NTP threads, main-thread role: starts N threads (src/ntp/thread-main.ts), each owning one SO_REUSEPORT socket
  * per `[[server]]` address and answering inline, with the native addon's sockets or dgram's.
  *
  *  - The first thread binds the configured ports; the others join the ports it got (port 0 in tests).
@@ -12,12 +12,12 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import type { WallClock } from '../clock.js';
+import type { WallClock } from '../runtime/clock.js';
 import type { AdmissionSpec } from '../core/admission.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally, type ResponderPolicy } from '../pool/protocol.js';
+import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally, type ResponderPolicy } from './tally.js';
 import {
   NTP_THREAD_ROLE,
   isFromThread,
@@ -28,7 +28,7 @@ import {
   type ThreadListen,
   type ThreadReport,
   type ToThread,
-} from './protocol.js';
+} from './messages.js';
 
 /** One address to listen on (the same shape as udp-server.ts UdpListenOptions). */
 export interface NtpThreadListenOptions {
@@ -154,7 +154,7 @@ export interface NtpThreads {
 }
 
 /** The thread entry module. */
-const THREAD_ENTRY = new URL('./thread.js', import.meta.url);
+const THREAD_ENTRY = new URL('./thread-main.js', import.meta.url);
 
 /** A thread that lived shorter than this is "dying young" and restarted with back-off. */
 const YOUNG_THREAD_MS = 1000;

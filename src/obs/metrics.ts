@@ -12,6 +12,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
+import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES, type KeRejectReasonLabel, type KeSessionOutcomeLabel } from '../core/ke-handler.js';
 import { NtsdError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -63,24 +64,6 @@ export type CookieKeyAgeLabel = (typeof COOKIE_KEY_AGES)[number];
 export const COOKIE_ISSUE_PATHS = ['ke', 'ntp'] as const;
 /** One of COOKIE_ISSUE_PATHS. */
 export type CookieIssuePathLabel = (typeof COOKIE_ISSUE_PATHS)[number];
-/** `reason` label of ntsd_ke_connections_rejected_total (refused before TLS). */
-export const KE_REJECT_REASONS = ['access_denied', 'access_ignored', 'connection_limit', 'source_limit', 'rate_limited', 'untrusted_proxy', 'proxy_header'] as const;
-/** One of KE_REJECT_REASONS. */
-export type KeRejectReasonLabel = (typeof KE_REJECT_REASONS)[number];
-/** `outcome` label of ntsd_ke_sessions_total. */
-export const KE_SESSION_OUTCOMES = [
-  'success',
-  'tls_error',
-  'timeout',
-  'bad_request',
-  'no_common_protocol',
-  'no_common_aead',
-  'internal_error',
-  'client_closed',
-  'evicted',
-] as const;
-/** One of KE_SESSION_OUTCOMES. */
-export type KeSessionOutcomeLabel = (typeof KE_SESSION_OUTCOMES)[number];
 /** `result` label of rotation and reload counters. */
 export const RESULTS = ['success', 'failure'] as const;
 /** One of RESULTS. */
@@ -216,7 +199,7 @@ export interface NtpMetrics {
   observeRequestDurationS(seconds: number): void;
   /** Pre-tallied durations: `bucketCounts[i]` per NTP_DURATION_BUCKETS_S bucket (last = +Inf), and their sum. */
   addRequestDurations(bucketCounts: ArrayLike<number>, sumS: number): void;
-  /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (pool/worker.ts). */
+  /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (ntp/batch-worker.ts). */
   setTransmitCompensationS(seconds: number): void;
   /** ntsd_ntp_datapath_info{datapath, timestamps} = 1 for the datapath that runs (the other series removed). */
   setDatapath(datapath: 'native' | 'dgram', timestamps: 'kernel' | 'user'): void;
@@ -238,7 +221,7 @@ export interface KeMetrics {
   addStats(stats: KeStatsReport): void;
 }
 
-/** A KE thread's periodic report, as the metrics need it (io/ke/messages.ts KeStats fits it). */
+/** A KE thread's periodic report, as the metrics need it (nts-ke/messages.ts KeStats fits it). */
 export interface KeStatsReport {
   readonly accepted: number;
   readonly rejected: Readonly<Partial<Record<KeRejectReasonLabel, number>>>;
@@ -279,7 +262,7 @@ export interface PoolMetrics {
   workerRestarted(): void;
 }
 
-/** State of the server-fields source (io/time-source.ts); not in OPERATIONS.md's list, added for alerting. */
+/** State of the server-fields source (ntp/server-fields.ts); not in OPERATIONS.md's list, added for alerting. */
 export interface TimeSourceMetrics {
   /** Sets ntsd_time_source_synchronized (0/1), ntsd_time_source_stratum and ntsd_time_source_root_distance_seconds. */
   set(fields: ServerFields): void;

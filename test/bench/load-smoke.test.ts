@@ -11,13 +11,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
-import { WallClock, unixSToNtp, type NtpTime } from '../../src/clock.js';
+import { WallClock, unixSToNtp, type NtpTime } from '../../src/runtime/clock.js';
 import { runLoad } from '../../bench/load/run.js';
 import { DEFAULT_LOAD_OPTIONS, type LoadOptions } from '../../bench/load/protocol.js';
 import { freeTcpAndUdpPort } from '../interop/peers.js';
 import { makeTestPki } from '../helpers/certs.js';
 import { startNtsd } from '../../bench/compare/servers.js';
-import { loadNativeUdp } from '../../src/ntp/native.js';
+import { loadNativeUdp } from '../../src/runtime/addon.js';
 
 const native = loadNativeUdp();
 /** Skip reason for the kernel-stamp tests, or undefined when they must run. */

@@ -12,7 +12,7 @@ import {
   issueDevLeafCertificate,
   type DevCertificateAuthority,
   type DevLeafCertificate,
-} from '../../src/io/dev-certs.js';
+} from '../../src/cli/dev-certs.js';
 
 /** A CA and leaf on disk for one test file. */
 export interface TestPki {

@@ -16,8 +16,8 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { performKeyExchange, type KeyExchangeResult } from '../../src/client/ke-client.js';
-import { ntsExchange, type NtsExchangeOutcome } from '../../src/client/ntp-client.js';
+import { performKeyExchange, type KeyExchangeResult } from '../../src/cli/ke-client.js';
+import { ntsExchange, type NtsExchangeOutcome } from '../../src/cli/ntp-client.js';
 
 /** One parsed JSON log line. */
 export type LogLine = Record<string, unknown>;

@@ -5,8 +5,8 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CheckExitCode, runCheck } from '../../src/check.js';
-import { performKeyExchange } from '../../src/client/ke-client.js';
+import { CheckExitCode, runCheck } from '../../src/cli/check.js';
+import { performKeyExchange } from '../../src/cli/ke-client.js';
 import { ensureNtsTestHost, freeTcpPort, freeUdpPort, NTS_TEST_NAME, startChronyServer, type ChronyServer } from './peers.js';
 import { makeOtherCa, makeTestPki } from '../helpers/certs.js';
 

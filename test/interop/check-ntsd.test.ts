@@ -3,7 +3,7 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { CheckExitCode, runCheck } from '../../src/check.js';
+import { CheckExitCode, runCheck } from '../../src/cli/check.js';
 import { ensureNtsTestHost, NTS_TEST_NAME } from './peers.js';
 import { startLoopbackNtsd, type LoopbackNtsd } from './ntsd.js';
 import { makeTestPki } from '../helpers/certs.js';

@@ -9,8 +9,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tls from 'node:tls';
-import { performKeyExchange } from '../../src/client/ke-client.js';
-import { ntsExchange } from '../../src/client/ntp-client.js';
+import { performKeyExchange } from '../../src/cli/ke-client.js';
+import { ntsExchange } from '../../src/cli/ntp-client.js';
 import { NTSKE_ALPN, PoolKeErrorCode } from '../../src/core/nts/ids.js';
 import { decodeKeMessage, encodeKeMessage, scanKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';

@@ -2,7 +2,7 @@
  * src/native/build.mjs, the `npm install` step that builds the addon: it must never fail an install.
  * Without a compiler (CC pointing nowhere, as on a machine without build-essential) or with the build
  * disabled it prints one line saying why and exits 0, leaving any existing build/ntsd_udp.node alone;
- * with the toolchain it builds an addon whose layout matches src/ntp/native.ts.
+ * with the toolchain it builds an addon whose layout matches src/runtime/addon.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,7 +54,7 @@ test('a compiler error: exit 0, the first error line, and no half-written addon'
   }
 });
 
-test('with the toolchain: the addon builds and exports the layout src/ntp/native.ts expects', async (t) => {
+test('with the toolchain: the addon builds and exports the layout src/runtime/addon.ts expects', async (t) => {
   if (spawnSync('cc', ['--version']).status !== 0) return t.skip('no cc on this machine');
   const dir = mkdtempSync(join(tmpdir(), 'ntsd-native-build-'));
   try {
@@ -63,7 +63,7 @@ test('with the toolchain: the addon builds and exports the layout src/ntp/native
     const r = run({}, join(dir, 'src', 'native', 'build.mjs'));
     assert.equal(r.status, 0);
     assert.match(r.stdout, /^ntsd: native datapath built: build\/ntsd_udp\.node/);
-    const { NativeLayout } = await import('../../src/ntp/native.js');
+    const { NativeLayout } = await import('../../src/runtime/addon.js');
     const probe = spawnSync(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(join(dir, 'build', 'ntsd_udp.node'))}).layout))`], { encoding: 'utf8' });
     assert.equal(probe.status, 0, probe.stderr);
     assert.deepEqual(JSON.parse(probe.stdout), { ...NativeLayout });

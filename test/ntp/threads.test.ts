@@ -12,16 +12,16 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
-import { WallClock } from '../../src/clock.js';
+import { WallClock } from '../../src/runtime/clock.js';
 import { openCookie } from '../../src/core/nts/cookie.js';
 import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
 import { Outcome, type ServerFields } from '../../src/core/responder.js';
 import { NtsdError, NtsdErrorCode } from '../../src/errors.js';
 import { startNtpThreads, type NtpThreadEvent, type NtpThreads, type NtpThreadsOptions } from '../../src/ntp/threads.js';
-import { loadNativeUdp } from '../../src/ntp/native.js';
-import type { ThreadBackend } from '../../src/ntp/protocol.js';
-import { probeReusePort } from '../../src/io/udp-server.js';
-import { keyAgeBucket } from '../../src/pool/protocol.js';
+import { loadNativeUdp } from '../../src/runtime/addon.js';
+import type { ThreadBackend } from '../../src/ntp/messages.js';
+import { probeReusePort } from '../../src/ntp/udp-server.js';
+import { keyAgeBucket } from '../../src/ntp/tally.js';
 import { freeUdpPort } from '../helpers/ports.js';
 import {
   TEST_SERVER_FIELDS,
@@ -32,7 +32,7 @@ import {
   plainRequest,
   waitFor,
   type TestUdpClient,
-} from '../pool/nts-test-client.js';
+} from './nts-test-client.js';
 
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 /** dgram reusePort arrived in Node 22.12 (Linux: SO_REUSEPORT). */

@@ -2,10 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { OUTCOME_COUNT, OUTCOME_METRICS, Outcome } from '../../src/core/responder.js';
+import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES } from '../../src/core/ke-handler.js';
 import {
   COOKIE_KEY_AGES,
-  KE_REJECT_REASONS,
-  KE_SESSION_OUTCOMES,
   NTP_DROP_REASONS,
   NTP_DURATION_BUCKETS_S,
   NTP_RESPONSE_LABELS,
