@@ -217,8 +217,6 @@ const DOCUMENTED_METRICS = [
   'ntsd_keyset_persist_failures_total',
   'ntsd_tls_certificate_expiry_timestamp_seconds',
   'ntsd_tls_reloads_total',
-  'ntsd_worker_queue_depth',
-  'ntsd_worker_queue_rejected_total',
   'ntsd_worker_restarts_total',
   'ntsd_build_info',
   'nodejs_eventloop_lag_seconds',
@@ -323,7 +321,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   assert.ok(Math.abs(sample(s, 'ntsd_keyset_current_key_created_timestamp_seconds') - Date.now() / 1000) < 600);
   // Labelled counters start at zero for every label value (OPERATIONS.md "Metrics").
   for (const series of [
-    'ntsd_ntp_dropped_total{reason="queue_full"}',
+    'ntsd_ntp_dropped_total{reason="truncated"}',
     'ntsd_ntp_dropped_total{reason="rate_limited"}',
     'ntsd_ke_sessions_total{outcome="no_common_aead"}',
     'ntsd_ke_connections_rejected_total{reason="connection_limit"}',
