@@ -131,7 +131,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       await timeSource.ready;
       metrics.timeSource.set(timeSource.current());
 
-      // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
+      // NTP threads, each owning its sockets (native addon or dgram: ntp/service.ts).
       ntp = await startNtpListeners(config, {
         clock,
         keysetBytes: store.bytes,

@@ -223,6 +223,12 @@ const DOCUMENTED_METRICS = [
   'process_cpu_user_seconds_total',
 ];
 
+/**
+ * Named in OPERATIONS.md but retired on purpose: the worker queue these measured is gone (every NTP thread
+ * answers inline; project issue 15).
+ */
+const RETIRED_METRICS: ReadonlySet<string> = new Set(['ntsd_worker_queue_depth', 'ntsd_worker_queue_rejected_total']);
+
 /** `ntsd_*` names in OPERATIONS.md when the shared docs sit beside the repository (the CI layout). */
 function metricsNamedInOperationsDoc(): string[] {
   for (const path of [join(repoRoot(), '..', 'shared', 'OPERATIONS.md'), join(process.cwd(), '..', 'shared', 'OPERATIONS.md')]) {
@@ -283,7 +289,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   const plainReply = await udpOnce(options.ntpPort, plain);
   assert.equal(plainReply?.length, 48);
 
-  // The KE thread and the worker pool report their tallies about once a second: wait until all landed.
+  // The KE thread and the NTP threads report their tallies about once a second: wait until all landed.
   const s = await waitForMetrics(
     at,
     'counters after traffic',
@@ -297,7 +303,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   );
   const text = [...s.keys()];
   const names = new Set(text.map((series) => series.replace(/\{.*$/, '').replace(/_(bucket|sum|count)$/, '')));
-  const expected = [...new Set([...DOCUMENTED_METRICS, ...metricsNamedInOperationsDoc()])];
+  const expected = [...new Set([...DOCUMENTED_METRICS, ...metricsNamedInOperationsDoc()])].filter((n) => !RETIRED_METRICS.has(n));
   const missing = expected.filter((n) => !names.has(n));
   assert.deepEqual(missing, [], 'metrics named in OPERATIONS.md but not exposed');
 

@@ -92,7 +92,7 @@ async function metricSum(metrics: Metrics, name: string, labels: Record<string, 
   return sum;
 }
 
-/** Folds and polls until `series` reaches `expected` (reports from receiver threads arrive every 250 ms). */
+/** Folds and polls until `series` reaches `expected` (NTP threads report every 250 ms). */
 async function waitForMetric(ntp: NtpListeners, metrics: Metrics, name: string, labels: Record<string, string>, expected: number): Promise<void> {
   const deadline = Date.now() + 3000;
   for (;;) {

@@ -90,7 +90,7 @@ function receiveSeconds(reply: Uint8Array): number {
 }
 
 test('the reusePort feature test matches the runtime (so the branch below is the one this Node needs)', () => {
-  assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: probeReusePort() = ${reusePort}`);
+  assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: reusePortWorks('udp') = ${reusePort}`);
 });
 
 test('the native addon loads where CI built it', (t) => {
