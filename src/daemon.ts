@@ -8,7 +8,6 @@
  * - SIGTERM/SIGINT stop accepting, let KE sessions finish, persist the keyset and resolve with exit 0
  *   (forced after STOP_DEADLINE_MS so a stuck peer cannot keep the daemon alive).
  */
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './runtime/clock.js';
 import type { Config } from './config/schema.js';
@@ -25,23 +24,12 @@ import { startMetricsServer, type MetricsServer } from './obs/metrics-http.js';
 import { startKeListeners, type KeListeners } from './nts-ke/service.js';
 import { startNtpListeners, type NtpListeners } from './ntp/service.js';
 import { loadNativeUdp } from './runtime/addon.js';
-import { nodeEndOfLife } from './runtime/node-version.js';
+import { nodeEndOfLife, ntsdVersion } from './runtime/version.js';
 import { createPoolKeMetrics } from './obs/pool-metrics.js';
 import { startPoolKe } from './nts-pool/service.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
-
-/** The daemon's version (package.json), for logs and ntsd_build_info. */
-export function ntsdVersion(): string {
-  try {
-    const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
-  } catch {
-    // fall through
-  }
-  return '0.0.0';
-}
 
 /** Options for starting the daemon. */
 export interface DaemonOptions {

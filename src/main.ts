@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * ntsd command line: run | validate | check | status | keyset inspect.
+ * ntsd command line: run | validate | check | status | keyset inspect | help, and --version.
+ * The help texts live in cli/help.ts.
  * Maps failures to sysexits codes: 78 configuration, 64 usage, 70 internal bug.
  */
 import { join } from 'node:path';
@@ -13,24 +14,11 @@ import { ensureDevCertificates } from './cli/dev-certs.js';
 import { runCheck } from './cli/check.js';
 import { runStatus } from './cli/status.js';
 import { runKeysetInspect } from './cli/keyset-inspect.js';
+import { commandHelp, isCommand, overviewHelp } from './cli/help.js';
+import { versionReport } from './cli/version.js';
 
-const USAGE = `usage: ntsd <command> [options]
-
-commands:
-  run [-c FILE]                  run the daemon in the foreground; without -c, the embedded
-                                 development configuration (loopback ports, dev certificates)
-  validate -c FILE               check a configuration file: exit 0 if valid, 78 if not
-  check HOST[:PORT] [--ca FILE] [--count N] [--timeout-ms MS]
-                                 NTS-KE, then N authenticated NTP exchanges, against an NTS server (ntsd, chrony, …)
-  status [--metrics URL | -c FILE] [--interval S] [--json]
-                                 summary of a running ntsd from its metrics endpoint; exit 0 healthy,
-                                 1 warning, 2 down (a monitoring check)
-  keyset inspect [-c FILE]       key ids, ages and rotation schedule (never key bytes)
-
-options:
-  -c, --config FILE              configuration file (TOML)
-  -h, --help                     this text
-`;
+/** Shown after a usage error. */
+const USAGE = overviewHelp();
 
 /** Where the CLI writes its output, one line per call. */
 type Write = (line: string) => void;
@@ -48,6 +36,23 @@ function configFrom(path: string | undefined): Config {
 
 /** Runs the CLI with `argv` (without node and script); resolves to the process exit code. */
 export async function main(argv: readonly string[], write: Write = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
+  const [first, second] = argv;
+  if (first === '--version' || first === '-V') {
+    for (const line of versionReport()) write(line);
+    return ExitCode.ok;
+  }
+  if (first === 'help' || first === '--help' || first === '-h') {
+    if (second === undefined) write(overviewHelp());
+    else if (second === '--help' || second === '-h') write(commandHelp('help'));
+    else if (isCommand(second)) write(commandHelp(second));
+    else throw usageError(`unknown command "${second}"`);
+    return ExitCode.ok;
+  }
+  // Every command answers -h/--help with its own page (check and status parse their own options).
+  if (first !== undefined && isCommand(first) && argv.slice(1).some((a) => a === '--help' || a === '-h')) {
+    write(commandHelp(first));
+    return ExitCode.ok;
+  }
   // `check` has its own option parser (src/cli/check.ts), shared with its tests.
   if (argv[0] === 'check') return runCheck(argv.slice(1), write);
   if (argv[0] === 'status') return runStatus(argv.slice(1), write);
@@ -57,13 +62,12 @@ export async function main(argv: readonly string[], write: Write = (l) => proces
     strict: true,
     options: {
       config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   const [command, ...rest] = positionals;
-  if (values.help === true || command === undefined) {
+  if (command === undefined) {
     write(USAGE);
-    return command === undefined && values.help !== true ? ExitCode.usage : ExitCode.ok;
+    return ExitCode.usage;
   }
   switch (command) {
     case 'run':
