@@ -8,6 +8,7 @@
  * unreachable, not an ntsd, certificate expired); 64 usage.
  */
 import { parseArgs } from 'node:util';
+import { commandHelp, synopsis } from './help.js';
 import { loadConfigFile } from '../config/load.js';
 import { parsePromText, selectSamples, sumSamples, type PromPage } from './prom-text.js';
 
@@ -18,7 +19,7 @@ export const StatusExitCode = { ok: 0, warning: 1, down: 2, usage: 64 } as const
 export type Health = 'ok' | 'warning' | 'down';
 
 /** Usage text of `ntsd status`. */
-export const STATUS_USAGE = 'usage: ntsd status [--metrics URL | -c FILE] [--interval S] [--timeout-ms MS] [--json]';
+export const STATUS_USAGE = synopsis('status');
 
 /** Default endpoint: metrics-listen's default. */
 export const DEFAULT_METRICS_URL = 'http://127.0.0.1:9975/metrics';
@@ -452,7 +453,7 @@ export async function runStatus(args: readonly string[], write: (line: string) =
       },
     });
     if (values.help === true) {
-      write(STATUS_USAGE);
+      write(commandHelp('status'));
       return StatusExitCode.ok;
     }
     if (positionals.length > 0) throw new StatusUsageError(`unexpected argument "${positionals[0] ?? ''}"`);

@@ -1064,37 +1064,8 @@ export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool
   return Math.max(1, Math.floor(cpuCount) - workerPool.threads);
 }
 
-/**
- * Settings that a SIGHUP reload cannot apply (OPERATIONS.md "Signals": such a change is refused with a
- * warning). Returns the key paths that differ between the running and the re-read configuration; an empty
- * list means the new file can be applied at runtime (log level, KE limits and rate limits, certificate
- * paths, AEAD list, ntp-server/ntp-port, key rotation interval and stale-key-count).
- */
-export function changesRequiringRestart(running: Config, next: Config): string[] {
-  const changed: string[] = [];
-  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
-  if (running.servers.length !== next.servers.length) changed.push('server');
-  running.servers.forEach((s, i) => {
-    const n = next.servers[i];
-    if (n !== undefined && !same(s.listen, n.listen)) changed.push(`server[${i}].listen`);
-  });
-  if (running.ntsKeServers.length !== next.ntsKeServers.length) changed.push('nts-ke-server');
-  running.ntsKeServers.forEach((k, i) => {
-    const n = next.ntsKeServers[i];
-    if (n !== undefined && !same(k.listen, n.listen)) changed.push(`nts-ke-server[${i}].listen`);
-  });
-  if (running.keyset.mode !== next.keyset.mode) changed.push('keyset.mode');
-  if (running.keyset.keyStoragePath !== next.keyset.keyStoragePath) changed.push('keyset.key-storage-path');
-  if (running.keyset.sharedSecretPath !== next.keyset.sharedSecretPath) changed.push('keyset.shared-secret-path');
-  if (running.keyset.acceptSharedSecretPath !== next.keyset.acceptSharedSecretPath) changed.push('keyset.accept-shared-secret-path');
-  if (running.observability.logFormat !== next.observability.logFormat) changed.push('observability.log-format');
-  if (running.observability.logFile !== next.observability.logFile) changed.push('observability.log-file');
-  if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
-  if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
-  if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
-  if (!same(running.poolKe, next.poolKe)) changed.push('pool-ke');
-  return changed;
-}
+/** The `[[nts-ke-server]]` settings a SIGHUP applies without a restart (config/reload.ts keRuntimeSettings). */
+export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
 /** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
 export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { availableParallelism } from 'node:os';
-import { keThreadCount, type Config, type NtsKeServerConfig } from '../config/schema.js';
+import { keThreadCount, type Config, type KeRuntimeSettings, type NtsKeServerConfig } from '../config/schema.js';
 import { NTP_PORT } from '../core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './cert-watcher.js';
 import { KeServer } from './server.js';
@@ -55,19 +55,6 @@ export interface KeListeners {
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
   stop(): Promise<void>;
-}
-
-/** The `[[nts-ke-server]]` settings a SIGHUP applies without a restart. */
-export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
-
-/** The part of `config` that a SIGHUP applies at runtime (everything else of a KE table needs a restart). */
-export function keRuntimeSettings(config: NtsKeServerConfig): KeRuntimeSettings {
-  return {
-    clientRateLimit: config.clientRateLimit,
-    concurrentConnections: config.concurrentConnections,
-    concurrentConnectionsPerSource: config.concurrentConnectionsPerSource,
-    access: config.access,
-  };
 }
 
 interface Listener {

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import {
   DEFAULTS,
   nodeRole,
-  changesRequiringRestart,
   formatListenAddress,
   parseListenAddress,
   parseReferenceId,
@@ -12,6 +11,7 @@ import {
   type ConfigResult,
 } from '../../src/config/schema.js';
 
+import { changesRequiringRestart } from '../../src/config/reload.js';
 type Doc = Record<string, unknown>;
 const OPTIONS = { baseDir: '/etc/ntsd', cpuCount: 4 };
 
