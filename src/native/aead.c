@@ -66,6 +66,7 @@ typedef struct {
   unsigned char d0[16]; /* CMAC(K1, 0^128) of the current key */
   unsigned char key[MAX_KEY_LEN];
   int tmpl_ready, cmac_ready, released;
+  unsigned key_uses; /* SIV messages since the key was set */
 } aead_key;
 
 static const unsigned char EMPTY[1] = {0}; /* a valid pointer for zero-length inputs */
@@ -112,13 +113,15 @@ static int s2v_empty(aead_key *k, const unsigned char *ad, size_t ad_len, const 
                      unsigned char v[16]) {
   unsigned char d[16], m[16];
   int ok = 0;
-  if (!k->cmac_ready) {
-    size_t half = (size_t)k->alg->key_len / 2;
+  if (k->cmac == NULL) { /* once per handle: the CBC cipher is fetched here, not at every key */
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, (char *)k->alg->cmac_cbc, 0),
                            OSSL_PARAM_construct_end()};
-    if ((k->mac == NULL && (k->mac = EVP_MAC_fetch(NULL, "CMAC", NULL)) == NULL) ||
-        (k->cmac == NULL && (k->cmac = EVP_MAC_CTX_new(k->mac)) == NULL) || !EVP_MAC_init(k->cmac, k->key, half, params))
+    if ((k->mac == NULL && (k->mac = EVP_MAC_fetch(NULL, "CMAC", NULL)) == NULL) || (k->cmac = EVP_MAC_CTX_new(k->mac)) == NULL ||
+        !EVP_MAC_CTX_set_params(k->cmac, params))
       return 0;
+  }
+  if (!k->cmac_ready) {
+    if (!EVP_MAC_init(k->cmac, k->key, (size_t)k->alg->key_len / 2, NULL)) return 0;
     static const unsigned char zero[16] = {0};
     if (!cmac(k, zero, sizeof(zero), k->d0)) return 0;
     k->cmac_ready = 1;
@@ -139,8 +142,12 @@ done:
   return ok;
 }
 
-/* SIV: `work` becomes a fresh copy of the keyed template, set to encrypt or decrypt, ready for the AD. */
+/* SIV: readies `work` for the AD. OpenSSL's SIV context serves one message per key set-up, and the set-up costs
+ * about six copies (it fetches CMAC and its ciphers again), so the first message after a key change keys `work`
+ * directly (per-request C2S/S2C keys are used once), and a key used again is keyed once into `tmpl`, which
+ * each later message copies. */
 static int siv_begin(aead_key *k, int enc) {
+  if (k->key_uses++ == 0) return EVP_CipherInit_ex2(k->work, k->cipher, k->key, NULL, enc, NULL);
   if (!k->tmpl_ready) {
     if (!EVP_EncryptInit_ex2(k->tmpl, k->cipher, k->key, NULL, NULL)) return 0;
     k->tmpl_ready = 1;
@@ -309,17 +316,18 @@ static napi_value run(napi_env env, napi_callback_info info, int seal) {
       !region_ok(ad_off, ad_len, size) || !region_ok(in_off, in_len, size) || in_len > (1 << 30) ||
       (out_len >= 0 && !region_ok(out_off, out_len, size)))
     return throw_range(env, "ntsd aead: a region lies outside the buffer");
+  unsigned char *b = base;
+  if (key_off >= 0) { /* the new key takes effect even when the operation below is refused */
+    memcpy(k->key, b + key_off, (size_t)k->alg->key_len);
+    k->tmpl_ready = 0;
+    k->cmac_ready = 0;
+    k->key_uses = 0;
+  }
   if (gcm ? nonce_len != 12 : nonce_len < 1) {
     if (seal) return throw_range(env, "ntsd aead: bad nonce length");
     return make_int(env, -1);
   }
   if (out_len < 0) return make_int(env, -1); /* ciphertext shorter than the tag */
-  unsigned char *b = base;
-  if (key_off >= 0) {
-    memcpy(k->key, b + key_off, (size_t)k->alg->key_len);
-    k->tmpl_ready = 0;
-    k->cmac_ready = 0;
-  }
   const unsigned char *nonce = b + nonce_off, *ad = ad_len > 0 ? b + ad_off : EMPTY, *in = in_len > 0 ? b + in_off : EMPTY;
   unsigned char *out = b + out_off;
   int ok = seal ? do_seal(k, nonce, nonce_len, ad, ad_len, in, in_len, out) : do_open(k, nonce, nonce_len, ad, ad_len, in, in_len, out);
