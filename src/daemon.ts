@@ -15,7 +15,7 @@ import type { Config } from './config/schema.js';
 import { changesRequiringRestart, nodeRole } from './config/schema.js';
 import { loadConfigFile } from './config/load.js';
 import { keysetKeys } from './core/nts/keyset.js';
-import { ExitCode, NtsdError } from './errors.js';
+import { ExitCode, NtsdError, NtsdErrorCode } from './errors.js';
 import { openKeysetStore } from './io/keyset-store.js';
 import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './io/keyset-sources.js';
 import type { Keyset } from './core/nts/keyset.js';
@@ -25,6 +25,7 @@ import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } f
 import { keRuntimeSettings, startKeListeners, type KeListeners } from './ke-listeners.js';
 import { startNtpListeners, type NtpListeners } from './ntp-listeners.js';
 import { loadNativeUdp } from './ntp/native.js';
+import { installAeadBackend, missingOpenSslAeads } from './runtime/aead-openssl.js';
 import { createPoolKeMetrics } from './obs/pool-ke-metrics.js';
 import { startPoolKe } from './pool-ke-listener.js';
 
@@ -68,6 +69,48 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** True for a listen host on loopback (no remote peer can time it). */
+function isLoopbackHost(host: string): boolean {
+  return /^127\./.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * Installs `[worker-pool] aead-backend` in this thread (threads started later follow it), logs the backend
+ * per AEAD, sets ntsd_aead_backend_info, and warns when a non-loopback listener runs on the JavaScript AES.
+ * `openssl` that OpenSSL cannot serve for an AEAD this node uses is a config error (exit 78).
+ */
+function installAead(config: Config, logger: Logger, metrics: Metrics): void {
+  const request = config.workerPool.aeadBackend;
+  const selection = installAeadBackend(request);
+  if (request === 'openssl') {
+    // The master-key AEAD (15) always; the offered ones; a node without KE opens cookies of any AEAD.
+    const offered = config.ntsKeServers.length === 0 ? selection.entries.map((e) => e.aeadId) : config.ntsKeServers.flatMap((k) => k.aeadAlgorithms);
+    const missing = missingOpenSslAeads(selection, [15, ...offered]);
+    if (missing.length > 0) {
+      throw new NtsdError(
+        NtsdErrorCode.CONFIG_INVALID,
+        `worker-pool.aead-backend: "openssl" is unavailable for ${missing.map((m) => `${m.name} (${m.reason ?? 'unavailable'})`).join('; ')}`,
+      );
+    }
+  }
+  metrics.aead.setBackends(selection.entries.map((e) => ({ aead: e.name, backend: e.backend })));
+  logger.info(
+    {
+      request,
+      aeads: selection.entries.map((e) => ({ aead: e.name, backend: e.backend, constantTime: e.constantTime, ...(e.reason === undefined ? {} : { reason: e.reason }) })),
+    },
+    'AEAD backends',
+  );
+  const slow = selection.entries.filter((e) => e.backend === 'javascript');
+  const exposed = [...config.servers.map((s) => s.listen.host), ...config.ntsKeServers.map((k) => k.listen.host)].filter((h) => !isLoopbackHost(h));
+  if (slow.length > 0 && exposed.length > 0) {
+    logger.warn(
+      { aeads: slow.map((e) => e.name), listeners: exposed },
+      'AEADs run on the table-driven JavaScript AES, whose timing depends on the keys, on a non-loopback listener; build the native addon (OpenSSL) to close this channel',
+    );
+  }
+}
+
 /** Starts every component; throws NtsdError for operational failures (config, TLS material, bind). */
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const version = ntsdVersion();
@@ -86,6 +129,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   };
 
   try {
+    // The AEAD backend first: every keyset decoded from here on (and every thread started later) uses it.
+    installAead(config, logger, metrics);
     const clock = new WallClock();
     // With the native addon the wall clock is recalibrated from CLOCK_REALTIME on this thread (no thread of
     // its own, about 1 µs per run); without it a calibrator thread waits for millisecond edges.

@@ -93,14 +93,14 @@ test('cipher packages are imported only in src/core/crypto', () => {
   assert.deepEqual(broken, []);
 });
 
-test('pool/worker.ts imports only core, pool/protocol and clock', () => {
+test('pool/worker.ts imports only core, runtime, pool/protocol and clock', () => {
   const worker = sources.find((f) => f.path === 'pool/worker.ts');
   if (worker === undefined) return assert.fail('src/pool/worker.ts is missing');
   const allowedPackages = new Set(['node:worker_threads', 'node:crypto']);
   const broken = worker.imports.filter((spec) => {
     const t = target(worker, spec);
     if (t === undefined) return !allowedPackages.has(spec);
-    return !(t.startsWith('core/') || t === 'pool/protocol.ts' || t === 'clock.ts');
+    return !(t.startsWith('core/') || t.startsWith('runtime/') || t === 'pool/protocol.ts' || t === 'clock.ts');
   });
   assert.deepEqual(broken, []);
 });
@@ -152,8 +152,8 @@ test('config/schema.ts does no I/O and does not parse TOML', () => {
   assert.deepEqual(broken, []);
 });
 
-test('ntp/* threads compute and count: only core, pool, ntp, clock, errors and udp-socket; never obs, io, config or loggers', () => {
-  const allowed = /^(core\/|pool\/|ntp\/|clock\.ts$|errors\.ts$|udp-socket\.ts$)/;
+test('ntp/* threads compute and count: only core, runtime, pool, ntp, clock, errors and udp-socket; never obs, io, config or loggers', () => {
+  const allowed = /^(core\/|runtime\/|pool\/|ntp\/|clock\.ts$|errors\.ts$|udp-socket\.ts$)/;
   const broken: string[] = [];
   for (const f of sources.filter((s) => s.path.startsWith('ntp/'))) {
     assert.ok(!/['"]pino['"]|['"]prom-client['"]/.test(f.text), `${f.path} must not log or own metrics`);
@@ -174,12 +174,26 @@ test('the native addon is loaded in one place (ntp/native.ts), and its C sources
   const loaders = sources.filter((s) => /createRequire|process\.dlopen|\.node['"]/.test(s.text) && s.path !== 'ntp/native.ts');
   assert.deepEqual(loaders.map((s) => s.path), []);
   const cFiles = readdirSync(join(srcRoot, 'native')).filter((n) => n.endsWith('.c') || n.endsWith('.h'));
-  assert.deepEqual(cFiles.sort(), ['addon.c', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c']);
+  assert.deepEqual(cFiles.sort(), ['addon.c', 'aead.c', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c']);
   for (const name of cFiles) {
     const lines = readFileSync(join(srcRoot, 'native', name), 'utf8').split('\n');
     assert.ok(lines.length <= 400, `src/native/${name} has ${lines.length} lines`);
     assert.match(lines.slice(0, 3).join('\n'), /^\/\*/, `src/native/${name} starts with a comment saying what it is for`);
   }
+});
+
+test('runtime/ holds process-wide shells: it imports only core, runtime, errors and the addon loader', () => {
+  const files = sources.filter((s) => s.path.startsWith('runtime/'));
+  assert.ok(files.some((f) => f.path === 'runtime/aead-openssl.ts'), 'runtime/aead-openssl.ts is missing');
+  // The addon loader is ntp/native.ts until it moves to runtime/ (then the last alternative goes).
+  const allowed = /^(core\/|runtime\/|errors\.ts$|ntp\/native\.ts$)/;
+  const broken = files.flatMap((f) =>
+    f.imports.filter((spec) => {
+      const t = target(f, spec);
+      return t === undefined ? !spec.startsWith('node:') : !allowed.test(t);
+    }).map((spec) => `${f.path} imports ${spec}`),
+  );
+  assert.deepEqual(broken, []);
 });
 
 test('no `any` in src', () => {
