@@ -108,7 +108,7 @@ static int cmac(aead_key *k, const unsigned char *in, size_t len, unsigned char 
          n == 16;
 }
 
-/* S2V(K1, AD, N, "") into v: the empty-plaintext case OpenSSL's SIV does not handle. */
+/* S2V(K1, AD, N, "") into v (or S2V(K1, AD, "") without a nonce): the case OpenSSL's SIV does not handle. */
 static int s2v_empty(aead_key *k, const unsigned char *ad, size_t ad_len, const unsigned char *nonce, size_t nonce_len,
                      unsigned char v[16]) {
   unsigned char d[16], m[16];
@@ -131,9 +131,11 @@ static int s2v_empty(aead_key *k, const unsigned char *ad, size_t ad_len, const 
   if (!cmac(k, ad, ad_len, m)) goto done;
   for (int i = 0; i < 16; i++) d[i] ^= m[i];
   dbl(d);
-  if (!cmac(k, nonce, nonce_len, m)) goto done;
-  for (int i = 0; i < 16; i++) d[i] ^= m[i];
-  dbl(d);
+  if (nonce_len > 0) { /* no nonce: deterministic SIV, S2V(AD, P) */
+    if (!cmac(k, nonce, nonce_len, m)) goto done;
+    for (int i = 0; i < 16; i++) d[i] ^= m[i];
+    dbl(d);
+  }
   d[0] ^= 0x80; /* pad("") = 10^127 */
   ok = cmac(k, d, 16, v);
 done:
@@ -170,7 +172,7 @@ static int do_seal(aead_key *k, const unsigned char *nonce, int nonce_len, const
   if (k->alg->cmac_cbc != NULL) {
     if (pt_len == 0) return s2v_empty(k, ad, (size_t)ad_len, nonce, (size_t)nonce_len, out);
     return siv_begin(k, 1) && EVP_EncryptUpdate(k->work, NULL, &n, ad, ad_len) &&
-           EVP_EncryptUpdate(k->work, NULL, &n, nonce, nonce_len) && EVP_EncryptUpdate(k->work, out + TAG_LEN, &n, pt, pt_len) &&
+           (nonce_len == 0 || EVP_EncryptUpdate(k->work, NULL, &n, nonce, nonce_len)) && EVP_EncryptUpdate(k->work, out + TAG_LEN, &n, pt, pt_len) &&
            EVP_EncryptFinal_ex(k->work, spare, &n) && EVP_CIPHER_CTX_ctrl(k->work, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out) > 0;
   }
   return gcm_siv_begin(k, 1, nonce) && (ad_len == 0 || EVP_EncryptUpdate(k->work, NULL, &n, ad, ad_len)) &&
@@ -192,7 +194,7 @@ static int do_open(aead_key *k, const unsigned char *nonce, int nonce_len, const
       return ok;
     }
     return siv_begin(k, 0) && EVP_CIPHER_CTX_ctrl(k->work, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) > 0 &&
-           EVP_DecryptUpdate(k->work, NULL, &n, ad, ad_len) && EVP_DecryptUpdate(k->work, NULL, &n, nonce, nonce_len) &&
+           EVP_DecryptUpdate(k->work, NULL, &n, ad, ad_len) && (nonce_len == 0 || EVP_DecryptUpdate(k->work, NULL, &n, nonce, nonce_len)) &&
            EVP_DecryptUpdate(k->work, out, &n, in + TAG_LEN, c_len) && EVP_DecryptFinal_ex(k->work, spare, &n) > 0;
   }
   memcpy(tag, in + c_len, TAG_LEN);
@@ -285,7 +287,8 @@ static int region_ok(int32_t off, int32_t len, size_t size) {
 }
 
 /* aeadSeal / aeadOpen (handle, buffer: ArrayBuffer, keyOff, nonceOff, nonceLen, adOff, adLen, inOff, inLen,
- * outOff) → the offset after the output, or -1 when open fails to authenticate. keyOff >= 0 first replaces the
+ * outOff) → the offset after the output, or -1 when open fails to authenticate. A SIV nonce of length 0 means no
+ * nonce component (deterministic SIV, RFC 5297 §2.6; NTS never does this). keyOff >= 0 first replaces the
  * key with the key-length octets there. A region outside the buffer or a bad length throws RangeError (a bug in
  * the caller); every check runs before any octet is read or written. */
 static napi_value run(napi_env env, napi_callback_info info, int seal) {
@@ -323,7 +326,7 @@ static napi_value run(napi_env env, napi_callback_info info, int seal) {
     k->cmac_ready = 0;
     k->key_uses = 0;
   }
-  if (gcm ? nonce_len != 12 : nonce_len < 1) {
+  if (gcm && nonce_len != 12) {
     if (seal) return throw_range(env, "ntsd aead: bad nonce length");
     return make_int(env, -1);
   }
