@@ -14,7 +14,7 @@ import type { Config } from './config/schema.js';
 import { nodeRole } from './config/schema.js';
 import { reloadConfig } from './config/reload.js';
 import { keysetKeys } from './core/nts/keyset.js';
-import { ExitCode } from './errors.js';
+import { ExitCode, NtsdError, NtsdErrorCode } from './errors.js';
 import { openKeysetSource } from './keys/open.js';
 import type { KeysetSource } from './keys/sources.js';
 import { createTimeSource, type TimeSource } from './ntp/server-fields.js';
@@ -27,6 +27,7 @@ import { loadNativeUdp } from './runtime/addon.js';
 import { nodeEndOfLife, ntsdVersion } from './runtime/version.js';
 import { createPoolKeMetrics } from './obs/pool-metrics.js';
 import { startPoolKe } from './nts-pool/service.js';
+import { installAeadBackend, missingOpenSslAeads } from './runtime/aead-openssl.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
@@ -57,6 +58,48 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** True for a listen host on loopback (no remote peer can time it). */
+function isLoopbackHost(host: string): boolean {
+  return /^127\./.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * Installs `[worker-pool] aead-backend` in this thread (threads started later follow it), logs the backend
+ * per AEAD, sets ntsd_aead_backend_info, and warns when a non-loopback listener runs on the JavaScript AES.
+ * `openssl` that OpenSSL cannot serve for an AEAD this node uses is a config error (exit 78).
+ */
+function installAead(config: Config, logger: Logger, metrics: Metrics): void {
+  const request = config.workerPool.aeadBackend;
+  const selection = installAeadBackend(request);
+  if (request === 'openssl') {
+    // The master-key AEAD (15) always; the offered ones; a node without KE opens cookies of any AEAD.
+    const offered = config.ntsKeServers.length === 0 ? selection.entries.map((e) => e.aeadId) : config.ntsKeServers.flatMap((k) => k.aeadAlgorithms);
+    const missing = missingOpenSslAeads(selection, [15, ...offered]);
+    if (missing.length > 0) {
+      throw new NtsdError(
+        NtsdErrorCode.CONFIG_INVALID,
+        `worker-pool.aead-backend: "openssl" is unavailable for ${missing.map((m) => `${m.name} (${m.reason ?? 'unavailable'})`).join('; ')}`,
+      );
+    }
+  }
+  metrics.aead.setBackends(selection.entries.map((e) => ({ aead: e.name, backend: e.backend })));
+  logger.info(
+    {
+      request,
+      aeads: selection.entries.map((e) => ({ aead: e.name, backend: e.backend, constantTime: e.constantTime, ...(e.reason === undefined ? {} : { reason: e.reason }) })),
+    },
+    'AEAD backends',
+  );
+  const slow = selection.entries.filter((e) => e.backend === 'javascript');
+  const exposed = [...config.servers.map((s) => s.listen.host), ...config.ntsKeServers.map((k) => k.listen.host)].filter((h) => !isLoopbackHost(h));
+  if (slow.length > 0 && exposed.length > 0) {
+    logger.warn(
+      { aeads: slow.map((e) => e.name), listeners: exposed },
+      'AEADs run on the table-driven JavaScript AES, whose timing depends on the keys, on a non-loopback listener; build the native addon (OpenSSL) to close this channel',
+    );
+  }
+}
+
 /** Starts every component; throws NtsdError for operational failures (config, TLS material, bind). */
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const version = ntsdVersion();
@@ -82,6 +125,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   };
 
   try {
+    // The AEAD backend first: every keyset decoded from here on (and every thread started later) uses it.
+    installAead(config, logger, metrics);
     const clock = new WallClock();
     // With the native addon the wall clock is recalibrated from CLOCK_REALTIME on this thread (no thread of
     // its own, about 1 µs per run); without it a calibrator thread waits for millisecond edges.

@@ -229,12 +229,21 @@ export interface WorkerPoolConfig {
   readonly sendMode: SendMode;
   /** SO_RCVBUF of every NTP socket in octets; 0 = the OS default. */
   readonly receiveBufferBytes: number;
+  /**
+   * AEAD implementation: `openssl` (the native addon's OpenSSL EVP calls: constant-time AES; refuses to start
+   * without it), `javascript` (the built-in table-driven AES), or `auto` (OpenSSL per AEAD where available).
+   */
+  readonly aeadBackend: AeadBackend;
 }
 
 /** `[worker-pool] datapath` values. */
 export const DATAPATHS = ['auto', 'native', 'dgram'] as const;
 /** A `[worker-pool] datapath` value. */
 export type Datapath = (typeof DATAPATHS)[number];
+/** `[worker-pool] aead-backend` values. */
+export const AEAD_BACKENDS = ['auto', 'openssl', 'javascript'] as const;
+/** A `[worker-pool] aead-backend` value. */
+export type AeadBackend = (typeof AEAD_BACKENDS)[number];
 /** `[worker-pool] send-mode` values. */
 export const SEND_MODES = ['each', 'batch'] as const;
 /** A `[worker-pool] send-mode` value. */
@@ -332,7 +341,7 @@ export const DEFAULTS = {
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
-  workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0 },
+  workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -952,8 +961,9 @@ function readWorkerPool(table: Table, errors: string[], options: ValidateOptions
   const datapath = r.oneOf('datapath', DATAPATHS, d.datapath);
   const sendMode = r.oneOf('send-mode', SEND_MODES, d.sendMode);
   const receiveBufferBytes = r.integer('receive-buffer-bytes', 0, 1 << 30, d.receiveBufferBytes);
+  const aeadBackend = r.oneOf('aead-backend', AEAD_BACKENDS, d.aeadBackend);
   r.finish();
-  return { threads, datapath, sendMode, receiveBufferBytes };
+  return { threads, datapath, sendMode, receiveBufferBytes, aeadBackend };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;

@@ -10,6 +10,7 @@
  * reported yet when it died (at most one report interval) are lost with it.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import { ThreadCounters } from './counters.js';
 import type { ThreadResponder } from './thread-responder.js';
 import { errorMessage, isThreadInit, isToThread, type FromThread, type ThreadBoundAddress, type ThreadInit } from './messages.js';
@@ -33,6 +34,7 @@ async function runThread(init: ThreadInit): Promise<void> {
   if (port === null) return;
   const post = (msg: FromThread): void => port.postMessage(msg);
   const counters = new ThreadCounters(init.durationBucketsS);
+  installInheritedAeadBackend(); // before the keyset is decoded: its master keys take the installed AEAD
   // Imported here so a thread loads only the backend it runs.
   const started =
     init.backend === 'native'

@@ -27,6 +27,7 @@ import { ConcurrencyLimiter } from '../core/concurrency.js';
 import { RateLimiter } from '../core/limiter.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../core/nts/keyset.js';
 import { createPooledFillRandom } from '../core/responder.js';
+import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import { KeListener, ListenFailure } from './listener.js';
 import {
   errorText,
@@ -101,6 +102,7 @@ function secureContextOptions(chainPem: string, keyPem: string): tls.SecureConte
 }
 
 function runKeThread(init: KeWorkerInit, port: MessagePort): void {
+  installInheritedAeadBackend(); // before the keyset is decoded: cookies are sealed with the installed AEAD
   const post = (message: FromKeThread): void => port.postMessage(message);
 
   let logsThisReport = 0;

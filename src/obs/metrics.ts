@@ -263,9 +263,16 @@ export interface TimeSourceMetrics {
 }
 
 /** Every ntsd metric, grouped by the component that updates it. */
+/** Which implementation each AEAD runs on (src/runtime/aead-openssl.ts). */
+export interface AeadMetrics {
+  /** ntsd_aead_backend_info{aead, backend} = 1 per AEAD (earlier series removed). */
+  setBackends(backends: readonly { readonly aead: string; readonly backend: 'openssl' | 'javascript' }[]): void;
+}
+
 export interface Metrics {
   /** The registry to serve (obs/metrics-http.ts) or scrape in tests. */
   readonly registry: Registry;
+  readonly aead: AeadMetrics;
   readonly ntp: NtpMetrics;
   readonly ke: KeMetrics;
   readonly keys: KeyMetrics;
@@ -400,8 +407,21 @@ export function createMetrics(options: MetricsOptions): Metrics {
     if (n > 0) counter.inc(n);
   };
 
+  const aeadBackendInfo = new Gauge<'aead' | 'backend'>({
+    name: 'ntsd_aead_backend_info',
+    help: 'Always 1; labels say which implementation each AEAD runs on: openssl (constant-time AES) or javascript (table-driven AES).',
+    labelNames: ['aead', 'backend'],
+    registers,
+  });
+
   return {
     registry,
+    aead: {
+      setBackends: (backends) => {
+        aeadBackendInfo.reset();
+        for (const b of backends) aeadBackendInfo.set({ aead: b.aead, backend: b.backend }, 1);
+      },
+    },
     ntp: {
       addReceived: (n) => add(received, n),
       addOutcomeCounts: (counts) => {

@@ -195,6 +195,7 @@ test('defaults match OPERATIONS.md', () => {
     datapath: 'auto',
     sendMode: 'each',
     receiveBufferBytes: 0,
+    aeadBackend: 'auto',
   });
   // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
   assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });
