@@ -74,7 +74,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.ok(r.intervalS !== null && r.intervalS >= 1.9 && r.intervalS < 10, `interval ${String(r.intervalS)}`);
   assert.ok(r.server !== null && r.server.version !== null && r.server.node === process.versions.node);
   assert.ok((r.server.uptimeS ?? -1) >= 0);
-  assert.ok(r.ntp !== null && r.ke !== null && r.keys !== null && r.timeSource !== null && r.workers !== null);
+  assert.ok(r.ntp !== null && r.ke !== null && r.keys !== null && r.timeSource !== null && r.threads !== null);
   assert.ok(r.ntp.received.total >= tally.ntsOk + tally.naks + tally.plainReplies);
   assert.ok((r.ntp.received.perS ?? 0) > 0, 'packets arrived during the interval');
   assert.ok((r.ntp.responses['nts/time']?.total ?? 0) >= tally.ntsOk);
@@ -97,15 +97,15 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   const inspect = await runCli(['keyset', 'inspect', '-c', d.configPath], { cwd: d.dir });
   assert.equal(inspect.code, 0, inspect.stderr);
   assert.match(inspect.stdout, new RegExp(`^current +${r.keys.currentKeyId ?? 'missing'} `, 'm'));
-  // The NTP threads answer inline: there is no worker queue to report any more.
-  assert.equal(r.workers.queueDepth, null);
+  assert.equal(r.threads.ntpRestarts.total, 0);
+  assert.equal(r.threads.keRestarts.total, 0);
 
   const text = await runCli(['status', '--metrics', metricsUrl(d), '--interval', '0.2']);
   assert.equal(text.code, 0, text.stdout + text.stderr);
   const out = text.stdout;
   for (const want of [/^ntsd \S+ on Node\.js \S+, up \S+, at http:/m, /^health: OK$/m, /^  packets received +\d+ +[\d.]+$/m, /^  replies nts\/time +\d+/m,
     /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
-    /^time source +synchronised, stratum 2,/m, /^workers +.*restarts \d+$/m, /^datapath +/m]) {
+    /^time source +synchronised, stratum 2,/m, /^threads +restarts: NTP 0 \(.*\/s\), NTS-KE 0 \(.*\/s\)$/m, /^datapath +/m]) {
     assert.match(out, want);
   }
 });
