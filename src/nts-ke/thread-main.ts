@@ -13,6 +13,10 @@
  * objects. What this thread trims: stateful (tiny) TLS session tickets instead of encrypted ones, a
  * SHA-256 cipher suite when the client allows it, one randomFillSync per ~30 sessions instead of one per
  * cookie, and no copy of a request that arrives in one TLS record (nts-ke/session.ts).
+ *
+ * A listener with a request handler (`workerData.handler`, the `[pool-ke]` front end) loads that module
+ * with import() before it listens and hands it every complete request (core/ke-request-handler.ts); such
+ * a thread holds no keyset. The handler's samples ride along in the stats reports.
  */
 import { constants as cryptoConstants, randomFillSync } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
@@ -20,6 +24,7 @@ import { getPriority, setPriority } from 'node:os';
 import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../core/bytes.js';
+import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, type KeRequestHandler } from '../core/ke-request-handler.js';
 import { parseCidr, type CidrPrefix } from '../core/cidr.js';
 import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
@@ -100,7 +105,15 @@ function secureContextOptions(chainPem: string, keyPem: string): tls.SecureConte
   };
 }
 
-function runKeThread(init: KeWorkerInit, port: MessagePort): void {
+/** Loads a handler module and builds its handler; throws when the module has no factory. */
+async function loadHandler(spec: KeHandlerSpec, make: (factory: KeHandlerFactory) => KeRequestHandler): Promise<KeRequestHandler> {
+  const loaded: unknown = await import(spec.module);
+  const factory = typeof loaded === 'object' && loaded !== null ? (loaded as Record<string, unknown>)[KE_HANDLER_FACTORY_EXPORT] : undefined;
+  if (typeof factory !== 'function') throw new Error(`${spec.module} has no ${KE_HANDLER_FACTORY_EXPORT} export`);
+  return make(factory as KeHandlerFactory);
+}
+
+async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void> {
   const post = (message: FromKeThread): void => port.postMessage(message);
 
   let logsThisReport = 0;
@@ -128,10 +141,21 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   let secureContext = tls.createSecureContext(secureContextOptions(init.certificateChainPem, init.privateKeyPem));
 
   let keyset: Keyset | undefined;
-  const decoded = decodeKeyset(init.keysetBytes);
-  init.keysetBytes.fill(0);
-  if (decoded.ok) keyset = decoded.keyset;
-  else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
+  if (init.keysetBytes !== undefined) {
+    const decoded = decodeKeyset(init.keysetBytes);
+    init.keysetBytes.fill(0);
+    if (decoded.ok) keyset = decoded.keyset;
+    else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
+  }
+  let handler: KeRequestHandler | undefined;
+  if (init.handler !== undefined) {
+    try {
+      handler = await loadHandler(init.handler, (factory) => factory(init.handler?.options, { threadIndex: init.threadIndex, log }));
+    } catch (error: unknown) {
+      post({ type: 'startError', message: errorText(error) });
+      return;
+    }
+  }
 
   let limiter = RateLimiter.attach(init.rateLimitTable);
   let concurrency = ConcurrencyLimiter.attach(init.concurrencyTable);
@@ -161,13 +185,15 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       secureContext: () => secureContext,
       keyset: () => keyset,
       log,
+      handler,
       keepAlive: init.keepAlive === undefined ? undefined : keepAliveSlots(init.keepAlive),
       poolAnswered: (kind, outcome, extraCookies) => {
         const key = `${kind}/${outcome}`;
         tallies.poolRequests[key] = (tallies.poolRequests[key] ?? 0) + 1;
         tallies.cookiesIssued += extraCookies;
       },
-      settled: (outcome, durationS, cookiesIssued) => {
+      settled: (outcome, durationS, cookiesIssued, detail) => {
+        handler?.settled(outcome, detail);
         tallies.sessions[outcome]++;
         tallies.cookiesIssued += cookiesIssued;
         if (tallies.sessionDurationsS.length < MAX_DURATIONS_PER_REPORT) tallies.sessionDurationsS.push(durationS);
@@ -182,7 +208,9 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     const t = tallies;
     // The gauge is the listener's, over all its threads: the shared count, whichever thread reports it.
     const active = concurrency.open;
+    const handlerReport = handler?.takeReport();
     const quiet =
+      handlerReport === undefined &&
       t.accepted === 0 &&
       t.cookiesIssued === 0 &&
       t.sessionDurationsS.length === 0 &&
@@ -198,13 +226,14 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     if (quiet) return;
     tallies = newKeTallies();
     lastReportedActive = active;
-    post({ type: 'stats', stats: { ...t, activeConnections: active, thread: init.threadIndex } });
+    post({ type: 'stats', stats: { ...t, activeConnections: active, thread: init.threadIndex, handlerReport } });
   };
   const statsTimer = setInterval(flushStats, init.statsIntervalMs);
 
   function maybeFinishStop(): void {
     if (!stopping || listener.activeConnections > 0) return;
     clearInterval(statsTimer);
+    handler?.close();
     flushStats();
     post({ type: 'stopped' });
   }
@@ -255,6 +284,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     (addresses) => post({ type: 'ready', addresses }),
     (failure: unknown) => {
       clearInterval(statsTimer);
+      handler?.close();
       const f = failure instanceof ListenFailure ? failure : new ListenFailure('?', 0, failure);
       const cause = f.error;
       const code = typeof cause === 'object' && cause !== null && 'code' in cause ? String(cause.code) : 'UNKNOWN';
@@ -274,4 +304,7 @@ function isKeWorkerInit(value: unknown): value is KeWorkerInit {
   return typeof value === 'object' && value !== null && (value as { role?: unknown }).role === KE_WORKER_ROLE;
 }
 
-if (!isMainThread && parentPort !== null && isKeWorkerInit(workerData)) runKeThread(workerData, parentPort);
+if (!isMainThread && parentPort !== null && isKeWorkerInit(workerData)) {
+  const port = parentPort;
+  runKeThread(workerData, port).catch((error: unknown) => port.postMessage({ type: 'startError', message: errorText(error) } satisfies FromKeThread));
+}
