@@ -15,6 +15,7 @@ import type { Config } from './config/schema.js';
 import { changesRequiringRestart, nodeRole } from './config/schema.js';
 import { loadConfigFile } from './config/load.js';
 import { keysetKeys } from './core/nts/keyset.js';
+import type { KeHandlerReport } from './core/ke-request-handler.js';
 import { ExitCode, NtsdError } from './errors.js';
 import { openKeysetStore } from './keys/store.js';
 import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './keys/sources.js';
@@ -26,7 +27,7 @@ import { keRuntimeSettings, startKeListeners, type KeListeners } from './nts-ke/
 import { startNtpListeners, type NtpListeners } from './ntp/service.js';
 import { loadNativeUdp } from './runtime/addon.js';
 import { createPoolKeMetrics } from './obs/pool-metrics.js';
-import { startPoolKe } from './nts-pool/service.js';
+import { poolKeHandlerSpec, recordPoolKeReport } from './nts-pool/service.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
@@ -96,8 +97,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
     let ntp: NtpListeners | undefined;
     const poolKeMetrics = createPoolKeMetrics(metrics.registry);
+    // The [pool-ke] front end is a KE listener with its own request handler (nts-pool), loaded by its threads.
+    const poolKe = config.poolKe;
+    const frontEnd =
+      poolKe === undefined
+        ? undefined
+        : { config: poolKe, handler: poolKeHandlerSpec(poolKe), onReport: (report: KeHandlerReport) => recordPoolKeReport(report, poolKeMetrics) };
     const ke: KeListeners = await startKeListeners(config, {
-      onPoolRequests: (kind, outcome, count) => poolKeMetrics.timeSourceRequests(kind, outcome, count),
+      onPoolRequests: (kind, outcome, count) => poolKeMetrics.sourceRequests(kind, outcome, count),
+      ...(frontEnd !== undefined ? { frontEnd } : {}),
       logger: logger.child({ component: 'nts-ke' }),
       metrics,
       ntpPortFallback: () => ntp?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
@@ -157,17 +165,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       cleanups.push(() => server.close());
     }
 
-    if (store !== undefined) {
-      await ke.start(store.bytes);
-      store.start();
-    }
-
-    let poolKeAddress: { address: string; port: number } | undefined;
-    if (config.poolKe !== undefined) {
-      const frontEnd = await startPoolKe(config.poolKe, logger.child({ component: 'pool-ke' }), poolKeMetrics);
-      cleanups.push(() => frontEnd.stop());
-      poolKeAddress = frontEnd.address;
-    }
+    await ke.start(store?.bytes);
+    store?.start();
+    const poolKeAddress = ke.frontEndAddress();
 
     const ntpAddresses = (ntpListeners?.addresses ?? []).map((a) => ({ address: a.address, port: a.port }));
     const keAddresses = ke.addresses();
@@ -296,6 +296,7 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
       const n = next.ntsKeServers[i];
       return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
     }),
+    poolKe: running.poolKe === undefined || next.poolKe === undefined ? running.poolKe : { ...running.poolKe, ...keRuntimeSettings(next.poolKe) },
     // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
     servers: running.servers.map((s, i) => {
       const n = next.servers[i];
@@ -304,7 +305,7 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   };
   ntp?.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
-  ke.updateLimits(applied.ntsKeServers);
+  ke.updateLimits(applied.ntsKeServers, applied.poolKe === undefined ? undefined : keRuntimeSettings(applied.poolKe));
   const needRestart = changesRequiringRestart(running, next);
   const sections = ['servers', 'ntsKeServers', 'keyset', 'observability', 'workerPool', 'timeSource'] as const;
   const otherSections = sections.filter((k) => JSON.stringify(applied[k]) !== JSON.stringify(next[k]));

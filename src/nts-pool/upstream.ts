@@ -1,5 +1,5 @@
 /**
- * TLS connections from a pool front end to one time source's NTS-KE server (RFC 8915 §4 with the pool
+ * TLS connections from a pool front end to one source's NTS-KE server (RFC 8915 §4 with the pool
  * records of draft-ietf-ntp-nts-keyexchange-pool): connect with ALPN `ntske/1`, check the source's
  * certificate for its configured TLS name, send one request, read one answer up to End of Message.
  * An answer with Keep Alive leaves the connection open; up to `maxIdle` such connections wait for the
