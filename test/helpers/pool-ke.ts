@@ -47,7 +47,7 @@ export function metric(text: string, series: string): number {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
-/** A time source's configuration: NTP and NTS-KE on `host`, the pool token, keep-alive for front ends. */
+/** A source's configuration: NTP and NTS-KE on `host`, the pool token, keep-alive for front ends. */
 export function sourceToml(o: { host: string; kePort: number; ntpPort: number; metricsPort: number; pki: TestPki; token: string }): string {
   return [
     '[[server]]',

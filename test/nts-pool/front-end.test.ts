@@ -165,7 +165,7 @@ const serverOf = (rs: readonly KeRecord[]): string | undefined => rs.flatMap((r)
 const cookiesOf = (rs: readonly KeRecord[]): Uint8Array[] => rs.flatMap((r) => (r.kind === 'newCookie' ? [r.cookie] : []));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
+describe('pool KE front end → ntsd sources on 127.0.0.2–4', () => {
   let pki: TestPki;
   let sources: Source[] = [];
 
