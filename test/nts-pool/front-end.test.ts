@@ -16,6 +16,8 @@ import { decodeKeMessage, encodeKeMessage, scanKeMessage, type KeRecord } from '
 import { createKeyset, type Keyset } from '../../src/core/nts/keyset.js';
 import { KeServer, type KeStats } from '../../src/nts-ke/server.js';
 import type { PoolFrontEndOptions, PoolKeSourceOptions } from '../../src/nts-pool/front-end.js';
+import { addressBytes, loadNativeUdp } from '../../src/runtime/addon.js';
+import { reusePortWorks } from '../../src/runtime/reuse-port.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { waitUntil } from '../helpers/daemon.js';
 
@@ -23,6 +25,16 @@ const SOURCE_NAMES = ['ts1.test', 'ts2.test', 'ts3.test'] as const;
 const SOURCE_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'] as const;
 const quiet = pino({ level: 'silent' });
 const FRONT_END_MODULE = new URL('../../src/nts-pool/front-end.js', import.meta.url).href;
+const native = loadNativeUdp();
+const reusePort = await reusePortWorks('tcp');
+/** Node 20's way to several KE threads: the addon's SO_REUSEPORT sockets (as nts-ke/service.ts passes them). */
+const nativeListener =
+  native.ok && !reusePort
+    ? (host: string, port: number, ipv6Only: boolean): number => {
+        const a = addressBytes(host);
+        return a === undefined ? -22 : native.addon.openTcpListener(a.family, a.bytes, port, ipv6Only ? 1 : 0, 511);
+      }
+    : undefined;
 
 interface Source {
   readonly name: string;
@@ -73,6 +85,8 @@ interface FrontEnd {
   readonly outcomes: string[];
   /** Latest reported health by source name. */
   readonly health: Map<string, boolean>;
+  /** KE threads that reported front-end sessions. */
+  readonly threads: Set<number>;
   stop(): Promise<void>;
 }
 
@@ -99,17 +113,21 @@ async function startFrontEnd(pki: TestPki, sources: readonly PoolKeSourceOptions
     logger: quiet,
     statsIntervalMs: 25,
     threadNiceness: 0,
+    threads: extra.threads ?? 1,
+    ...(nativeListener !== undefined ? { openReusePortListener: nativeListener } : {}),
   });
   const outcomes: string[] = [];
   const health = new Map<string, boolean>();
+  const threads = new Set<number>();
   server.onStats((s) => {
+    if (s.handlerReport?.some((x) => x.series === 'session') === true) threads.add(s.thread);
     for (const sample of s.handlerReport ?? []) {
       if (sample.series === 'session') for (let i = 0; i < sample.value; i++) outcomes.push(sample.labels['outcome'] ?? '');
       if (sample.series === 'health') health.set(sample.labels['source'] ?? '', sample.value === 1);
     }
   });
   const [address] = await server.start();
-  return { port: address?.port ?? 0, server, outcomes, health, stop: () => server.stop() };
+  return { port: address?.port ?? 0, server, outcomes, health, threads, stop: () => server.stop() };
 }
 
 interface ClientResult {
@@ -202,6 +220,21 @@ describe('pool KE front end → ntsd sources on 127.0.0.2–4', () => {
         }
       }
       assert.ok(seen.size >= 2, `clients are spread over the sources (saw ${[...seen].join(', ')})`);
+    } finally {
+      await fe.stop();
+    }
+  });
+
+  test('three KE threads run the front end (SO_REUSEPORT): sessions spread over them, each checks the sources itself', { skip: reusePort || nativeListener !== undefined ? false : 'no SO_REUSEPORT listeners here (Node 20 without the addon)' }, async () => {
+    const fe = await startFrontEnd(pki, sources.map((s) => sourceOptions(s)), { threads: 3 });
+    try {
+      assert.equal(fe.server.threadCount, 3);
+      const answers = await Promise.all(Array.from({ length: 30 }, () => clientKe(fe.port, pki.caPem, [NP0, aead(15), EOM])));
+      for (const r of answers) assert.equal(cookiesOf(r.records).length, 8);
+      await waitUntil('30 sessions reported', 5000, () => (fe.outcomes.length === 30 ? true : undefined), 20);
+      assert.deepEqual(new Set(fe.outcomes), new Set(['success']));
+      assert.ok(fe.threads.size >= 2, `sessions on threads ${[...fe.threads].join(', ')}`);
+      assert.deepEqual([...fe.health.values()], [true, true, true]);
     } finally {
       await fe.stop();
     }
