@@ -131,27 +131,10 @@ export interface NtsKeServerConfig {
   readonly access: AccessConfig;
 }
 
-/**
- * The keys of a KE listener that `[pool-ke]` shares with `[[nts-ke-server]]`, with the same names, meanings
- * and defaults (one KE listener serves both roles: nts-ke/).
- */
-export type KeListenerConfig = Pick<
-  NtsKeServerConfig,
-  | 'listen'
-  | 'certificateChainPath'
-  | 'privateKeyPath'
-  | 'keyExchangeTimeoutMs'
-  | 'concurrentConnections'
-  | 'concurrentConnectionsPerSource'
-  | 'threads'
-  | 'maxRequestBytes'
-  | 'certificateReloadIntervalS'
-  | 'clientRateLimit'
-  | 'threadNiceness'
-  | 'proxyProtocol'
-  | 'proxyTrustedSources'
-  | 'access'
->;
+/** The keys of a KE listener (nts-ke/ serves both roles): `[pool-ke]` has them as `[[nts-ke-server]]` does. */
+export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificateChainPath' | 'privateKeyPath' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
+  | 'concurrentConnectionsPerSource' | 'threads' | 'maxRequestBytes' | 'certificateReloadIntervalS' | 'clientRateLimit' | 'threadNiceness' | 'proxyProtocol'
+  | 'proxyTrustedSources' | 'access'>;
 
 /** One `[[pool-ke.source]]`: a source behind this pool front end. */
 export interface PoolKeSourceConfig {
@@ -168,10 +151,7 @@ export interface PoolKeSourceConfig {
   readonly weight: number;
 }
 
-/**
- * `[pool-ke]`: this node is a pool's KE front end (README "Pools"). The certificate is the pool name's;
- * `keyExchangeTimeoutMs` covers a client's whole session (TLS handshake, request, upstream work, answer).
- */
+/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"); the certificate is the pool name's. */
 export interface PoolKeConfig extends KeListenerConfig {
   /** Deadline for the upstream part (capabilities and cookies from a source); at most 2500 ms. */
   readonly upstreamTimeoutMs: number;
@@ -696,8 +676,8 @@ function readNtsKeServer(
 ): NtsKeServerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const r = new TableReader(table, path, errors);
-  const listener = readKeListener(r, errors, options, { keyExchangeTimeoutMs: d.keyExchangeTimeoutMs, minKeyExchangeTimeoutMs: 100 });
-  const { concurrentConnections } = listener;
+  const listener = readKeListener(r, errors, options, 100, d.keyExchangeTimeoutMs);
+  const concurrentConnections = listener?.concurrentConnections ?? d.concurrentConnections;
   let ntpServer = r.string('ntp-server');
   if (ntpServer !== undefined && !(isIPv4Literal(ntpServer) || isIPv6Literal(ntpServer) || isHostname(ntpServer))) {
     r.error('ntp-server', `must be an IPv4 address, an IPv6 address without brackets, or a DNS name, got ${show(ntpServer)}`);
@@ -722,13 +702,9 @@ function readNtsKeServer(
   const keepAliveIdleTimeoutS = r.integer('keep-alive-idle-timeout-s', 1, POOL_KEEP_ALIVE_MAX_IDLE_S, d.keepAliveIdleTimeoutS);
   const keepAliveMaxAgeS = r.integer('keep-alive-max-age-s', 1, POOL_KEEP_ALIVE_MAX_AGE_S, d.keepAliveMaxAgeS);
   r.finish();
-  const { listen, certificateChainPath, privateKeyPath } = listener;
-  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  if (listener === undefined) return undefined;
   return {
     ...listener,
-    listen,
-    certificateChainPath,
-    privateKeyPath,
     ntpServer,
     ntpPort,
     ntpPortExplicit,
@@ -741,24 +717,15 @@ function readNtsKeServer(
 }
 
 /**
- * The keys every KE listener has (KeListenerConfig), read the same way for `[[nts-ke-server]]` and
- * `[pool-ke]`; listen and the certificate paths are undefined when missing or bad (an error is recorded).
+ * The keys every KE listener has (KeListenerConfig), read alike for `[[nts-ke-server]]` and `[pool-ke]`;
+ * undefined (errors recorded) without a usable listen address or certificate paths.
  */
-function readKeListener(
-  r: TableReader,
-  errors: string[],
-  options: ValidateOptions,
-  own: { readonly keyExchangeTimeoutMs: number; readonly minKeyExchangeTimeoutMs: number },
-): Omit<KeListenerConfig, 'listen' | 'certificateChainPath' | 'privateKeyPath'> & {
-  readonly listen: ListenAddress | undefined;
-  readonly certificateChainPath: string | undefined;
-  readonly privateKeyPath: string | undefined;
-} {
+function readKeListener(r: TableReader, errors: string[], options: ValidateOptions, minTimeoutMs: number, timeoutMs: number): KeListenerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const listen = r.listen('listen', true);
   const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
   const privateKeyPath = r.path('private-key-path', options.baseDir, true);
-  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', own.minKeyExchangeTimeoutMs, 60_000, own.keyExchangeTimeoutMs);
+  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', minTimeoutMs, 60_000, timeoutMs);
   const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
   const threads = r.integer('threads', 0, 256, 0);
   const concurrentConnectionsPerSource = r.integer('concurrent-connections-per-source', 1, 1_000_000, d.concurrentConnectionsPerSource);
@@ -790,6 +757,7 @@ function readKeListener(
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
     tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
   };
+  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
   return {
     listen,
     certificateChainPath,
@@ -893,8 +861,8 @@ function readPoolKeSource(table: Table, path: string, errors: string[]): PoolKeS
 function readPoolKe(table: Table, errors: string[], options: ValidateOptions): PoolKeConfig | undefined {
   const d = DEFAULTS.poolKe;
   const r = new TableReader(table, 'pool-ke', errors);
-  const listener = readKeListener(r, errors, options, { keyExchangeTimeoutMs: d.keyExchangeTimeoutMs, minKeyExchangeTimeoutMs: 1000 });
-  const { keyExchangeTimeoutMs } = listener;
+  const listener = readKeListener(r, errors, options, 1000, d.keyExchangeTimeoutMs);
+  const keyExchangeTimeoutMs = listener?.keyExchangeTimeoutMs ?? d.keyExchangeTimeoutMs;
   const upstreamTimeoutMs = r.integer('upstream-timeout-ms', 100, 2500, d.upstreamTimeoutMs);
   if (upstreamTimeoutMs >= keyExchangeTimeoutMs) r.error('upstream-timeout-ms', `must be below key-exchange-timeout-ms (${keyExchangeTimeoutMs})`);
   const capabilityCacheS = r.integer('capability-cache-s', 1, 3600, d.capabilityCacheS);
@@ -914,13 +882,9 @@ function readPoolKe(table: Table, errors: string[], options: ValidateOptions): P
     sources.push(src);
   });
   r.finish();
-  const { listen, certificateChainPath, privateKeyPath } = listener;
-  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  if (listener === undefined) return undefined;
   return {
     ...listener,
-    listen,
-    certificateChainPath,
-    privateKeyPath,
     upstreamTimeoutMs,
     capabilityCacheS,
     healthCheckIntervalS,

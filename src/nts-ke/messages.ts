@@ -169,8 +169,6 @@ export type ToKeThread =
   | { readonly type: 'concurrencyTable'; readonly table: SharedArrayBuffer }
   | { readonly type: 'stop' };
 
-/** Severity of a KE thread's log line (core/ke-request-handler.ts). */
-export type { KeLogLevel };
 
 /** KE thread → main. */
 export type FromKeThread =

@@ -83,7 +83,7 @@ export interface KeServerOptions {
    */
   readonly accessList?: AccessConfig;
   /** Initial keyset snapshot, or its `encodeKeyset` bytes (not modified); required without `handler`. */
-  readonly keyset?: Keyset | Uint8Array;
+  readonly keyset?: Keyset | Uint8Array | undefined;
   /**
    * The listener's own request handler module, loaded on every KE thread (core/ke-request-handler.ts; the
    * `[pool-ke]` front end); undefined = the ordinary KE answer under `policy` and `keyset`.
@@ -147,7 +147,6 @@ const STOP_MARGIN_MS = 2000;
  */
 export class KeServer {
   readonly #options: KeServerOptions;
-  readonly #logger: Logger;
   readonly #statsListeners: ((stats: KeStats) => void)[] = [];
   readonly #restartListeners: (() => void)[] = [];
   readonly #pendingReloads = new Map<number, PendingReload>();
@@ -178,7 +177,6 @@ export class KeServer {
       throw new TypeError('KeServer: an ordinary KE listener needs a policy and a keyset');
     }
     this.#options = options;
-    this.#logger = options.logger;
     this.#limiter = newSharedLimiter(options.clientRateLimit);
     this.#limiterTableSize = options.clientRateLimit.tableSize;
     this.#concurrency = newSharedConcurrency({
@@ -226,7 +224,7 @@ export class KeServer {
     this.#adoptFds = wanted > 1 && !tcpReusePort && this.#options.openReusePortListener !== undefined;
     this.#reusePort = tcpReusePort || this.#adoptFds;
     if (wanted > 1 && !this.#reusePort) {
-      this.#logger.warn(
+      this.#options.logger.warn(
         { threads: wanted, node: process.versions.node },
         'NTS-KE threads > 1 need SO_REUSEPORT listeners (Node >= 22.12); running one KE thread',
       );
@@ -312,7 +310,7 @@ export class KeServer {
 
   /** A thread died while serving (the supervisor replaces it): rebuild the connection counts, fail reloads. */
   #onThreadExit(exit: ThreadExit): void {
-    this.#logger.error({ thread: exit.index, code: exit.exitCode, restartInMs: exit.restartInMs }, 'NTS-KE thread exited unexpectedly; starting a replacement');
+    this.#options.logger.error({ thread: exit.index, code: exit.exitCode, restartInMs: exit.restartInMs }, 'NTS-KE thread exited unexpectedly; starting a replacement');
     // Its sessions died with it, but their slots are still counted: start a fresh table, into which the
     // surviving threads re-register their own open sessions (the replacement starts from it too).
     this.#concurrency = newSharedConcurrency(this.#concurrency.limits);
@@ -331,7 +329,7 @@ export class KeServer {
         for (const listener of this.#statsListeners) listener(message.stats);
         return;
       case 'log':
-        this.#logger[message.level](message.fields, message.msg);
+        this.#options.logger[message.level](message.fields, message.msg);
         return;
       case 'reloaded': {
         const pending = this.#pendingReloads.get(message.requestId);

@@ -11,7 +11,7 @@ import { keThreadCount, type Config, type KeListenerConfig, type NtsKeServerConf
 import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NTP_PORT } from '../core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './cert-watcher.js';
-import { KeServer, type KeServerOptions } from './server.js';
+import { KeServer } from './server.js';
 import type { Metrics } from '../obs/metrics.js';
 import { addressBytes, loadNativeUdp } from '../runtime/addon.js';
 
@@ -140,22 +140,6 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   updateExpiry();
 
   const advertisedPort = (c: NtsKeServerConfig): number => (c.ntpPortExplicit ? c.ntpPort : options.ntpPortFallback());
-  /** What the ordinary listener `c` answers with; the front end answers with its handler instead. */
-  const answerOf = (c: NtsKeServerConfig): Pick<KeServerOptions, 'policy' | 'keepAlive' | 'keyset'> => {
-    const ntpPort = advertisedPort(c);
-    return {
-      policy: {
-        aeadIds: c.aeadAlgorithms,
-        ...(c.ntpServer !== undefined ? { ntpServer: c.ntpServer } : {}),
-        // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
-        ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
-        // NTS pools: the front ends' tokens (secret; the policy is never logged).
-        ...(c.acceptedPoolAuthenticationTokens.length > 0 ? { poolAuthenticationTokens: c.acceptedPoolAuthenticationTokens } : {}),
-      },
-      keepAlive: { longlivedConnections: c.longlivedConnections, idleTimeoutMs: c.keepAliveIdleTimeoutS * 1000, maxAgeMs: c.keepAliveMaxAgeS * 1000 },
-      ...(keysetBytes !== undefined ? { keyset: keysetBytes } : {}),
-    };
-  };
   // The gauge ntsd_ke_active_connections is the sum over the listeners; each reports its own count.
   const activeByListener = listeners.map(() => 0);
 
@@ -165,6 +149,8 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
       const reusePortListener = nativeReusePortListener();
       for (const [index, listener] of listeners.entries()) {
         const c = listener.config;
+        const ke = listener.ke;
+        const ntpPort = ke === undefined ? NTP_PORT : advertisedPort(ke);
         const server = new KeServer({
           listen: [{ host: c.listen.host, port: c.listen.port }],
           certificateChainPem: listener.initialPair.chainPem,
@@ -176,7 +162,21 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           accessList: c.access,
           maxRequestBytes: c.maxRequestBytes,
           clientRateLimit: c.clientRateLimit,
-          ...(listener.ke !== undefined ? answerOf(listener.ke) : { handler: frontEnd?.handler }),
+          // The ordinary answer, or the front end's handler.
+          ...(ke === undefined
+            ? { handler: frontEnd?.handler }
+            : {
+                policy: {
+                  aeadIds: ke.aeadAlgorithms,
+                  ...(ke.ntpServer !== undefined ? { ntpServer: ke.ntpServer } : {}),
+                  // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
+                  ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
+                  // NTS pools: the front ends' tokens (secret; the policy is never logged).
+                  ...(ke.acceptedPoolAuthenticationTokens.length > 0 ? { poolAuthenticationTokens: ke.acceptedPoolAuthenticationTokens } : {}),
+                },
+                keepAlive: { longlivedConnections: ke.longlivedConnections, idleTimeoutMs: ke.keepAliveIdleTimeoutS * 1000, maxAgeMs: ke.keepAliveMaxAgeS * 1000 },
+                keyset: keysetBytes,
+              }),
           logger,
           threadNiceness: c.threadNiceness,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),

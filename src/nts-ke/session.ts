@@ -4,9 +4,8 @@
  * write → close_notify. One deadline covers the handshake, the request and the answer. The session never
  * logs per connection; it reports its outcome.
  *
- * Two answers: without a `handler` the ordinary one, handleKeRequest called synchronously with
- * `exportKeys` bound to this session's exporter (no promise on that path); with one (the `[pool-ke]` front
- * end, core/ke-request-handler.ts) the handler's promise, while the session waits in stage `answering`.
+ * The answer is handleKeRequest's, called synchronously (no promise on that path), or with a `handler`
+ * (the `[pool-ke]` front end, core/ke-request-handler.ts) that handler's promise, awaited in stage `answering`.
  */
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -18,8 +17,8 @@ import { KeErrorCode, NTS_EXPORTER_LABEL, NTSKE_ALPN } from '../core/nts/ids.js'
 import { encodeKeErrorResponse } from '../core/nts/ke-message.js';
 import { scanKeMessage } from '../core/nts/ke-record.js';
 import type { Keyset } from '../core/nts/keyset.js';
-import type { KeHandlerAnswer, KeRequestHandler } from '../core/ke-request-handler.js';
-import { errorText, type KeLogLevel, type KeSessionOutcome } from './messages.js';
+import type { KeHandlerAnswer, KeLogLevel, KeRequestHandler } from '../core/ke-request-handler.js';
+import { errorText, type KeSessionOutcome } from './messages.js';
 
 /**
  * NTS pools (README "Pools"): the keep-alive settings and the long-lived slots shared by every KE thread
@@ -54,10 +53,7 @@ export interface SessionContext {
   /** The keyset snapshot to seal cookies under; undefined when none decoded. */
   keyset(): Keyset | undefined;
   log(level: KeLogLevel, msg: string, fields?: Readonly<Record<string, string | number>>): void;
-  /**
-   * The session's single outcome, with its duration (accept → outcome); `detail` is the handler's own
-   * outcome when a handler's answer settled it.
-   */
+  /** The session's single outcome, its duration (accept → outcome), and the handler's `detail` when its answer settled it. */
   settled(session: KeSession, outcome: KeSessionOutcome, durationS: number, cookiesIssued: number, detail: string | undefined): void;
   /** The session moved forward (ClientHello processed, handshake done, request bytes): see `stage`. */
   progressed(session: KeSession): void;
@@ -280,10 +276,9 @@ export class KeSession {
   #answerByHandler(handler: KeRequestHandler, request: Uint8Array): void {
     this.#advance('answering');
     this.#answering = true;
-    const socket = this.tlsSocket;
     const exported: Uint8Array[] = [];
     const exportKeys = (length: number, context: Uint8Array): Uint8Array => {
-      const key = socket.exportKeyingMaterial(length, NTS_EXPORTER_LABEL, bufferView(context));
+      const key = this.tlsSocket.exportKeyingMaterial(length, NTS_EXPORTER_LABEL, bufferView(context));
       exported.push(key);
       return key;
     };
@@ -294,16 +289,15 @@ export class KeSession {
       this.#detail = answer.detail;
       this.#respond(answer.response, answer.outcome, answer.cookiesIssued);
     };
-    let pending: Promise<KeHandlerAnswer>;
-    try {
-      pending = handler.answer(request, exportKeys);
-    } catch (error: unknown) {
-      pending = Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
-    pending.then(done, (error: unknown) => {
+    const failed = (error: unknown): void => {
       this.#ctx.log('error', 'NTS-KE request handler failed', { error: errorText(error) });
       done({ response: encodeKeErrorResponse(KeErrorCode.internalServerError), outcome: 'internal_error', cookiesIssued: 0, detail: 'internal_error' });
-    });
+    };
+    try {
+      handler.answer(request, exportKeys).then(done, failed);
+    } catch (error: unknown) {
+      failed(error);
+    }
   }
 
   /**

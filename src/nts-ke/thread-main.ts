@@ -14,9 +14,8 @@
  * SHA-256 cipher suite when the client allows it, one randomFillSync per ~30 sessions instead of one per
  * cookie, and no copy of a request that arrives in one TLS record (nts-ke/session.ts).
  *
- * A listener with a request handler (`workerData.handler`, the `[pool-ke]` front end) loads that module
- * with import() before it listens and hands it every complete request (core/ke-request-handler.ts); such
- * a thread holds no keyset. The handler's samples ride along in the stats reports.
+ * With a request handler (`workerData.handler`, the `[pool-ke]` front end) the thread import()s it before
+ * it listens and holds no keyset; the handler's samples ride along in the stats reports.
  */
 import { constants as cryptoConstants, randomFillSync } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
@@ -24,7 +23,7 @@ import { getPriority, setPriority } from 'node:os';
 import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../core/bytes.js';
-import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, type KeRequestHandler } from '../core/ke-request-handler.js';
+import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, type KeLogLevel, type KeRequestHandler } from '../core/ke-request-handler.js';
 import { parseCidr, type CidrPrefix } from '../core/cidr.js';
 import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
@@ -40,7 +39,6 @@ import {
   keepAliveSlots,
   newKeTallies,
   type FromKeThread,
-  type KeLogLevel,
   type KeWorkerInit,
   type ToKeThread,
 } from './messages.js';
@@ -105,12 +103,11 @@ function secureContextOptions(chainPem: string, keyPem: string): tls.SecureConte
   };
 }
 
-/** Loads a handler module and builds its handler; throws when the module has no factory. */
-async function loadHandler(spec: KeHandlerSpec, make: (factory: KeHandlerFactory) => KeRequestHandler): Promise<KeRequestHandler> {
-  const loaded: unknown = await import(spec.module);
-  const factory = typeof loaded === 'object' && loaded !== null ? (loaded as Record<string, unknown>)[KE_HANDLER_FACTORY_EXPORT] : undefined;
+/** Loads a handler module's factory; throws when the module has none. */
+async function loadHandlerFactory(spec: KeHandlerSpec): Promise<KeHandlerFactory> {
+  const factory = ((await import(spec.module)) as Record<string, unknown>)[KE_HANDLER_FACTORY_EXPORT];
   if (typeof factory !== 'function') throw new Error(`${spec.module} has no ${KE_HANDLER_FACTORY_EXPORT} export`);
-  return make(factory as KeHandlerFactory);
+  return factory as KeHandlerFactory;
 }
 
 async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void> {
@@ -147,15 +144,9 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
     if (decoded.ok) keyset = decoded.keyset;
     else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
   }
-  let handler: KeRequestHandler | undefined;
-  if (init.handler !== undefined) {
-    try {
-      handler = await loadHandler(init.handler, (factory) => factory(init.handler?.options, { threadIndex: init.threadIndex, log }));
-    } catch (error: unknown) {
-      post({ type: 'startError', message: errorText(error) });
-      return;
-    }
-  }
+  // A failure here is reported as startError by the entry's catch below.
+  const spec = init.handler;
+  const handler: KeRequestHandler | undefined = spec === undefined ? undefined : (await loadHandlerFactory(spec))(spec.options, { threadIndex: init.threadIndex, log });
 
   let limiter = RateLimiter.attach(init.rateLimitTable);
   let concurrency = ConcurrencyLimiter.attach(init.concurrencyTable);

@@ -13,16 +13,13 @@
  * the client's keys were sent may be replaced by another; once the keys went out, never: a failure then is
  * Error 0xF003, so a client's keys reach one source only.
  *
- * Loaded by URL on every KE thread of the listener (core/ke-request-handler.ts), so its state is per
- * thread: upstream keep-alive connections, capability cache and source health. Each thread runs its own
- * health checks (a capability query per source every `health-check-interval-s`; a thread's sessions use
- * its own view); with T threads that is T queries per source and interval, a bounded cost. Nothing here
- * logs or counts metrics itself: lines go through the thread's `log`, counts into the report the thread
- * sends with its stats (decoded on the main thread by nts-pool/service.ts).
+ * Every KE thread of the listener loads this module by URL (core/ke-request-handler.ts) and keeps its own
+ * upstream connections, capability cache and source health, and runs its own health checks (a capability
+ * query per source every `health-check-interval-s`: T threads, T queries, a bounded cost). Lines go through
+ * the thread's `log`, counts into the report its stats carry (nts-pool/service.ts records them).
  */
 import { randomInt } from 'node:crypto';
 import type { KeSessionOutcomeLabel } from '../core/ke-handler.js';
-import { KE_SESSION_OUTCOMES } from '../core/ke-handler.js';
 import type { KeHandlerAnswer, KeHandlerEnv, KeHandlerReport, KeHandlerSample, KeRequestHandler, KeyingMaterialExporter } from '../core/ke-request-handler.js';
 import { KeErrorCode, PoolKeErrorCode } from '../core/nts/ids.js';
 import { encodeKeErrorResponse, validateKeRequest, type KeRequest } from '../core/nts/ke-message.js';
@@ -41,30 +38,19 @@ import {
 } from '../core/pool/front-end.js';
 import { UpstreamPool, type UpstreamFailure } from './upstream.js';
 
-/**
- * How a client session at the front end ended; exactly one per connection: the KE session outcomes,
- * refined by the front end's own errors (0xF000–0xF003).
- */
-export const POOL_KE_OUTCOMES = [...KE_SESSION_OUTCOMES, 'no_such_server', 'could_not_connect', 'could_not_get_capabilities', 'could_not_get_cookies'] as const;
-/** One of POOL_KE_OUTCOMES. */
-export type PoolKeOutcome = (typeof POOL_KE_OUTCOMES)[number];
-
+/** How a client session at the front end ended (one per connection): a KE outcome, or one of its own errors 0xF000–0xF003. */
+export type PoolKeOutcome = KeSessionOutcomeLabel | 'no_such_server' | 'could_not_connect' | 'could_not_get_capabilities' | 'could_not_get_cookies';
 /** Kinds of upstream exchange, for metrics. */
-export const POOL_KE_UPSTREAM_KINDS = ['capabilities', 'cookies', 'health_check'] as const;
-/** One of POOL_KE_UPSTREAM_KINDS. */
-export type PoolKeUpstreamKind = (typeof POOL_KE_UPSTREAM_KINDS)[number];
+export type PoolKeUpstreamKind = 'capabilities' | 'cookies' | 'health_check';
 /** Results of an upstream exchange: ok, a transport failure, or an answer we could not use. */
 export type PoolKeUpstreamResult = 'ok' | UpstreamFailure | 'bad_answer';
 
-/** Series names of the samples in a front end's report (nts-pool/service.ts maps them onto obs/pool-metrics.ts). */
-export const POOL_KE_SERIES = {
-  /** Counter, label `outcome`: one per client session. */
-  session: 'session',
-  /** Counter, labels `source`, `kind`, `result`: one per upstream exchange. */
-  upstream: 'upstream',
-  /** Gauge, label `source`: 1 healthy, 0 taken out (sent when it changes, and after the first check). */
-  health: 'health',
-} as const;
+/**
+ * Series of the samples in a front end's report (nts-pool/service.ts maps them onto obs/pool-metrics.ts):
+ * counters `session` {outcome} and `upstream` {source, kind, result}; gauge `health` {source}, 1 or 0, sent
+ * after the first check and when it changes.
+ */
+export type PoolKeSeries = 'session' | 'upstream' | 'health';
 
 /** One source behind the front end. */
 export interface PoolKeSourceOptions {
@@ -111,21 +97,10 @@ export function createKeRequestHandler(options: unknown, env: KeHandlerEnv): KeR
   return new PoolFrontEnd(options as PoolFrontEndOptions, env);
 }
 
-/** The label ntsd_ke_sessions_total gets for a front-end outcome (the front end's own errors count as internal_error). */
-function keOutcomeOf(outcome: PoolKeOutcome): KeSessionOutcomeLabel {
-  switch (outcome) {
-    case 'no_such_server':
-    case 'could_not_connect':
-    case 'could_not_get_capabilities':
-    case 'could_not_get_cookies':
-      return 'internal_error';
-    default:
-      return outcome;
-  }
-}
-
-function answer(response: Uint8Array, outcome: PoolKeOutcome): KeHandlerAnswer {
-  return { response, outcome: keOutcomeOf(outcome), cookiesIssued: 0, detail: outcome };
+/** An answer; in ntsd_ke_sessions_total the front end's own errors (0xF000–0xF003) count as internal_error. */
+function answer(response: Uint8Array, detail: PoolKeOutcome): KeHandlerAnswer {
+  const outcome = detail === 'no_such_server' || detail.startsWith('could_not_') ? 'internal_error' : (detail as KeSessionOutcomeLabel);
+  return { response, outcome, cookiesIssued: 0, detail };
 }
 
 /** A pool's NTS-KE front end on one KE thread. */
@@ -165,11 +140,6 @@ export class PoolFrontEnd implements KeRequestHandler {
     this.#healthTimer.unref();
   }
 
-  /** Names and health of the sources on this thread, in configuration order. */
-  health(): { readonly name: string; readonly healthy: boolean }[] {
-    return this.#sources.map((s) => ({ name: s.options.name, healthy: s.healthy }));
-  }
-
   /** Answers one client (see the module comment). */
   answer(request: Uint8Array, exportKeys: KeyingMaterialExporter): Promise<KeHandlerAnswer> {
     // The request is a view into the session's buffer: decode it now, before anything is awaited.
@@ -182,14 +152,14 @@ export class PoolFrontEnd implements KeRequestHandler {
 
   /** Counts the session once it has ended. */
   settled(outcome: KeSessionOutcomeLabel, detail: string | undefined): void {
-    this.#count(POOL_KE_SERIES.session, { outcome: detail ?? outcome });
+    this.#count('session', { outcome: detail ?? outcome });
   }
 
   /** Counts and health changes since the last call. */
   takeReport(): KeHandlerReport | undefined {
     if (this.#counts.size === 0 && this.#health.size === 0) return undefined;
     const samples: KeHandlerSample[] = [...this.#counts.values()];
-    for (const [source, healthy] of this.#health) samples.push({ series: POOL_KE_SERIES.health, labels: { source }, value: healthy ? 1 : 0 });
+    for (const [source, healthy] of this.#health) samples.push({ series: 'health' satisfies PoolKeSeries, labels: { source }, value: healthy ? 1 : 0 });
     this.#counts.clear();
     this.#health.clear();
     return samples;
@@ -202,14 +172,14 @@ export class PoolFrontEnd implements KeRequestHandler {
     for (const s of this.#sources) s.pool.close();
   }
 
-  #count(series: string, labels: Readonly<Record<string, string>>): void {
+  #count(series: PoolKeSeries, labels: Readonly<Record<string, string>>): void {
     const key = `${series}\u0000${Object.values(labels).join('\u0000')}`;
     const sample = this.#counts.get(key);
     this.#counts.set(key, { series, labels, value: (sample?.value ?? 0) + 1 });
   }
 
   #upstream(s: SourceState, kind: PoolKeUpstreamKind, result: PoolKeUpstreamResult): void {
-    this.#count(POOL_KE_SERIES.upstream, { source: s.options.name, kind, result });
+    this.#count('upstream', { source: s.options.name, kind, result });
   }
 
   /** Runs one round of health checks now (also what the timer does). */

@@ -10,10 +10,10 @@ import type { PoolKeConfig } from '../config/schema.js';
 import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
 import type { PoolKeMetrics } from '../obs/pool-metrics.js';
-import { POOL_KE_SERIES, type PoolFrontEndOptions } from './front-end.js';
+import type { PoolFrontEndOptions, PoolKeSeries } from './front-end.js';
 
 /** The front end's handler for the KE threads; throws NtsdError TLS_MATERIAL_INVALID when `upstream-ca-path` cannot be read. */
-export function poolKeHandlerSpec(config: PoolKeConfig, test: { readonly fixedRandom?: number } = {}): KeHandlerSpec {
+export function poolKeHandlerSpec(config: PoolKeConfig): KeHandlerSpec {
   let upstreamCaPem: string | undefined;
   if (config.upstreamCaPath !== undefined) {
     try {
@@ -29,26 +29,16 @@ export function poolKeHandlerSpec(config: PoolKeConfig, test: { readonly fixedRa
     connectionsPerSource: config.connectionsPerSource,
     upstreamCaPem,
     sources: config.sources.map((s) => ({ ...s })),
-    fixedRandom: test.fixedRandom,
   };
   return { module: new URL('./front-end.js', import.meta.url).href, options };
 }
 
 /** Adds one KE thread's front-end samples to the pool metrics. */
 export function recordPoolKeReport(report: KeHandlerReport, metrics: PoolKeMetrics): void {
-  for (const { series, labels, value } of report) {
-    switch (series) {
-      case POOL_KE_SERIES.session:
-        metrics.session(labels['outcome'] ?? '', value);
-        break;
-      case POOL_KE_SERIES.upstream:
-        metrics.upstream(labels['source'] ?? '', labels['kind'] ?? '', labels['result'] ?? '', value);
-        break;
-      case POOL_KE_SERIES.health:
-        metrics.health(labels['source'] ?? '', value === 1);
-        break;
-      default:
-        break; // a series this build does not know: nothing to record
-    }
+  for (const { series, labels: l, value } of report) {
+    const known = series as PoolKeSeries;
+    if (known === 'session') metrics.session(l['outcome'] ?? '', value);
+    else if (known === 'upstream') metrics.upstream(l['source'] ?? '', l['kind'] ?? '', l['result'] ?? '', value);
+    else if (known === 'health') metrics.health(l['source'] ?? '', value === 1);
   }
 }

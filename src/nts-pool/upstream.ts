@@ -64,11 +64,6 @@ export class UpstreamPool {
     this.#options = options;
   }
 
-  /** Idle connections held right now. */
-  get idleCount(): number {
-    return this.#idle.length;
-  }
-
   /**
    * Sends `request` and reads one answer within `timeoutMs` (connecting included), on an idle kept-alive
    * connection when one is open, else on a new one. Never rejects.
@@ -103,9 +98,9 @@ export class UpstreamPool {
     return result;
   }
 
-  /** Closes every connection; later exchanges still work (they connect anew) unless `final`. */
-  close(final = true): void {
-    this.#closed = final;
+  /** Closes every connection, and keeps none from later exchanges. */
+  close(): void {
+    this.#closed = true;
     for (const idle of this.#idle) {
       clearTimeout(idle.timer);
       idle.socket.destroy();

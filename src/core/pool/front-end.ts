@@ -8,7 +8,7 @@
  * send a fixed key request, and relay the cookies with a Server record (the source's, or the source's
  * registered name when it sent none). The front end's own errors are 0xF000–0xF003 (ids.ts).
  */
-import { AeadId, KeErrorCode, NextProtocolId } from '../nts/ids.js';
+import { AeadId, NextProtocolId } from '../nts/ids.js';
 import type { KeRequest } from '../nts/ke-message.js';
 import { decodeKeMessage, encodeKeMessage, type KeRecord, type SupportedAlgorithm } from '../nts/ke-record.js';
 
@@ -296,6 +296,3 @@ export function buildNoCommonAnswer(reason: 'no_common_protocol' | 'no_common_ae
     { kind: 'endOfMessage', critical: true },
   ]);
 }
-
-/** Error code for a client whose request the front end cannot take (a pool request sent to the front end). */
-export const FRONT_END_REFUSES_POOL_REQUEST = KeErrorCode.badRequest;
