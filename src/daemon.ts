@@ -8,40 +8,30 @@
  * - SIGTERM/SIGINT stop accepting, let KE sessions finish, persist the keyset and resolve with exit 0
  *   (forced after STOP_DEADLINE_MS so a stuck peer cannot keep the daemon alive).
  */
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './runtime/clock.js';
 import type { Config } from './config/schema.js';
-import { changesRequiringRestart, nodeRole } from './config/schema.js';
-import { loadConfigFile } from './config/load.js';
+import { nodeRole } from './config/schema.js';
+import { keRuntimeSettings, reloadConfig } from './config/reload.js';
 import { keysetKeys } from './core/nts/keyset.js';
 import type { KeHandlerReport } from './core/ke-request-handler.js';
-import { ExitCode, NtsdError } from './errors.js';
-import { openKeysetStore } from './keys/store.js';
-import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './keys/sources.js';
-import type { Keyset } from './core/nts/keyset.js';
+import { ExitCode, NtsdError, NtsdErrorCode } from './errors.js';
+import { openKeysetSource } from './keys/open.js';
+import type { KeysetSource } from './keys/sources.js';
 import { createTimeSource, type TimeSource } from './ntp/server-fields.js';
 import { createLogDestination, createLogger, type LogDestination } from './obs/log.js';
-import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from './obs/metrics.js';
-import { keRuntimeSettings, startKeListeners, type KeListeners } from './nts-ke/service.js';
+import { createMetrics, type Metrics } from './obs/metrics.js';
+import { startMetricsServer, type MetricsServer } from './obs/metrics-http.js';
+import { startKeListeners, type KeListeners } from './nts-ke/service.js';
 import { startNtpListeners, type NtpListeners } from './ntp/service.js';
 import { loadNativeUdp } from './runtime/addon.js';
+import { nodeEndOfLife, ntsdVersion } from './runtime/version.js';
 import { createPoolKeMetrics } from './obs/pool-metrics.js';
 import { poolKeHandlerSpec, recordPoolKeReport } from './nts-pool/service.js';
+import { installAeadBackend, missingOpenSslAeads } from './runtime/aead-openssl.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
 const STOP_DEADLINE_MS = 5000;
-
-/** The daemon's version (package.json), for logs and ntsd_build_info. */
-export function ntsdVersion(): string {
-  try {
-    const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
-  } catch {
-    // fall through
-  }
-  return '0.0.0';
-}
 
 /** Options for starting the daemon. */
 export interface DaemonOptions {
@@ -69,12 +59,61 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** True for a listen host on loopback (no remote peer can time it). */
+function isLoopbackHost(host: string): boolean {
+  return /^127\./.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * Installs `[worker-pool] aead-backend` in this thread (threads started later follow it), logs the backend
+ * per AEAD, sets ntsd_aead_backend_info, and warns when a non-loopback listener runs on the JavaScript AES.
+ * `openssl` that OpenSSL cannot serve for an AEAD this node uses is a config error (exit 78).
+ */
+function installAead(config: Config, logger: Logger, metrics: Metrics): void {
+  const request = config.workerPool.aeadBackend;
+  const selection = installAeadBackend(request);
+  if (request === 'openssl') {
+    // The master-key AEAD (15) always; the offered ones; a node without KE opens cookies of any AEAD.
+    const offered = config.ntsKeServers.length === 0 ? selection.entries.map((e) => e.aeadId) : config.ntsKeServers.flatMap((k) => k.aeadAlgorithms);
+    const missing = missingOpenSslAeads(selection, [15, ...offered]);
+    if (missing.length > 0) {
+      throw new NtsdError(
+        NtsdErrorCode.CONFIG_INVALID,
+        `worker-pool.aead-backend: "openssl" is unavailable for ${missing.map((m) => `${m.name} (${m.reason ?? 'unavailable'})`).join('; ')}`,
+      );
+    }
+  }
+  metrics.aead.setBackends(selection.entries.map((e) => ({ aead: e.name, backend: e.backend })));
+  logger.info(
+    {
+      request,
+      aeads: selection.entries.map((e) => ({ aead: e.name, backend: e.backend, constantTime: e.constantTime, ...(e.reason === undefined ? {} : { reason: e.reason }) })),
+    },
+    'AEAD backends',
+  );
+  const slow = selection.entries.filter((e) => e.backend === 'javascript');
+  const exposed = [...config.servers.map((s) => s.listen.host), ...config.ntsKeServers.map((k) => k.listen.host)].filter((h) => !isLoopbackHost(h));
+  if (slow.length > 0 && exposed.length > 0) {
+    logger.warn(
+      { aeads: slow.map((e) => e.name), listeners: exposed },
+      'AEADs run on the table-driven JavaScript AES, whose timing depends on the keys, on a non-loopback listener; build the native addon (OpenSSL) to close this channel',
+    );
+  }
+}
+
 /** Starts every component; throws NtsdError for operational failures (config, TLS material, bind). */
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const version = ntsdVersion();
   const destination = options.logDestination ?? createLogDestination(config.observability.logFile);
   const logger = createLogger({ level: config.observability.logLevel, format: config.observability.logFormat, destination });
   const metrics = createMetrics({ version });
+  const eol = nodeEndOfLife(process.versions.node);
+  if (eol !== undefined) {
+    logger.warn(
+      { node: process.versions.node, endOfLife: eol.endOfLife, moveTo: eol.moveTo },
+      'this Node.js line is past its end of life and gets no security fixes; move to a supported line',
+    );
+  }
   const cleanups: (() => Promise<void> | void)[] = [];
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) {
@@ -87,6 +126,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   };
 
   try {
+    // The AEAD backend first: every keyset decoded from here on (and every thread started later) uses it.
+    installAead(config, logger, metrics);
     const clock = new WallClock();
     // With the native addon the wall clock is recalibrated from CLOCK_REALTIME on this thread (no thread of
     // its own, about 1 µs per run); without it a calibrator thread waits for millisecond edges.
@@ -116,7 +157,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     // ([pool-ke] without [[server]] or [[nts-ke-server]]) seals no cookies and holds no keys.
     const needsKeys = config.servers.length > 0 || config.ntsKeServers.length > 0;
     const store: KeysetSource | undefined = needsKeys
-      ? await openKeysetSource(config, logger.child({ component: 'keyset' }), metrics, (keyset, bytes) => {
+      ? await openKeysetSource(config.keyset, logger.child({ component: 'keyset' }), metrics, (keyset, bytes) => {
           ntp?.setKeyset(bytes);
           ke.setKeyset(bytes);
           metrics.keys.setKeyset(keyset.currentSinceS, keysetKeys(keyset).length, keyset.current.id);
@@ -232,86 +273,24 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   }
 }
 
-/** Opens the master-key source that `[keyset] mode` names (README "Fleet"). */
-function openKeysetSource(
-  config: Config,
-  logger: Logger,
-  metrics: Metrics,
-  onSnapshot: (keyset: Keyset, bytes: Uint8Array) => void,
-): Promise<KeysetSource> {
-  const k = config.keyset;
-  const onRotation = (result: 'success' | 'failure'): void => metrics.keys.rotation(result);
-  switch (k.mode) {
-    case 'local':
-      return openKeysetStore({
-        path: k.keyStoragePath,
-        rotationIntervalS: k.keyRotationIntervalS,
-        staleKeyCount: k.staleKeyCount,
-        logger,
-        onSnapshot,
-        onRotation,
-        onPersistFailure: () => metrics.keys.persistFailure(),
-      });
-    case 'follow':
-      return openFollowKeysetStore({
-        path: k.keyStoragePath,
-        pollIntervalS: k.followPollIntervalS,
-        rotationIntervalS: k.keyRotationIntervalS,
-        logger,
-        onSnapshot,
-        onRotation,
-      });
-    case 'ratchet':
-      if (k.sharedSecretPath === undefined) throw new NtsdError('CONFIG_INVALID', 'keyset.shared-secret-path: required when mode = "ratchet"');
-      return openRatchetKeysetStore({
-        seedPath: k.sharedSecretPath,
-        acceptSeedPath: k.acceptSharedSecretPath,
-        rotationIntervalS: k.keyRotationIntervalS,
-        staleKeyCount: k.staleKeyCount,
-        logger,
-        onSnapshot,
-        onRotation,
-      });
-  }
-}
-
 /**
- * SIGHUP: re-reads the configuration file and applies what can change at runtime (log level, client rate
- * limits, KE connection caps, access lists). Anything else that changed needs a restart: it is logged as a warning and not applied.
- * An invalid file changes nothing. Returns the configuration now in force.
+ * SIGHUP: re-reads the configuration file and applies what can change at runtime (config/reload.ts says
+ * what that is). An invalid file changes nothing; changes that need a restart are logged, not applied.
+ * Returns the configuration now in force.
  */
 function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: KeListeners, ntp: NtpListeners | undefined): Config {
-  let next: Config;
-  try {
-    next = loadConfigFile(path);
-  } catch (error) {
-    const details = error instanceof NtsdError ? error.details : [String(error)];
-    logger.error({ path, problems: details }, 'reload: configuration invalid; keeping the running configuration');
+  const reloaded = reloadConfig(path, running);
+  if (!reloaded.ok) {
+    logger.error({ path, problems: reloaded.problems }, 'reload: configuration invalid; keeping the running configuration');
     return running;
   }
-  const applied: Config = {
-    ...running,
-    observability: { ...running.observability, logLevel: next.observability.logLevel },
-    ntsKeServers: running.ntsKeServers.map((k, i) => {
-      const n = next.ntsKeServers[i];
-      return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
-    }),
-    poolKe: running.poolKe === undefined || next.poolKe === undefined ? running.poolKe : { ...running.poolKe, ...keRuntimeSettings(next.poolKe) },
-    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
-    servers: running.servers.map((s, i) => {
-      const n = next.servers[i];
-      return n === undefined ? s : { ...s, access: n.access, rateLimit: { ...n.rateLimit, tableSize: s.rateLimit.tableSize } };
-    }),
-  };
+  const applied = reloaded.applied;
   ntp?.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
   ke.updateLimits(applied.ntsKeServers, applied.poolKe === undefined ? undefined : keRuntimeSettings(applied.poolKe));
-  const needRestart = changesRequiringRestart(running, next);
-  const sections = ['servers', 'ntsKeServers', 'keyset', 'observability', 'workerPool', 'timeSource'] as const;
-  const otherSections = sections.filter((k) => JSON.stringify(applied[k]) !== JSON.stringify(next[k]));
-  if (needRestart.length > 0 || otherSections.length > 0) {
+  if (reloaded.notApplied.length > 0) {
     logger.warn(
-      { path, settings: needRestart.length > 0 ? needRestart : otherSections },
+      { path, settings: reloaded.notApplied },
       'reload: some changes need a restart and were not applied (log-level, client rate limits, KE connection caps and access lists apply at runtime)',
     );
   }

@@ -115,6 +115,45 @@ test('usage: an unknown command or none exits 64 with the usage text', async () 
   assert.equal(r3.code, EXIT_USAGE, show(r3));
 });
 
+test('--help: every command prints its own page with each option explained and exits 0; help COMMAND is the same page', async () => {
+  const pages: Record<string, RegExp[]> = {
+    run: [/usage: ntsd run/, /-c, --config FILE/],
+    validate: [/usage: ntsd validate -c FILE/, /-c, --config FILE/],
+    check: [/usage: ntsd check HOST\[:PORT\]/, /--ca FILE/, /--count N/, /--servername NAME/, /--timeout-ms MS/, /--interval-ms MS/, /--aead ID/],
+    status: [/usage: ntsd status/, /--metrics URL/, /--interval S/, /--timeout-ms MS/, /--json/],
+    keyset: [/usage: ntsd keyset inspect/, /-c, --config FILE/],
+    help: [/usage: ntsd help \[COMMAND\]/],
+  };
+  for (const [command, patterns] of Object.entries(pages)) {
+    for (const argv of [[command, '--help'], [command, '-h'], ['help', command]]) {
+      const r = await runCli(argv);
+      assert.equal(r.code, 0, `${argv.join(' ')}: ${show(r)}`);
+      for (const p of patterns) assert.match(r.stdout, p, `${argv.join(' ')}`);
+      assert.equal(r.stderr, '', argv.join(' '));
+    }
+  }
+  for (const argv of [['--help'], ['-h'], ['help']]) {
+    const r = await runCli(argv);
+    assert.equal(r.code, 0, show(r));
+    for (const command of Object.keys(pages)) assert.match(r.stdout, new RegExp(`^  ${command} `, 'm'), `${argv.join(' ')} lists ${command}`);
+  }
+  const unknown = await runCli(['help', 'frobnicate']);
+  assert.equal(unknown.code, EXIT_USAGE, show(unknown));
+  assert.match(unknown.stderr, /unknown command "frobnicate"/);
+});
+
+test('--version and -V print the version, Node.js, the datapath and the AEAD backend, and exit 0', async () => {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const r = await runCli([flag]);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, new RegExp(`^ntsd ${version.replaceAll('.', '\\.')}$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^Node\\.js ${process.versions.node.replaceAll('.', '\\.')} \\(OpenSSL `, 'm'));
+    assert.match(r.stdout, /^NTP datapath: (native|dgram) /m);
+    assert.match(r.stdout, /^AEAD backend: /m);
+  }
+});
+
 test('keyset inspect prints ids and ages, never key bytes; check against the daemon passes; check against a closed port fails clearly', { timeout: 60_000 }, async (t) => {
   const options = await baseOptions();
   const d = await startDaemon({ toml: testConfigToml({ ...options, keyStoragePath: 'state/ntsd.keys' }), dir: makeTempDir('cli-daemon') });

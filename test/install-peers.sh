@@ -3,13 +3,16 @@
 # Debian's chrony (client and server) and NTPsec, unpacked because it conflicts with chrony as a package
 # (see ../shared/PEERS.md), plus gcc for the NTPsec port shim and the nts.test name for the test certificates,
 # and Debian's prometheus (prometheus + promtool) for the monitoring-kit tests (test/monitoring/),
-# and Debian's haproxy (an L4 balancer sending PROXY protocol v2) for the fleet test (test/interop/fleet-chrony.test.ts).
+# and Debian's haproxy (an L4 balancer sending PROXY protocol v2) for the fleet test (test/interop/fleet-chrony.test.ts),
+# and Debian 13's chrony 4.6.1 in a debootstrap root outside the clone (TRIXIE_ROOT, default /var/tmp/trixie-root;
+# about 300 MB, built once and reused) for test/interop/chrony46.test.ts.
 # Needs root and apt-get; otherwise it says what is missing and exits non-zero.
 # Called by .ci/run and, when a peer is missing, by `npm test` (test/run-tests.mjs).
 set -euo pipefail
 
 run() { printf '+ %s\n' "$*"; "$@"; }
 NTPSEC_NTPD=/opt/ntpsec-root/usr/sbin/ntpd
+TRIXIE_ROOT=${NTSD_TRIXIE_ROOT:-/var/tmp/trixie-root}
 
 need_apt=0
 command -v chronyd >/dev/null 2>&1 || [ -x /usr/sbin/chronyd ] || need_apt=1
@@ -20,10 +23,12 @@ need_prometheus=0
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || { need_prometheus=1; need_apt=1; }
 need_haproxy=0
 { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || { need_haproxy=1; need_apt=1; }
+need_trixie=0
+[ -x "$TRIXIE_ROOT/usr/sbin/chronyd" ] || { need_trixie=1; need_apt=1; }
 
 if [ "$need_apt" -eq 1 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-peers: chrony, gcc, setpriv, prometheus/promtool, haproxy or NTPsec ($NTPSEC_NTPD) missing, and this is not root with apt-get." >&2
+    echo "install-peers: chrony, gcc, setpriv, prometheus/promtool, haproxy, NTPsec ($NTPSEC_NTPD) or chrony 4.6.1 ($TRIXIE_ROOT) missing, and this is not root with apt-get." >&2
     echo "install-peers: install them as PEERS.md shows; the interop tests need them." >&2
     exit 1
   fi
@@ -46,6 +51,12 @@ if [ "$need_apt" -eq 1 ]; then
     (cd "$debs" && run apt-get download ntpsec)
     run dpkg -x "$debs"/ntpsec_*.deb /opt/ntpsec-root
     rm -rf "$debs"
+  fi
+  if [ "$need_trixie" -eq 1 ]; then
+    run apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    # A half-built root from an interrupted run is started over.
+    rm -rf "$TRIXIE_ROOT"
+    run debootstrap --variant=minbase --include=chrony,ca-certificates trixie "$TRIXIE_ROOT" >/dev/null
   fi
 fi
 

@@ -27,10 +27,11 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test (did tsc run?)');
   process.exit(1);
 }
-// The interop tests run real chrony and NTPsec, the monitoring tests real Prometheus and promtool. On a fresh
+// The interop tests run real chrony (4.3, and 4.6.1 in a Debian 13 root) and NTPsec, the monitoring tests real Prometheus and promtool. On a fresh
 // machine (root with apt-get, as CI is) install them first, so `npm test` after a plain clone runs the whole
 // suite; elsewhere the script says what is missing.
-const peers = ['/usr/sbin/chronyd', '/opt/ntpsec-root/usr/sbin/ntpd', '/usr/bin/prometheus', '/usr/bin/promtool', '/usr/sbin/haproxy'];
+const trixie = process.env.NTSD_TRIXIE_ROOT ?? '/var/tmp/trixie-root';
+const peers = ['/usr/sbin/chronyd', '/opt/ntpsec-root/usr/sbin/ntpd', '/usr/bin/prometheus', '/usr/bin/promtool', '/usr/sbin/haproxy', `${trixie}/usr/sbin/chronyd`];
 if (!peers.every((p) => existsSync(p))) {
   const script = new URL('./install-peers.sh', import.meta.url).pathname;
   console.log(`run-tests: chrony, NTPsec, prometheus or promtool missing; running ${script}`);

@@ -8,12 +8,15 @@
  *  (c) cookie master-key seal/open: AD 4, plaintext 68 (AEAD id + C2S + S2C for AEAD 15), long-lived key;
  *  plus newCipher() cost and two composites of one NTS request: open(a) + open(c) + seal(c) + seal(b, 104),
  *  and the same with the two per-request newCipher() (or rekey()) calls for C2S and S2C.
+ * Each AEAD runs on both backends: the JavaScript one (`js`) and OpenSSL through the native addon (`openssl`,
+ * when built; src/runtime/aead-openssl.ts).
  * Runs on import: `node dist/bench/micro/aead.bench.js` (BENCH_MIN_TIME_MS shortens or lengthens each case).
  */
 
 import { randomBytes } from 'node:crypto';
 import { aessiv, gcmsiv } from '@noble/ciphers/aes.js';
-import { getAead, isRekeyable, SUPPORTED_AEAD_IDS } from '../../src/core/crypto/aead.js';
+import { getJavaScriptAead, isRekeyable, SUPPORTED_AEAD_IDS } from '../../src/core/crypto/aead.js';
+import { getOpenSslAeads } from '../../src/runtime/aead-openssl.js';
 import type { AeadAlgorithm, AeadCipher } from '../../src/core/crypto/aead.js';
 import { bench, printTable } from './harness.js';
 import type { BenchResult } from './harness.js';
@@ -43,8 +46,8 @@ function sealed(c: AeadCipher, nonce: Uint8Array, s: Shape): Uint8Array {
   return out;
 }
 
-function benchAlgorithm(alg: AeadAlgorithm, results: BenchResult[]): void {
-  const tag = `${alg.aeadId} ${SHORT_NAMES[alg.aeadId] ?? alg.name}`;
+function benchAlgorithm(alg: AeadAlgorithm, backend: string, results: BenchResult[]): void {
+  const tag = `${alg.aeadId} ${SHORT_NAMES[alg.aeadId] ?? alg.name} ${backend}`;
   const key = bytes(alg.keyLength);
   const nonce = bytes(alg.nonceLength);
   const c = alg.newCipher(key);
@@ -128,9 +131,12 @@ function benchNobleBaseline(results: BenchResult[]): void {
 }
 
 const results: BenchResult[] = [];
+const openssl = getOpenSslAeads();
 for (const id of SUPPORTED_AEAD_IDS) {
-  const alg = getAead(id);
-  if (alg) benchAlgorithm(alg, results);
+  const js = getJavaScriptAead(id);
+  if (js) benchAlgorithm(js, 'js', results);
+  const ossl = openssl.get(id);
+  if (ossl) benchAlgorithm(ossl, 'openssl', results);
 }
 benchNobleBaseline(results);
 console.log(`\n## AEAD (node ${process.version}, ${process.arch})\n`);

@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { commandHelp, synopsis } from './help.js';
 import { isIP } from 'node:net';
 import { WallClock } from '../runtime/clock.js';
 import { getAead } from '../core/crypto/aead.js';
@@ -61,9 +62,8 @@ export interface CheckOptions {
   readonly aeadIds?: readonly number[];
 }
 
-/** Usage text of `ntsd check`. */
-export const CHECK_USAGE =
-  'usage: ntsd check HOST[:PORT] [--ca FILE] [--count N] [--servername NAME] [--timeout-ms MS] [--interval-ms MS] [--aead ID[,ID...]]';
+/** Usage line of `ntsd check`. */
+export const CHECK_USAGE = synopsis('check');
 
 const DEFAULT_COUNT = 3;
 const DEFAULT_TIMEOUT_MS = 5000;
@@ -110,8 +110,8 @@ function parseIntOption(text: string, name: string, min: number, max: number): n
   return value;
 }
 
-/** Parses `check` arguments (everything after the word "check"); returns options or a usage error. */
-export function parseCheckArgs(argv: readonly string[]): { readonly ok: true; readonly options: CheckOptions } | { readonly ok: false; readonly error: string } {
+/** Parses `check` arguments (everything after the word "check"); returns options (or `help`) or a usage error. */
+export function parseCheckArgs(argv: readonly string[]): { readonly ok: true; readonly options: CheckOptions; readonly help?: true } | { readonly ok: false; readonly error: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -125,12 +125,14 @@ export function parseCheckArgs(argv: readonly string[]): { readonly ok: true; re
         'timeout-ms': { type: 'string' },
         'interval-ms': { type: 'string' },
         aead: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (err) {
     return { ok: false, error: err instanceof Error ? err.message : String(err) };
   }
   const { values, positionals } = parsed;
+  if (values.help === true) return { ok: true, options: { target: '' }, help: true };
   if (positionals.length !== 1 || positionals[0] === undefined) return { ok: false, error: 'expected exactly one HOST[:PORT]' };
   let options: CheckOptions = { target: positionals[0] };
   if (values.ca !== undefined) options = { ...options, caFile: values.ca };
@@ -249,6 +251,10 @@ export async function runCheck(input: CheckOptions | readonly string[], write: (
   let options: CheckOptions;
   if (isArgv(input)) {
     const parsed = parseCheckArgs(input);
+    if (parsed.ok && parsed.help === true) {
+      write(commandHelp('check'));
+      return CheckExitCode.ok;
+    }
     if (!parsed.ok) {
       write(`error: ${parsed.error}`);
       write(CHECK_USAGE);

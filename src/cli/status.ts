@@ -8,6 +8,7 @@
  * unreachable, not an ntsd, certificate expired); 64 usage.
  */
 import { parseArgs } from 'node:util';
+import { commandHelp, synopsis } from './help.js';
 import { loadConfigFile } from '../config/load.js';
 import { parsePromText, selectSamples, sumSamples, type PromPage } from './prom-text.js';
 
@@ -18,7 +19,7 @@ export const StatusExitCode = { ok: 0, warning: 1, down: 2, usage: 64 } as const
 export type Health = 'ok' | 'warning' | 'down';
 
 /** Usage text of `ntsd status`. */
-export const STATUS_USAGE = 'usage: ntsd status [--metrics URL | -c FILE] [--interval S] [--timeout-ms MS] [--json]';
+export const STATUS_USAGE = synopsis('status');
 
 /** Default endpoint: metrics-listen's default. */
 export const DEFAULT_METRICS_URL = 'http://127.0.0.1:9975/metrics';
@@ -85,6 +86,8 @@ export interface StatusReport {
   readonly timeSource: { readonly synchronised: boolean | null; readonly stratum: number | null; readonly rootDistanceS: number | null } | null;
   /** The labels of each ntsd_ntp_datapath_info series; null when this ntsd does not export it. */
   readonly datapath: readonly Readonly<Record<string, string>>[] | null;
+  /** AEAD name → backend (openssl or javascript) from ntsd_aead_backend_info; null when this ntsd does not export it. */
+  readonly aead?: Readonly<Record<string, string>> | null;
   readonly workers: { readonly queueDepth: number | null; readonly queueRefused: Counted; readonly restarts: Counted } | null;
 }
 
@@ -209,6 +212,9 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     problems.push('a worker thread died and was restarted in the last interval');
   }
   const datapath = selectSamples(now, 'ntsd_ntp_datapath_info');
+  const aeadSamples = selectSamples(now, 'ntsd_aead_backend_info');
+  const aead: Record<string, string> = {};
+  for (const sample of aeadSamples) if (sample.labels['aead'] !== undefined) aead[sample.labels['aead']] = sample.labels['backend'] ?? '?';
 
   return {
     endpoint,
@@ -252,6 +258,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
       rootDistanceS: gauge(now, 'ntsd_time_source_root_distance_seconds'),
     },
     datapath: datapath.length === 0 ? null : datapath.map((s) => ({ ...s.labels })),
+    aead: aeadSamples.length === 0 ? null : aead,
     workers: { queueDepth: gauge(now, 'ntsd_worker_queue_depth'), queueRefused, restarts },
   };
 }
@@ -367,6 +374,13 @@ export function formatStatusReport(r: StatusReport): string[] {
   }
   const dp = r.datapath;
   out.push(`${'datapath'.padEnd(14)}${dp === null ? 'not reported by this ntsd' : dp.map((l) => Object.entries(l).map(([a, b]) => `${a}=${b}`).join(' ')).join('; ')}`);
+  const aead = r.aead;
+  if (aead !== undefined) {
+    const names = aead === null ? [] : Object.keys(aead).sort();
+    const text = names.map((n) => `${n.replace(/^AEAD_/, '')}=${aead?.[n] ?? '?'}`).join(' ');
+    const table = names.some((n) => aead?.[n] === 'javascript') ? ' (javascript: table-driven AES, not constant-time)' : '';
+    out.push(`${'aead'.padEnd(14)}${aead === null ? 'not reported by this ntsd' : `${text}${table}`}`);
+  }
   const w = r.workers;
   if (w !== null) {
     out.push(`${'workers'.padEnd(14)}queue depth ${w.queueDepth ?? '?'}; refused ${w.queueRefused.total} (${rate(w.queueRefused.perS)}/s); restarts ${w.restarts.total}`);
@@ -452,7 +466,7 @@ export async function runStatus(args: readonly string[], write: (line: string) =
       },
     });
     if (values.help === true) {
-      write(STATUS_USAGE);
+      write(commandHelp('status'));
       return StatusExitCode.ok;
     }
     if (positionals.length > 0) throw new StatusUsageError(`unexpected argument "${positionals[0] ?? ''}"`);

@@ -239,12 +239,21 @@ export interface WorkerPoolConfig {
   readonly sendMode: SendMode;
   /** SO_RCVBUF of every NTP socket in octets; 0 = the OS default. */
   readonly receiveBufferBytes: number;
+  /**
+   * AEAD implementation: `openssl` (the native addon's OpenSSL EVP calls: constant-time AES; refuses to start
+   * without it), `javascript` (the built-in table-driven AES), or `auto` (OpenSSL per AEAD where available).
+   */
+  readonly aeadBackend: AeadBackend;
 }
 
 /** `[worker-pool] datapath` values. */
 export const DATAPATHS = ['auto', 'native', 'dgram'] as const;
 /** A `[worker-pool] datapath` value. */
 export type Datapath = (typeof DATAPATHS)[number];
+/** `[worker-pool] aead-backend` values. */
+export const AEAD_BACKENDS = ['auto', 'openssl', 'javascript'] as const;
+/** A `[worker-pool] aead-backend` value. */
+export type AeadBackend = (typeof AEAD_BACKENDS)[number];
 /** `[worker-pool] send-mode` values. */
 export const SEND_MODES = ['each', 'batch'] as const;
 /** A `[worker-pool] send-mode` value. */
@@ -340,7 +349,7 @@ export const DEFAULTS = {
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
-  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0 },
+  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -959,9 +968,10 @@ function readWorkerPool(table: Table, errors: string[], options: ValidateOptions
   const datapath = r.oneOf('datapath', DATAPATHS, d.datapath);
   const sendMode = r.oneOf('send-mode', SEND_MODES, d.sendMode);
   const receiveBufferBytes = r.integer('receive-buffer-bytes', 0, 1 << 30, d.receiveBufferBytes);
+  const aeadBackend = r.oneOf('aead-backend', AEAD_BACKENDS, d.aeadBackend);
   if (datapath === 'native' && threads === 0) r.error('threads', 'must be at least 1 with datapath = "native" (each NTP thread owns its sockets)');
   r.finish();
-  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads, datapath, sendMode, receiveBufferBytes };
+  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads, datapath, sendMode, receiveBufferBytes, aeadBackend };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;
@@ -1073,40 +1083,8 @@ export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool
   return Math.max(1, Math.floor(cpuCount) - ntpThreads);
 }
 
-/**
- * Settings that a SIGHUP reload cannot apply (OPERATIONS.md "Signals": such a change is refused with a
- * warning). Returns the key paths that differ between the running and the re-read configuration; an empty
- * list means the new file can be applied at runtime (log level, KE limits and rate limits, certificate
- * paths, AEAD list, ntp-server/ntp-port, key rotation interval and stale-key-count).
- */
-export function changesRequiringRestart(running: Config, next: Config): string[] {
-  const changed: string[] = [];
-  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
-  if (running.servers.length !== next.servers.length) changed.push('server');
-  running.servers.forEach((s, i) => {
-    const n = next.servers[i];
-    if (n !== undefined && !same(s.listen, n.listen)) changed.push(`server[${i}].listen`);
-  });
-  if (running.ntsKeServers.length !== next.ntsKeServers.length) changed.push('nts-ke-server');
-  running.ntsKeServers.forEach((k, i) => {
-    const n = next.ntsKeServers[i];
-    if (n !== undefined && !same(k.listen, n.listen)) changed.push(`nts-ke-server[${i}].listen`);
-  });
-  if (running.keyset.mode !== next.keyset.mode) changed.push('keyset.mode');
-  if (running.keyset.keyStoragePath !== next.keyset.keyStoragePath) changed.push('keyset.key-storage-path');
-  if (running.keyset.sharedSecretPath !== next.keyset.sharedSecretPath) changed.push('keyset.shared-secret-path');
-  if (running.keyset.acceptSharedSecretPath !== next.keyset.acceptSharedSecretPath) changed.push('keyset.accept-shared-secret-path');
-  if (running.observability.logFormat !== next.observability.logFormat) changed.push('observability.log-format');
-  if (running.observability.logFile !== next.observability.logFile) changed.push('observability.log-file');
-  if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
-  if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
-  if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
-  // A KE listener's caps, client rate limit and access list apply at runtime; the rest of [pool-ke] does not.
-  const fixedPart = (p: PoolKeConfig | undefined): unknown =>
-    p === undefined ? undefined : { ...p, concurrentConnections: 0, concurrentConnectionsPerSource: 0, clientRateLimit: p.clientRateLimit.tableSize, access: undefined };
-  if (!same(fixedPart(running.poolKe), fixedPart(next.poolKe))) changed.push('pool-ke');
-  return changed;
-}
+/** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart (config/reload.ts). */
+export type KeRuntimeSettings = Pick<KeListenerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
 /** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
 export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';

@@ -357,7 +357,11 @@ static napi_value set_function(napi_env env, napi_value exports, const char *nam
   return fn;
 }
 
+/* aead.c: the OpenSSL AEADs (aeadAlgorithms, aeadNew, aeadSeal, aeadOpen, aeadFree). */
+void ntsd_register_aead(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT() {
+  ntsd_register_aead(env, exports);
   set_function(env, exports, "openUdp", js_open_udp);
   set_function(env, exports, "localPort", js_local_port);
   set_function(env, exports, "recv", js_recv);

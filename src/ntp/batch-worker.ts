@@ -32,6 +32,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { randomFillSync } from 'node:crypto';
 import { WallClock, monotonicS, unixSToNtp, type NtpTime } from '../runtime/clock.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
+import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import {
   KEY_AGE_NONE,
   createPooledFillRandom,
@@ -387,6 +388,7 @@ function onWorkerMessage(processor: BatchProcessor, msg: ToWorker): void {
 
 if (!isMainThread && parentPort !== null && isWorkerInit(workerData)) {
   const init = workerData;
+  installInheritedAeadBackend(); // before the keyset is decoded: its master keys take the installed AEAD
   const processor = createBatchProcessor({
     keysetBytes: init.keysetBytes,
     serverFields: init.serverFields,

@@ -10,6 +10,7 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { TALLY_WORDS } from './tally.js';
+import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import type { AdmissionSpec } from '../core/admission.js';
 import type { ServerFields } from '../core/responder.js';
 import {
@@ -125,6 +126,7 @@ async function runThread(init: ThreadInit): Promise<void> {
   if (port === null) return;
   const post = (msg: FromThread): void => port.postMessage(msg);
   const counters = new ThreadCounters(init.durationBucketsS);
+  installInheritedAeadBackend(); // before the keyset is decoded: its master keys take the installed AEAD
   // Imported here so a thread loads only the backend it runs.
   const started =
     init.backend === 'native'

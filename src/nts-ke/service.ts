@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import { availableParallelism } from 'node:os';
-import { keThreadCount, type Config, type KeListenerConfig, type NtsKeServerConfig } from '../config/schema.js';
+import { keThreadCount, type Config, type KeListenerConfig, type KeRuntimeSettings, type NtsKeServerConfig } from '../config/schema.js';
 import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NTP_PORT } from '../core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './cert-watcher.js';
@@ -67,19 +67,6 @@ export interface KeListeners {
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
   stop(): Promise<void>;
-}
-
-/** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart. */
-export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
-
-/** The part of `config` that a SIGHUP applies at runtime (everything else of a KE table needs a restart). */
-export function keRuntimeSettings(config: KeListenerConfig): KeRuntimeSettings {
-  return {
-    clientRateLimit: config.clientRateLimit,
-    concurrentConnections: config.concurrentConnections,
-    concurrentConnectionsPerSource: config.concurrentConnectionsPerSource,
-    access: config.access,
-  };
 }
 
 interface Listener {

@@ -31,6 +31,7 @@ import { ConcurrencyLimiter } from '../core/concurrency.js';
 import { RateLimiter } from '../core/limiter.js';
 import { decodeKeyset, keysetKeys, type Keyset } from '../core/nts/keyset.js';
 import { createPooledFillRandom } from '../core/responder.js';
+import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import { KeListener, ListenFailure } from './listener.js';
 import {
   errorText,
@@ -111,6 +112,7 @@ async function loadHandlerFactory(spec: KeHandlerSpec): Promise<KeHandlerFactory
 }
 
 async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void> {
+  installInheritedAeadBackend(); // before the keyset is decoded: cookies are sealed with the installed AEAD
   const post = (message: FromKeThread): void => port.postMessage(message);
 
   let logsThisReport = 0;

@@ -1,6 +1,6 @@
 /**
- * Prometheus metrics (OPERATIONS.md "Metrics"): one prom-client Registry owned by the daemon, a typed facade
- * the shells call, and a tiny node:http listener that serves GET /metrics.
+ * Prometheus metrics (OPERATIONS.md "Metrics"): one prom-client Registry owned by the daemon and a typed facade
+ * the shells call. obs/metrics-http.ts serves it.
  *
  * Rules kept here:
  * - names start with `ntsd_`, use base units, counters end in `_total`;
@@ -9,11 +9,9 @@
  * - histogram buckets suit microseconds (prom-client's defaults start at 5 ms);
  * - workers own no registry: they send tallies, and the main thread adds them in bulk.
  */
-import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
 import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES, type KeRejectReasonLabel, type KeSessionOutcomeLabel } from '../core/ke-handler.js';
-import { NtsdError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Label value sets.
@@ -269,9 +267,16 @@ export interface TimeSourceMetrics {
 }
 
 /** Every ntsd metric, grouped by the component that updates it. */
+/** Which implementation each AEAD runs on (src/runtime/aead-openssl.ts). */
+export interface AeadMetrics {
+  /** ntsd_aead_backend_info{aead, backend} = 1 per AEAD (earlier series removed). */
+  setBackends(backends: readonly { readonly aead: string; readonly backend: 'openssl' | 'javascript' }[]): void;
+}
+
 export interface Metrics {
-  /** The registry to serve (startMetricsServer) or scrape in tests. */
+  /** The registry to serve (obs/metrics-http.ts) or scrape in tests. */
   readonly registry: Registry;
+  readonly aead: AeadMetrics;
   readonly ntp: NtpMetrics;
   readonly ke: KeMetrics;
   readonly keys: KeyMetrics;
@@ -408,8 +413,21 @@ export function createMetrics(options: MetricsOptions): Metrics {
     if (n > 0) counter.inc(n);
   };
 
+  const aeadBackendInfo = new Gauge<'aead' | 'backend'>({
+    name: 'ntsd_aead_backend_info',
+    help: 'Always 1; labels say which implementation each AEAD runs on: openssl (constant-time AES) or javascript (table-driven AES).',
+    labelNames: ['aead', 'backend'],
+    registers,
+  });
+
   return {
     registry,
+    aead: {
+      setBackends: (backends) => {
+        aeadBackendInfo.reset();
+        for (const b of backends) aeadBackendInfo.set({ aead: b.aead, backend: b.backend }, 1);
+      },
+    },
     ntp: {
       addReceived: (n) => add(received, n),
       addOutcomeCounts: (counts) => {
@@ -504,66 +522,4 @@ export function createMetrics(options: MetricsOptions): Metrics {
       },
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The /metrics listener.
-
-/** A running metrics listener. */
-export interface MetricsServer {
-  /** The bound port (useful when asked for port 0). */
-  readonly port: number;
-  /** Stops listening and closes idle keep-alive connections. */
-  close(): Promise<void>;
-}
-
-/**
- * Serves `GET /metrics` (and HEAD) from `registry` on host:port; every other path is 404, other methods 405.
- * @throws NtsdError BIND_FAILED when the address cannot be bound.
- */
-export function startMetricsServer(registry: Registry, host: string, port: number): Promise<MetricsServer> {
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
-      return;
-    }
-    registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': registry.contentType });
-        res.end(req.method === 'HEAD' ? undefined : text);
-      },
-      () => {
-        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('metrics collection failed\n');
-      },
-    );
-  });
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
-  server.keepAliveTimeout = 5_000;
-  return new Promise((resolvePromise, reject) => {
-    const onError = (error: Error): void => {
-      reject(new NtsdError('BIND_FAILED', `metrics listener cannot bind ${host}:${port}: ${error.message}`, { cause: error }));
-    };
-    server.once('error', onError);
-    server.listen({ host, port }, () => {
-      server.off('error', onError);
-      // After binding, a socket-level error (e.g. EMFILE on accept) must not take the daemon down.
-      server.on('error', () => undefined);
-      const address = server.address();
-      const bound = typeof address === 'object' && address !== null ? address.port : port;
-      resolvePromise({
-        port: bound,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeIdleConnections();
-          }),
-      });
-    });
-  });
 }

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import {
   DEFAULTS,
   nodeRole,
-  changesRequiringRestart,
   formatListenAddress,
   parseListenAddress,
   parseReferenceId,
@@ -12,6 +11,7 @@ import {
   type ConfigResult,
 } from '../../src/config/schema.js';
 
+import { changesRequiringRestart } from '../../src/config/reload.js';
 type Doc = Record<string, unknown>;
 const OPTIONS = { baseDir: '/etc/ntsd', cpuCount: 4 };
 
@@ -202,6 +202,7 @@ test('defaults match OPERATIONS.md', () => {
     datapath: 'auto',
     sendMode: 'each',
     receiveBufferBytes: 0,
+    aeadBackend: 'auto',
   });
   // The safe default: follow the host daemon, so nothing is claimed that the host does not have.
   assert.deepEqual(c.timeSource, { mode: 'follow', address: { host: '127.0.0.1', port: 123, family: 'IPv4' }, pollIntervalS: 16 });

@@ -1,7 +1,7 @@
 /**
- * Launchers for real NTS peers on loopback (see /work/shared/PEERS.md): Debian's chrony 4.3 as an NTS
- * server or client and NTPsec 1.2.2 as an NTS client, each in its own temp directory on free ports,
- * stopped by PID.
+ * Launchers for real NTS peers on loopback (see /work/shared/PEERS.md): Debian's chrony 4.3 (and Debian 13's
+ * 4.6.1 in a chroot) as an NTS server or client and NTPsec 1.2.2 as an NTS client, each in its own temp
+ * directory on free ports, stopped by PID.
  *
  * Safety, always: every daemon runs under `setpriv --bounding-set -sys_time` (it cannot gain the right to
  * set the clock), chronyd gets `-x` and NTPsec gets `disable ntp` / `disable kernel`. Nothing binds off
@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -23,6 +23,40 @@ export const NTPSEC_ROOT = '/opt/ntpsec-root';
 export const NTPSEC_NTPD = `${NTPSEC_ROOT}/usr/sbin/ntpd`;
 const CHRONYD = '/usr/sbin/chronyd';
 const CHRONYC = '/usr/bin/chronyc';
+const CHROOT = '/usr/sbin/chroot';
+/**
+ * Debian 13's chrony (4.6.1) in a debootstrap root that test/install-peers.sh builds once and keeps outside
+ * the clone (PEERS.md). A chroot shares the network namespace, so its chronyd reaches ntsd on 127.0.0.1.
+ */
+export const TRIXIE_ROOT = process.env['NTSD_TRIXIE_ROOT'] ?? '/var/tmp/trixie-root';
+
+/** Where chronyd runs: the host's chrony 4.3, or chrony 4.6.1 inside TRIXIE_ROOT. */
+export type ChronyBuild = 'host' | 'trixie';
+
+/** Throws a clear error unless the Debian 13 root with chrony 4.6.1 exists, and maps nts.test inside it. */
+export function ensureTrixieChrony(): void {
+  if (!existsSync(join(TRIXIE_ROOT, 'usr/sbin/chronyd'))) {
+    throw new Error(`chrony 4.6.1 is missing: ${TRIXIE_ROOT}/usr/sbin/chronyd (test/install-peers.sh builds the Debian 13 root)`);
+  }
+  ensureNtsTestHost(join(TRIXIE_ROOT, 'etc/hosts'));
+}
+
+/**
+ * How to run a chrony program of `build`: the command and the leading arguments, and how a path on the host
+ * (inside the root for "trixie") is written for the program.
+ */
+function chronyCommand(build: ChronyBuild, program: 'chronyd' | 'chronyc'): { command: string; args: string[]; path: (hostPath: string) => string } {
+  const binary = program === 'chronyd' ? CHRONYD : CHRONYC;
+  if (build === 'host') return { command: binary, args: [], path: (p) => p };
+  return {
+    command: CHROOT,
+    args: [TRIXIE_ROOT, binary],
+    path: (p) => {
+      if (!p.startsWith(`${TRIXIE_ROOT}/`)) throw new Error(`${p} is outside ${TRIXIE_ROOT}`);
+      return p.slice(TRIXIE_ROOT.length);
+    },
+  };
+}
 const SETPRIV = '/usr/bin/setpriv';
 /** Drop CAP_SYS_TIME from the bounding set before exec: the daemon can never set the clock. */
 const NO_CLOCK = ['--bounding-set', '-sys_time'];
@@ -42,24 +76,25 @@ process.on('exit', () => {
   }
 });
 
-/** Adds "127.0.0.1 nts.test" to /etc/hosts unless a line already maps the name (idempotent; we run as root). */
-export function ensureNtsTestHost(): void {
-  const hosts = existsSync('/etc/hosts') ? readFileSync('/etc/hosts', 'utf8') : '';
+/** Adds "127.0.0.1 nts.test" to /etc/hosts (or `file`) unless a line already maps the name (idempotent; we run as root). */
+export function ensureNtsTestHost(file = '/etc/hosts'): void {
+  const hosts = existsSync(file) ? readFileSync(file, 'utf8') : '';
   const mapped = hosts.split('\n').some((line) => {
     const fields = line.replace(/#.*/, '').trim().split(/\s+/);
     return fields[0] === '127.0.0.1' && fields.slice(1).includes(NTS_TEST_NAME);
   });
   if (mapped) return;
   try {
-    appendFileSync('/etc/hosts', `${hosts.endsWith('\n') || hosts === '' ? '' : '\n'}127.0.0.1 ${NTS_TEST_NAME}\n`);
+    appendFileSync(file, `${hosts.endsWith('\n') || hosts === '' ? '' : '\n'}127.0.0.1 ${NTS_TEST_NAME}\n`);
   } catch (err) {
-    throw new Error(`cannot add "127.0.0.1 ${NTS_TEST_NAME}" to /etc/hosts (run as root, or add the line yourself): ${String(err)}`);
+    throw new Error(`cannot add "127.0.0.1 ${NTS_TEST_NAME}" to ${file} (run as root, or add the line yourself): ${String(err)}`);
   }
 }
 
 /** Creates a 0700 temp directory (chrony refuses socket directories others can write to). */
-export function makeWorkDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `ntsd-interop-${prefix}-`));
+export function makeWorkDir(prefix: string, build: ChronyBuild = 'host'): string {
+  const base = build === 'host' ? tmpdir() : join(TRIXIE_ROOT, 'tmp');
+  const dir = mkdtempSync(join(base, `ntsd-interop-${prefix}-`));
   chmodSync(dir, 0o700);
   return dir;
 }
@@ -195,8 +230,17 @@ export async function startChronyServer(options: {
   readonly certPath: string;
   readonly keyPath: string;
   readonly startTimeoutMs?: number;
+  /** Which chrony (default the host's 4.3). */
+  readonly build?: ChronyBuild;
 }): Promise<ChronyServer> {
-  const dir = makeWorkDir('chrony-server');
+  const build = options.build ?? 'host';
+  const dir = makeWorkDir('chrony-server', build);
+  const run = chronyCommand(build, 'chronyd');
+  // The certificate and key go into the work directory, where a chrooted chronyd can read them.
+  const certPath = join(dir, 'server.crt');
+  const keyPath = join(dir, 'server.key');
+  copyFileSync(options.certPath, certPath);
+  copyFileSync(options.keyPath, keyPath);
   const conf = join(dir, 'server.conf');
   writeFileSync(
     conf,
@@ -206,17 +250,17 @@ export async function startChronyServer(options: {
       'allow 127.0.0.0/8',
       'local stratum 2',
       `ntsport ${options.kePort}`,
-      `ntsserverkey ${options.keyPath}`,
-      `ntsservercert ${options.certPath}`,
-      `ntsdumpdir ${dir}`,
+      `ntsserverkey ${run.path(keyPath)}`,
+      `ntsservercert ${run.path(certPath)}`,
+      `ntsdumpdir ${run.path(dir)}`,
       'ntsprocesses 1',
-      `pidfile ${join(dir, 'chronyd.pid')}`,
+      `pidfile ${run.path(join(dir, 'chronyd.pid'))}`,
       'cmdport 0',
       'bindcmdaddress /',
       '',
     ].join('\n'),
   );
-  const peer = spawnPeer(dir, CHRONYD, ['-x', '-d', '-u', 'root', '-f', conf]);
+  const peer = spawnPeer(dir, run.command, [...run.args, '-x', '-d', '-u', 'root', '-f', run.path(conf)]);
   try {
     await waitFor(`chronyd NTS-KE on port ${options.kePort}`, options.startTimeoutMs ?? 10_000, async () => {
       if (!peer.running()) throw new Error(`chronyd exited early:\n${peer.output()}`);
@@ -310,26 +354,39 @@ export async function startChronyClient(options: {
   readonly ntpPort?: number;
   readonly caPath: string;
   readonly name?: string;
+  /** Which chrony (default the host's 4.3). */
+  readonly build?: ChronyBuild;
+  /** `ntsaeads`: the AEAD ids chrony offers, in order (chrony ≥ 4.4; default chrony's own list). */
+  readonly aeads?: readonly number[];
+  /** `xleave` on the server line: ask for interleaved mode (RFC 9769). */
+  readonly xleave?: boolean;
 }): Promise<ChronyClient> {
-  const dir = makeWorkDir('chrony-client');
+  const build = options.build ?? 'host';
+  const dir = makeWorkDir('chrony-client', build);
+  const run = chronyCommand(build, 'chronyd');
   const conf = join(dir, 'client.conf');
   const socketPath = join(dir, 'chronyd.sock');
+  const caPath = join(dir, 'ca.pem');
+  copyFileSync(options.caPath, caPath);
   const name = options.name ?? NTS_TEST_NAME;
   const port = options.ntpPort === undefined ? '' : ` port ${options.ntpPort}`;
+  const xleave = options.xleave === true ? ' xleave' : '';
   writeFileSync(
     conf,
     [
-      `server ${name}${port} nts ntsport ${options.kePort} iburst minpoll -2 maxpoll -2`,
-      `ntstrustedcerts ${options.caPath}`,
-      `pidfile ${join(dir, 'chronyd.pid')}`,
-      `bindcmdaddress ${socketPath}`,
+      `server ${name}${port} nts ntsport ${options.kePort} iburst minpoll -2 maxpoll -2${xleave}`,
+      `ntstrustedcerts ${run.path(caPath)}`,
+      ...(options.aeads === undefined ? [] : [`ntsaeads ${options.aeads.join(' ')}`]),
+      `pidfile ${run.path(join(dir, 'chronyd.pid'))}`,
+      `bindcmdaddress ${run.path(socketPath)}`,
       'cmdport 0',
       '',
     ].join('\n'),
   );
-  const peer = spawnPeer(dir, CHRONYD, ['-x', '-d', '-u', 'root', '-f', conf]);
+  const peer = spawnPeer(dir, run.command, [...run.args, '-x', '-d', '-u', 'root', '-f', run.path(conf)]);
+  const chronycRun = chronyCommand(build, 'chronyc');
   const chronyc = (command: string): string => {
-    const r = spawnSync(CHRONYC, ['-h', socketPath, '-n', command], { encoding: 'utf8', timeout: 5000 });
+    const r = spawnSync(chronycRun.command, [...chronycRun.args, '-h', chronycRun.path(socketPath), '-n', command], { encoding: 'utf8', timeout: 5000 });
     return `${r.stdout ?? ''}${r.stderr ?? ''}`;
   };
   try {

@@ -12,9 +12,9 @@ import {
   cookieKeyAgeLabel,
   createMetrics,
   ntpDurationBucketIndex,
-  startMetricsServer,
   type Metrics,
 } from '../../src/obs/metrics.js';
+import { startMetricsServer } from '../../src/obs/metrics-http.js';
 
 /** Every metric name of OPERATIONS.md "Metrics". */
 const REQUIRED = {

@@ -10,6 +10,10 @@
  *  - open returns the offset after the plaintext written at out[outOffset..], or -1 when authentication fails
  *    or the ciphertext is shorter than the tag. It never throws on peer input.
  *  - `out` must not overlap the inputs.
+ *
+ * Backends: the built-in JavaScript AEADs below are always there; a shell may install another implementation
+ * per id at start-up (`setAeadProvider`, e.g. OpenSSL through the native addon, src/runtime/aead-openssl.ts).
+ * Core code keeps calling `getAead` and never learns which backend runs.
  */
 
 import { AEAD_AES_128_GCM_SIV } from './aes-gcm-siv.js';
@@ -64,6 +68,7 @@ export interface AeadAlgorithm {
 /** AEAD ids this build implements, ascending (IANA AEAD registry: 15–17 RFC 5297 §6, 30 RFC 8452 §9); preference is KE policy. */
 export const SUPPORTED_AEAD_IDS: readonly number[] = Object.freeze([15, 16, 17, 30]);
 
+/** The built-in JavaScript implementations (src/core/crypto), always present. */
 const REGISTRY: ReadonlyMap<number, AeadAlgorithm> = new Map([
   [15, AEAD_AES_SIV_CMAC_256],
   [16, AEAD_AES_SIV_CMAC_384],
@@ -71,7 +76,42 @@ const REGISTRY: ReadonlyMap<number, AeadAlgorithm> = new Map([
   [30, AEAD_AES_128_GCM_SIV],
 ]);
 
-/** Returns the implementation for an IANA AEAD id, or undefined when we do not implement it. */
+/**
+ * Implementations a shell installed for this thread (setAeadProvider), e.g. OpenSSL through the native addon.
+ * Module state is per thread (each worker has its own copy), so every thread installs its own at start-up.
+ */
+const PROVIDERS = new Map<number, AeadAlgorithm>();
+
+/**
+ * Makes `getAead(aeadId)` return `algorithm` in this thread from now on; `undefined` restores the built-in
+ * JavaScript implementation. Throws RangeError when the id is not one we implement or the algorithm's
+ * parameters differ from the built-in one's (a programming error). Call it before keysets are decoded:
+ * a master key keeps the cipher it was made with.
+ */
+export function setAeadProvider(aeadId: number, algorithm: AeadAlgorithm | undefined): void {
+  const builtIn = REGISTRY.get(aeadId);
+  if (builtIn === undefined) throw new RangeError(`setAeadProvider: AEAD ${aeadId} is not implemented`);
+  if (algorithm === undefined) {
+    PROVIDERS.delete(aeadId);
+    return;
+  }
+  const same =
+    algorithm.aeadId === aeadId &&
+    algorithm.keyLength === builtIn.keyLength &&
+    algorithm.tagLength === builtIn.tagLength &&
+    algorithm.nonceLength === builtIn.nonceLength &&
+    algorithm.minNonceLength === builtIn.minNonceLength &&
+    algorithm.maxNonceLength === builtIn.maxNonceLength;
+  if (!same) throw new RangeError(`setAeadProvider: the provider for AEAD ${aeadId} does not match its parameters`);
+  PROVIDERS.set(aeadId, algorithm);
+}
+
+/** Returns the implementation for an IANA AEAD id (an installed provider, else the built-in one), or undefined when we do not implement it. */
 export function getAead(aeadId: number): AeadAlgorithm | undefined {
+  return PROVIDERS.get(aeadId) ?? REGISTRY.get(aeadId);
+}
+
+/** Returns the built-in JavaScript implementation of an AEAD id, whatever provider is installed (fallback and cross-tests). */
+export function getJavaScriptAead(aeadId: number): AeadAlgorithm | undefined {
   return REGISTRY.get(aeadId);
 }
