@@ -1,6 +1,6 @@
 /**
  * Composition root: configuration → logger → metrics → clock → keyset store → time source → NTP listeners
- * (main-thread sockets + pool, or receiver threads: ntp/service.ts) and NTS-KE listeners → metrics
+ * (NTP threads: ntp/service.ts) and NTS-KE listeners → metrics
  * endpoint; then signals.
  *
  * Nothing here parses packets or touches keys: it wires the shells together and owns the lifecycle.
@@ -180,7 +180,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       await timeSource.ready;
       metrics.timeSource.set(timeSource.current());
 
-      // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
+      // NTP threads, each owning its sockets (native addon or dgram: ntp/service.ts).
       ntp = await startNtpListeners(config, {
         clock,
         keysetBytes: store.bytes,
@@ -222,9 +222,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         ntpPortAdvertised: ke.advertisedNtpPort(),
         metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
         role: nodeRole(config),
-        threads: ntpListeners?.poolThreads ?? 0,
-        receiveThreads: ntpListeners?.receiveThreads ?? 0,
-        reusePort: ntpListeners?.reusePort ?? false,
+        ntpThreads: ntpListeners?.threads ?? 0,
+        datapath: ntpListeners?.datapath ?? null,
         keysetMode: config.keyset.mode,
         keyStorage: config.keyset.mode === 'ratchet' ? null : config.keyset.keyStoragePath,
         timeSource: config.timeSource.mode,

@@ -212,27 +212,14 @@ export interface ObservabilityConfig {
   readonly metricsListen: ListenAddress | undefined;
 }
 
-/** `[worker-pool]`. */
+/** `[worker-pool]`: the NTP threads. */
 export interface WorkerPoolConfig {
-  /** Worker threads; 0 = answer inline on the main thread. */
+  /** NTP threads (≥ 1), each owning one socket per `[[server]]` and answering inline. */
   readonly threads: number;
-  /** Packets per batch handed to a worker. */
-  readonly batchSize: number;
-  /** Longest wait before a partial batch is flushed, microseconds. */
-  readonly flushIntervalUs: number;
-  /** Packets queued beyond which new packets are dropped (`queue_full`). */
-  readonly queueLimit: number;
   /**
-   * Receiver threads, each with its own SO_REUSEPORT socket per `[[server]]` that stamps, answers inline
-   * and sends (dgram `reusePort`, Node ≥ 22.12); 0 = the main thread receives and the pool answers. Opt-in
-   * for many-core machines: under saturation a packet can wait behind other packets' crypto on its thread
-   * before it is stamped. Without reusePort (Node 20) the daemon warns and receives on the main thread.
-   */
-  readonly receiveThreads: number;
-  /**
-   * Which NTP datapath runs: `native` (the addon in src/native: one SO_REUSEPORT socket per `[[server]]`
-   * per NTP thread, kernel receive timestamps, recvmmsg batches), `dgram` (Node's dgram: main-thread
-   * sockets and the pool, or `receive-threads`), or `auto` (native when the addon is built and loads).
+   * Socket backend of the NTP threads: `native` (the addon in src/native: SO_REUSEPORT sockets, kernel
+   * receive timestamps, recvmmsg batches), `dgram` (Node's dgram; several threads only where Node has
+   * `reusePort`, ≥ 22.12), or `auto` (native when the addon is built and loads).
    */
   readonly datapath: Datapath;
   /** Native datapath: one sendmsg per reply, right after its seal (`each`), or one sendmmsg per batch (`batch`). */
@@ -349,7 +336,7 @@ export const DEFAULTS = {
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
-  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
+  workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -957,21 +944,26 @@ function readObservability(table: Table, errors: string[], options: ValidateOpti
   return { logLevel, logFormat, logFile, metricsListen };
 }
 
+/** `[worker-pool]` keys of the retired worker-pool design, and what to do instead. */
+const RETIRED_WORKER_POOL_KEYS = [
+  ['receive-threads', 'every NTP thread now owns its sockets: set worker-pool.threads'],
+  ['batch-size', 'NTP threads answer each packet inline; there are no batches to size'],
+  ['flush-interval-us', 'NTP threads answer each packet inline; there is nothing to flush'],
+  ['queue-limit', 'NTP threads answer each packet inline; the socket receive buffer (receive-buffer-bytes) is the only queue'],
+] as const;
+
 function readWorkerPool(table: Table, errors: string[], options: ValidateOptions): WorkerPoolConfig {
   const d = DEFAULTS.workerPool;
   const r = new TableReader(table, 'worker-pool', errors);
+  for (const [key, instead] of RETIRED_WORKER_POOL_KEYS) r.reject(key, `removed; ${instead}`);
+  if (r.has('threads') && r.raw('threads') === 0) r.error('threads', 'must be at least 1: 0 (answer inline on the main thread) is gone; every NTP thread owns its sockets');
   const threads = r.integer('threads', 0, 256, Math.max(1, Math.floor(options.cpuCount) - 1));
-  const batchSize = r.integer('batch-size', 1, 1024, d.batchSize);
-  const flushIntervalUs = r.integer('flush-interval-us', 0, 100_000, d.flushIntervalUs);
-  const queueLimit = r.integer('queue-limit', 1, 1_000_000, d.queueLimit);
-  const receiveThreads = r.integer('receive-threads', 0, 256, d.receiveThreads);
   const datapath = r.oneOf('datapath', DATAPATHS, d.datapath);
   const sendMode = r.oneOf('send-mode', SEND_MODES, d.sendMode);
   const receiveBufferBytes = r.integer('receive-buffer-bytes', 0, 1 << 30, d.receiveBufferBytes);
   const aeadBackend = r.oneOf('aead-backend', AEAD_BACKENDS, d.aeadBackend);
-  if (datapath === 'native' && threads === 0) r.error('threads', 'must be at least 1 with datapath = "native" (each NTP thread owns its sockets)');
   r.finish();
-  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads, datapath, sendMode, receiveBufferBytes, aeadBackend };
+  return { threads, datapath, sendMode, receiveBufferBytes, aeadBackend };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;
@@ -1075,12 +1067,11 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
 
 /**
  * KE threads for one `[[nts-ke-server]]`: its `threads`, or when 0 one per CPU beyond the NTP threads
- * (`receive-threads` when set, else the worker-pool threads), at least 1.
+ * (`[worker-pool] threads`), at least 1.
  */
-export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool: Pick<WorkerPoolConfig, 'threads' | 'receiveThreads'>, cpuCount: number): number {
+export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool: Pick<WorkerPoolConfig, 'threads'>, cpuCount: number): number {
   if (ke.threads > 0) return ke.threads;
-  const ntpThreads = workerPool.receiveThreads > 0 ? workerPool.receiveThreads : workerPool.threads;
-  return Math.max(1, Math.floor(cpuCount) - ntpThreads);
+  return Math.max(1, Math.floor(cpuCount) - workerPool.threads);
 }
 
 /** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart (config/reload.ts). */

@@ -82,10 +82,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
   ['observability.metrics-listen', (d) => (table(d, 'observability')['metrics-listen'] = 'localhost:9975')],
   ['worker-pool.threads', (d) => (table(d, 'worker-pool')['threads'] = 1000)],
-  ['worker-pool.batch-size', (d) => (table(d, 'worker-pool')['batch-size'] = 0)],
-  ['worker-pool.flush-interval-us', (d) => (table(d, 'worker-pool')['flush-interval-us'] = -5)],
-  ['worker-pool.queue-limit', (d) => (table(d, 'worker-pool')['queue-limit'] = 0)],
-  ['worker-pool.receive-threads', (d) => (table(d, 'worker-pool')['receive-threads'] = -1)],
+  ['worker-pool.receive-buffer-bytes', (d) => (table(d, 'worker-pool')['receive-buffer-bytes'] = -1)],
   ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
   ['time-source.local-stratum', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 0 })],
   ['time-source.reference-id', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 2, 'reference-id': 'TOOLONG' })],
@@ -195,10 +192,6 @@ test('defaults match OPERATIONS.md', () => {
   });
   assert.deepEqual(c.workerPool, {
     threads: 3,
-    batchSize: 32,
-    flushIntervalUs: 200,
-    queueLimit: 4096,
-    receiveThreads: 0,
     datapath: 'auto',
     sendMode: 'each',
     receiveBufferBytes: 0,
@@ -248,37 +241,37 @@ test('worker-pool.datapath, send-mode and receive-buffer-bytes are checked, nami
   assert.deepEqual(bad({ datapath: 'fast' }), ['worker-pool.datapath: must be one of "auto", "native", "dgram", got "fast"']);
   assert.deepEqual(bad({ 'send-mode': 'later' }), ['worker-pool.send-mode: must be one of "each", "batch", got "later"']);
   assert.match(bad({ 'receive-buffer-bytes': -1 })[0] ?? '', /^worker-pool\.receive-buffer-bytes: must be an integer between 0 and/);
-  assert.deepEqual(bad({ datapath: 'native', threads: 0 }), ['worker-pool.threads: must be at least 1 with datapath = "native" (each NTP thread owns its sockets)']);
   assert.equal(valid({ ...base(), 'worker-pool': { datapath: 'native', 'send-mode': 'batch', 'receive-buffer-bytes': 4194304 } }).workerPool.receiveBufferBytes, 4194304);
 });
 
-test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 means inline', () => {
+test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 is refused', () => {
   const one = validateConfig(base(), { ...OPTIONS, cpuCount: 1 });
   assert.ok(one.ok);
   assert.equal(one.config.workerPool.threads, 1);
   const doc = base();
   doc['worker-pool'] = { threads: 0 };
-  assert.equal(valid(doc).workerPool.threads, 0);
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), [
+    'worker-pool.threads: must be at least 1: 0 (answer inline on the main thread) is gone; every NTP thread owns its sockets',
+  ]);
 });
 
-test('worker-pool.receive-threads: default 0 (main thread receives), any integer 0..256, nothing else', () => {
-  assert.equal(DEFAULTS.workerPool.receiveThreads, 0);
-  assert.equal(valid(base()).workerPool.receiveThreads, 0);
-  for (const n of [0, 1, 4, 256]) {
+test('the retired worker-pool keys are refused, each naming what replaced it', () => {
+  const expected: Record<string, RegExp> = {
+    'receive-threads': /^worker-pool\.receive-threads: removed; every NTP thread now owns its sockets: set worker-pool\.threads$/,
+    'batch-size': /^worker-pool\.batch-size: removed; NTP threads answer each packet inline/,
+    'flush-interval-us': /^worker-pool\.flush-interval-us: removed; NTP threads answer each packet inline/,
+    'queue-limit': /^worker-pool\.queue-limit: removed; .*receive-buffer-bytes/,
+  };
+  for (const [key, message] of Object.entries(expected)) {
     const doc = base();
-    doc['worker-pool'] = { 'receive-threads': n };
-    assert.equal(valid(doc).workerPool.receiveThreads, n);
-  }
-  for (const bad of [-1, 257, 1.5, '2', true]) {
-    const doc = base();
-    doc['worker-pool'] = { 'receive-threads': bad };
+    doc['worker-pool'] = { [key]: 2 };
     const errors = errorsOf(validateConfig(doc, OPTIONS));
-    assert.equal(errors.length, 1, String(bad));
-    assert.match(errors[0] ?? '', /^worker-pool\.receive-threads: must be an integer between 0 and 256/);
+    assert.equal(errors.length, 1, key);
+    assert.match(errors[0] ?? '', message);
   }
-  // A restart is needed to change it (the receiving sockets are bound at start).
+  // A restart is needed to change the thread count (the sockets are bound at start).
   const more = base();
-  more['worker-pool'] = { 'receive-threads': 2 };
+  more['worker-pool'] = { threads: 1 };
   assert.deepEqual(changesRequiringRestart(valid(base()), valid(more)), ['worker-pool']);
 });
 
@@ -694,9 +687,8 @@ test('NTS pools, front end: each bad key is named; tokens never appear in messag
 
 test('keThreadCount: explicit, else one per CPU beyond the NTP threads, at least 1', async () => {
   const { keThreadCount } = await import('../../src/config/schema.js');
-  assert.equal(keThreadCount({ threads: 3 }, { threads: 7, receiveThreads: 0 }, 8), 3);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 5, receiveThreads: 0 }, 8), 3);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 4 }, 8), 4, 'receive threads are the NTP threads when set');
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 0 }, 2), 1);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 7, receiveThreads: 0 }, 8), 1, 'at least 1');
+  assert.equal(keThreadCount({ threads: 3 }, { threads: 7 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 5 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 1 }, 2), 1);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 7 }, 8), 1, 'at least 1');
 });

@@ -69,7 +69,7 @@ export function sourceToml(o: { host: string; kePort: number; ntpPort: number; m
     'key-storage-path = "keyset/ntsd.keys"',
     '',
     '[worker-pool]',
-    'threads = 0',
+    'threads = 1',
     '',
     '[time-source]',
     'mode = "static"',
