@@ -598,9 +598,17 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
     certificateChainPath: '/etc/ntsd/pool.pem',
     privateKeyPath: '/etc/ntsd/pool.key',
     keyExchangeTimeoutMs: 5000,
-    upstreamTimeoutMs: 2500,
     concurrentConnections: 512,
+    concurrentConnectionsPerSource: 16,
+    threads: 0,
     maxRequestBytes: 4096,
+    certificateReloadIntervalS: 60,
+    clientRateLimit: { intervalS: 64, burst: 8, tableSize: 65536 },
+    threadNiceness: 10,
+    proxyProtocol: false,
+    proxyTrustedSources: [],
+    access: { entries: [], defaultAction: 'allow' },
+    upstreamTimeoutMs: 2500,
     capabilityCacheS: 300,
     healthCheckIntervalS: 30,
     connectionsPerSource: 2,
@@ -611,6 +619,28 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
     ],
   });
   assert.equal(valid(base()).poolKe, undefined);
+});
+
+test('NTS pools, front end: [pool-ke] takes the KE listener keys of [[nts-ke-server]] (threads, PROXY v2, certificate reload, caps, access list)', () => {
+  const doc = poolKeDoc();
+  Object.assign(doc['pool-ke'] as Doc, {
+    threads: 3,
+    'proxy-protocol': true,
+    'proxy-trusted-sources': ['10.0.0.0/24'],
+    'certificate-reload-interval-s': 5,
+    'concurrent-connections-per-source': 4,
+    'client-rate-limit-interval-s': 0,
+    deny: ['192.0.2.0/24'],
+  });
+  const p = valid(doc).poolKe;
+  assert.ok(p !== undefined);
+  assert.equal(p.threads, 3);
+  assert.equal(p.proxyProtocol, true);
+  assert.deepEqual(p.proxyTrustedSources, ['10.0.0.0/24']);
+  assert.equal(p.certificateReloadIntervalS, 5);
+  assert.equal(p.concurrentConnectionsPerSource, 4);
+  assert.equal(p.clientRateLimit.intervalS, 0);
+  assert.equal(p.access.entries.length, 1);
 });
 
 test('NTS pools, front end: each bad key is named; tokens never appear in messages', () => {
@@ -634,6 +664,12 @@ test('NTS pools, front end: each bad key is named; tokens never appear in messag
     ['pool-ke.source[0].weight', (d) => (src(d, 0)['weight'] = 0)],
     ['pool-ke.source[0].tls-name', (d) => (src(d, 0)['tls-name'] = '-x-')],
     ['pool-ke.source[0].colour', (d) => (src(d, 0)['colour'] = 'red')],
+    // The KE listener keys, as in [[nts-ke-server]].
+    ['pool-ke.threads', (d) => (pk(d)['threads'] = -1)],
+    ['pool-ke.proxy-trusted-sources', (d) => (pk(d)['proxy-protocol'] = true)],
+    ['pool-ke.proxy-trusted-sources[0]', (d) => Object.assign(pk(d), { 'proxy-protocol': true, 'proxy-trusted-sources': ['not-a-prefix'] })],
+    ['pool-ke.certificate-reload-interval-s', (d) => (pk(d)['certificate-reload-interval-s'] = -1)],
+    ['pool-ke.deny[0]', (d) => (pk(d)['deny'] = ['300.0.0.0/8'])],
   ];
   for (const [path, breakIt] of cases) {
     const doc = poolKeDoc();
