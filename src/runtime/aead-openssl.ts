@@ -7,11 +7,12 @@
  * on the cookie master key), and it is most of the CPU time of an NTS request. OpenSSL runs AES on the CPU's
  * AES instructions (or its vector-permute code), whose timing does not depend on the data.
  *
- * One N-API call per operation. The addon takes one ArrayBuffer and offsets into it. When the nonce, the
- * associated data, the input and the output already share one ArrayBuffer (a datagram's memory) they are
- * passed where they are; otherwise they are copied into this thread's scratch buffer and the output copied
- * back, and the scratch is zeroed after each call (it held plaintext or keys). A `rekey` only records the key
- * (in a buffer of the cipher, zeroed once handed over); the next seal or open passes it in the same call.
+ * One N-API call per operation. The addon takes ArrayBuffers and offsets into them: the nonce and the
+ * associated data from one, the input, the output and a new key each from its own. Regions are passed where
+ * they are (a datagram's memory, a scratch buffer); only when the nonce and the associated data do not share
+ * an ArrayBuffer (or a region lives in a SharedArrayBuffer) are they copied into this thread's scratch buffer,
+ * which is zeroed after the call. A `rekey` only records the key (in a buffer of the cipher, zeroed once
+ * handed over); the next seal or open passes it in the same call.
  *
  * Threads: module state is per thread and the addon is loaded per thread. The main thread calls
  * `installAeadBackend` and records its request with `setEnvironmentData`, so threads started after it call
@@ -123,41 +124,50 @@ export class OpenSslAeadCipher implements RekeyableAeadCipher {
 
   #run(seal: boolean, nonce: Uint8Array, ad: Uint8Array, input: Uint8Array, out: Uint8Array, outOffset: number, outLength: number): number {
     const addon = this.#addon;
-    const buffer = out.buffer;
-    if (!this.#pending && buffer instanceof ArrayBuffer && nonce.buffer === buffer && ad.buffer === buffer && input.buffer === buffer) {
-      // Everything is in one ArrayBuffer already (a datagram's memory): no copies.
-      const at = out.byteOffset + outOffset;
-      const end = seal
-        ? addon.aeadSeal(this.#handle, buffer, -1, nonce.byteOffset, nonce.length, ad.byteOffset, ad.length, input.byteOffset, input.length, at)
-        : addon.aeadOpen(this.#handle, buffer, -1, nonce.byteOffset, nonce.length, ad.byteOffset, ad.length, input.byteOffset, input.length, at);
-      return end < 0 ? -1 : outOffset + (end - at);
+    const pending = this.#pending;
+    // The addon reads the nonce and the associated data from one ArrayBuffer, and the key, the input and the
+    // output each from theirs (undefined: that same one). A datagram's nonce and associated data share its
+    // memory, so on the hot path nothing is copied; other layouts copy into this thread's scratch.
+    let data = nonce.buffer;
+    let nonceAt = nonce.byteOffset;
+    let adAt = ad.byteOffset;
+    let inBuffer: ArrayBufferLike = input.buffer;
+    let inAt = input.byteOffset;
+    let outBuffer: ArrayBufferLike = out.buffer;
+    let outAt = out.byteOffset + outOffset;
+    const direct = data instanceof ArrayBuffer && ad.buffer === data && inBuffer instanceof ArrayBuffer && outBuffer instanceof ArrayBuffer;
+    let used = 0;
+    let s: Uint8Array | undefined;
+    if (!direct) {
+      used = nonce.length + ad.length + input.length + outLength;
+      s = scratchFor(used);
+      s.set(nonce, 0);
+      s.set(ad, nonce.length);
+      s.set(input, nonce.length + ad.length);
+      data = inBuffer = outBuffer = s.buffer;
+      nonceAt = 0;
+      adAt = nonce.length;
+      inAt = adAt + ad.length;
+      outAt = inAt + input.length;
     }
-    const keyLength = this.#pending ? this.#keyLength : 0;
-    const nonceAt = keyLength;
-    const adAt = nonceAt + nonce.length;
-    const inAt = adAt + ad.length;
-    const outAt = inAt + input.length;
-    const used = outAt + outLength;
-    const s = scratchFor(used);
+    const keyBuffer = pending ? (this.#nextKey.buffer as ArrayBuffer) : undefined;
+    const keyAt = pending ? this.#nextKey.byteOffset : -1;
+    const b = data as ArrayBuffer;
+    const ib = inBuffer === data ? undefined : (inBuffer as ArrayBuffer);
+    const ob = outBuffer === data ? undefined : (outBuffer as ArrayBuffer);
     try {
-      if (this.#pending) s.set(this.#nextKey, 0);
-      s.set(nonce, nonceAt);
-      s.set(ad, adAt);
-      s.set(input, inAt);
-      const keyAt = this.#pending ? 0 : -1;
-      const b = s.buffer as ArrayBuffer;
       const end = seal
-        ? addon.aeadSeal(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt)
-        : addon.aeadOpen(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt);
+        ? addon.aeadSeal(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt, keyBuffer, ib, ob)
+        : addon.aeadOpen(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt, keyBuffer, ib, ob);
       if (end < 0) return -1;
-      out.set(s.subarray(outAt, end), outOffset);
+      if (s !== undefined) out.set(s.subarray(outAt, end), outOffset);
       return outOffset + (end - outAt);
     } finally {
-      if (this.#pending) {
+      if (pending) {
         this.#pending = false;
         this.#nextKey.fill(0);
       }
-      s.fill(0, 0, used);
+      if (s !== undefined) s.fill(0, 0, used);
     }
   }
 }

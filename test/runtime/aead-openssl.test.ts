@@ -191,6 +191,51 @@ describe('OpenSSL AEAD backend: cross-tests with the JavaScript AEADs (fast-chec
         { interruptAfterTimeLimit: BUDGET_MS, numRuns: 100_000 },
       );
     });
+
+    it(`AEAD ${id}: the responder's layout (nonce and AD in one buffer, input and output in their own), a long-lived key seeing short AD repeat, and a pending rekey give the JavaScript bytes`, { skip: skip || (openssl.has(id) ? false : `no OpenSSL AEAD ${id}`) }, () => {
+      const { ossl, js } = both(id);
+      const longKey = new Uint8Array(js.keyLength).fill(7);
+      const longLived = ossl.newCipher(longKey);
+      const reference = js.newCipher(longKey);
+      const rekeyed = ossl.newCipher(new Uint8Array(js.keyLength)) as RekeyableAeadCipher;
+      // Short associated data from a small set (a cookie's key id), so that the AD step the addon keeps per key
+      // is both reused and replaced; AD of the same length with other octets must not hit it.
+      const adPool = [new Uint8Array([0, 0, 0, 1]), new Uint8Array([0, 0, 0, 2]), new Uint8Array([1, 0, 0, 1]), new Uint8Array(0), new Uint8Array(16).fill(9)];
+      fc.assert(
+        fc.property(inputs(js), fc.nat(adPool.length), fc.boolean(), ({ key, nonce, ad, pt }, pick, useRekey) => {
+          const useAd = pick < adPool.length ? (adPool[pick] as Uint8Array) : ad;
+          const front = new Uint8Array(3 + nonce.length + useAd.length);
+          front.set(nonce, 3);
+          front.set(useAd, 3 + nonce.length);
+          const n = front.subarray(3, 3 + nonce.length);
+          const a = front.subarray(3 + nonce.length);
+          const p = new Uint8Array(pt.length + 5).subarray(5);
+          p.set(pt);
+          const out = new Uint8Array(pt.length + 16 + 2);
+          const want = new Uint8Array(pt.length + 16);
+          const cipher = useRekey ? rekeyed : longLived;
+          if (useRekey) {
+            rekeyed.rekey(key);
+            js.newCipher(key).seal(nonce, useAd, pt, want, 0);
+          } else {
+            reference.seal(nonce, useAd, pt, want, 0);
+          }
+          assert.equal(cipher.seal(n, a, p, out, 2), 2 + want.length);
+          assert.equal(toHex(out.subarray(2)), toHex(want));
+          const back = new Uint8Array(pt.length + 1);
+          if (useRekey) rekeyed.rekey(key);
+          assert.equal(cipher.open(n, a, out.subarray(2), back, 1), 1 + pt.length);
+          assert.deepEqual(back.subarray(1), pt);
+          if (useAd.length > 0) {
+            const other = front.slice();
+            other[other.length - 1] = (other[other.length - 1] ?? 0) ^ 1;
+            if (useRekey) rekeyed.rekey(key);
+            assert.equal(cipher.open(other.subarray(3, 3 + nonce.length), other.subarray(3 + nonce.length), out.subarray(2), back, 1), -1);
+          }
+        }),
+        { interruptAfterTimeLimit: BUDGET_MS, numRuns: 100_000 },
+      );
+    });
   }
 });
 
