@@ -35,7 +35,7 @@ import {
   type CookieOpenScratch,
 } from './nts/cookie.js';
 import { KISS_NTSN, NtsExtensionFieldType } from './nts/ids.js';
-import type { Keyset } from './nts/keyset.js';
+import { retireMasterKeys, type Keyset } from './nts/keyset.js';
 import {
   AUTHENTICATOR_LENGTHS_SIZE,
   MAX_COOKIES_PER_REPLY,
@@ -177,7 +177,11 @@ export interface ResponderScratch {
 
 /** Everything `respond` needs besides the packet. Mutable fields may be swapped by the shell between calls. */
 export interface ResponderContext {
-  /** Master keys for opening and sealing cookies. */
+  /**
+   * Master keys for opening and sealing cookies. Assigning a new snapshot retires the previous one at once
+   * (retireMasterKeys: the master keys the new snapshot does not hold are zeroed and their ciphers wiped, OpenSSL
+   * handles included), so the previous snapshot must not be used afterwards in this thread.
+   */
   keyset: Keyset;
   /** Stratum, leap, root delay/dispersion, refid, reference time. */
   serverFields: ServerFields;
@@ -232,8 +236,16 @@ export function createResponderScratch(): ResponderScratch {
 
 /** Creates a responder context with fresh scratch buffers. */
 export function createResponderContext(init: Omit<ResponderContext, 'scratch'>): ResponderContext {
+  let keyset = init.keyset;
   return {
-    keyset: init.keyset,
+    get keyset(): Keyset {
+      return keyset;
+    },
+    set keyset(next: Keyset) {
+      const previous = keyset;
+      keyset = next;
+      retireMasterKeys(previous, next);
+    },
     serverFields: init.serverFields,
     now: init.now,
     fillRandom: init.fillRandom,

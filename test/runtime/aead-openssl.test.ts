@@ -17,7 +17,8 @@ import fc from 'fast-check';
 import { SUPPORTED_AEAD_IDS, getAead, getJavaScriptAead, setAeadProvider, type AeadAlgorithm, type RekeyableAeadCipher } from '../../src/core/crypto/aead.js';
 import { AesSiv } from '../../src/core/crypto/aes-siv.js';
 import { createCookieOpenScratch, openCookieInto, sealCookie, CookieStatus, cookieLength } from '../../src/core/nts/cookie.js';
-import { createKeyset, decodeKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { createKeyset, decodeKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { createResponderContext, type ResponderContext } from '../../src/core/responder.js';
 import { loadNativeUdp, type NativeAeadFunctions } from '../../src/runtime/addon.js';
 import { OpenSslAeadCipher, getOpenSslAeads, installAeadBackend, missingOpenSslAeads, openSslUnavailableReasons } from '../../src/runtime/aead-openssl.js';
 import { RFC5297_VECTORS } from '../vectors/rfc5297.js';
@@ -272,6 +273,69 @@ describe('OpenSSL AEAD backend: cookies (RFC 8915 §6) across backends', () => {
       }
     }
   });
+});
+
+describe('retired master keys are wiped when a responder context takes a new keyset (not at garbage collection)', () => {
+  function context(keyset: Keyset): ResponderContext {
+    return createResponderContext({
+      keyset,
+      serverFields: { leap: 0, stratum: 2, precision: -20, rootDelay: 0, rootDispersion: 0, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } },
+      now: () => ({ seconds: 0, fraction: 0 }),
+      fillRandom: (b: Uint8Array) => b.fill(3),
+      requireNts: false,
+      acceptNtpVersions: [4],
+    });
+  }
+  const fill = (b: Uint8Array): void => void b.forEach((_, i) => (b[i] = (i * 31 + b.length) & 0xff));
+
+  for (const backend of ['openssl', 'javascript'] as const) {
+    it(`${backend}: every key of a replaced decoded snapshot is zeroed and its cipher wiped; a rotation wipes only the key it drops`, { skip: backend === 'openssl' ? skip : false }, () => {
+      setAeadProvider(15, backend === 'openssl' ? openssl.get(15) : undefined);
+      try {
+        let seed = 7;
+        const random = (b: Uint8Array): void => {
+          for (let i = 0; i < b.length; i++) b[i] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+        };
+        const first = createKeyset(1_700_000_000, random, { staleKeyCount: 0 });
+        const ctx = context(first);
+        const cookie = new Uint8Array(cookieLength(15));
+        sealCookie(first, 15, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), fill, cookie, 0);
+        const decoded = decodeKeyset(encodeKeyset(first));
+        assert.ok(decoded.ok);
+        const oldKeys = [first.current, first.next];
+        const probe = new Uint8Array(32);
+        ctx.keyset = decoded.keyset; // a snapshot that arrived from another thread: its own copies of the same keys
+        for (const k of oldKeys) {
+          assert.ok(k.key.every((b) => b === 0), 'the old JavaScript key copy is zeroed at once');
+          if (backend === 'openssl') {
+            assert.throws(() => k.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, new Uint8Array(48), 0), /released/, 'the OpenSSL handle is freed at once');
+          } else {
+            // The JavaScript schedules are zeroed: the wiped cipher no longer computes the key's SIV.
+            const want = new Uint8Array(48);
+            const got = new Uint8Array(48);
+            decoded.keyset.current.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, want, 0);
+            k.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, got, 0);
+            assert.notDeepEqual(got, want);
+          }
+        }
+        const scratch = createCookieOpenScratch();
+        assert.equal(openCookieInto(ctx.keyset, cookie, scratch), CookieStatus.ok, 'the new snapshot still opens cookies of the same keys');
+        // A rotation shares the surviving key objects: only the dropped one (staleKeyCount 0: the old current) goes.
+        const before = ctx.keyset;
+        const rotated = rotateKeyset(before, 1_700_000_100, random);
+        ctx.keyset = rotated;
+        assert.ok(before.current.key.every((b) => b === 0), 'the dropped key is zeroed');
+        assert.ok(rotated.current.key.some((b) => b !== 0), 'the key that became current is kept');
+        const fresh = new Uint8Array(cookieLength(15));
+        sealCookie(rotated, 15, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), fill, fresh, 0);
+        assert.equal(openCookieInto(ctx.keyset, fresh, scratch), CookieStatus.ok);
+        ctx.keyset = rotated; // the same snapshot again: nothing is wiped
+        assert.equal(openCookieInto(ctx.keyset, fresh, scratch), CookieStatus.ok);
+      } finally {
+        setAeadProvider(15, undefined);
+      }
+    });
+  }
 });
 
 describe('OpenSSL AEAD backend: bounds checks (a bad offset from JavaScript is a thrown bug, never a stray access)', () => {

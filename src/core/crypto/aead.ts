@@ -83,6 +83,21 @@ export function openRegions(cipher: AeadCipher, data: Uint8Array, nonceOffset: n
   return cipher.open(data.subarray(nonceOffset, nonceOffset + nonceLength), data.subarray(adOffset, adOffset + adLength), input.subarray(inOffset, inOffset + inLength), out, outOffset);
 }
 
+/**
+ * Optional capability of a keyed instance: release its key material now rather than at garbage collection
+ * (OpenSSL: cleanse the addon's key copy and free the contexts; JavaScript: zero the key schedules, best effort).
+ * The instance must not be used afterwards.
+ */
+export interface WipeableAeadCipher extends AeadCipher {
+  /** Cleanses the key material; later seal/open calls are bugs. */
+  wipe(): void;
+}
+
+/** Wipes `cipher`'s key material now when its backend can (WipeableAeadCipher); otherwise does nothing. */
+export function wipeCipher(cipher: AeadCipher): void {
+  if ('wipe' in cipher && typeof cipher.wipe === 'function') (cipher as WipeableAeadCipher).wipe();
+}
+
 /** Static description of an AEAD algorithm plus a keyed-instance factory. */
 export interface AeadAlgorithm {
   /** IANA AEAD id. */
