@@ -273,7 +273,10 @@ static napi_value run(napi_env env, napi_callback_info info, int seal) {
   }
   if (out_len < 0) return make_int(env, -1); /* ciphertext shorter than the tag */
   const unsigned char *nonce = b + nonce_off, *ad = ad_len > 0 ? b + ad_off : EMPTY, *in = in_len > 0 ? in_base + in_off : EMPTY;
-  unsigned char *out = out_base + out_off;
+  /* An empty output may sit in an empty ArrayBuffer, whose data pointer is NULL; OpenSSL reads a NULL output as
+   * "this update is associated data", so an empty output gets a valid pointer. */
+  unsigned char spare_out[1];
+  unsigned char *out = out_len > 0 ? out_base + out_off : spare_out;
   int ok = seal ? do_seal(k, nonce, nonce_len, ad, ad_len, in, in_len, out) : do_open(k, nonce, nonce_len, ad, ad_len, in, in_len, out);
   if (ok) return make_int(env, out_off + out_len);
   ERR_clear_error();

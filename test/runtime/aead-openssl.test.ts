@@ -275,6 +275,24 @@ describe('OpenSSL AEAD backend: cookies (RFC 8915 §6) across backends', () => {
   });
 });
 
+describe('OpenSSL AEAD backend: empty outputs', () => {
+  it('an empty plaintext opens into an empty array (an empty ArrayBuffer has no data pointer) for every OpenSSL AEAD', { skip }, () => {
+    for (const [id, alg] of openssl) {
+      const js = getJavaScriptAead(id);
+      assert.ok(js !== undefined);
+      const key = new Uint8Array(alg.keyLength).fill(id);
+      const nonce = new Uint8Array(alg.nonceLength).fill(1);
+      const ad = new Uint8Array(20).fill(2);
+      const sealed = new Uint8Array(16);
+      js.newCipher(key).seal(nonce, ad, new Uint8Array(0), sealed, 0);
+      const ossl = alg.newCipher(key);
+      assert.equal(ossl.open(nonce, ad, sealed, new Uint8Array(0), 0), 0, `AEAD ${id}`);
+      sealed[3] = (sealed[3] ?? 0) ^ 1;
+      assert.equal(ossl.open(nonce, ad, sealed, new Uint8Array(0), 0), -1, `AEAD ${id} tampered`);
+    }
+  });
+});
+
 describe('retired master keys are wiped when a responder context takes a new keyset (not at garbage collection)', () => {
   function context(keyset: Keyset): ResponderContext {
     return createResponderContext({
