@@ -83,7 +83,7 @@ export const StampMode = {
 /** An opaque socket handle owned by the addon. */
 export type NativeHandle = { readonly __nativeUdpHandle: unique symbol };
 
-/** An opaque AEAD key handle owned by the addon (src/native/aead.c). */
+/** An opaque AEAD key handle owned by the addon (src/native/aead.c, SIV in aead_siv.c). */
 export type NativeAeadHandle = { readonly __nativeAeadHandle: unique symbol };
 
 /**
