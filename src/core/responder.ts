@@ -19,7 +19,7 @@
  * buffers and the result object live in the context and are reused; a result is valid until the next call.
  */
 import { padTo4, writeU32, type FillRandom } from './bytes.js';
-import { getAead, isRekeyable, type AeadAlgorithm, type AeadCipher } from './crypto/aead.js';
+import { getAead, isRekeyable, sealRegions, type AeadAlgorithm, type AeadCipher } from './crypto/aead.js';
 import { EF_HEADER_LENGTH } from './ntp/extension.js';
 import { LeapIndicator, NTP_HEADER_LENGTH, NtpHeaderOffset, NtpMode, packLiVnMode } from './ntp/header.js';
 import { writeTimestamp, type NtpTimestamp } from './ntp/timestamp.js';
@@ -35,7 +35,7 @@ import {
   type CookieOpenScratch,
 } from './nts/cookie.js';
 import { KISS_NTSN, NtsExtensionFieldType } from './nts/ids.js';
-import type { Keyset } from './nts/keyset.js';
+import { retireMasterKeys, type Keyset } from './nts/keyset.js';
 import {
   AUTHENTICATOR_LENGTHS_SIZE,
   MAX_COOKIES_PER_REPLY,
@@ -177,7 +177,11 @@ export interface ResponderScratch {
 
 /** Everything `respond` needs besides the packet. Mutable fields may be swapped by the shell between calls. */
 export interface ResponderContext {
-  /** Master keys for opening and sealing cookies. */
+  /**
+   * Master keys for opening and sealing cookies. Assigning a new snapshot retires the previous one at once
+   * (retireMasterKeys: the master keys the new snapshot does not hold are zeroed and their ciphers wiped, OpenSSL
+   * handles included), so the previous snapshot must not be used afterwards in this thread.
+   */
   keyset: Keyset;
   /** Stratum, leap, root delay/dispersion, refid, reference time. */
   serverFields: ServerFields;
@@ -232,8 +236,16 @@ export function createResponderScratch(): ResponderScratch {
 
 /** Creates a responder context with fresh scratch buffers. */
 export function createResponderContext(init: Omit<ResponderContext, 'scratch'>): ResponderContext {
+  let keyset = init.keyset;
   return {
-    keyset: init.keyset,
+    get keyset(): Keyset {
+      return keyset;
+    },
+    set keyset(next: Keyset) {
+      const previous = keyset;
+      keyset = next;
+      retireMasterKeys(previous, next);
+    },
     serverFields: init.serverFields,
     now: init.now,
     fillRandom: init.fillRandom,
@@ -263,10 +275,7 @@ function finish(result: RespondResult, outcome: OutcomeValue, length: number): R
 
 /** Copies the request's transmit timestamp into the reply's origin field (RFC 5905 §8). */
 function copyOrigin(request: Uint8Array, out: Uint8Array): void {
-  out.set(
-    request.subarray(NtpHeaderOffset.transmitTime, NtpHeaderOffset.transmitTime + 8),
-    NtpHeaderOffset.originTime,
-  );
+  for (let i = 0; i < 8; i++) out[NtpHeaderOffset.originTime + i] = request[NtpHeaderOffset.transmitTime + i] ?? 0;
 }
 
 /**
@@ -526,7 +535,7 @@ function ntsReply(
   // 6. Transmit timestamp last, then seal: the header is in the associated data (§5.6).
   writeTimestamp(out, NtpHeaderOffset.transmitTime, ctx.now());
   const ciphertextAt = nonceAt + nonceField;
-  s2c.seal(nonce, out.subarray(0, authOffset), plaintext.subarray(0, plaintextLength), out, ciphertextAt);
+  sealRegions(s2c, out, nonceAt, nonceLength, 0, authOffset, plaintext, 0, plaintextLength, out, ciphertextAt);
   const end = authOffset + fieldLength;
   out.fill(0, ciphertextAt + ciphertextLength, end);
   result.cookiesIssued = count;

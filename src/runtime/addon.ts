@@ -83,21 +83,51 @@ export const StampMode = {
 /** An opaque socket handle owned by the addon. */
 export type NativeHandle = { readonly __nativeUdpHandle: unique symbol };
 
-/** An opaque AEAD key handle owned by the addon (src/native/aead.c). */
+/** An opaque AEAD key handle owned by the addon (src/native/aead.c, SIV in aead_siv.c). */
 export type NativeAeadHandle = { readonly __nativeAeadHandle: unique symbol };
 
 /**
  * The addon's OpenSSL AEADs (src/native/aead.c); absent when it was built without the OpenSSL headers.
- * Offsets are octets into `buffer`; aeadSeal/aeadOpen return the offset after the output, or -1 when open
- * does not authenticate; a region outside the buffer throws RangeError. `keyOffset` >= 0 re-keys first.
+ * Offsets are octets into `buffer` (nonce, associated data) and into `keyBuffer`, `inBuffer`, `outBuffer` (the new
+ * key, the input, the output; each defaults to `buffer`); aeadSeal/aeadOpen return the offset after the output,
+ * or -1 when open does not authenticate; a region outside its buffer throws RangeError. `keyOffset` >= 0
+ * re-keys first.
  */
 export interface NativeAeadFunctions {
   /** AEAD ids whose OpenSSL cipher can be fetched. */
   aeadAlgorithms(): number[];
   /** A keyed handle; throws on an unknown id or a wrong key length. */
   aeadNew(aeadId: number, key: Uint8Array): NativeAeadHandle;
-  aeadSeal(handle: NativeAeadHandle, buffer: ArrayBuffer, keyOffset: number, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, inOffset: number, inLength: number, outOffset: number): number;
-  aeadOpen(handle: NativeAeadHandle, buffer: ArrayBuffer, keyOffset: number, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, inOffset: number, inLength: number, outOffset: number): number;
+  aeadSeal(
+    handle: NativeAeadHandle,
+    buffer: ArrayBuffer,
+    keyOffset: number,
+    nonceOffset: number,
+    nonceLength: number,
+    adOffset: number,
+    adLength: number,
+    inOffset: number,
+    inLength: number,
+    outOffset: number,
+    keyBuffer?: ArrayBuffer,
+    inBuffer?: ArrayBuffer,
+    outBuffer?: ArrayBuffer,
+  ): number;
+  aeadOpen(
+    handle: NativeAeadHandle,
+    buffer: ArrayBuffer,
+    keyOffset: number,
+    nonceOffset: number,
+    nonceLength: number,
+    adOffset: number,
+    adLength: number,
+    inOffset: number,
+    inLength: number,
+    outOffset: number,
+    keyBuffer?: ArrayBuffer,
+    inBuffer?: ArrayBuffer,
+    outBuffer?: ArrayBuffer,
+  ): number;
   /** Cleanses the key copies and frees the OpenSSL contexts now (the finalizer does it otherwise). */
   aeadFree(handle: NativeAeadHandle): void;
 }
