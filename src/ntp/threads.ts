@@ -13,7 +13,7 @@
 import type { WallClock } from '../runtime/clock.js';
 import { ThreadSupervisor, type LifecycleMessage } from '../runtime/supervisor.js';
 import type { AdmissionSpec } from '../core/admission.js';
-import { decodeKeyset } from '../core/nts/keyset.js';
+import { decodeKeyset, wipeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import type { ResponderPolicy } from '../core/serve.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
@@ -213,6 +213,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
   if (options.policies.length === 0) throw new RangeError('ntp threads: policies must not be empty');
   const initial = decodeKeyset(options.keysetBytes);
   if (!initial.ok) throw new RangeError(`ntp threads: keyset does not decode (${initial.error})`);
+  wipeKeyset(initial.keyset); // checked here; every thread decodes its own copy
 
   const threads = options.threads;
   const onEvent = options.onEvent;
@@ -302,6 +303,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
     setKeyset(bytes) {
       const decoded = decodeKeyset(bytes);
       if (!decoded.ok) throw new RangeError(`ntp threads: keyset does not decode (${decoded.error})`);
+      wipeKeyset(decoded.keyset);
       keysetBytes = bytes.slice();
       supervisor.broadcast({ kind: 'keyset', bytes: keysetBytes } satisfies ToThread);
     },

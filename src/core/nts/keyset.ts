@@ -298,6 +298,11 @@ export function retireMasterKeys(previous: Keyset, next: Keyset): void {
   for (const k of keysetKeys(previous)) if (!kept.includes(k)) wipeMasterKey(k);
 }
 
+/** Wipes every master key of a snapshot that was decoded only to be checked (it must not be used afterwards). */
+export function wipeKeyset(keyset: Keyset): void {
+  for (const k of keysetKeys(keyset)) wipeMasterKey(k);
+}
+
 /** All keys of a snapshot in encoding order: current, next, stale newest-first. */
 export function keysetKeys(ks: Keyset): readonly MasterKey[] {
   return [ks.current, ks.next, ...ks.stale];
