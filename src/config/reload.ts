@@ -64,7 +64,8 @@ export function mergeReloadedConfig(running: Config, next: Config): { applied: C
       const n = next.ntsKeServers[i];
       return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
     }),
-    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
+    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart,
+    // and interleaved mode (socket options and its table, made at start) its settings.
     servers: running.servers.map((s, i) => {
       const n = next.servers[i];
       return n === undefined ? s : { ...s, access: n.access, rateLimit: { ...n.rateLimit, tableSize: s.rateLimit.tableSize } };
