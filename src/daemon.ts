@@ -1,6 +1,6 @@
 /**
  * Composition root: configuration → logger → metrics → clock → keyset store → time source → NTP listeners
- * (main-thread sockets + pool, or receiver threads: ntp/service.ts) and NTS-KE listeners → metrics
+ * (NTP threads: ntp/service.ts) and NTS-KE listeners → metrics
  * endpoint; then signals.
  *
  * Nothing here parses packets or touches keys: it wires the shells together and owns the lifecycle.
@@ -12,8 +12,9 @@ import type { Logger } from 'pino';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './runtime/clock.js';
 import type { Config } from './config/schema.js';
 import { nodeRole } from './config/schema.js';
-import { reloadConfig } from './config/reload.js';
+import { keRuntimeSettings, reloadConfig } from './config/reload.js';
 import { keysetKeys } from './core/nts/keyset.js';
+import type { KeHandlerReport } from './core/ke-request-handler.js';
 import { ExitCode, NtsdError, NtsdErrorCode } from './errors.js';
 import { openKeysetSource } from './keys/open.js';
 import type { KeysetSource } from './keys/sources.js';
@@ -26,7 +27,7 @@ import { startNtpListeners, type NtpListeners } from './ntp/service.js';
 import { loadNativeUdp } from './runtime/addon.js';
 import { nodeEndOfLife, ntsdVersion } from './runtime/version.js';
 import { createPoolKeMetrics } from './obs/pool-metrics.js';
-import { startPoolKe } from './nts-pool/service.js';
+import { poolKeHandlerSpec, recordPoolKeReport } from './nts-pool/service.js';
 import { installAeadBackend, missingOpenSslAeads } from './runtime/aead-openssl.js';
 
 /** Longest a graceful stop may take before the daemon exits anyway. */
@@ -137,8 +138,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
     let ntp: NtpListeners | undefined;
     const poolKeMetrics = createPoolKeMetrics(metrics.registry);
+    // The [pool-ke] front end is a KE listener with its own request handler (nts-pool), loaded by its threads.
+    const poolKe = config.poolKe;
+    const frontEnd =
+      poolKe === undefined
+        ? undefined
+        : { config: poolKe, handler: poolKeHandlerSpec(poolKe), onReport: (report: KeHandlerReport) => recordPoolKeReport(report, poolKeMetrics) };
     const ke: KeListeners = await startKeListeners(config, {
-      onPoolRequests: (kind, outcome, count) => poolKeMetrics.timeSourceRequests(kind, outcome, count),
+      onPoolRequests: (kind, outcome, count) => poolKeMetrics.sourceRequests(kind, outcome, count),
+      ...(frontEnd !== undefined ? { frontEnd } : {}),
       logger: logger.child({ component: 'nts-ke' }),
       metrics,
       ntpPortFallback: () => ntp?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
@@ -172,7 +180,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       await timeSource.ready;
       metrics.timeSource.set(timeSource.current());
 
-      // Main-thread sockets + pool, or receiver threads (`[worker-pool] receive-threads`; Node 20 falls back).
+      // NTP threads, each owning its sockets (native addon or dgram: ntp/service.ts).
       ntp = await startNtpListeners(config, {
         clock,
         keysetBytes: store.bytes,
@@ -198,17 +206,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       cleanups.push(() => server.close());
     }
 
-    if (store !== undefined) {
-      await ke.start(store.bytes);
-      store.start();
-    }
-
-    let poolKeAddress: { address: string; port: number } | undefined;
-    if (config.poolKe !== undefined) {
-      const frontEnd = await startPoolKe(config.poolKe, logger.child({ component: 'pool-ke' }), poolKeMetrics);
-      cleanups.push(() => frontEnd.stop());
-      poolKeAddress = frontEnd.address;
-    }
+    await ke.start(store?.bytes);
+    store?.start();
+    const poolKeAddress = ke.frontEndAddress();
 
     const ntpAddresses = (ntpListeners?.addresses ?? []).map((a) => ({ address: a.address, port: a.port }));
     const keAddresses = ke.addresses();
@@ -222,9 +222,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         ntpPortAdvertised: ke.advertisedNtpPort(),
         metrics: metricsServer === undefined || metricsListen === undefined ? null : `${metricsListen.host}:${metricsServer.port}`,
         role: nodeRole(config),
-        threads: ntpListeners?.poolThreads ?? 0,
-        receiveThreads: ntpListeners?.receiveThreads ?? 0,
-        reusePort: ntpListeners?.reusePort ?? false,
+        ntpThreads: ntpListeners?.threads ?? 0,
+        datapath: ntpListeners?.datapath ?? null,
         keysetMode: config.keyset.mode,
         keyStorage: config.keyset.mode === 'ratchet' ? null : config.keyset.keyStoragePath,
         timeSource: config.timeSource.mode,
@@ -287,7 +286,7 @@ function applyReloadedConfig(path: string, running: Config, logger: Logger, ke: 
   const applied = reloaded.applied;
   ntp?.setAdmission(applied.servers);
   logger.level = applied.observability.logLevel;
-  ke.updateLimits(applied.ntsKeServers);
+  ke.updateLimits(applied.ntsKeServers, applied.poolKe === undefined ? undefined : keRuntimeSettings(applied.poolKe));
   if (reloaded.notApplied.length > 0) {
     logger.warn(
       { path, settings: reloaded.notApplied },

@@ -67,7 +67,7 @@ test('run and validate: unknown key, wrong type, bad TOML and a missing file exi
     { name: 'unknown key', path: writeConfig(withLine(good, '[observability]', 'log-colour = "blue"')), expect: /observability\.log-colour: unknown key/ },
     { name: 'unknown key in an array table', path: writeConfig(withLine(good, '[[nts-ke-server]]', 'max-cookies = 9')), expect: /nts-ke-server\[0\]\.max-cookies: unknown key/ },
     { name: 'unknown section', path: writeConfig(`${good}\n[extras]\nx = 1\n`), expect: /extras: unknown key/ },
-    { name: 'wrong type', path: writeConfig(withLine(good, '[worker-pool]', 'batch-size = "many"')), expect: /worker-pool\.batch-size: must be an integer/ },
+    { name: 'wrong type', path: writeConfig(withLine(good, '[worker-pool]', 'receive-buffer-bytes = "many"')), expect: /worker-pool\.receive-buffer-bytes: must be an integer/ },
     { name: 'out of range', path: writeConfig(withLine(good, '[[nts-ke-server]]', 'max-request-bytes = 100')), expect: /nts-ke-server\[0\]\.max-request-bytes: must be an integer between 1024/ },
     { name: 'TOML syntax', path: writeConfig(`${good}\n[broken\n`), expect: /line \d+/ },
     { name: 'missing file', path: join(dir, 'does-not-exist.toml'), expect: /cannot read configuration file .*does-not-exist\.toml/ },

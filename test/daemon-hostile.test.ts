@@ -456,7 +456,7 @@ function errorLines(d: RunningDaemon): string[] {
   return d.lines().filter((l) => l['level'] === 'error' || l['level'] === 'fatal').map((l) => JSON.stringify(l));
 }
 
-for (const threads of [1, 0]) {
+for (const threads of [1, 2]) {
   test(`hostile UDP: ${PROBE_BUDGET} malformed, odd-sized and garbage datagrams (threads = ${threads})`, { timeout: 60_000 }, async (t) => {
     const { d, pki, ntpPort } = await startHostileDaemon(t, threads);
     const at = d.metrics;
@@ -492,7 +492,6 @@ for (const threads of [1, 0]) {
     assert.ok(sample(after, 'ntsd_ntp_dropped_total{reason="policy"}') > 0);
     assert.ok(sumOf(after, 'ntsd_nts_nak_total') > 0);
     assert.equal(sample(after, 'ntsd_worker_restarts_total'), 0, 'no worker died');
-    assert.equal(sample(after, 'ntsd_ntp_dropped_total{reason="queue_full"}'), 0, 'paced traffic never fills the queue');
 
     // Still alive, still correct.
     assert.ok(d.running());

@@ -217,13 +217,17 @@ const DOCUMENTED_METRICS = [
   'ntsd_keyset_persist_failures_total',
   'ntsd_tls_certificate_expiry_timestamp_seconds',
   'ntsd_tls_reloads_total',
-  'ntsd_worker_queue_depth',
-  'ntsd_worker_queue_rejected_total',
   'ntsd_worker_restarts_total',
   'ntsd_build_info',
   'nodejs_eventloop_lag_seconds',
   'process_cpu_user_seconds_total',
 ];
+
+/**
+ * Named in OPERATIONS.md but retired on purpose: the worker queue these measured is gone (every NTP thread
+ * answers inline; project issue 15).
+ */
+const RETIRED_METRICS: ReadonlySet<string> = new Set(['ntsd_worker_queue_depth', 'ntsd_worker_queue_rejected_total']);
 
 /** `ntsd_*` names in OPERATIONS.md when the shared docs sit beside the repository (the CI layout). */
 function metricsNamedInOperationsDoc(): string[] {
@@ -285,7 +289,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   const plainReply = await udpOnce(options.ntpPort, plain);
   assert.equal(plainReply?.length, 48);
 
-  // The KE thread and the worker pool report their tallies about once a second: wait until all landed.
+  // The KE thread and the NTP threads report their tallies about once a second: wait until all landed.
   const s = await waitForMetrics(
     at,
     'counters after traffic',
@@ -299,7 +303,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   );
   const text = [...s.keys()];
   const names = new Set(text.map((series) => series.replace(/\{.*$/, '').replace(/_(bucket|sum|count)$/, '')));
-  const expected = [...new Set([...DOCUMENTED_METRICS, ...metricsNamedInOperationsDoc()])];
+  const expected = [...new Set([...DOCUMENTED_METRICS, ...metricsNamedInOperationsDoc()])].filter((n) => !RETIRED_METRICS.has(n));
   const missing = expected.filter((n) => !names.has(n));
   assert.deepEqual(missing, [], 'metrics named in OPERATIONS.md but not exposed');
 
@@ -323,7 +327,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   assert.ok(Math.abs(sample(s, 'ntsd_keyset_current_key_created_timestamp_seconds') - Date.now() / 1000) < 600);
   // Labelled counters start at zero for every label value (OPERATIONS.md "Metrics").
   for (const series of [
-    'ntsd_ntp_dropped_total{reason="queue_full"}',
+    'ntsd_ntp_dropped_total{reason="truncated"}',
     'ntsd_ntp_dropped_total{reason="rate_limited"}',
     'ntsd_ke_sessions_total{outcome="no_common_aead"}',
     'ntsd_ke_connections_rejected_total{reason="connection_limit"}',

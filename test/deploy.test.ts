@@ -328,8 +328,7 @@ test('Grafana dashboard: valid JSON, Prometheus datasource variable, only export
     'ntsd_ke_active_connections',
     'ntsd_tls_certificate_expiry_timestamp_seconds',
     'ntsd_keyset_current_key_created_timestamp_seconds',
-    'ntsd_worker_queue_depth',
-    'ntsd_worker_queue_rejected_total',
+    'ntsd_worker_restarts_total',
     'nodejs_eventloop_lag_p99_seconds',
     'process_resident_memory_bytes',
   ];
@@ -347,7 +346,7 @@ test('alert rules reference only exported metrics and cover the documented alert
   const alertCount = (text.match(/^\s+- alert: \w+$/gm) ?? []).length;
   assert.ok(alertCount >= 8 && exprCount === alertCount, `${alertCount} alerts, ${exprCount} expressions`);
   // OPERATIONS.md: certificate expiry, key age, rotation/persist failures, NAK surge, KE rejections,
-  // queue saturation, event-loop lag.
+  // NTP thread restarts, event-loop lag.
   for (const name of [
     'ntsd_tls_certificate_expiry_timestamp_seconds',
     'ntsd_keyset_current_key_created_timestamp_seconds',
@@ -355,7 +354,7 @@ test('alert rules reference only exported metrics and cover the documented alert
     'ntsd_keyset_persist_failures_total',
     'ntsd_nts_nak_total',
     'ntsd_ke_connections_rejected_total',
-    'ntsd_worker_queue_rejected_total',
+    'ntsd_worker_restarts_total',
     'nodejs_eventloop_lag_p99_seconds',
   ]) {
     assert.ok(used.has(name), `no alert uses ${name}`);

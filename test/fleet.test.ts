@@ -60,7 +60,7 @@ function ntpNodeToml(o: { ntpPort: number; keyset: readonly string[] }): string 
     'metrics-listen = "127.0.0.1:0"',
     '',
     '[worker-pool]',
-    'threads = 0',
+    'threads = 1',
     '',
     '[time-source]',
     'mode = "static"',

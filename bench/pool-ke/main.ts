@@ -1,7 +1,7 @@
 /**
- * Capacity of an ntsd pool KE front end (README "Pools"), short and bounded: three ntsd time sources on
+ * Capacity of an ntsd pool KE front end (README "Pools"), short and bounded: three ntsd sources on
  * 127.0.0.2–4 and an ntsd `[pool-ke]` front end on 127.0.0.1, each its own process; `bench/load --mode ke`
- * (full NTS-KE sessions: TLS 1.3 handshake, request, 8 cookies) loads, in turn, one time source directly and
+ * (full NTS-KE sessions: TLS 1.3 handshake, request, 8 cookies) loads, in turn, one source directly and
  * the front end, first one session at a time (latency: what the front end adds), then `--concurrency`
  * sessions at once (KE/s through the front end). Prints handshakes/s and session p50/p99 of each run and the
  * added latency.
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     const direct = `${SOURCE_HOSTS[0]}:${kePort}`;
     const pool = `127.0.0.1:${fePort}`;
     const common = ['--mode', 'ke', '--ca', caPath, '--servername', 'nts.test', '--aead', '15', '--duration-s', String(durationS), '--warmup-s', durationS >= 3 ? '1' : '0'];
-    log(`ntsd pool KE front end on Node ${process.versions.node}: 3 time sources, ${durationS} s runs (the first second not counted from 3 s on), noisy shared machine`);
+    log(`ntsd pool KE front end on Node ${process.versions.node}: 3 sources, ${durationS} s runs (the first second not counted from 3 s on), noisy shared machine`);
     const results: Record<string, LoadReport> = {};
     for (const [name, target, concurrency] of [
       ['direct, 1 session at a time', direct, '1'],

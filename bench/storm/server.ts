@@ -18,9 +18,6 @@ const threads = await startNtpThreads({
   serverFields: { leap: 0, stratum: 2, precision: -20, rootDelay: 0, rootDispersion: 0, referenceId: 0x7f000001, referenceTime: { seconds: 0, fraction: 0 } },
   policies: [{ requireNts: false, acceptNtpVersions: [3, 4] }],
   clock: new WallClock(),
-  batchSize: 32,
-  flushIntervalUs: 200,
-  queueLimit: 4096,
   reportIntervalMs: 100,
   onEvent: (event) => process.stderr.write(`storm server event: ${JSON.stringify(event, (_k, v: unknown) => (v instanceof Error ? v.message : v))}\n`),
 });

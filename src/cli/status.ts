@@ -4,7 +4,7 @@
  * give the rates over that interval.
  *
  * The exit status works as a monitoring check (Nagios convention): 0 healthy; 1 warning (certificate expiring
- * within 7 days, unsynchronised, worker queue refusing packets, a worker restarted); 2 down (endpoint
+ * within 7 days, unsynchronised, a thread restarted); 2 down (endpoint
  * unreachable, not an ntsd, certificate expired); 64 usage.
  */
 import { parseArgs } from 'node:util';
@@ -88,7 +88,8 @@ export interface StatusReport {
   readonly datapath: readonly Readonly<Record<string, string>>[] | null;
   /** AEAD name → backend (openssl or javascript) from ntsd_aead_backend_info; null when this ntsd does not export it. */
   readonly aead?: Readonly<Record<string, string>> | null;
-  readonly workers: { readonly queueDepth: number | null; readonly queueRefused: Counted; readonly restarts: Counted } | null;
+  /** Threads replaced after dying: NTP threads and NTS-KE threads. */
+  readonly threads: { readonly ntpRestarts: Counted; readonly keRestarts: Counted } | null;
 }
 
 /** Mean and a bucket bound for p99 of a histogram, over the interval or the uptime. */
@@ -169,7 +170,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
   if (build === undefined) {
     return {
       endpoint, health: 'down', problems: [`${endpoint} answers, but not with ntsd metrics (no ntsd_build_info)`], intervalS: dtS,
-      server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, workers: null,
+      server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
     };
   }
   const start = gauge(now, 'process_start_time_seconds');
@@ -200,16 +201,11 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     warn = true;
     problems.push('ntsd answers "unsynchronised" (leap indicator 3 or stratum 16): check the host time daemon');
   }
-  const queueRefused = c('ntsd_worker_queue_rejected_total');
-  const queueFullDrops = c('ntsd_ntp_dropped_total', { reason: 'queue_full' });
-  if ((queueRefused.perS ?? 0) > 0 || (queueFullDrops.perS ?? 0) > 0) {
+  const ntpRestarts = c('ntsd_worker_restarts_total');
+  const keRestarts = c('ntsd_ke_thread_restarts_total');
+  if ((ntpRestarts.perS ?? 0) > 0 || (keRestarts.perS ?? 0) > 0) {
     warn = true;
-    problems.push('the worker queue is saturated: packets were refused in the last interval');
-  }
-  const restarts = c('ntsd_worker_restarts_total');
-  if ((restarts.perS ?? 0) > 0) {
-    warn = true;
-    problems.push('a worker thread died and was restarted in the last interval');
+    problems.push('a thread died and was restarted in the last interval');
   }
   const datapath = selectSamples(now, 'ntsd_ntp_datapath_info');
   const aeadSamples = selectSamples(now, 'ntsd_aead_backend_info');
@@ -259,7 +255,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     },
     datapath: datapath.length === 0 ? null : datapath.map((s) => ({ ...s.labels })),
     aead: aeadSamples.length === 0 ? null : aead,
-    workers: { queueDepth: gauge(now, 'ntsd_worker_queue_depth'), queueRefused, restarts },
+    threads: { ntpRestarts, keRestarts },
   };
 }
 
@@ -267,7 +263,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
 export function downReport(endpoint: string, problem: string): StatusReport {
   return {
     endpoint, health: 'down', problems: [problem], intervalS: null,
-    server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, workers: null,
+    server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
   };
 }
 
@@ -381,9 +377,9 @@ export function formatStatusReport(r: StatusReport): string[] {
     const table = names.some((n) => aead?.[n] === 'javascript') ? ' (javascript: table-driven AES, not constant-time)' : '';
     out.push(`${'aead'.padEnd(14)}${aead === null ? 'not reported by this ntsd' : `${text}${table}`}`);
   }
-  const w = r.workers;
-  if (w !== null) {
-    out.push(`${'workers'.padEnd(14)}queue depth ${w.queueDepth ?? '?'}; refused ${w.queueRefused.total} (${rate(w.queueRefused.perS)}/s); restarts ${w.restarts.total}`);
+  const t = r.threads;
+  if (t !== null) {
+    out.push(`${'threads'.padEnd(14)}restarts: NTP ${t.ntpRestarts.total} (${rate(t.ntpRestarts.perS)}/s), NTS-KE ${t.keRestarts.total} (${rate(t.keRestarts.perS)}/s)`);
   }
   return out;
 }

@@ -5,11 +5,11 @@
  * needing a restart. No I/O but reading the file; the daemon applies the result.
  */
 import { loadConfigFile } from './load.js';
-import type { Config, KeRuntimeSettings, NtsKeServerConfig } from './schema.js';
+import type { Config, KeListenerConfig, KeRuntimeSettings, PoolKeConfig } from './schema.js';
 import { NtsdError } from '../errors.js';
 
-/** The part of a KE table that a SIGHUP applies at runtime (everything else of it needs a restart). */
-export function keRuntimeSettings(config: NtsKeServerConfig): KeRuntimeSettings {
+/** The part of a KE listener's table (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies at runtime (the rest needs a restart). */
+export function keRuntimeSettings(config: KeListenerConfig): KeRuntimeSettings {
   return {
     clientRateLimit: config.clientRateLimit,
     concurrentConnections: config.concurrentConnections,
@@ -46,7 +46,10 @@ export function changesRequiringRestart(running: Config, next: Config): string[]
   if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
   if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
   if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
-  if (!same(running.poolKe, next.poolKe)) changed.push('pool-ke');
+  // A KE listener's caps, client rate limit and access list apply at runtime; the rest of [pool-ke] does not.
+  const fixedPart = (p: PoolKeConfig | undefined): unknown =>
+    p === undefined ? undefined : { ...p, concurrentConnections: 0, concurrentConnectionsPerSource: 0, clientRateLimit: p.clientRateLimit.tableSize, access: undefined };
+  if (!same(fixedPart(running.poolKe), fixedPart(next.poolKe))) changed.push('pool-ke');
   return changed;
 }
 
@@ -64,6 +67,7 @@ export function mergeReloadedConfig(running: Config, next: Config): { applied: C
       const n = next.ntsKeServers[i];
       return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
     }),
+    poolKe: running.poolKe === undefined || next.poolKe === undefined ? running.poolKe : { ...running.poolKe, ...keRuntimeSettings(next.poolKe) },
     // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart,
     // and interleaved mode (socket options and its table, made at start) its settings.
     servers: running.servers.map((s, i) => {

@@ -145,7 +145,12 @@ export interface NtsKeServerConfig {
   readonly access: AccessConfig;
 }
 
-/** One `[[pool-ke.source]]`: a time source behind this pool front end. */
+/** The keys of a KE listener (nts-ke/ serves both roles): `[pool-ke]` has them as `[[nts-ke-server]]` does. */
+export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificateChainPath' | 'privateKeyPath' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
+  | 'concurrentConnectionsPerSource' | 'threads' | 'maxRequestBytes' | 'certificateReloadIntervalS' | 'clientRateLimit' | 'threadNiceness' | 'proxyProtocol'
+  | 'proxyTrustedSources' | 'access'>;
+
+/** One `[[pool-ke.source]]`: a source behind this pool front end. */
 export interface PoolKeSourceConfig {
   /** The source's NTP server name, sent to clients in the Server record when the source sends none; also what NTP Server Deny names. */
   readonly name: string;
@@ -160,18 +165,10 @@ export interface PoolKeSourceConfig {
   readonly weight: number;
 }
 
-/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"). */
-export interface PoolKeConfig {
-  readonly listen: ListenAddress;
-  /** The pool name's certificate chain and key (absolute paths). */
-  readonly certificateChainPath: string;
-  readonly privateKeyPath: string;
-  /** Deadline for a client's whole session (TLS handshake, request, upstream work, answer). */
-  readonly keyExchangeTimeoutMs: number;
+/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"); the certificate is the pool name's. */
+export interface PoolKeConfig extends KeListenerConfig {
   /** Deadline for the upstream part (capabilities and cookies from a source); at most 2500 ms. */
   readonly upstreamTimeoutMs: number;
-  readonly concurrentConnections: number;
-  readonly maxRequestBytes: number;
   /** How long a source's capability answer is reused. */
   readonly capabilityCacheS: number;
   /** Seconds between health checks (a capability query) of each source. */
@@ -229,27 +226,14 @@ export interface ObservabilityConfig {
   readonly metricsListen: ListenAddress | undefined;
 }
 
-/** `[worker-pool]`. */
+/** `[worker-pool]`: the NTP threads. */
 export interface WorkerPoolConfig {
-  /** Worker threads; 0 = answer inline on the main thread. */
+  /** NTP threads (≥ 1), each owning one socket per `[[server]]` and answering inline. */
   readonly threads: number;
-  /** Packets per batch handed to a worker. */
-  readonly batchSize: number;
-  /** Longest wait before a partial batch is flushed, microseconds. */
-  readonly flushIntervalUs: number;
-  /** Packets queued beyond which new packets are dropped (`queue_full`). */
-  readonly queueLimit: number;
   /**
-   * Receiver threads, each with its own SO_REUSEPORT socket per `[[server]]` that stamps, answers inline
-   * and sends (dgram `reusePort`, Node ≥ 22.12); 0 = the main thread receives and the pool answers. Opt-in
-   * for many-core machines: under saturation a packet can wait behind other packets' crypto on its thread
-   * before it is stamped. Without reusePort (Node 20) the daemon warns and receives on the main thread.
-   */
-  readonly receiveThreads: number;
-  /**
-   * Which NTP datapath runs: `native` (the addon in src/native: one SO_REUSEPORT socket per `[[server]]`
-   * per NTP thread, kernel receive timestamps, recvmmsg batches), `dgram` (Node's dgram: main-thread
-   * sockets and the pool, or `receive-threads`), or `auto` (native when the addon is built and loads).
+   * Socket backend of the NTP threads: `native` (the addon in src/native: SO_REUSEPORT sockets, kernel
+   * receive timestamps, recvmmsg batches), `dgram` (Node's dgram; several threads only where Node has
+   * `reusePort`, ≥ 22.12), or `auto` (native when the addon is built and loads).
    */
   readonly datapath: Datapath;
   /** Native datapath: one sendmsg per reply, right after its seal (`each`), or one sendmmsg per batch (`batch`). */
@@ -361,8 +345,6 @@ export const DEFAULTS = {
   poolKe: {
     keyExchangeTimeoutMs: 5000,
     upstreamTimeoutMs: 2500,
-    concurrentConnections: 512,
-    maxRequestBytes: 4096,
     capabilityCacheS: 300,
     healthCheckIntervalS: 30,
     connectionsPerSource: 2,
@@ -370,7 +352,7 @@ export const DEFAULTS = {
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
   observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
-  workerPool: { batchSize: 32, flushIntervalUs: 200, queueLimit: 4096, receiveThreads: 0, datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
+  workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
 
@@ -710,15 +692,8 @@ function readNtsKeServer(
 ): NtsKeServerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const r = new TableReader(table, path, errors);
-  const listen = r.listen('listen', true);
-  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
-  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
-  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 100, 60_000, d.keyExchangeTimeoutMs);
-  const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
-  const keThreads = r.integer('threads', 0, 256, 0);
-  const concurrentConnectionsPerSource = r.integer('concurrent-connections-per-source', 1, 1_000_000, d.concurrentConnectionsPerSource);
-  // RFC 8915 §4: a server MUST accept requests of at least 1024 octets.
-  const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
+  const listener = readKeListener(r, errors, options, 100, d.keyExchangeTimeoutMs);
+  const concurrentConnections = listener?.concurrentConnections ?? d.concurrentConnections;
   let ntpServer = r.string('ntp-server');
   if (ntpServer !== undefined && !(isIPv4Literal(ntpServer) || isIPv6Literal(ntpServer) || isHostname(ntpServer))) {
     r.error('ntp-server', `must be an IPv4 address, an IPv6 address without brackets, or a DNS name, got ${show(ntpServer)}`);
@@ -738,6 +713,40 @@ function readNtsKeServer(
   if (!aeadAlgorithms.includes(MANDATORY_AEAD_ID)) {
     r.error('aead-algorithms', `must include ${MANDATORY_AEAD_ID} (AEAD_AES_SIV_CMAC_256, mandatory per RFC 8915 §5.1)`);
   }
+  const acceptedPoolAuthenticationTokens = readTokenList(r, 'accepted-pool-authentication-tokens', errors);
+  const longlivedConnections = r.integer('longlived-connections', 0, concurrentConnections, defaultLonglivedConnections(concurrentConnections));
+  const keepAliveIdleTimeoutS = r.integer('keep-alive-idle-timeout-s', 1, POOL_KEEP_ALIVE_MAX_IDLE_S, d.keepAliveIdleTimeoutS);
+  const keepAliveMaxAgeS = r.integer('keep-alive-max-age-s', 1, POOL_KEEP_ALIVE_MAX_AGE_S, d.keepAliveMaxAgeS);
+  r.finish();
+  if (listener === undefined) return undefined;
+  return {
+    ...listener,
+    ntpServer,
+    ntpPort,
+    ntpPortExplicit,
+    aeadAlgorithms,
+    acceptedPoolAuthenticationTokens,
+    longlivedConnections,
+    keepAliveIdleTimeoutS,
+    keepAliveMaxAgeS,
+  };
+}
+
+/**
+ * The keys every KE listener has (KeListenerConfig), read alike for `[[nts-ke-server]]` and `[pool-ke]`;
+ * undefined (errors recorded) without a usable listen address or certificate paths.
+ */
+function readKeListener(r: TableReader, errors: string[], options: ValidateOptions, minTimeoutMs: number, timeoutMs: number): KeListenerConfig | undefined {
+  const d = DEFAULTS.ntsKeServer;
+  const listen = r.listen('listen', true);
+  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
+  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', minTimeoutMs, 60_000, timeoutMs);
+  const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
+  const threads = r.integer('threads', 0, 256, 0);
+  const concurrentConnectionsPerSource = r.integer('concurrent-connections-per-source', 1, 1_000_000, d.concurrentConnectionsPerSource);
+  // RFC 8915 §4: a server MUST accept requests of at least 1024 octets.
+  const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
   const certificateReloadIntervalS = r.integer('certificate-reload-interval-s', 0, 86_400, d.certificateReloadIntervalS);
   const threadNiceness = r.integer('thread-niceness', 0, 19, d.threadNiceness);
   const proxyProtocol = r.boolean('proxy-protocol', false);
@@ -759,16 +768,11 @@ function readNtsKeServer(
     }
   }
   const access = r.accessList();
-  const acceptedPoolAuthenticationTokens = readTokenList(r, 'accepted-pool-authentication-tokens', errors);
-  const longlivedConnections = r.integer('longlived-connections', 0, concurrentConnections, defaultLonglivedConnections(concurrentConnections));
-  const keepAliveIdleTimeoutS = r.integer('keep-alive-idle-timeout-s', 1, POOL_KEEP_ALIVE_MAX_IDLE_S, d.keepAliveIdleTimeoutS);
-  const keepAliveMaxAgeS = r.integer('keep-alive-max-age-s', 1, POOL_KEEP_ALIVE_MAX_AGE_S, d.keepAliveMaxAgeS);
   const clientRateLimit: ClientRateLimitConfig = {
     intervalS: r.integer('client-rate-limit-interval-s', 0, 86_400, d.clientRateLimitIntervalS),
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
     tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
   };
-  r.finish();
   if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
   return {
     listen,
@@ -777,22 +781,14 @@ function readNtsKeServer(
     keyExchangeTimeoutMs,
     concurrentConnections,
     concurrentConnectionsPerSource,
-    threads: keThreads,
+    threads,
     maxRequestBytes,
-    ntpServer,
-    ntpPort,
-    ntpPortExplicit,
-    aeadAlgorithms,
     certificateReloadIntervalS,
     clientRateLimit,
     threadNiceness,
     proxyProtocol,
     proxyTrustedSources,
     access,
-    acceptedPoolAuthenticationTokens,
-    longlivedConnections,
-    keepAliveIdleTimeoutS,
-    keepAliveMaxAgeS,
   };
 }
 
@@ -881,14 +877,10 @@ function readPoolKeSource(table: Table, path: string, errors: string[]): PoolKeS
 function readPoolKe(table: Table, errors: string[], options: ValidateOptions): PoolKeConfig | undefined {
   const d = DEFAULTS.poolKe;
   const r = new TableReader(table, 'pool-ke', errors);
-  const listen = r.listen('listen', true);
-  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
-  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
-  const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', 1000, 60_000, d.keyExchangeTimeoutMs);
+  const listener = readKeListener(r, errors, options, 1000, d.keyExchangeTimeoutMs);
+  const keyExchangeTimeoutMs = listener?.keyExchangeTimeoutMs ?? d.keyExchangeTimeoutMs;
   const upstreamTimeoutMs = r.integer('upstream-timeout-ms', 100, 2500, d.upstreamTimeoutMs);
   if (upstreamTimeoutMs >= keyExchangeTimeoutMs) r.error('upstream-timeout-ms', `must be below key-exchange-timeout-ms (${keyExchangeTimeoutMs})`);
-  const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
-  const maxRequestBytes = r.integer('max-request-bytes', 1024, 65_536, d.maxRequestBytes);
   const capabilityCacheS = r.integer('capability-cache-s', 1, 3600, d.capabilityCacheS);
   const healthCheckIntervalS = r.integer('health-check-interval-s', 1, 3600, d.healthCheckIntervalS);
   const connectionsPerSource = r.integer('connections-per-source', 1, 64, d.connectionsPerSource);
@@ -906,15 +898,10 @@ function readPoolKe(table: Table, errors: string[], options: ValidateOptions): P
     sources.push(src);
   });
   r.finish();
-  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  if (listener === undefined) return undefined;
   return {
-    listen,
-    certificateChainPath,
-    privateKeyPath,
-    keyExchangeTimeoutMs,
+    ...listener,
     upstreamTimeoutMs,
-    concurrentConnections,
-    maxRequestBytes,
     capabilityCacheS,
     healthCheckIntervalS,
     connectionsPerSource,
@@ -977,21 +964,26 @@ function readObservability(table: Table, errors: string[], options: ValidateOpti
   return { logLevel, logFormat, logFile, metricsListen };
 }
 
+/** `[worker-pool]` keys of the retired worker-pool design, and what to do instead. */
+const RETIRED_WORKER_POOL_KEYS = [
+  ['receive-threads', 'every NTP thread now owns its sockets: set worker-pool.threads'],
+  ['batch-size', 'NTP threads answer each packet inline; there are no batches to size'],
+  ['flush-interval-us', 'NTP threads answer each packet inline; there is nothing to flush'],
+  ['queue-limit', 'NTP threads answer each packet inline; the socket receive buffer (receive-buffer-bytes) is the only queue'],
+] as const;
+
 function readWorkerPool(table: Table, errors: string[], options: ValidateOptions): WorkerPoolConfig {
   const d = DEFAULTS.workerPool;
   const r = new TableReader(table, 'worker-pool', errors);
+  for (const [key, instead] of RETIRED_WORKER_POOL_KEYS) r.reject(key, `removed; ${instead}`);
+  if (r.has('threads') && r.raw('threads') === 0) r.error('threads', 'must be at least 1: 0 (answer inline on the main thread) is gone; every NTP thread owns its sockets');
   const threads = r.integer('threads', 0, 256, Math.max(1, Math.floor(options.cpuCount) - 1));
-  const batchSize = r.integer('batch-size', 1, 1024, d.batchSize);
-  const flushIntervalUs = r.integer('flush-interval-us', 0, 100_000, d.flushIntervalUs);
-  const queueLimit = r.integer('queue-limit', 1, 1_000_000, d.queueLimit);
-  const receiveThreads = r.integer('receive-threads', 0, 256, d.receiveThreads);
   const datapath = r.oneOf('datapath', DATAPATHS, d.datapath);
   const sendMode = r.oneOf('send-mode', SEND_MODES, d.sendMode);
   const receiveBufferBytes = r.integer('receive-buffer-bytes', 0, 1 << 30, d.receiveBufferBytes);
   const aeadBackend = r.oneOf('aead-backend', AEAD_BACKENDS, d.aeadBackend);
-  if (datapath === 'native' && threads === 0) r.error('threads', 'must be at least 1 with datapath = "native" (each NTP thread owns its sockets)');
   r.finish();
-  return { threads, batchSize, flushIntervalUs, queueLimit, receiveThreads, datapath, sendMode, receiveBufferBytes, aeadBackend };
+  return { threads, datapath, sendMode, receiveBufferBytes, aeadBackend };
 }
 
 const STATIC_ONLY = ['local-stratum', 'reference-id'] as const;
@@ -1095,16 +1087,15 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
 
 /**
  * KE threads for one `[[nts-ke-server]]`: its `threads`, or when 0 one per CPU beyond the NTP threads
- * (`receive-threads` when set, else the worker-pool threads), at least 1.
+ * (`[worker-pool] threads`), at least 1.
  */
-export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool: Pick<WorkerPoolConfig, 'threads' | 'receiveThreads'>, cpuCount: number): number {
+export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool: Pick<WorkerPoolConfig, 'threads'>, cpuCount: number): number {
   if (ke.threads > 0) return ke.threads;
-  const ntpThreads = workerPool.receiveThreads > 0 ? workerPool.receiveThreads : workerPool.threads;
-  return Math.max(1, Math.floor(cpuCount) - ntpThreads);
+  return Math.max(1, Math.floor(cpuCount) - workerPool.threads);
 }
 
-/** The `[[nts-ke-server]]` settings a SIGHUP applies without a restart (config/reload.ts keRuntimeSettings). */
-export type KeRuntimeSettings = Pick<NtsKeServerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
+/** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart (config/reload.ts). */
+export type KeRuntimeSettings = Pick<KeListenerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
 /** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
 export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';

@@ -1,7 +1,7 @@
 /**
  * Admission of one NTP request before any work is done for it: the `[[server]]` access list, then the
- * per-client rate limit. Pure; the shells (src/ntp/thread-*.ts, ntp/udp-server.ts) call it with the peer
- * address the kernel reported and act on the answer:
+ * per-client rate limit. Pure; core/serve.ts calls it with the peer address the kernel reported and acts
+ * on the answer:
  *  - `admit`: respond() as usual;
  *  - `limit`: over the rate limit, drop (Outcome.dropRateLimited);
  *  - a RefusalReason: respondRefused() decides between a KoD (plain NTP only) and a drop.

@@ -5,7 +5,7 @@
  */
 import type { AdmissionSpec } from '../core/admission.js';
 import type { ServerFields } from '../core/responder.js';
-import type { ResponderPolicy } from './tally.js';
+import type { ResponderPolicy } from '../core/serve.js';
 
 /** workerData marker of NTP threads. */
 export const NTP_THREAD_ROLE = 'ntsd-ntp-thread';
@@ -44,29 +44,22 @@ export interface ThreadInit {
   /** Access list and shared rate-limit table per policy index (missing = admit everything). */
   readonly admissions: readonly AdmissionSpec[];
   readonly clockShared: SharedArrayBuffer;
-  /** dgram backend: inline pool batching. */
-  readonly batchSize: number;
-  readonly flushIntervalUs: number;
-  readonly queueLimit: number;
   readonly reportIntervalMs: number;
   readonly durationBucketsS: readonly number[] | undefined;
 }
 
 /** A thread's counters since its previous report. */
 export interface ThreadReport {
-  /** TALLY_WORDS deltas in ntp/tally.ts Tally layout (outcomes, key ages, cookies issued, respond errors). */
+  /** TALLY_WORDS deltas in ntp/counters.ts Tally layout (outcomes, key ages, cookies issued, respond errors). */
   readonly tally: readonly number[];
   readonly received: number;
   readonly sent: number;
   readonly sendErrors: number;
   readonly socketErrors: number;
-  readonly queueRejected: number;
   /** Datagrams longer than a native slot, dropped (`truncated`). */
   readonly truncated: number;
   /** Datagrams that came without a kernel timestamp (the clock was read on arrival instead). */
   readonly unstamped: number;
-  /** Gauge: packets in flight now. */
-  readonly queueDepth: number;
   readonly durationCounts: readonly number[];
   readonly durationSumS: number;
   readonly transmitStamps: number;

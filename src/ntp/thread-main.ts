@@ -1,117 +1,25 @@
 /**
  * Entry of an NTP thread (started by src/ntp/threads.ts): owns one socket per `[[server]]` address,
- * answers every request inline with `respond()`, and reports counts to the main thread. It never logs.
+ * answers every request inline through core/serve.ts, and reports counts to the main thread. It never logs.
  *
- * The sockets come from one of two backends, each in its own file:
- *  - thread-native.ts: the native addon (kernel receive timestamps, recvmmsg batches, shared memory);
- *  - thread-dgram.ts: Node's dgram with `reusePort` (Node ≥ 22.12), receive time read in the callback.
- * This file holds what both share: the counters, the report timer and the messages from the main thread.
- * Counts a thread had not reported yet when it died (at most one report interval) are lost with it.
+ * The sockets come from one of two sibling backends that share ntp/thread-responder.ts per packet:
+ *  - socket-native.ts: the native addon (kernel receive timestamps, recvmmsg batches, shared memory);
+ *  - socket-dgram.ts: Node's dgram (with `reusePort` where several threads share a port), receive time
+ *    read first in the callback.
+ * This file holds the report timer and the messages from the main thread. Counts a thread had not
+ * reported yet when it died (at most one report interval) are lost with it.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { TALLY_WORDS } from './tally.js';
 import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
-import type { AdmissionSpec } from '../core/admission.js';
-import type { ServerFields } from '../core/responder.js';
-import {
-  errorMessage,
-  isThreadInit,
-  isToThread,
-  type FromThread,
-  type ThreadBoundAddress,
-  type ThreadEventKind,
-  type ThreadInit,
-  type ThreadReport,
-} from './messages.js';
-
-/** Counters of one thread since its last report, plus the first error message of each kind. */
-export class ThreadCounters {
-  received = 0;
-  sent = 0;
-  sendErrors = 0;
-  socketErrors = 0;
-  queueRejected = 0;
-  truncated = 0;
-  unstamped = 0;
-  /** Gauge: packets in flight now. */
-  queueDepth = 0;
-  transmitStamps = 0;
-  transmitCompensationSumS = 0;
-  /** Deltas in ntp/tally.ts Tally layout. */
-  readonly tally = new Float64Array(TALLY_WORDS);
-  readonly #bounds: readonly number[] | undefined;
-  readonly #durationCounts: Float64Array;
-  #durationSumS = 0;
-  #lastQueueDepth = 0;
-  readonly #firstErrors = new Map<ThreadEventKind, string>();
-
-  constructor(durationBucketsS: readonly number[] | undefined) {
-    this.#bounds = durationBucketsS;
-    this.#durationCounts = new Float64Array(durationBucketsS === undefined ? 0 : durationBucketsS.length + 1);
-  }
-
-  /** Whether receive-to-send durations are wanted. */
-  get measuresDurations(): boolean {
-    return this.#bounds !== undefined;
-  }
-
-  /** Counts one receive-to-send duration, seconds. */
-  observeDurationS(durationS: number): void {
-    const bounds = this.#bounds;
-    if (bounds === undefined) return;
-    let i = 0;
-    while (i < bounds.length && durationS > (bounds[i] ?? Infinity)) i++;
-    this.#durationCounts[i] = (this.#durationCounts[i] ?? 0) + 1;
-    this.#durationSumS += durationS;
-  }
-
-  /** Remembers the first message of an error kind in this interval. */
-  noteError(kind: ThreadEventKind, message: string): void {
-    if (!this.#firstErrors.has(kind)) this.#firstErrors.set(kind, message);
-  }
-
-  /** The report since the last call (undefined when nothing changed), and the interval's error messages; resets. */
-  take(): { report: ThreadReport | undefined; errors: [ThreadEventKind, string][] } {
-    const errors = [...this.#firstErrors];
-    this.#firstErrors.clear();
-    const changed =
-      this.received > 0 || this.sent > 0 || this.sendErrors > 0 || this.socketErrors > 0 || this.queueRejected > 0 ||
-      this.truncated > 0 || this.unstamped > 0 || this.transmitStamps > 0 || this.queueDepth !== this.#lastQueueDepth ||
-      this.tally.some((v) => v !== 0);
-    if (!changed) return { report: undefined, errors };
-    const report: ThreadReport = {
-      tally: Array.from(this.tally),
-      received: this.received,
-      sent: this.sent,
-      sendErrors: this.sendErrors,
-      socketErrors: this.socketErrors,
-      queueRejected: this.queueRejected,
-      truncated: this.truncated,
-      unstamped: this.unstamped,
-      queueDepth: this.queueDepth,
-      durationCounts: Array.from(this.#durationCounts),
-      durationSumS: this.#durationSumS,
-      transmitStamps: this.transmitStamps,
-      transmitCompensationSumS: this.transmitCompensationSumS,
-    };
-    this.#lastQueueDepth = this.queueDepth;
-    this.received = this.sent = this.sendErrors = this.socketErrors = this.queueRejected = 0;
-    this.truncated = this.unstamped = this.transmitStamps = this.transmitCompensationSumS = 0;
-    this.tally.fill(0);
-    this.#durationCounts.fill(0);
-    this.#durationSumS = 0;
-    return { report, errors };
-  }
-}
+import { ThreadCounters } from './counters.js';
+import type { ThreadResponder } from './thread-responder.js';
+import { errorMessage, isThreadInit, isToThread, type FromThread, type ThreadBoundAddress, type ThreadInit } from './messages.js';
 
 /** What a backend gives the thread once its sockets are bound. */
 export interface ThreadBackendHandle {
   readonly addresses: readonly ThreadBoundAddress[];
-  /** Installs a keyset; returns the reason when it does not decode. */
-  setKeyset(bytes: Uint8Array): string | undefined;
-  setServerFields(fields: ServerFields): void;
-  /** Installs new access lists / limiter tables (SIGHUP), indexed by policy. */
-  setAdmissions(specs: readonly AdmissionSpec[]): void;
+  /** The thread's responder (keyset, server fields and admissions are installed there). */
+  readonly responder: ThreadResponder;
   /** Moves the backend's own cumulative counts into the counters (called before each report). */
   collect(): void;
   /** Closes the sockets and finishes pending work. */
@@ -149,15 +57,15 @@ async function runThread(init: ThreadInit): Promise<void> {
     if (!isToThread(msg)) return;
     switch (msg.kind) {
       case 'keyset': {
-        const reason = backend.setKeyset(msg.bytes);
+        const reason = backend.responder.setKeyset(msg.bytes);
         if (reason !== undefined) counters.noteError('keysetRejected', reason);
         return;
       }
       case 'serverFields':
-        backend.setServerFields(msg.fields);
+        backend.responder.setServerFields(msg.fields);
         return;
       case 'admissions':
-        backend.setAdmissions(msg.specs);
+        backend.responder.setAdmissions(msg.specs);
         return;
       case 'stop':
         clearInterval(reportTimer);

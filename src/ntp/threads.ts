@@ -1,25 +1,26 @@
 /**
- * NTP threads, main-thread role: starts N threads (src/ntp/thread-main.ts), each owning one SO_REUSEPORT socket
- * per `[[server]]` address and answering inline, with the native addon's sockets or dgram's.
+ * NTP threads, main-thread role: starts N threads (src/ntp/thread-main.ts) through runtime/supervisor.ts,
+ * each owning one socket per `[[server]]` address and answering inline, with the native addon's sockets
+ * or dgram's.
  *
  *  - The first thread binds the configured ports; the others join the ports it got (port 0 in tests).
- *  - Keyset snapshots and server fields are broadcast to every thread.
- *  - The threads' periodic reports (deltas in the pool's Tally layout, packet counts, receive-to-send
- *    duration buckets) are added up here for the metrics.
- *  - A thread that dies is replaced (its sockets re-created by the new thread) and counted, with back-off
- *    when it keeps dying young.
+ *  - Keyset snapshots, server fields and admission specs are broadcast to every thread; a replacement
+ *    starts from the latest ones.
+ *  - The threads' periodic reports (ntp/counters.ts) are added up here for the metrics.
+ *  - A thread that dies is replaced by the supervisor (with back-off when it keeps dying young) and counted.
  * Threads never log; they count, and report the first error message of each report interval.
  */
-import { performance } from 'node:perf_hooks';
-import { Worker } from 'node:worker_threads';
 import type { WallClock } from '../runtime/clock.js';
+import { ThreadSupervisor, type LifecycleMessage } from '../runtime/supervisor.js';
 import type { AdmissionSpec } from '../core/admission.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
+import type { ResponderPolicy } from '../core/serve.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally, type ResponderPolicy } from './tally.js';
+import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally } from './counters.js';
 import {
   NTP_THREAD_ROLE,
+  errorMessage,
   isFromThread,
   type FromThread,
   type ThreadBackend,
@@ -30,7 +31,7 @@ import {
   type ToThread,
 } from './messages.js';
 
-/** One address to listen on (the same shape as udp-server.ts UdpListenOptions). */
+/** One address to listen on. */
 export interface NtpThreadListenOptions {
   /** IP literal, e.g. "0.0.0.0", "::", "127.0.0.1". */
   readonly host: string;
@@ -43,7 +44,7 @@ export interface NtpThreadListenOptions {
 
 /** Options for {@link startNtpThreads}. */
 export interface NtpThreadsOptions {
-  /** Receiver threads (≥ 1). */
+  /** NTP threads (≥ 1). */
   readonly threads: number;
   readonly listen: readonly NtpThreadListenOptions[];
   /** Encoded keyset (src/core/nts/keyset.ts), e.g. KeysetStore.bytes. */
@@ -51,17 +52,11 @@ export interface NtpThreadsOptions {
   readonly serverFields: ServerFields;
   /** Responder policies indexed by a listener's `policy` (index 0 must exist). */
   readonly policies: readonly ResponderPolicy[];
-  /** Clock for receive and transmit timestamps; its shared anchor is passed to the threads. */
+  /** Clock for dgram receive and transmit timestamps; its shared anchor is passed to the threads. */
   readonly clock: WallClock;
-  /** Packets per batch in each thread (≥ 1). */
-  readonly batchSize: number;
-  /** Age bound of a partial batch, microseconds (0 = none; batches also end with each I/O turn). */
-  readonly flushIntervalUs: number;
-  /** Packets in flight per thread beyond which new ones are dropped (`queue_full`). */
-  readonly queueLimit: number;
   /** SO_RCVBUF in octets (default: the OS default). */
   readonly receiveBufferBytes?: number;
-  /** Socket backend of every thread: the native addon, or dgram with reusePort (default "dgram"). */
+  /** Socket backend of every thread: the native addon, or Node's dgram (default "dgram"). */
   readonly backend?: ThreadBackend;
   /** Access list and shared rate-limit table per policy index (default: admit everything). */
   readonly admissions?: readonly AdmissionSpec[];
@@ -92,11 +87,11 @@ export type NtpThreadEvent =
   | { readonly kind: 'keysetRejected'; readonly index: number; readonly reason: string }
   | { readonly kind: 'udpError'; readonly index: number; readonly where: 'socket' | 'send'; readonly message: string };
 
-/** Cumulative counters of every receiver thread since start (for metrics collected as deltas). */
+/** Cumulative counters of every NTP thread since start (for metrics collected as deltas). */
 export interface NtpThreadsStats {
-  /** Receiver threads configured. */
+  /** NTP threads configured. */
   readonly threads: number;
-  /** Receiver threads running and bound. */
+  /** NTP threads running and bound. */
   readonly threadsAlive: number;
   /** Threads replaced after exiting (`ntsd_worker_restarts_total`). */
   readonly restarts: number;
@@ -110,21 +105,17 @@ export interface NtpThreadsStats {
   readonly sendErrors: number;
   /** Socket 'error' events. */
   readonly socketErrors: number;
-  /** Packets refused because a thread had `queueLimit` packets in flight (`queue_full`). */
-  readonly queueRejected: number;
   /** Datagrams longer than a native receive slot, dropped (`ntsd_ntp_dropped_total{reason="truncated"}`). */
   readonly truncated: number;
   /** Datagrams without a kernel receive timestamp (native backend; the clock was read on arrival instead). */
   readonly unstamped: number;
-  /** Packets in flight in all threads at their last reports (`ntsd_worker_queue_depth`). */
-  readonly queueDepth: number;
   /** Counts per responder Outcome value (index = Outcome). */
   readonly outcomes: readonly number[];
-  /** Cookie decodes per key-age bucket (protocol.ts keyAgeBucket/keyAgeLabel). */
+  /** Cookie decodes per key-age bucket (counters.ts keyAgeBucket). */
   readonly keyAges: readonly number[];
   /** Cookies issued in NTS replies. */
   readonly cookiesIssued: number;
-  /** Packets dropped because respond() threw (a bug). */
+  /** Packets dropped because the responder threw (a bug). */
   readonly respondErrors: number;
   /** Receive-to-send durations per `durationBucketsS` bucket, +Inf last (empty when not measured). */
   readonly durationCounts: readonly number[];
@@ -136,7 +127,7 @@ export interface NtpThreadsStats {
   readonly transmitCompensationSumS: number;
 }
 
-/** Running receiver threads. */
+/** Running NTP threads. */
 export interface NtpThreads {
   /** Bound addresses, one per listen address (every thread shares them), in listen order. */
   readonly addresses: readonly ThreadBoundAddress[];
@@ -146,6 +137,7 @@ export interface NtpThreads {
   setServerFields(fields: ServerFields): void;
   /** Broadcasts new access lists / limiter tables to every thread (SIGHUP). */
   setAdmissions(specs: readonly AdmissionSpec[]): void;
+  /** The counters summed over every report so far. */
   stats(): NtpThreadsStats;
   /** Terminates thread `index` as if it had crashed (tests). Resolves false if there is none. */
   terminateThread(index: number): Promise<boolean>;
@@ -155,55 +147,79 @@ export interface NtpThreads {
 
 /** The thread entry module. */
 const THREAD_ENTRY = new URL('./thread-main.js', import.meta.url);
-
-/** A thread that lived shorter than this is "dying young" and restarted with back-off. */
-const YOUNG_THREAD_MS = 1000;
-const RESTART_BACKOFF_FIRST_MS = 100;
-const RESTART_BACKOFF_MAX_MS = 5000;
-/** Longest wait for a stopping thread's last report before it is terminated. */
-const STOP_GRACE_MS = 1000;
 const DEFAULT_REPORT_INTERVAL_MS = 250;
 
-interface ThreadHandle {
-  readonly index: number;
-  readonly worker: Worker;
-  readonly startedAtMs: number;
-  ready: boolean;
-  exited: boolean;
-  lastError: unknown;
-  /** Latest queue-depth gauge of this thread. */
-  queueDepth: number;
-  /** Settles the start-up wait (ready, bind failure or early exit). */
-  onReady: ((result: { ok: true; addresses: readonly ThreadBoundAddress[] } | { ok: false; error: unknown }) => void) | undefined;
-  /** Resolves the stop wait. */
-  onStopped: (() => void) | undefined;
+/** Sorts a thread's message into the supervisor's lifecycle, or leaves it to onMessage. */
+function classify(msg: unknown): LifecycleMessage<readonly ThreadBoundAddress[]> {
+  if (!isFromThread(msg)) return undefined;
+  switch (msg.kind) {
+    case 'ready':
+      return { kind: 'ready', value: msg.addresses };
+    case 'bindFailed':
+      return { kind: 'failed', error: new NtsdError(NtsdErrorCode.BIND_FAILED, `cannot bind UDP ${msg.where}: ${msg.message}`) };
+    case 'stopped':
+      return { kind: 'stopped' };
+    default:
+      return undefined;
+  }
 }
 
-function checkInteger(name: string, v: number, min: number): void {
-  if (!Number.isInteger(v) || v < min) throw new RangeError(`ntp threads: ${name} must be an integer ≥ ${min}`);
+/** A start failure as an NtsdError (bind failures already are one). */
+function startError(index: number, error: unknown): NtsdError {
+  return error instanceof NtsdError ? error : new NtsdError(NtsdErrorCode.WORKER_FAILED, `cannot start NTP thread ${index}: ${errorMessage(error)}`, { cause: error });
+}
+
+/** Sums the threads' reports. */
+class StatsSum {
+  readonly tally = new Float64Array(TALLY_WORDS);
+  readonly receivedPerThread: Float64Array;
+  readonly durationCounts: Float64Array;
+  durationSumS = 0;
+  sent = 0;
+  sendErrors = 0;
+  socketErrors = 0;
+  truncated = 0;
+  unstamped = 0;
+  transmitStamps = 0;
+  transmitCompensationSumS = 0;
+
+  constructor(threads: number, buckets: number) {
+    this.receivedPerThread = new Float64Array(threads);
+    this.durationCounts = new Float64Array(buckets);
+  }
+
+  add(index: number, r: ThreadReport): void {
+    for (let j = 0; j < TALLY_WORDS; j++) this.tally[j] = (this.tally[j] ?? 0) + (r.tally[j] ?? 0);
+    this.receivedPerThread[index] = (this.receivedPerThread[index] ?? 0) + r.received;
+    for (let i = 0; i < this.durationCounts.length; i++) this.durationCounts[i] = (this.durationCounts[i] ?? 0) + (r.durationCounts[i] ?? 0);
+    this.durationSumS += r.durationSumS;
+    this.sent += r.sent;
+    this.sendErrors += r.sendErrors;
+    this.socketErrors += r.socketErrors;
+    this.truncated += r.truncated;
+    this.unstamped += r.unstamped;
+    this.transmitStamps += r.transmitStamps;
+    this.transmitCompensationSumS += r.transmitCompensationSumS;
+  }
 }
 
 /**
- * Starts `threads` receiver threads and resolves once every one is bound. Throws NtsdError BIND_FAILED when
- * a bind fails (for example without dgram reusePort: feature-test with udp-server.ts probeReusePort first),
- * WORKER_FAILED when a thread cannot start; no thread is left running then.
+ * Starts `threads` NTP threads and resolves once every one is bound. Throws NtsdError BIND_FAILED when a
+ * bind fails (for example a second dgram thread where Node has no reusePort), WORKER_FAILED when a thread
+ * cannot start; no thread is left running then.
  */
 export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpThreads> {
-  checkInteger('threads', options.threads, 1);
-  checkInteger('batchSize', options.batchSize, 1);
-  checkInteger('queueLimit', options.queueLimit, 1);
+  if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('ntp threads: threads must be an integer ≥ 1');
   if (options.policies.length === 0) throw new RangeError('ntp threads: policies must not be empty');
   const initial = decodeKeyset(options.keysetBytes);
   if (!initial.ok) throw new RangeError(`ntp threads: keyset does not decode (${initial.error})`);
 
   const threads = options.threads;
   const onEvent = options.onEvent;
-  const reportIntervalMs = options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS;
-  const bucketCount = options.durationBucketsS === undefined ? 0 : options.durationBucketsS.length + 1;
+  const sum = new StatsSum(threads, options.durationBucketsS === undefined ? 0 : options.durationBucketsS.length + 1);
   let keysetBytes = options.keysetBytes.slice();
   let serverFields = options.serverFields;
   let admissions = options.admissions ?? [];
-
   const v4Ports = new Set(options.listen.filter((l) => l.family === 'IPv4').map((l) => l.port));
   let listen: ThreadListen[] = options.listen.map((l) => ({
     host: l.host,
@@ -214,129 +230,37 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
     ipv6Only: l.family === 'IPv6' && v4Ports.has(l.port),
   }));
 
-  // Cumulative counters.
-  const tally = new Float64Array(TALLY_WORDS);
-  const receivedPerThread = new Float64Array(threads);
-  const durationCounts = new Float64Array(bucketCount);
-  let durationSumS = 0;
-  let sent = 0;
-  let sendErrors = 0;
-  let socketErrors = 0;
-  let queueRejected = 0;
-  let truncated = 0;
-  let unstamped = 0;
-  let restarts = 0;
-  let transmitStamps = 0;
-  let transmitCompensationSumS = 0;
-
-  const handles: (ThreadHandle | undefined)[] = new Array<ThreadHandle | undefined>(threads).fill(undefined);
-  const restartTimers: (NodeJS.Timeout | undefined)[] = new Array<NodeJS.Timeout | undefined>(threads).fill(undefined);
-  const youngDeaths = new Int32Array(threads);
-  let starting = true;
-  let closed = false;
-
-  const addReport = (h: ThreadHandle, r: ThreadReport): void => {
-    for (let j = 0; j < TALLY_WORDS; j++) tally[j] = (tally[j] ?? 0) + (r.tally[j] ?? 0);
-    receivedPerThread[h.index] = (receivedPerThread[h.index] ?? 0) + r.received;
-    sent += r.sent;
-    sendErrors += r.sendErrors;
-    socketErrors += r.socketErrors;
-    queueRejected += r.queueRejected;
-    truncated += r.truncated;
-    unstamped += r.unstamped;
-    h.queueDepth = r.queueDepth;
-    for (let i = 0; i < bucketCount; i++) durationCounts[i] = (durationCounts[i] ?? 0) + (r.durationCounts[i] ?? 0);
-    durationSumS += r.durationSumS;
-    transmitStamps += r.transmitStamps;
-    transmitCompensationSumS += r.transmitCompensationSumS;
-  };
-
-  const onMessage = (h: ThreadHandle, msg: FromThread): void => {
+  const onMessage = (index: number, msg: FromThread): void => {
     switch (msg.kind) {
-      case 'ready':
-        h.ready = true;
-        h.onReady?.({ ok: true, addresses: msg.addresses });
-        h.onReady = undefined;
-        return;
-      case 'bindFailed': {
-        const error = new NtsdError(NtsdErrorCode.BIND_FAILED, `cannot bind UDP ${msg.where} (receiver thread ${h.index}): ${msg.message}`);
-        h.lastError = error;
-        if (h.onReady !== undefined) {
-          h.onReady({ ok: false, error });
-          h.onReady = undefined;
-        }
-        // The thread waits to be ended; after start-up this counts as a death and is retried with back-off.
-        void h.worker.terminate();
-        return;
-      }
       case 'report':
-        addReport(h, msg.report);
+        sum.add(index, msg.report);
         return;
       case 'event':
         switch (msg.event) {
           case 'respondError':
-            onEvent?.({ kind: 'respondError', index: h.index, message: msg.message });
+            onEvent?.({ kind: 'respondError', index, message: msg.message });
             return;
           case 'keysetRejected':
-            onEvent?.({ kind: 'keysetRejected', index: h.index, reason: msg.message });
+            onEvent?.({ kind: 'keysetRejected', index, reason: msg.message });
             return;
           case 'socketError':
-            onEvent?.({ kind: 'udpError', index: h.index, where: 'socket', message: msg.message });
-            return;
           case 'sendError':
-            onEvent?.({ kind: 'udpError', index: h.index, where: 'send', message: msg.message });
+            onEvent?.({ kind: 'udpError', index, where: msg.event === 'socketError' ? 'socket' : 'send', message: msg.message });
             return;
           default: {
             const unreachable: never = msg.event;
             return unreachable;
           }
         }
-      case 'stopped':
-        h.onStopped?.();
-        h.onStopped = undefined;
-        return;
-      default: {
-        const unreachable: never = msg;
-        return unreachable;
-      }
+      default:
+        return; // lifecycle messages are the supervisor's
     }
   };
 
-  const scheduleRestart = (index: number, restartInMs: number): void => {
-    if (restartInMs === 0) {
-      spawn(index);
-      return;
-    }
-    const t = setTimeout(() => spawn(index), restartInMs);
-    t.unref();
-    restartTimers[index] = t;
-  };
-
-  const onExit = (h: ThreadHandle, exitCode: number): void => {
-    h.exited = true;
-    h.queueDepth = 0;
-    if (handles[h.index] === h) handles[h.index] = undefined;
-    h.onStopped?.();
-    h.onStopped = undefined;
-    if (h.onReady !== undefined) {
-      h.onReady({ ok: false, error: h.lastError ?? new NtsdError(NtsdErrorCode.WORKER_FAILED, `receiver thread ${h.index} exited (${exitCode}) before binding`) });
-      h.onReady = undefined;
-    }
-    if (closed || starting) return;
-    restarts++;
-    const young = !h.ready || performance.now() - h.startedAtMs < YOUNG_THREAD_MS;
-    const deaths = young ? (youngDeaths[h.index] ?? 0) + 1 : 0;
-    youngDeaths[h.index] = deaths;
-    const restartInMs = deaths === 0 ? 0 : Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_FIRST_MS * 2 ** (deaths - 1));
-    onEvent?.({ kind: 'threadExit', index: h.index, exitCode, error: h.lastError, restartInMs });
-    scheduleRestart(h.index, restartInMs);
-  };
-
-  /** Starts thread `index`; returns its handle, or undefined when the thread could not be created. */
-  function spawn(index: number): ThreadHandle | undefined {
-    restartTimers[index] = undefined;
-    if (closed) return undefined;
-    const init: ThreadInit = {
+  const supervisor = new ThreadSupervisor<readonly ThreadBoundAddress[]>({
+    name: 'ntp',
+    entry: THREAD_ENTRY,
+    workerData: (index): ThreadInit => ({
       role: NTP_THREAD_ROLE,
       index,
       backend: options.backend ?? 'dgram',
@@ -348,99 +272,30 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       policies: options.policies,
       admissions,
       clockShared: options.clock.shared,
-      batchSize: options.batchSize,
-      flushIntervalUs: options.flushIntervalUs,
-      queueLimit: options.queueLimit,
-      reportIntervalMs,
+      reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS,
       durationBucketsS: options.durationBucketsS,
-    };
-    let worker: Worker;
-    try {
-      worker = new Worker(THREAD_ENTRY, { workerData: init, name: `ntsd-ntp-${index}` });
-    } catch (error) {
-      if (starting) throw new NtsdError(NtsdErrorCode.WORKER_FAILED, `cannot start receiver thread ${index}`, { cause: error });
-      // Thread creation itself failed (resource limits): report and retry with back-off.
-      const deaths = (youngDeaths[index] ?? 0) + 1;
-      youngDeaths[index] = deaths;
-      const restartInMs = Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_FIRST_MS * 2 ** (deaths - 1));
-      onEvent?.({ kind: 'threadExit', index, exitCode: -1, error, restartInMs });
-      scheduleRestart(index, restartInMs);
-      return undefined;
-    }
-    const h: ThreadHandle = {
-      index,
-      worker,
-      startedAtMs: performance.now(),
-      ready: false,
-      exited: false,
-      lastError: undefined,
-      queueDepth: 0,
-      onReady: undefined,
-      onStopped: undefined,
-    };
-    handles[index] = h;
-    worker.on('message', (msg: unknown) => {
-      if (!h.exited && isFromThread(msg)) onMessage(h, msg);
-    });
-    worker.on('error', (error: unknown) => {
-      h.lastError = error;
-    });
-    worker.on('exit', (exitCode: number) => onExit(h, exitCode));
-    return h;
-  }
-
-  const whenReady = (h: ThreadHandle): Promise<readonly ThreadBoundAddress[]> =>
-    new Promise((resolve, reject) => {
-      h.onReady = (result) => (result.ok ? resolve(result.addresses) : reject(result.error));
-    });
-
-  const stopThread = async (h: ThreadHandle): Promise<void> => {
-    // A thread that never bound has no sockets and nothing to report.
-    if (h.ready && !h.exited) {
-      const stopped = new Promise<void>((resolve) => {
-        h.onStopped = resolve;
-      });
-      h.worker.postMessage({ kind: 'stop' } satisfies ToThread);
-      let timer: NodeJS.Timeout | undefined;
-      const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, STOP_GRACE_MS);
-      });
-      await Promise.race([stopped, grace]);
-      clearTimeout(timer);
-    }
-    await h.worker.terminate();
-  };
-
-  const stopAll = async (): Promise<void> => {
-    closed = true;
-    for (const t of restartTimers) if (t !== undefined) clearTimeout(t);
-    restartTimers.fill(undefined);
-    const running = handles.filter((h): h is ThreadHandle => h !== undefined);
-    handles.fill(undefined);
-    await Promise.all(running.map(stopThread));
-  };
+    }),
+    classify,
+    onMessage: (index, msg) => {
+      if (isFromThread(msg)) onMessage(index, msg);
+    },
+    onExit: (exit) => onEvent?.({ kind: 'threadExit', ...exit }),
+    stopMessage: { kind: 'stop' } satisfies ToThread,
+  });
 
   // Start-up: the first thread binds the configured ports; the others join the ports it actually got.
   let addresses: readonly ThreadBoundAddress[];
   try {
-    const first = spawn(0);
-    if (first === undefined) throw new NtsdError(NtsdErrorCode.WORKER_FAILED, 'cannot start receiver thread 0');
-    addresses = await whenReady(first);
+    addresses = await supervisor.start(0).catch((error: unknown) => Promise.reject(startError(0, error)));
     listen = listen.map((l, i) => ({ ...l, port: addresses[i]?.port ?? l.port }));
-    const rest: Promise<readonly ThreadBoundAddress[]>[] = [];
-    for (let i = 1; i < threads; i++) {
-      const h = spawn(i);
-      if (h === undefined) throw new NtsdError(NtsdErrorCode.WORKER_FAILED, `cannot start receiver thread ${i}`);
-      rest.push(whenReady(h));
-    }
-    const settled = await Promise.allSettled(rest);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    const rest = Array.from({ length: threads - 1 }, (_, i) => supervisor.start(i + 1).catch((error: unknown) => Promise.reject(startError(i + 1, error))));
+    const failed = (await Promise.allSettled(rest)).find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
   } catch (error) {
-    await stopAll();
+    await supervisor.stop();
     throw error;
   }
-  starting = false;
+  supervisor.supervise();
 
   return {
     addresses,
@@ -448,53 +303,40 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       const decoded = decodeKeyset(bytes);
       if (!decoded.ok) throw new RangeError(`ntp threads: keyset does not decode (${decoded.error})`);
       keysetBytes = bytes.slice();
-      for (const h of handles) h?.worker.postMessage({ kind: 'keyset', bytes: keysetBytes } satisfies ToThread);
+      supervisor.broadcast({ kind: 'keyset', bytes: keysetBytes } satisfies ToThread);
     },
     setServerFields(fields) {
       serverFields = fields;
-      for (const h of handles) h?.worker.postMessage({ kind: 'serverFields', fields } satisfies ToThread);
+      supervisor.broadcast({ kind: 'serverFields', fields } satisfies ToThread);
     },
     setAdmissions(specs) {
       admissions = specs;
-      for (const h of handles) h?.worker.postMessage({ kind: 'admissions', specs } satisfies ToThread);
+      supervisor.broadcast({ kind: 'admissions', specs } satisfies ToThread);
     },
     stats() {
-      let alive = 0;
-      let queueDepth = 0;
-      for (const h of handles) {
-        if (h !== undefined && h.ready && !h.exited) alive++;
-        queueDepth += h?.queueDepth ?? 0;
-      }
+      const t = sum.tally;
       return {
         threads,
-        threadsAlive: alive,
-        restarts,
-        received: receivedPerThread.reduce((a, b) => a + b, 0),
-        receivedPerThread: Array.from(receivedPerThread),
-        sent,
-        sendErrors,
-        socketErrors,
-        queueRejected,
-        truncated,
-        unstamped,
-        queueDepth,
-        outcomes: Array.from(tally.subarray(Tally.outcomes, Tally.outcomes + OUTCOME_COUNT)),
-        keyAges: Array.from(tally.subarray(Tally.keyAges, Tally.keyAges + KEY_AGE_BUCKETS)),
-        cookiesIssued: tally[Tally.cookiesIssued] ?? 0,
-        respondErrors: tally[Tally.respondErrors] ?? 0,
-        durationCounts: Array.from(durationCounts),
-        durationSumS,
-        transmitStamps,
-        transmitCompensationSumS,
+        threadsAlive: supervisor.alive,
+        restarts: supervisor.restarts,
+        received: sum.receivedPerThread.reduce((a, b) => a + b, 0),
+        receivedPerThread: Array.from(sum.receivedPerThread),
+        sent: sum.sent,
+        sendErrors: sum.sendErrors,
+        socketErrors: sum.socketErrors,
+        truncated: sum.truncated,
+        unstamped: sum.unstamped,
+        outcomes: Array.from(t.subarray(Tally.outcomes, Tally.outcomes + OUTCOME_COUNT)),
+        keyAges: Array.from(t.subarray(Tally.keyAges, Tally.keyAges + KEY_AGE_BUCKETS)),
+        cookiesIssued: t[Tally.cookiesIssued] ?? 0,
+        respondErrors: t[Tally.respondErrors] ?? 0,
+        durationCounts: Array.from(sum.durationCounts),
+        durationSumS: sum.durationSumS,
+        transmitStamps: sum.transmitStamps,
+        transmitCompensationSumS: sum.transmitCompensationSumS,
       };
     },
-    async terminateThread(index) {
-      const h = handles[index];
-      if (h === undefined) return false;
-      await h.worker.terminate();
-      return true;
-    },
-    close: stopAll,
+    terminateThread: (index) => supervisor.terminate(index),
+    close: () => supervisor.stop(),
   };
 }
-

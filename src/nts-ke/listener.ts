@@ -46,7 +46,7 @@ export interface ListenerContext {
   tallies(): KeTallies;
   /** Everything sessions need; `closed`, `progressed` and `settled` are wrapped by the listener. */
   readonly session: Omit<SessionContext, 'closed' | 'progressed' | 'settled'> & {
-    settled(outcome: Parameters<SessionContext['settled']>[1], durationS: number, cookiesIssued: number): void;
+    settled(outcome: Parameters<SessionContext['settled']>[1], durationS: number, cookiesIssued: number, detail: string | undefined): void;
   };
   /** Called after a session closed (e.g. to finish a stop). */
   sessionClosed(): void;
@@ -103,7 +103,7 @@ export class KeListener {
   /** Every open session and its admission. */
   readonly #sessions = new Map<KeSession, Admission>();
   /** Sessions without an outcome by stage; each Set in order of last progress (a Set keeps insertion order). */
-  readonly #stages: Readonly<Record<KeSessionStage, Set<KeSession>>> = { idle: new Set(), hello: new Set(), waiting: new Set() };
+  readonly #stages: Readonly<Record<KeSessionStage, Set<KeSession>>> = { idle: new Set(), hello: new Set(), waiting: new Set(), answering: new Set() };
   readonly #servers: net.Server[] = [];
   #stopping = false;
 
@@ -112,9 +112,9 @@ export class KeListener {
     this.#ctx = ctx;
     this.#sessionContext = {
       ...ctx.session,
-      settled: (session, outcome, durationS, cookiesIssued) => {
+      settled: (session, outcome, durationS, cookiesIssued, detail) => {
         this.#forget(session);
-        ctx.session.settled(outcome, durationS, cookiesIssued);
+        ctx.session.settled(outcome, durationS, cookiesIssued, detail);
       },
       progressed: (session) => {
         this.#forget(session);
@@ -268,9 +268,13 @@ export class KeListener {
     this.#stages.idle.delete(session);
     this.#stages.hello.delete(session);
     this.#stages.waiting.delete(session);
+    this.#stages.answering.delete(session);
   }
 
-  /** Picks the session to evict (see the module comment); undefined when every open session has its answer. */
+  /**
+   * Picks the session to evict (see the module comment); undefined when every open session has its answer
+   * or is being answered (stage `answering`: its client did its part).
+   */
   #victim(): KeSession | undefined {
     const waiting = this.#stages.waiting.values().next();
     if (waiting.done !== true && performance.now() - waiting.value.lastProgressMs >= WAITING_GRACE_MS) return waiting.value;

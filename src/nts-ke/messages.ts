@@ -4,6 +4,7 @@
  */
 import type { AccessConfig, ClientRateLimitConfig } from '../config/schema.js';
 import type { KePolicy } from '../core/ke-handler.js';
+import type { KeHandlerReport, KeHandlerSpec, KeLogLevel } from '../core/ke-request-handler.js';
 import {
   KE_REJECT_REASONS,
   KE_SESSION_OUTCOMES,
@@ -42,6 +43,8 @@ export interface KeStats {
   readonly thread: number;
   /** NTS pools: answered support and fixed key requests, by `kind/outcome` (ntsd_ke_pool_requests_total). */
   readonly poolRequests: Readonly<Record<string, number>>;
+  /** The listener's request handler's samples since the previous report (a listener with a handler only). */
+  readonly handlerReport?: KeHandlerReport | undefined;
 }
 
 /** Mutable tallies a KE thread keeps between two reports. */
@@ -115,7 +118,10 @@ export interface KeWorkerInit {
   readonly policy: KePolicy;
   /** Allow/deny lists (validated by the config schema; compiled on the thread). */
   readonly accessList: AccessConfig;
-  readonly keysetBytes: Uint8Array;
+  /** The keyset snapshot to seal cookies under; absent on a listener with a `handler` (it seals none). */
+  readonly keysetBytes?: Uint8Array | undefined;
+  /** The request handler module the thread loads instead of answering as an ordinary KE server. */
+  readonly handler?: KeHandlerSpec | undefined;
   readonly statsIntervalMs: number;
   readonly threadNiceness: number;
   /** PROXY protocol v2: CIDR texts of the trusted balancers; undefined = off. */
@@ -163,13 +169,12 @@ export type ToKeThread =
   | { readonly type: 'concurrencyTable'; readonly table: SharedArrayBuffer }
   | { readonly type: 'stop' };
 
-/** Severity of a KE thread's log line. */
-export type KeLogLevel = 'debug' | 'warn' | 'error';
 
 /** KE thread → main. */
 export type FromKeThread =
   | { readonly type: 'ready'; readonly addresses: readonly KeBoundAddress[] }
   | { readonly type: 'listenError'; readonly host: string; readonly port: number; readonly code: string; readonly message: string }
+  | { readonly type: 'startError'; readonly message: string }
   | { readonly type: 'stats'; readonly stats: KeStats }
   | { readonly type: 'log'; readonly level: KeLogLevel; readonly msg: string; readonly fields: Readonly<Record<string, string | number>> }
   | { readonly type: 'reloaded'; readonly requestId: number; readonly ok: boolean; readonly error: string }

@@ -1,16 +1,16 @@
 /**
  * Main-thread handle of an NTS-KE listener (RFC 8915 §4). The TLS work runs on its own worker thread
  * (nts-ke/thread-main.ts): a TLS 1.3 handshake costs about 0.7 ms of CPU, and running it on the thread that
- * timestamps NTP packets would add that much jitter. This handle spawns the thread, forwards keyset
- * snapshots, certificate reloads and rate-limit changes, relays the thread's log lines to pino and hands
- * its batched metric tallies to `onStats` listeners.
+ * timestamps NTP packets would add that much jitter. This handle starts the threads (runtime/supervisor.ts),
+ * forwards keyset snapshots, certificate reloads and rate-limit changes, relays the threads' log lines to
+ * pino and hands their batched metric tallies to `onStats` listeners. It serves both KE roles: the
+ * ordinary KE answer, or a listener's own request handler (`handler`: the `[pool-ke]` front end).
  *
  * The per-client limiter's table (core/limiter.ts) lives in a SharedArrayBuffer created here, so a
  * SIGHUP change of its limits is a write into shared memory that the KE thread sees at once.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { AccessConfig, ClientRateLimitConfig } from '../config/schema.js';
 import { AccessList } from '../core/access-list.js';
@@ -18,7 +18,10 @@ import type { KePolicy } from '../core/ke-handler.js';
 import { ConcurrencyLimiter, concurrencyTableBytes, type ConcurrencyLimits } from '../core/concurrency.js';
 import { RateLimiter, rateLimiterBytes } from '../core/limiter.js';
 import { encodeKeyset, type Keyset } from '../core/nts/keyset.js';
+import type { KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { reusePortWorks } from '../runtime/reuse-port.js';
+import { ThreadSupervisor, type LifecycleMessage, type ThreadExit } from '../runtime/supervisor.js';
 import { keIpv6Only } from './listener.js';
 import {
   hasType,
@@ -72,15 +75,20 @@ export interface KeServerOptions {
   readonly maxRequestBytes: number;
   /** Per-client token bucket; `intervalS` 0 turns it off. */
   readonly clientRateLimit: ClientRateLimitConfig;
-  /** KE answer policy (AEADs, Server/Port Negotiation). */
-  readonly policy: KePolicy;
+  /** KE answer policy (AEADs, Server/Port Negotiation); required without `handler`. */
+  readonly policy?: KePolicy;
   /**
    * Access list (core/access-list.ts: most specific prefix wins); default: everyone allowed. `deny` and
    * `ignore` both close the connection before TLS (counted as access_denied / access_ignored).
    */
   readonly accessList?: AccessConfig;
-  /** Initial keyset snapshot, or its `encodeKeyset` bytes (not modified). */
-  readonly keyset: Keyset | Uint8Array;
+  /** Initial keyset snapshot, or its `encodeKeyset` bytes (not modified); required without `handler`. */
+  readonly keyset?: Keyset | Uint8Array | undefined;
+  /**
+   * The listener's own request handler module, loaded on every KE thread (core/ke-request-handler.ts; the
+   * `[pool-ke]` front end); undefined = the ordinary KE answer under `policy` and `keyset`.
+   */
+  readonly handler?: KeHandlerSpec | undefined;
   /** Logger for the KE thread's error reports (one line per problem, never per connection). */
   readonly logger: Logger;
   /** Interval between stats reports in ms (default 1000). */
@@ -99,8 +107,6 @@ export interface KeServerOptions {
    * `longlivedConnections` over all threads; undefined or 0 = never keep one.
    */
   readonly keepAlive?: { readonly longlivedConnections: number; readonly idleTimeoutMs: number; readonly maxAgeMs: number } | undefined;
-  /** Called when a dead KE thread cannot be replaced (a bug). Default: log fatal and rethrow asynchronously. */
-  readonly onFatal?: (error: Error) => void;
 }
 
 /** A limiter table in shared memory, seeded with fresh random bits. */
@@ -119,24 +125,6 @@ function newSharedConcurrency(limits: ConcurrencyLimits): ConcurrencyLimiter {
   return ConcurrencyLimiter.create(buffer, limits, randomBytes(4).readInt32LE(0));
 }
 
-/**
- * True when this Node can bind several TCP listeners to one port with SO_REUSEPORT
- * (`net.Server.listen({ reusePort })`, Node ≥ 22.12 / ≥ 23.1). Node 20 ignores the option and refuses the
- * second bind with EADDRINUSE.
- */
-export function tcpReusePortSupported(version: string = process.versions.node): boolean {
-  const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
-}
-
-/** One KE thread as the handle sees it. */
-interface KeThread {
-  readonly index: number;
-  worker: Worker;
-  /** True once it listens. */
-  started: boolean;
-}
-
 /** A certificate reload waiting for every thread's answer. */
 interface PendingReload {
   waiting: number;
@@ -145,57 +133,62 @@ interface PendingReload {
   readonly reject: (e: Error) => void;
 }
 
+/** Time a stopping KE thread gets beyond its session deadline to drain and report before it is ended. */
+const STOP_MARGIN_MS = 2000;
+
 /**
- * Main-thread handle of the NTS-KE listener; the TLS work happens on its own worker threads. With
- * `threads` > 1 (and SO_REUSEPORT: tcpReusePortSupported), each thread binds its own listener on the same
- * addresses and the kernel spreads connections over them; every limit stays global through the shared
- * tables (rate limiter, connection caps). Keyset snapshots, certificate reloads and access lists go to
- * every thread. A thread that dies is replaced (counted through onThreadRestart); its connections are gone
- * with it, so the connection counts are rebuilt from the survivors' open sessions.
+ * Main-thread handle of the NTS-KE listener; the TLS work happens on its own worker threads, started,
+ * replaced and stopped by runtime/supervisor.ts. With `threads` > 1 (and SO_REUSEPORT: runtime/reuse-port.ts,
+ * or the addon's sockets on Node 20), each thread binds its own listener on the same addresses and the
+ * kernel spreads connections over them; every limit stays global through the shared tables (rate limiter,
+ * connection caps). Keyset snapshots, certificate reloads and access lists go to every thread. A thread
+ * that dies is replaced (counted through onThreadRestart); its connections are gone with it, so the
+ * connection counts are rebuilt from the survivors' open sessions, and reloads waiting for it fail.
  */
 export class KeServer {
   readonly #options: KeServerOptions;
-  readonly #logger: Logger;
   readonly #statsListeners: ((stats: KeStats) => void)[] = [];
   readonly #restartListeners: (() => void)[] = [];
   readonly #pendingReloads = new Map<number, PendingReload>();
-  /** By index; undefined while a thread is being replaced. */
-  readonly #threads: (KeThread | undefined)[] = [];
+  #supervisor: ThreadSupervisor<readonly KeBoundAddress[]> | undefined;
   #limiter: RateLimiter;
   #limiterTableSize: number;
   #concurrency: ConcurrencyLimiter;
   /** What a replacement thread starts from: the latest keyset bytes, certificate pair and access list. */
-  #keysetBytes: Uint8Array;
+  #keysetBytes: Uint8Array | undefined;
   #chainPem: string;
   #keyPem: string;
   #accessList: AccessConfig;
-  /** Addresses for threads after the first (the first's bound ports). */
-  #boundListen: readonly KeListenAddress[] = [];
+  /** Addresses a thread binds: the configured ones until the first thread is bound, then its bound ports. */
+  #boundListen: readonly KeListenAddress[];
   #addresses: readonly KeBoundAddress[] = [];
   #threadCount = 1;
+  #reusePort = false;
   /** Threads adopt listening sockets made here (openReusePortListener) instead of binding. */
   #adoptFds = false;
   #nextRequestId = 1;
   #stopping = false;
-  #stoppedCount = 0;
   /** NTS pools: the shared count of kept connections (KeKeepAliveInit.table). */
   readonly #keepAliveTable = new SharedArrayBuffer(4);
-  #stopped: (() => void) | undefined;
 
   /** Creates the listener; nothing is bound until start(). */
   constructor(options: KeServerOptions) {
+    if (options.handler === undefined && (options.policy === undefined || options.keyset === undefined)) {
+      throw new TypeError('KeServer: an ordinary KE listener needs a policy and a keyset');
+    }
     this.#options = options;
-    this.#logger = options.logger;
     this.#limiter = newSharedLimiter(options.clientRateLimit);
     this.#limiterTableSize = options.clientRateLimit.tableSize;
     this.#concurrency = newSharedConcurrency({
       globalMax: options.concurrentConnections,
       perSourceMax: options.concurrentConnectionsPerSource,
     });
-    this.#keysetBytes = options.keyset instanceof Uint8Array ? new Uint8Array(options.keyset) : encodeKeyset(options.keyset);
+    const keyset = options.keyset;
+    this.#keysetBytes = keyset === undefined ? undefined : keyset instanceof Uint8Array ? new Uint8Array(keyset) : encodeKeyset(keyset);
     this.#chainPem = options.certificateChainPem;
     this.#keyPem = options.privateKeyPem;
     this.#accessList = copyAccessList(options.accessList ?? { entries: [], defaultAction: 'allow' });
+    this.#boundListen = options.listen;
   }
 
   /** Addresses actually bound (after start()). */
@@ -220,37 +213,56 @@ export class KeServer {
 
   /**
    * Spawns the KE threads and binds every listen address on each; rejects with NtsdError BIND_FAILED if
-   * one fails. `threads` > 1 on a Node without TCP SO_REUSEPORT runs one thread and logs a warning.
-   * (Seam for such a Node: a listening fd made with SO_REUSEPORT elsewhere, e.g. by the native addon,
-   * could be handed to each thread for `listen({ fd })` instead of the address.)
+   * one fails (WORKER_FAILED if a thread cannot start), leaving no thread running. `threads` > 1 without
+   * SO_REUSEPORT listeners (Node 20 without the native addon) runs one thread and logs a warning.
    */
   async start(): Promise<readonly KeBoundAddress[]> {
-    if (this.#threads.length > 0) throw new Error('KeServer already started');
+    if (this.#supervisor !== undefined) throw new Error('KeServer already started');
     const wanted = Math.max(1, Math.floor(this.#options.threads ?? 1));
+    const tcpReusePort = wanted > 1 && (await reusePortWorks('tcp'));
     // Node 20: the same sharing through sockets the addon made (each thread adopts its own).
-    this.#adoptFds = wanted > 1 && !tcpReusePortSupported() && this.#options.openReusePortListener !== undefined;
-    const reusePort = wanted > 1 && (tcpReusePortSupported() || this.#adoptFds);
-    if (wanted > 1 && !reusePort) {
-      this.#logger.warn(
+    this.#adoptFds = wanted > 1 && !tcpReusePort && this.#options.openReusePortListener !== undefined;
+    this.#reusePort = tcpReusePort || this.#adoptFds;
+    if (wanted > 1 && !this.#reusePort) {
+      this.#options.logger.warn(
         { threads: wanted, node: process.versions.node },
         'NTS-KE threads > 1 need SO_REUSEPORT listeners (Node >= 22.12); running one KE thread',
       );
     }
-    this.#threadCount = reusePort ? wanted : 1;
-    const first = await this.#spawn(0, this.#options.listen, reusePort);
-    this.#addresses = first;
-    this.#boundListen = this.#options.listen.map((a, i) => ({ host: a.host, port: first[i]?.port ?? a.port }));
+    this.#threadCount = this.#reusePort ? wanted : 1;
+    const supervisor = new ThreadSupervisor<readonly KeBoundAddress[]>({
+      name: 'ke',
+      entry: new URL('./thread-main.js', import.meta.url),
+      workerData: (index) => this.#init(index),
+      classify: (message) => classify(message),
+      onMessage: (_index, message) => {
+        if (hasType<FromKeThread>(message)) this.#onMessage(message);
+      },
+      onExit: (exit) => this.#onThreadExit(exit),
+      onReplaced: () => {
+        for (const listener of this.#restartListeners) listener();
+      },
+      stopMessage: { type: 'stop' } satisfies ToKeThread,
+      stopGraceMs: this.#options.keyExchangeTimeoutMs + STOP_MARGIN_MS,
+    });
+    this.#supervisor = supervisor;
     try {
-      for (let i = 1; i < this.#threadCount; i++) await this.#spawn(i, this.#boundListen, true);
+      const first = await supervisor.start(0);
+      this.#addresses = first;
+      this.#boundListen = this.#options.listen.map((a, i) => ({ host: a.host, port: first[i]?.port ?? a.port }));
+      for (let i = 1; i < this.#threadCount; i++) await supervisor.start(i);
     } catch (error: unknown) {
-      await this.#terminateAll();
-      throw error;
+      this.#stopping = true;
+      await supervisor.stop();
+      throw error instanceof NtsdError ? error : new NtsdError(NtsdErrorCode.WORKER_FAILED, 'NTS-KE thread failed to start', { cause: error });
     }
-    return first;
+    supervisor.supervise();
+    return this.#addresses;
   }
 
-  #init(listen: readonly KeListenAddress[], reusePort: boolean, index: number): KeWorkerInit {
+  #init(index: number): KeWorkerInit {
     const o = this.#options;
+    const listen = this.#boundListen;
     const limiterTable = this.#limiter.buffer;
     const concurrencyTable = this.#concurrency.buffer;
     if (!(limiterTable instanceof SharedArrayBuffer && concurrencyTable instanceof SharedArrayBuffer)) throw new Error('KE tables are not shared');
@@ -258,7 +270,7 @@ export class KeServer {
       role: KE_WORKER_ROLE,
       threadIndex: index,
       listen: listen.map((a) => ({ host: a.host, port: a.port })),
-      reusePort,
+      reusePort: this.#reusePort,
       listenFds: this.#adoptFds ? this.#openListenFds(listen) : undefined,
       certificateChainPem: this.#chainPem,
       privateKeyPem: this.#keyPem,
@@ -266,9 +278,10 @@ export class KeServer {
       concurrencyTable,
       maxRequestBytes: o.maxRequestBytes,
       rateLimitTable: limiterTable,
-      policy: { ...o.policy },
+      policy: { ...(o.policy ?? { aeadIds: [] }) },
       accessList: copyAccessList(this.#accessList),
       keysetBytes: this.#keysetBytes,
+      handler: o.handler,
       statsIntervalMs: o.statsIntervalMs ?? 1000,
       threadNiceness: o.threadNiceness ?? KE_THREAD_NICENESS,
       proxyTrustedSources: o.proxyTrustedSources === undefined ? undefined : [...o.proxyTrustedSources],
@@ -295,73 +308,19 @@ export class KeServer {
     return fds;
   }
 
-  /** Starts thread `index` listening on `listen`; resolves with its bound addresses. */
-  #spawn(index: number, listen: readonly KeListenAddress[], reusePort: boolean): Promise<readonly KeBoundAddress[]> {
-    const worker = new Worker(new URL('./thread-main.js', import.meta.url), {
-      workerData: this.#init(listen, reusePort, index),
-      name: `ntsd-ke-${index}`,
-    });
-    const thread: KeThread = { index, worker, started: false };
-    this.#threads[index] = thread;
-    return new Promise<readonly KeBoundAddress[]>((resolve, reject) => {
-      worker.on('message', (message: unknown) => {
-        if (!hasType<FromKeThread>(message)) return;
-        switch (message.type) {
-          case 'ready':
-            thread.started = true;
-            resolve(message.addresses);
-            return;
-          case 'listenError':
-            reject(
-              new NtsdError(
-                NtsdErrorCode.BIND_FAILED,
-                `NTS-KE listener cannot bind ${message.host}:${message.port}: ${message.message}`,
-                { details: [message.code] },
-              ),
-            );
-            void worker.terminate();
-            return;
-          default:
-            this.#onMessage(message);
-        }
-      });
-      worker.on('error', (error: Error) => {
-        if (!thread.started) {
-          reject(new NtsdError(NtsdErrorCode.WORKER_FAILED, 'NTS-KE thread failed to start', { cause: error }));
-          return;
-        }
-        this.#logger.error({ err: error, thread: index }, 'NTS-KE thread failed');
-      });
-      worker.on('exit', (code: number) => {
-        if (this.#threads[index] === thread) this.#threads[index] = undefined;
-        this.#failReloadsOf();
-        if (!thread.started) {
-          reject(new NtsdError(NtsdErrorCode.WORKER_FAILED, `NTS-KE thread exited with code ${code} before listening`));
-          return;
-        }
-        if (this.#stopping) {
-          this.#threadStopped();
-          return;
-        }
-        this.#replace(index, code);
-      });
-    });
-  }
-
-  /** A thread died while serving: rebuild the connection counts, start a replacement, count it. */
-  #replace(index: number, code: number): void {
-    this.#logger.error({ thread: index, code }, 'NTS-KE thread exited unexpectedly; starting a replacement');
+  /** A thread died while serving (the supervisor replaces it): rebuild the connection counts, fail reloads. */
+  #onThreadExit(exit: ThreadExit): void {
+    this.#options.logger.error({ thread: exit.index, code: exit.exitCode, restartInMs: exit.restartInMs }, 'NTS-KE thread exited unexpectedly; starting a replacement');
     // Its sessions died with it, but their slots are still counted: start a fresh table, into which the
-    // surviving threads re-register their own open sessions.
+    // surviving threads re-register their own open sessions (the replacement starts from it too).
     this.#concurrency = newSharedConcurrency(this.#concurrency.limits);
     const table = this.#concurrency.buffer;
     if (table instanceof SharedArrayBuffer) this.#post({ type: 'concurrencyTable', table });
-    this.#spawn(index, this.#boundListen, this.#threadCount > 1).then(
-      () => {
-        for (const listener of this.#restartListeners) listener();
-      },
-      (error: unknown) => this.#fatal(error instanceof Error ? error : new Error(String(error))),
-    );
+    // Its answer to a pending reload will never come.
+    for (const [id, pending] of this.#pendingReloads) {
+      this.#pendingReloads.delete(id);
+      pending.reject(new Error('NTS-KE thread exited during a certificate reload'));
+    }
   }
 
   #onMessage(message: FromKeThread): void {
@@ -370,9 +329,7 @@ export class KeServer {
         for (const listener of this.#statsListeners) listener(message.stats);
         return;
       case 'log':
-        if (message.level === 'error') this.#logger.error(message.fields, message.msg);
-        else if (message.level === 'warn') this.#logger.warn(message.fields, message.msg);
-        else this.#logger.debug(message.fields, message.msg);
+        this.#options.logger[message.level](message.fields, message.msg);
         return;
       case 'reloaded': {
         const pending = this.#pendingReloads.get(message.requestId);
@@ -384,45 +341,19 @@ export class KeServer {
         else pending.reject(new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, `certificate reload refused: ${pending.error}`));
         return;
       }
-      case 'stopped':
-        this.#threadStopped();
-        return;
       case 'ready':
       case 'listenError':
-        return;
+      case 'startError':
+      case 'stopped':
+        return; // lifecycle: the supervisor's (classify)
     }
   }
 
-  /** A thread's exit makes its answer to a pending reload moot: fail those reloads. */
-  #failReloadsOf(): void {
-    for (const [id, pending] of this.#pendingReloads) {
-      this.#pendingReloads.delete(id);
-      pending.reject(new Error('NTS-KE thread exited during a certificate reload'));
-    }
-  }
-
-  #threadStopped(): void {
-    this.#stoppedCount++;
-    if (this.#stoppedCount >= this.#threadCount) this.#stopped?.();
-  }
-
-  #fatal(error: Error): void {
-    if (this.#options.onFatal !== undefined) {
-      this.#options.onFatal(error);
-      return;
-    }
-    this.#logger.fatal({ err: error }, 'NTS-KE thread could not be replaced');
-    setImmediate(() => {
-      throw error;
-    });
-  }
-
-  #live(): KeThread[] {
-    return this.#threads.filter((t): t is KeThread => t !== undefined && t.started);
-  }
-
-  #post(message: ToKeThread): void {
-    for (const t of this.#live()) t.worker.postMessage(message);
+  /** Sends `message` to every running thread; returns how many were sent it. */
+  #post(message: ToKeThread): number {
+    let sent = 0;
+    for (let i = 0; i < this.#threadCount; i++) if (this.#supervisor?.post(i, message) === true) sent++;
+    return sent;
   }
 
   /**
@@ -431,7 +362,7 @@ export class KeServer {
    */
   updateKeyset(keyset: Keyset | Uint8Array): void {
     const bytes = keyset instanceof Uint8Array ? new Uint8Array(keyset) : encodeKeyset(keyset);
-    this.#keysetBytes.fill(0);
+    this.#keysetBytes?.fill(0);
     this.#keysetBytes = bytes; // kept for a replacement thread
     this.#post({ type: 'keyset', bytes });
   }
@@ -480,12 +411,11 @@ export class KeServer {
    * disturbed). Each thread builds the new context with minVersion TLSv1.3; rejects if any refuses it.
    */
   reloadCertificate(chainPem: string, keyPem: string): Promise<void> {
-    const live = this.#live();
-    if (live.length === 0) return Promise.reject(new Error('KeServer is not running'));
+    if (this.#supervisor === undefined || this.#stopping) return Promise.reject(new Error('KeServer is not running'));
     const requestId = this.#nextRequestId++;
     return new Promise<void>((resolve, reject) => {
-      this.#pendingReloads.set(requestId, {
-        waiting: live.length,
+      const pending: PendingReload = {
+        waiting: 0,
         error: undefined,
         resolve: () => {
           this.#chainPem = chainPem;
@@ -493,8 +423,13 @@ export class KeServer {
           resolve();
         },
         reject,
-      });
-      for (const t of live) t.worker.postMessage({ type: 'reloadCertificate', requestId, chainPem, keyPem } satisfies ToKeThread);
+      };
+      this.#pendingReloads.set(requestId, pending);
+      pending.waiting = this.#post({ type: 'reloadCertificate', requestId, chainPem, keyPem });
+      if (pending.waiting === 0) {
+        this.#pendingReloads.delete(requestId);
+        reject(new Error('KeServer has no running thread'));
+      }
     });
   }
 
@@ -503,17 +438,9 @@ export class KeServer {
    * Resolves once the replacement listens.
    */
   async crashThreadForTest(index: number): Promise<void> {
-    const thread = this.#threads[index];
-    if (thread === undefined) throw new Error(`no KE thread ${index}`);
     const replaced = new Promise<void>((resolve) => this.#restartListeners.push(resolve));
-    await thread.worker.terminate();
+    if (this.#supervisor === undefined || !(await this.#supervisor.terminate(index))) throw new Error(`no KE thread ${index}`);
     await replaced;
-  }
-
-  async #terminateAll(): Promise<void> {
-    this.#stopping = true;
-    await Promise.all(this.#threads.filter((t): t is KeThread => t !== undefined).map((t) => t.worker.terminate()));
-    this.#threads.length = 0;
   }
 
   /**
@@ -521,20 +448,32 @@ export class KeServer {
    * then ends the KE threads.
    */
   async stop(): Promise<void> {
-    if (this.#threads.length === 0 || this.#stopping) return;
+    const supervisor = this.#supervisor;
+    if (supervisor === undefined || this.#stopping) return;
     this.#stopping = true;
-    const done = new Promise<void>((resolve) => {
-      this.#stopped = resolve;
-    });
-    const hardStopMs = this.#options.keyExchangeTimeoutMs + 2000;
-    const timer = setTimeout(() => this.#stopped?.(), hardStopMs);
-    this.#stoppedCount = this.#threadCount - this.#live().length;
-    this.#post({ type: 'stop' });
-    if (this.#stoppedCount >= this.#threadCount) this.#stopped?.();
-    await done;
-    clearTimeout(timer);
-    this.#stopped = undefined;
-    await this.#terminateAll();
-    this.#keysetBytes.fill(0);
+    await supervisor.stop();
+    this.#keysetBytes?.fill(0);
+  }
+}
+
+/** Sorts a KE thread's message into the supervisor's lifecycle (ready, failed, stopped) or ours. */
+function classify(message: unknown): LifecycleMessage<readonly KeBoundAddress[]> {
+  if (!hasType<FromKeThread>(message)) return undefined;
+  switch (message.type) {
+    case 'ready':
+      return { kind: 'ready', value: message.addresses };
+    case 'listenError':
+      return {
+        kind: 'failed',
+        error: new NtsdError(NtsdErrorCode.BIND_FAILED, `NTS-KE listener cannot bind ${message.host}:${message.port}: ${message.message}`, {
+          details: [message.code],
+        }),
+      };
+    case 'startError':
+      return { kind: 'failed', error: new NtsdError(NtsdErrorCode.WORKER_FAILED, `NTS-KE thread cannot start: ${message.message}`) };
+    case 'stopped':
+      return { kind: 'stopped' };
+    default:
+      return undefined;
   }
 }

@@ -1,18 +1,20 @@
 /**
- * NTS-KE side of the daemon: one KE thread (nts-ke/server.ts) and one certificate watcher
- * (nts-ke/cert-watcher.ts) per `[[nts-ke-server]]`, wired to the metrics. Kept out of io/ because it
- * composes two io modules, which io files may not do themselves.
+ * NTS-KE side of the daemon: one KE listener (nts-ke/server.ts, its threads) and one certificate watcher
+ * (nts-ke/cert-watcher.ts) per `[[nts-ke-server]]`, and the same for the `[pool-ke]` front end when the
+ * daemon passes its request handler (`frontEnd`), all wired to the KE metrics. The front end feeds the
+ * same ntsd_ke_* series as the ordinary listeners (they have no role label); its own outcomes go to the
+ * pool metrics through `frontEnd.onReport`.
  */
 import type { Logger } from 'pino';
 import { availableParallelism } from 'node:os';
-import { keThreadCount, type Config, type KeRuntimeSettings, type NtsKeServerConfig } from '../config/schema.js';
+import { keThreadCount, type Config, type KeListenerConfig, type KeRuntimeSettings, type NtsKeServerConfig } from '../config/schema.js';
+import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NTP_PORT } from '../core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './cert-watcher.js';
 import { KeServer } from './server.js';
 import type { Metrics } from '../obs/metrics.js';
 import { addressBytes, loadNativeUdp } from '../runtime/addon.js';
 
-/** What the daemon needs to start the KE listeners. */
 /** Listen backlog of sockets made by the native addon (the KE listener's own value). */
 const NATIVE_LISTEN_BACKLOG = 511;
 
@@ -30,6 +32,7 @@ function nativeReusePortListener(): ((host: string, port: number, ipv6Only: bool
   };
 }
 
+/** What the daemon needs to start the KE listeners. */
 export interface KeListenersOptions {
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -37,20 +40,29 @@ export interface KeListenersOptions {
   readonly ntpPortFallback: () => number;
   /** NTS pools: answered support / fixed key requests, for ntsd_ke_pool_requests_total. */
   readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
+  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (README "Pools"). */
+  readonly frontEnd?: {
+    readonly config: KeListenerConfig;
+    readonly handler: KeHandlerSpec;
+    /** A KE thread's front-end samples (nts-pool/service.ts records them). */
+    onReport(report: KeHandlerReport): void;
+  };
 }
 
 /** The running KE listeners. */
 export interface KeListeners {
-  /** Binds every listener (after the UDP port is known) with the initial keyset snapshot. */
-  start(keysetBytes: Uint8Array): Promise<void>;
+  /** Binds every listener (after the UDP port is known) with the initial keyset snapshot (none on a front end alone). */
+  start(keysetBytes: Uint8Array | undefined): Promise<void>;
   /** Bound addresses in `[[nts-ke-server]]` order. */
   addresses(): { address: string; port: number }[];
+  /** Bound address of the `[pool-ke]` front end, when there is one. */
+  frontEndAddress(): { address: string; port: number } | undefined;
   /** NTP port advertised by the first listener. */
   advertisedNtpPort(): number;
   /** Sends a new keyset snapshot to every KE thread. */
   setKeyset(bytes: Uint8Array): void;
-  /** Applies the runtime settings (keKeysAppliedAtRuntime) of each `[[nts-ke-server]]`, in order (SIGHUP). */
-  updateLimits(configs: readonly KeRuntimeSettings[]): void;
+  /** Applies the runtime settings of each `[[nts-ke-server]]`, in order, and of the front end (SIGHUP). */
+  updateLimits(configs: readonly KeRuntimeSettings[], frontEnd?: KeRuntimeSettings): void;
   /** Re-reads every certificate pair (SIGHUP); returns one result per listener. */
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
@@ -58,7 +70,9 @@ export interface KeListeners {
 }
 
 interface Listener {
-  readonly config: NtsKeServerConfig;
+  readonly config: KeListenerConfig;
+  /** The ordinary listener's own settings; undefined for the front end. */
+  readonly ke: NtsKeServerConfig | undefined;
   readonly watcher: CertWatcher;
   readonly initialPair: CertificatePair;
   server: KeServer | undefined;
@@ -78,7 +92,10 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
     if (Number.isFinite(earliest)) metrics.keys.setCertificateExpiry(earliest);
   };
 
-  for (const keConfig of config.ntsKeServers) {
+  const frontEnd = options.frontEnd;
+  const tables: { config: KeListenerConfig; ke: NtsKeServerConfig | undefined }[] = config.ntsKeServers.map((ke) => ({ config: ke, ke }));
+  if (frontEnd !== undefined) tables.push({ config: frontEnd.config, ke: undefined });
+  for (const { config: keConfig, ke } of tables) {
     const holder: { listener?: Listener } = {};
     const watcher = new CertWatcher({
       chainPath: keConfig.certificateChainPath,
@@ -99,7 +116,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
       },
     });
     const initialPair = await watcher.load();
-    const listener: Listener = { config: keConfig, watcher, initialPair, server: undefined, notAfterS: initialPair.notAfterS };
+    const listener: Listener = { config: keConfig, ke, watcher, initialPair, server: undefined, notAfterS: initialPair.notAfterS };
     holder.listener = listener;
     listeners.push(listener);
     logger.info(
@@ -110,14 +127,17 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   updateExpiry();
 
   const advertisedPort = (c: NtsKeServerConfig): number => (c.ntpPortExplicit ? c.ntpPort : options.ntpPortFallback());
+  // The gauge ntsd_ke_active_connections is the sum over the listeners; each reports its own count.
+  const activeByListener = listeners.map(() => 0);
 
   return {
     async start(initialKeysetBytes) {
       keysetBytes ??= initialKeysetBytes;
       const reusePortListener = nativeReusePortListener();
-      for (const listener of listeners) {
+      for (const [index, listener] of listeners.entries()) {
         const c = listener.config;
-        const ntpPort = advertisedPort(c);
+        const ke = listener.ke;
+        const ntpPort = ke === undefined ? NTP_PORT : advertisedPort(ke);
         const server = new KeServer({
           listen: [{ host: c.listen.host, port: c.listen.port }],
           certificateChainPem: listener.initialPair.chainPem,
@@ -129,23 +149,30 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           accessList: c.access,
           maxRequestBytes: c.maxRequestBytes,
           clientRateLimit: c.clientRateLimit,
-          policy: {
-            aeadIds: c.aeadAlgorithms,
-            ...(c.ntpServer !== undefined ? { ntpServer: c.ntpServer } : {}),
-            // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
-            ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
-            // NTS pools: the front ends' tokens (secret; the policy is never logged).
-            ...(c.acceptedPoolAuthenticationTokens.length > 0 ? { poolAuthenticationTokens: c.acceptedPoolAuthenticationTokens } : {}),
-          },
-          keepAlive: { longlivedConnections: c.longlivedConnections, idleTimeoutMs: c.keepAliveIdleTimeoutS * 1000, maxAgeMs: c.keepAliveMaxAgeS * 1000 },
-          keyset: keysetBytes,
+          // The ordinary answer, or the front end's handler.
+          ...(ke === undefined
+            ? { handler: frontEnd?.handler }
+            : {
+                policy: {
+                  aeadIds: ke.aeadAlgorithms,
+                  ...(ke.ntpServer !== undefined ? { ntpServer: ke.ntpServer } : {}),
+                  // RFC 8915 §4.1.8: without a Port Negotiation record the client uses 123.
+                  ...(ntpPort !== NTP_PORT ? { ntpPort } : {}),
+                  // NTS pools: the front ends' tokens (secret; the policy is never logged).
+                  ...(ke.acceptedPoolAuthenticationTokens.length > 0 ? { poolAuthenticationTokens: ke.acceptedPoolAuthenticationTokens } : {}),
+                },
+                keepAlive: { longlivedConnections: ke.longlivedConnections, idleTimeoutMs: ke.keepAliveIdleTimeoutS * 1000, maxAgeMs: ke.keepAliveMaxAgeS * 1000 },
+                keyset: keysetBytes,
+              }),
           logger,
           threadNiceness: c.threadNiceness,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
           ...(reusePortListener !== undefined ? { openReusePortListener: reusePortListener } : {}),
         });
         server.onStats((stats) => {
-          metrics.ke.addStats(stats);
+          activeByListener[index] = stats.activeConnections;
+          metrics.ke.addStats({ ...stats, activeConnections: activeByListener.reduce((a, b) => a + b, 0) });
+          if (stats.handlerReport !== undefined) frontEnd?.onReport(stats.handlerReport);
           for (const [key, count] of Object.entries(stats.poolRequests)) {
             const [kind = '', outcome = ''] = key.split('/');
             options.onPoolRequests?.(kind, outcome, count);
@@ -157,19 +184,23 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
       }
     },
     addresses() {
-      return listeners.flatMap((l) => (l.server?.addresses ?? []).map((a) => ({ address: a.address, port: a.port })));
+      return listeners.flatMap((l) => (l.ke === undefined ? [] : (l.server?.addresses ?? []).map((a) => ({ address: a.address, port: a.port }))));
+    },
+    frontEndAddress() {
+      const a = listeners.find((l) => l.ke === undefined)?.server?.addresses[0];
+      return a === undefined ? undefined : { address: a.address, port: a.port };
     },
     advertisedNtpPort() {
-      const first = listeners[0];
-      return first === undefined ? NTP_PORT : advertisedPort(first.config);
+      const first = listeners[0]?.ke;
+      return first === undefined ? NTP_PORT : advertisedPort(first);
     },
     setKeyset(bytes) {
       keysetBytes = bytes;
-      for (const l of listeners) l.server?.updateKeyset(bytes);
+      for (const l of listeners) if (l.ke !== undefined) l.server?.updateKeyset(bytes);
     },
-    updateLimits(configs) {
+    updateLimits(configs, frontEndSettings) {
       listeners.forEach((l, i) => {
-        const c = configs[i];
+        const c = l.ke === undefined ? frontEndSettings : configs[i];
         if (c === undefined || l.server === undefined) return;
         l.server.updateRateLimit(c.clientRateLimit);
         l.server.updateConnectionLimits({ globalMax: c.concurrentConnections, perSourceMax: c.concurrentConnectionsPerSource });

@@ -1,8 +1,11 @@
 /**
  * One NTS-KE connection on a KE thread, from the accepted TCP socket to its single outcome
- * (RFC 8915 §4): TLS 1.3 with ALPN `ntske/1` → read records up to `maxRequestBytes` → handleKeRequest
- * with `exportKeys` bound to this session's exporter → one write → close_notify. One deadline covers the
- * handshake and the request. The session never logs per connection; it reports its outcome.
+ * (RFC 8915 §4): TLS 1.3 with ALPN `ntske/1` → read records up to `maxRequestBytes` → the answer → one
+ * write → close_notify. One deadline covers the handshake, the request and the answer. The session never
+ * logs per connection; it reports its outcome.
+ *
+ * The answer is handleKeRequest's, called synchronously (no promise on that path), or with a `handler`
+ * (the `[pool-ke]` front end, core/ke-request-handler.ts) that handler's promise, awaited in stage `answering`.
  */
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -14,7 +17,8 @@ import { KeErrorCode, NTS_EXPORTER_LABEL, NTSKE_ALPN } from '../core/nts/ids.js'
 import { encodeKeErrorResponse } from '../core/nts/ke-message.js';
 import { scanKeMessage } from '../core/nts/ke-record.js';
 import type { Keyset } from '../core/nts/keyset.js';
-import { errorText, type KeLogLevel, type KeSessionOutcome } from './messages.js';
+import type { KeHandlerAnswer, KeLogLevel, KeRequestHandler } from '../core/ke-request-handler.js';
+import { errorText, type KeSessionOutcome } from './messages.js';
 
 /**
  * NTS pools (README "Pools"): the keep-alive settings and the long-lived slots shared by every KE thread
@@ -38,6 +42,8 @@ export interface SessionContext {
    * through `settled` (answers after the first on a kept connection).
    */
   poolAnswered?(kind: Exclude<KeRequestKind, 'ordinary'>, outcome: KeSessionOutcome, extraCookies: number): void;
+  /** The listener's own request handler (README "Pools": the front end); undefined = the ordinary KE answer. */
+  readonly handler?: KeRequestHandler | undefined;
   readonly keyExchangeTimeoutMs: number;
   readonly maxRequestBytes: number;
   readonly policy: KePolicy;
@@ -47,8 +53,8 @@ export interface SessionContext {
   /** The keyset snapshot to seal cookies under; undefined when none decoded. */
   keyset(): Keyset | undefined;
   log(level: KeLogLevel, msg: string, fields?: Readonly<Record<string, string | number>>): void;
-  /** The session's single outcome, with its duration (accept → outcome). */
-  settled(session: KeSession, outcome: KeSessionOutcome, durationS: number, cookiesIssued: number): void;
+  /** The session's single outcome, its duration (accept → outcome), and the handler's `detail` when its answer settled it. */
+  settled(session: KeSession, outcome: KeSessionOutcome, durationS: number, cookiesIssued: number, detail: string | undefined): void;
   /** The session moved forward (ClientHello processed, handshake done, request bytes): see `stage`. */
   progressed(session: KeSession): void;
   /** The socket has closed: the session's slot is free. */
@@ -64,9 +70,10 @@ const PEER_GONE_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDO
 /**
  * How far a session without an outcome has got, for eviction (nts-ke/listener.ts): `idle` = accepted, no
  * ClientHello processed yet; `hello` = ClientHello processed, our flight sent, waiting for the client's
- * Finished; `waiting` = TLS done, waiting for (the rest of) the request.
+ * Finished; `waiting` = TLS done, waiting for (the rest of) the request; `answering` = the request is
+ * complete and the handler is working on it (never evicted: the client did its part).
  */
-export type KeSessionStage = 'idle' | 'hello' | 'waiting';
+export type KeSessionStage = 'idle' | 'hello' | 'waiting' | 'answering';
 
 /** A Buffer over the same memory (no copy). */
 function bufferView(bytes: Uint8Array): Buffer {
@@ -113,6 +120,10 @@ export class KeSession {
   #holdsSlot = false;
   /** Idle (and maximum age) timer of a kept connection. */
   #idleTimer: NodeJS.Timeout | undefined;
+  /** A handler is working on the request: the data and end events wait for it. */
+  #answering = false;
+  /** The handler's own outcome of the answer that settled the session, for `settled`. */
+  #detail: string | undefined;
 
   /** Wraps the accepted socket in TLS and starts the session deadline. */
   constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number) {
@@ -176,7 +187,7 @@ export class KeSession {
   #onData(chunk: Buffer): void {
     const max = this.#ctx.maxRequestBytes;
     if (this.#kept) this.#armIdle(); // a kept connection is busy again: its idle clock restarts
-    if (this.outcome !== undefined && !this.#kept) {
+    if ((this.outcome !== undefined && !this.#kept) || this.#answering) {
       // Anything after the request is ignored; a peer that keeps streaming is cut off.
       this.#discarded += chunk.length;
       if (this.#discarded > max) this.tlsSocket.destroy();
@@ -214,6 +225,10 @@ export class KeSession {
   }
 
   #answer(request: Uint8Array): void {
+    if (this.#ctx.handler !== undefined) {
+      this.#answerByHandler(this.#ctx.handler, request);
+      return;
+    }
     const keyset = this.#ctx.keyset();
     if (keyset === undefined) {
       this.#ctx.log('error', 'no keyset available for NTS-KE');
@@ -254,6 +269,34 @@ export class KeSession {
       this.#respond(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error', 0);
     } finally {
       for (const key of exported) key.fill(0); // best effort: the cookies now carry the keys
+    }
+  }
+
+  /** The listener's handler answers (asynchronously); the session deadline still applies meanwhile. */
+  #answerByHandler(handler: KeRequestHandler, request: Uint8Array): void {
+    this.#advance('answering');
+    this.#answering = true;
+    const exported: Uint8Array[] = [];
+    const exportKeys = (length: number, context: Uint8Array): Uint8Array => {
+      const key = this.tlsSocket.exportKeyingMaterial(length, NTS_EXPORTER_LABEL, bufferView(context));
+      exported.push(key);
+      return key;
+    };
+    const done = (answer: KeHandlerAnswer): void => {
+      for (const key of exported) key.fill(0); // best effort, as on the ordinary path
+      this.#answering = false;
+      if (this.outcome !== undefined) return; // the deadline (or the client) ended the session first
+      this.#detail = answer.detail;
+      this.#respond(answer.response, answer.outcome, answer.cookiesIssued);
+    };
+    const failed = (error: unknown): void => {
+      this.#ctx.log('error', 'NTS-KE request handler failed', { error: errorText(error) });
+      done({ response: encodeKeErrorResponse(KeErrorCode.internalServerError), outcome: 'internal_error', cookiesIssued: 0, detail: 'internal_error' });
+    };
+    try {
+      handler.answer(request, exportKeys).then(done, failed);
+    } catch (error: unknown) {
+      failed(error);
     }
   }
 
@@ -315,10 +358,11 @@ export class KeSession {
   #settle(outcome: KeSessionOutcome, cookiesIssued: number): void {
     if (this.outcome !== undefined) return;
     this.outcome = outcome;
-    this.#ctx.settled(this, outcome, (performance.now() - this.acceptedAtMs) / 1000, cookiesIssued);
+    this.#ctx.settled(this, outcome, (performance.now() - this.acceptedAtMs) / 1000, cookiesIssued, this.#detail);
   }
 
   #onEnd(): void {
+    if (this.#answering) return; // a client that half-closes after its request still gets the answer
     if (!this.secure) {
       // The peer closed before TLS finished: nothing to answer, free the slot now (a half-open socket
       // would otherwise sit in CLOSE-WAIT until the deadline, holding a slot).

@@ -13,6 +13,9 @@
  * objects. What this thread trims: stateful (tiny) TLS session tickets instead of encrypted ones, a
  * SHA-256 cipher suite when the client allows it, one randomFillSync per ~30 sessions instead of one per
  * cookie, and no copy of a request that arrives in one TLS record (nts-ke/session.ts).
+ *
+ * With a request handler (`workerData.handler`, the `[pool-ke]` front end) the thread import()s it before
+ * it listens and holds no keyset; the handler's samples ride along in the stats reports.
  */
 import { constants as cryptoConstants, randomFillSync } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
@@ -20,6 +23,7 @@ import { getPriority, setPriority } from 'node:os';
 import * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../core/bytes.js';
+import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, type KeLogLevel, type KeRequestHandler } from '../core/ke-request-handler.js';
 import { parseCidr, type CidrPrefix } from '../core/cidr.js';
 import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
@@ -36,7 +40,6 @@ import {
   keepAliveSlots,
   newKeTallies,
   type FromKeThread,
-  type KeLogLevel,
   type KeWorkerInit,
   type ToKeThread,
 } from './messages.js';
@@ -101,7 +104,14 @@ function secureContextOptions(chainPem: string, keyPem: string): tls.SecureConte
   };
 }
 
-function runKeThread(init: KeWorkerInit, port: MessagePort): void {
+/** Loads a handler module's factory; throws when the module has none. */
+async function loadHandlerFactory(spec: KeHandlerSpec): Promise<KeHandlerFactory> {
+  const factory = ((await import(spec.module)) as Record<string, unknown>)[KE_HANDLER_FACTORY_EXPORT];
+  if (typeof factory !== 'function') throw new Error(`${spec.module} has no ${KE_HANDLER_FACTORY_EXPORT} export`);
+  return factory as KeHandlerFactory;
+}
+
+async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void> {
   installInheritedAeadBackend(); // before the keyset is decoded: cookies are sealed with the installed AEAD
   const post = (message: FromKeThread): void => port.postMessage(message);
 
@@ -130,10 +140,15 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
   let secureContext = tls.createSecureContext(secureContextOptions(init.certificateChainPem, init.privateKeyPem));
 
   let keyset: Keyset | undefined;
-  const decoded = decodeKeyset(init.keysetBytes);
-  init.keysetBytes.fill(0);
-  if (decoded.ok) keyset = decoded.keyset;
-  else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
+  if (init.keysetBytes !== undefined) {
+    const decoded = decodeKeyset(init.keysetBytes);
+    init.keysetBytes.fill(0);
+    if (decoded.ok) keyset = decoded.keyset;
+    else log('error', 'initial keyset snapshot did not decode', { error: decoded.error });
+  }
+  // A failure here is reported as startError by the entry's catch below.
+  const spec = init.handler;
+  const handler: KeRequestHandler | undefined = spec === undefined ? undefined : (await loadHandlerFactory(spec))(spec.options, { threadIndex: init.threadIndex, log });
 
   let limiter = RateLimiter.attach(init.rateLimitTable);
   let concurrency = ConcurrencyLimiter.attach(init.concurrencyTable);
@@ -163,13 +178,15 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
       secureContext: () => secureContext,
       keyset: () => keyset,
       log,
+      handler,
       keepAlive: init.keepAlive === undefined ? undefined : keepAliveSlots(init.keepAlive),
       poolAnswered: (kind, outcome, extraCookies) => {
         const key = `${kind}/${outcome}`;
         tallies.poolRequests[key] = (tallies.poolRequests[key] ?? 0) + 1;
         tallies.cookiesIssued += extraCookies;
       },
-      settled: (outcome, durationS, cookiesIssued) => {
+      settled: (outcome, durationS, cookiesIssued, detail) => {
+        handler?.settled(outcome, detail);
         tallies.sessions[outcome]++;
         tallies.cookiesIssued += cookiesIssued;
         if (tallies.sessionDurationsS.length < MAX_DURATIONS_PER_REPORT) tallies.sessionDurationsS.push(durationS);
@@ -184,7 +201,9 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     const t = tallies;
     // The gauge is the listener's, over all its threads: the shared count, whichever thread reports it.
     const active = concurrency.open;
+    const handlerReport = handler?.takeReport();
     const quiet =
+      handlerReport === undefined &&
       t.accepted === 0 &&
       t.cookiesIssued === 0 &&
       t.sessionDurationsS.length === 0 &&
@@ -200,13 +219,14 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     if (quiet) return;
     tallies = newKeTallies();
     lastReportedActive = active;
-    post({ type: 'stats', stats: { ...t, activeConnections: active, thread: init.threadIndex } });
+    post({ type: 'stats', stats: { ...t, activeConnections: active, thread: init.threadIndex, handlerReport } });
   };
   const statsTimer = setInterval(flushStats, init.statsIntervalMs);
 
   function maybeFinishStop(): void {
     if (!stopping || listener.activeConnections > 0) return;
     clearInterval(statsTimer);
+    handler?.close();
     flushStats();
     post({ type: 'stopped' });
   }
@@ -257,6 +277,7 @@ function runKeThread(init: KeWorkerInit, port: MessagePort): void {
     (addresses) => post({ type: 'ready', addresses }),
     (failure: unknown) => {
       clearInterval(statsTimer);
+      handler?.close();
       const f = failure instanceof ListenFailure ? failure : new ListenFailure('?', 0, failure);
       const cause = f.error;
       const code = typeof cause === 'object' && cause !== null && 'code' in cause ? String(cause.code) : 'UNKNOWN';
@@ -276,4 +297,7 @@ function isKeWorkerInit(value: unknown): value is KeWorkerInit {
   return typeof value === 'object' && value !== null && (value as { role?: unknown }).role === KE_WORKER_ROLE;
 }
 
-if (!isMainThread && parentPort !== null && isKeWorkerInit(workerData)) runKeThread(workerData, parentPort);
+if (!isMainThread && parentPort !== null && isKeWorkerInit(workerData)) {
+  const port = parentPort;
+  runKeThread(workerData, port).catch((error: unknown) => port.postMessage({ type: 'startError', message: errorText(error) } satisfies FromKeThread));
+}

@@ -1,8 +1,9 @@
 /**
- * The `[pool-ke]` role: the NTS-KE front end of a pool (draft-ietf-ntp-nts-keyexchange-pool). It holds the
- * pool name's certificate and terminates each client's TLS 1.3 (ALPN `ntske/1`), then, per client:
+ * The `[pool-ke]` role's request handler: the NTS-KE front end of a pool (draft-ietf-ntp-nts-keyexchange-pool).
+ * The KE listener (nts-ke: threads, PROXY v2, caps, access list, certificate reload, TLS 1.3 with ALPN
+ * `ntske/1`, one deadline per session) hands it each client's complete request; per client it:
  *  1. validates the request (RFC 8915 §4); a client's pool records are refused with Error 1;
- *  2. picks a healthy time source the client did not deny (NTP Server Deny), by weight;
+ *  2. picks a healthy source the client did not deny (NTP Server Deny), by weight;
  *  3. uses that source's cached capabilities (`capability-cache-s`), or asks for them;
  *  4. picks protocol and AEAD in the client's order, exports the client's keys from the client's TLS
  *     session at the length the source reported, and sends a fixed key request over a pooled keep-alive
@@ -10,17 +11,18 @@
  *  5. relays the cookies with the source's Server record (its registered name when it sent none).
  * The upstream part has its own deadline (`upstream-timeout-ms`, at most 2.5 s). Sources that fail before
  * the client's keys were sent may be replaced by another; once the keys went out, never: a failure then is
- * Error 0xF003, so a client's keys reach one source only. Health checks (a capability query every
- * `health-check-interval-s`) take failing sources out and put them back when they answer.
+ * Error 0xF003, so a client's keys reach one source only.
  *
- * Runs on the main thread; a front end is a KE-only node in practice (no NTP to disturb).
+ * Every KE thread of the listener loads this module by URL (core/ke-request-handler.ts) and keeps its own
+ * upstream connections, capability cache and source health, and runs its own health checks (a capability
+ * query per source every `health-check-interval-s`: T threads, T queries, a bounded cost). Lines go through
+ * the thread's `log`, counts into the report its stats carry (nts-pool/service.ts records them).
  */
 import { randomInt } from 'node:crypto';
-import type { Logger } from 'pino';
-import * as tls from 'node:tls';
-import { KeErrorCode, NTS_EXPORTER_LABEL, NTSKE_ALPN, PoolKeErrorCode } from '../core/nts/ids.js';
-import { encodeKeErrorResponse, validateKeRequest } from '../core/nts/ke-message.js';
-import { scanKeMessage } from '../core/nts/ke-record.js';
+import type { KeSessionOutcomeLabel } from '../core/ke-handler.js';
+import type { KeHandlerAnswer, KeHandlerEnv, KeHandlerReport, KeHandlerSample, KeRequestHandler, KeyingMaterialExporter } from '../core/ke-request-handler.js';
+import { KeErrorCode, PoolKeErrorCode } from '../core/nts/ids.js';
+import { encodeKeErrorResponse, validateKeRequest, type KeRequest } from '../core/nts/ke-message.js';
 import { ntpv4ExporterContexts } from '../core/nts/exporter.js';
 import { encodeTokens } from '../core/pool/source.js';
 import {
@@ -36,31 +38,21 @@ import {
 } from '../core/pool/front-end.js';
 import { UpstreamPool, type UpstreamFailure } from './upstream.js';
 
-/** How a client session at the front end ended; exactly one per connection. */
-export const POOL_KE_OUTCOMES = [
-  'success',
-  'bad_request',
-  'no_common_protocol',
-  'no_common_aead',
-  'no_such_server',
-  'could_not_connect',
-  'could_not_get_capabilities',
-  'could_not_get_cookies',
-  'timeout',
-  'tls_error',
-  'internal_error',
-] as const;
-/** One of POOL_KE_OUTCOMES. */
-export type PoolKeOutcome = (typeof POOL_KE_OUTCOMES)[number];
-
+/** How a client session at the front end ended (one per connection): a KE outcome, or one of its own errors 0xF000–0xF003. */
+export type PoolKeOutcome = KeSessionOutcomeLabel | 'no_such_server' | 'could_not_connect' | 'could_not_get_capabilities' | 'could_not_get_cookies';
 /** Kinds of upstream exchange, for metrics. */
-export const POOL_KE_UPSTREAM_KINDS = ['capabilities', 'cookies', 'health_check'] as const;
-/** One of POOL_KE_UPSTREAM_KINDS. */
-export type PoolKeUpstreamKind = (typeof POOL_KE_UPSTREAM_KINDS)[number];
+export type PoolKeUpstreamKind = 'capabilities' | 'cookies' | 'health_check';
 /** Results of an upstream exchange: ok, a transport failure, or an answer we could not use. */
 export type PoolKeUpstreamResult = 'ok' | UpstreamFailure | 'bad_answer';
 
-/** One time source behind the front end. */
+/**
+ * Series of the samples in a front end's report (nts-pool/service.ts maps them onto obs/pool-metrics.ts):
+ * counters `session` {outcome} and `upstream` {source, kind, result}; gauge `health` {source}, 1 or 0, sent
+ * after the first check and when it changes.
+ */
+export type PoolKeSeries = 'session' | 'upstream' | 'health';
+
+/** One source behind the front end. */
 export interface PoolKeSourceOptions {
   readonly name: string;
   readonly host: string;
@@ -71,30 +63,17 @@ export interface PoolKeSourceOptions {
   readonly weight: number;
 }
 
-/** Everything the front end needs; the daemon maps `[pool-ke]` onto it. */
-export interface PoolKeFrontEndOptions {
-  readonly listen: { readonly host: string; readonly port: number };
-  readonly certificateChainPem: string;
-  readonly privateKeyPem: string;
-  readonly keyExchangeTimeoutMs: number;
+/** The handler's options (KeHandlerSpec.options: plain data, cloned to each KE thread). */
+export interface PoolFrontEndOptions {
   readonly upstreamTimeoutMs: number;
-  readonly concurrentConnections: number;
-  readonly maxRequestBytes: number;
   readonly capabilityCacheS: number;
   readonly healthCheckIntervalS: number;
   readonly connectionsPerSource: number;
   /** PEM CAs for the sources' certificates; undefined = system CAs. */
   readonly upstreamCaPem: string | undefined;
   readonly sources: readonly PoolKeSourceOptions[];
-  readonly logger: Logger;
-  /** Called once per client session. */
-  readonly onOutcome?: (outcome: PoolKeOutcome, durationS: number) => void;
-  /** Called once per upstream exchange. */
-  readonly onUpstream?: (source: string, kind: PoolKeUpstreamKind, result: PoolKeUpstreamResult) => void;
-  /** Called when a source's health changes (and once at the first check). */
-  readonly onHealth?: (source: string, healthy: boolean) => void;
-  /** Uniform numbers in [0, 1) for the weighted choice (tests pin it); default: node:crypto. */
-  readonly random?: () => number;
+  /** Tests: this number in [0, 1) for every weighted choice; default: node:crypto. */
+  readonly fixedRandom?: number | undefined;
 }
 
 /** Sources tried per client before keys are sent (connect or capability failures only). */
@@ -113,23 +92,33 @@ interface SourceState {
 
 type CapabilityResult = { readonly ok: true; readonly capabilities: SourceCapabilities } | { readonly ok: false; readonly code: number };
 
-function bufferView(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** The KE thread's factory (core/ke-request-handler.ts KE_HANDLER_FACTORY_EXPORT). */
+export function createKeRequestHandler(options: unknown, env: KeHandlerEnv): KeRequestHandler {
+  return new PoolFrontEnd(options as PoolFrontEndOptions, env);
 }
 
-/** A pool's NTS-KE front end. */
-export class PoolKeFrontEnd {
-  readonly #o: PoolKeFrontEndOptions;
-  readonly #sources: SourceState[];
-  readonly #server: tls.Server;
-  readonly #sockets = new Set<tls.TLSSocket>();
-  #healthTimer: NodeJS.Timeout | undefined;
-  #address: { address: string; port: number } | undefined;
-  #stopped = false;
+/** An answer; in ntsd_ke_sessions_total the front end's own errors (0xF000–0xF003) count as internal_error. */
+function answer(response: Uint8Array, detail: PoolKeOutcome): KeHandlerAnswer {
+  const outcome = detail === 'no_such_server' || detail.startsWith('could_not_') ? 'internal_error' : (detail as KeSessionOutcomeLabel);
+  return { response, outcome, cookiesIssued: 0, detail };
+}
 
-  /** Creates the front end; nothing is bound until start(). */
-  constructor(options: PoolKeFrontEndOptions) {
+/** A pool's NTS-KE front end on one KE thread. */
+export class PoolFrontEnd implements KeRequestHandler {
+  readonly #o: PoolFrontEndOptions;
+  readonly #env: KeHandlerEnv;
+  readonly #sources: SourceState[];
+  readonly #healthTimer: NodeJS.Timeout;
+  /** Counts since the last report, by sample key. */
+  readonly #counts = new Map<string, KeHandlerSample>();
+  /** Health values to report (changed since the last report). */
+  readonly #health = new Map<string, boolean>();
+  #closed = false;
+
+  /** Creates the sources' state and starts the health checks (the first one at once). */
+  constructor(options: PoolFrontEndOptions, env: KeHandlerEnv) {
     this.#o = options;
+    this.#env = env;
     const tokens = encodeTokens(options.sources.map((s) => s.authenticationToken));
     this.#sources = options.sources.map((s, i) => ({
       options: s,
@@ -146,55 +135,51 @@ export class PoolKeFrontEnd {
       checked: false,
       capabilities: undefined,
     }));
-    this.#server = tls.createServer({
-      cert: options.certificateChainPem,
-      key: options.privateKeyPem,
-      minVersion: 'TLSv1.3',
-      ALPNProtocols: [NTSKE_ALPN],
-      handshakeTimeout: options.keyExchangeTimeoutMs,
-      allowHalfOpen: true,
-    });
-    this.#server.maxConnections = options.concurrentConnections;
-    this.#server.on('secureConnection', (socket) => this.#onClient(socket));
-    this.#server.on('tlsClientError', () => this.#o.onOutcome?.('tls_error', 0));
-  }
-
-  /** The bound address (after start). */
-  get address(): { address: string; port: number } | undefined {
-    return this.#address;
-  }
-
-  /** Names and health of the sources, in configuration order. */
-  health(): { readonly name: string; readonly healthy: boolean }[] {
-    return this.#sources.map((s) => ({ name: s.options.name, healthy: s.healthy }));
-  }
-
-  /** Binds the listener and starts the health checks (the first one at once). */
-  async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => reject(error);
-      this.#server.once('error', onError);
-      this.#server.listen(this.#o.listen.port, this.#o.listen.host, () => {
-        this.#server.removeListener('error', onError);
-        resolve();
-      });
-    });
-    this.#server.on('error', (error) => this.#o.logger.error({ err: error }, 'pool front end listener error'));
-    const a = this.#server.address();
-    if (a !== null && typeof a === 'object') this.#address = { address: a.address, port: a.port };
     void this.#healthCheckAll();
-    this.#healthTimer = setInterval(() => void this.#healthCheckAll(), this.#o.healthCheckIntervalS * 1000);
+    this.#healthTimer = setInterval(() => void this.#healthCheckAll(), options.healthCheckIntervalS * 1000);
     this.#healthTimer.unref();
   }
 
-  /** Stops accepting, closes client and upstream connections. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer);
+  /** Answers one client (see the module comment). */
+  answer(request: Uint8Array, exportKeys: KeyingMaterialExporter): Promise<KeHandlerAnswer> {
+    // The request is a view into the session's buffer: decode it now, before anything is awaited.
+    const validation = validateKeRequest(request);
+    if (!validation.ok) return Promise.resolve(answer(encodeKeErrorResponse(validation.errorCode), 'bad_request'));
+    // A client is not a front end: pool records that ask for something are refused.
+    if (validation.request.pool !== undefined) return Promise.resolve(answer(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request'));
+    return this.#serve(validation.request, exportKeys);
+  }
+
+  /** Counts the session once it has ended. */
+  settled(outcome: KeSessionOutcomeLabel, detail: string | undefined): void {
+    this.#count('session', { outcome: detail ?? outcome });
+  }
+
+  /** Counts and health changes since the last call. */
+  takeReport(): KeHandlerReport | undefined {
+    if (this.#counts.size === 0 && this.#health.size === 0) return undefined;
+    const samples: KeHandlerSample[] = [...this.#counts.values()];
+    for (const [source, healthy] of this.#health) samples.push({ series: 'health' satisfies PoolKeSeries, labels: { source }, value: healthy ? 1 : 0 });
+    this.#counts.clear();
+    this.#health.clear();
+    return samples;
+  }
+
+  /** Stops the health checks and closes every upstream connection. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#healthTimer);
     for (const s of this.#sources) s.pool.close();
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    for (const socket of this.#sockets) socket.destroy();
-    await closed;
+  }
+
+  #count(series: PoolKeSeries, labels: Readonly<Record<string, string>>): void {
+    const key = `${series}\u0000${Object.values(labels).join('\u0000')}`;
+    const sample = this.#counts.get(key);
+    this.#counts.set(key, { series, labels, value: (sample?.value ?? 0) + 1 });
+  }
+
+  #upstream(s: SourceState, kind: PoolKeUpstreamKind, result: PoolKeUpstreamResult): void {
+    this.#count('upstream', { source: s.options.name, kind, result });
   }
 
   /** Runs one round of health checks now (also what the timer does). */
@@ -203,30 +188,29 @@ export class PoolKeFrontEnd {
   }
 
   #setHealth(s: SourceState, healthy: boolean): void {
-    if (s.healthy !== healthy || !s.checked) {
-      s.healthy = healthy;
-      s.checked = true;
-      this.#o.onHealth?.(s.options.name, healthy);
-      if (!healthy) this.#o.logger.warn({ source: s.options.name }, 'pool time source failing: taken out');
-      else this.#o.logger.info({ source: s.options.name }, 'pool time source healthy');
-    }
+    if (s.healthy === healthy && s.checked) return;
+    s.healthy = healthy;
+    s.checked = true;
+    this.#health.set(s.options.name, healthy);
+    if (!healthy) this.#env.log('warn', 'pool source failing: taken out', { source: s.options.name, thread: this.#env.threadIndex });
+    else this.#env.log('info', 'pool source healthy', { source: s.options.name, thread: this.#env.threadIndex });
   }
 
   async #queryCapabilities(s: SourceState, timeoutMs: number, kind: PoolKeUpstreamKind): Promise<CapabilityResult> {
-    if (this.#stopped) return { ok: false, code: PoolKeErrorCode.couldNotConnect };
+    if (this.#closed) return { ok: false, code: PoolKeErrorCode.couldNotConnect };
     const result = await s.pool.exchange(buildCapabilityQuery(s.token, true), timeoutMs);
     if (!result.ok) {
-      this.#o.onUpstream?.(s.options.name, kind, result.failure);
+      this.#upstream(s, kind, result.failure);
       this.#setHealth(s, false);
       return { ok: false, code: result.failure === 'connect' ? PoolKeErrorCode.couldNotConnect : PoolKeErrorCode.couldNotGetCapabilities };
     }
     const parsed = parseCapabilityAnswer(result.answer);
     if (!parsed.ok) {
-      this.#o.onUpstream?.(s.options.name, kind, 'bad_answer');
+      this.#upstream(s, kind, 'bad_answer');
       this.#setHealth(s, false);
       return { ok: false, code: PoolKeErrorCode.couldNotGetCapabilities };
     }
-    this.#o.onUpstream?.(s.options.name, kind, 'ok');
+    this.#upstream(s, kind, 'ok');
     s.capabilities = { value: parsed.capabilities, atMs: Date.now() };
     this.#setHealth(s, true);
     return { ok: true, capabilities: parsed.capabilities };
@@ -238,87 +222,7 @@ export class PoolKeFrontEnd {
     return this.#queryCapabilities(s, timeoutMs, 'capabilities');
   }
 
-  #onClient(socket: tls.TLSSocket): void {
-    const startedMs = Date.now();
-    this.#sockets.add(socket);
-    let settled = false;
-    const settle = (outcome: PoolKeOutcome): void => {
-      if (settled) return;
-      settled = true;
-      this.#o.onOutcome?.(outcome, (Date.now() - startedMs) / 1000);
-    };
-    const respond = (bytes: Uint8Array, outcome: PoolKeOutcome): void => {
-      settle(outcome);
-      clearTimeout(deadline);
-      if (socket.writable) {
-        socket.write(bytes);
-        socket.end();
-      }
-    };
-    const deadline = setTimeout(() => {
-      if (!settled && socket.writable) respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'timeout');
-      setTimeout(() => socket.destroy(), 250).unref();
-    }, this.#o.keyExchangeTimeoutMs);
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      clearTimeout(deadline);
-      this.#sockets.delete(socket);
-      settle('tls_error');
-    });
-    // RFC 8915 §3: ALPN ntske/1 is mandatory; Node completes a handshake without ALPN, so check.
-    if (socket.alpnProtocol !== NTSKE_ALPN) {
-      settle('tls_error');
-      socket.destroy();
-      return;
-    }
-    const max = this.#o.maxRequestBytes;
-    let buffer: Buffer = Buffer.alloc(0);
-    let resume = 0;
-    let answered = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (answered) return;
-      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-      const view = buffer.length > max ? buffer.subarray(0, max) : buffer;
-      const scan = scanKeMessage(view, { fromOffset: resume, maxLength: max });
-      if (scan.status === 'incomplete') {
-        resume = scan.resumeOffset;
-        if (buffer.length >= max) {
-          answered = true;
-          respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request');
-        }
-        return;
-      }
-      answered = true;
-      if (scan.status === 'malformed') {
-        respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request');
-        return;
-      }
-      // Everything received, so octets after End of Message are refused (RFC 8915 §4.1.1).
-      void this.#serve(socket, new Uint8Array(buffer), respond).catch((error: unknown) => {
-        this.#o.logger.error({ err: error }, 'pool front end: internal error');
-        respond(encodeKeErrorResponse(KeErrorCode.internalServerError), 'internal_error');
-      });
-    });
-    socket.on('end', () => {
-      if (!answered) {
-        answered = true;
-        respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request');
-      }
-    });
-  }
-
-  async #serve(socket: tls.TLSSocket, request: Uint8Array, respond: (bytes: Uint8Array, outcome: PoolKeOutcome) => void): Promise<void> {
-    const validation = validateKeRequest(request);
-    if (!validation.ok) {
-      respond(encodeKeErrorResponse(validation.errorCode), 'bad_request');
-      return;
-    }
-    const req = validation.request;
-    // A client is not a front end: pool records that ask for something are refused.
-    if (req.pool !== undefined) {
-      respond(encodeKeErrorResponse(KeErrorCode.badRequest), 'bad_request');
-      return;
-    }
+  async #serve(req: KeRequest, exportKeys: KeyingMaterialExporter): Promise<KeHandlerAnswer> {
     const upstreamDeadlineMs = Date.now() + this.#o.upstreamTimeoutMs;
     const remaining = (): number => upstreamDeadlineMs - Date.now();
     const tried: number[] = [];
@@ -327,7 +231,7 @@ export class PoolKeFrontEnd {
     // Before any key is sent, a failing source may be replaced by another.
     while (chosen === undefined && tried.length < MAX_SOURCES_TRIED && remaining() > 0) {
       const candidates = this.#sources.map((s) => ({ name: s.options.name, weight: s.options.weight, healthy: s.healthy }));
-      const index = chooseSource(candidates, req.deniedServers, this.#o.random?.() ?? randomInt(0, 2 ** 32) / 2 ** 32, tried);
+      const index = chooseSource(candidates, req.deniedServers, this.#o.fixedRandom ?? randomInt(0, 2 ** 32) / 2 ** 32, tried);
       if (index === undefined) break;
       tried.push(index);
       const source = this.#sources[index];
@@ -338,21 +242,17 @@ export class PoolKeFrontEnd {
     }
     if (chosen === undefined) {
       const code = tried.length === 0 ? PoolKeErrorCode.noSuchServer : lastCode;
-      respond(encodeKeErrorResponse(code), outcomeOf(code));
-      return;
+      return answer(encodeKeErrorResponse(code), outcomeOf(code));
     }
     const { source, capabilities } = chosen;
     const negotiated = negotiateAtSource(req, capabilities);
-    if (!negotiated.ok) {
-      respond(buildNoCommonAnswer(negotiated.reason), negotiated.reason);
-      return;
-    }
+    if (!negotiated.ok) return answer(buildNoCommonAnswer(negotiated.reason), negotiated.reason);
     const { aeadId, keyLength } = negotiated;
     const echoCompliant = req.compliantGcmSivExporter && aeadId === 30;
     const contexts = ntpv4ExporterContexts(aeadId, echoCompliant);
     // RFC 8915 §4.3, §5.1: the client's keys, from the client's TLS session, at the source's key length.
-    const c2s = socket.exportKeyingMaterial(keyLength, NTS_EXPORTER_LABEL, bufferView(contexts.c2s));
-    const s2c = socket.exportKeyingMaterial(keyLength, NTS_EXPORTER_LABEL, bufferView(contexts.s2c));
+    const c2s = exportKeys(keyLength, contexts.c2s);
+    const s2c = exportKeys(keyLength, contexts.s2c);
     const fixedKey = buildFixedKeyRequest(source.token, c2s, s2c, aeadId, true);
     c2s.fill(0);
     s2c.fill(0);
@@ -360,20 +260,19 @@ export class PoolKeFrontEnd {
     const result = await source.pool.exchange(fixedKey, Math.max(1, remaining()));
     fixedKey.fill(0);
     if (!result.ok) {
-      this.#o.onUpstream?.(source.options.name, 'cookies', result.failure);
+      this.#upstream(source, 'cookies', result.failure);
       if (result.failure === 'connect') this.#setHealth(source, false);
       const code = result.failure === 'connect' ? PoolKeErrorCode.couldNotConnect : PoolKeErrorCode.couldNotGetCookies;
-      respond(encodeKeErrorResponse(code), outcomeOf(code));
-      return;
+      return answer(encodeKeErrorResponse(code), outcomeOf(code));
     }
-    const answer = parseFixedKeyAnswer(result.answer, aeadId);
-    if (!answer.ok) {
-      this.#o.onUpstream?.(source.options.name, 'cookies', 'bad_answer');
-      respond(encodeKeErrorResponse(PoolKeErrorCode.couldNotGetCookies), 'could_not_get_cookies');
-      return;
+    const parsed = parseFixedKeyAnswer(result.answer, aeadId);
+    if (!parsed.ok) {
+      this.#upstream(source, 'cookies', 'bad_answer');
+      return answer(encodeKeErrorResponse(PoolKeErrorCode.couldNotGetCookies), 'could_not_get_cookies');
     }
-    this.#o.onUpstream?.(source.options.name, 'cookies', 'ok');
-    respond(buildClientAnswer(answer, aeadId, echoCompliant, source.options.name), 'success');
+    this.#upstream(source, 'cookies', 'ok');
+    // The source minted these cookies (and counts them); the front end only relays them: cookiesIssued 0.
+    return answer(buildClientAnswer(parsed, aeadId, echoCompliant, source.options.name), 'success');
   }
 }
 

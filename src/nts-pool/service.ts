@@ -1,57 +1,44 @@
 /**
- * The `[pool-ke]` role of the daemon (README "Pools"): reads the pool name's certificate and the sources'
- * CA file, starts the front end (nts-pool/front-end.ts) and wires it to the metrics. Kept out of io/
- * like nts-ke/service.ts.
+ * The `[pool-ke]` role on the main thread (README "Pools"). The front end is a KE listener like any
+ * `[[nts-ke-server]]` (nts-ke: threads, TLS, PROXY v2, caps, access list, certificate reload, KE metrics)
+ * with its own request handler: this file builds the spec its threads load (nts-pool/front-end.ts, with the
+ * sources and the sources' CA file) and turns the handler's reports into the pool metrics. daemon.ts hands
+ * the spec to nts-ke, so neither feature folder imports the other.
  */
 import { readFileSync } from 'node:fs';
-import { createSecureContext } from 'node:tls';
-import type { Logger } from 'pino';
 import type { PoolKeConfig } from '../config/schema.js';
+import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { PoolKeFrontEnd } from './front-end.js';
 import type { PoolKeMetrics } from '../obs/pool-metrics.js';
+import type { PoolFrontEndOptions, PoolKeSeries } from './front-end.js';
 
-function readPem(path: string, key: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, `pool-ke.${key}: cannot read ${path}`, { cause: error });
+/** The front end's handler for the KE threads; throws NtsdError TLS_MATERIAL_INVALID when `upstream-ca-path` cannot be read. */
+export function poolKeHandlerSpec(config: PoolKeConfig): KeHandlerSpec {
+  let upstreamCaPem: string | undefined;
+  if (config.upstreamCaPath !== undefined) {
+    try {
+      upstreamCaPem = readFileSync(config.upstreamCaPath, 'utf8');
+    } catch (error) {
+      throw new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, `pool-ke.upstream-ca-path: cannot read ${config.upstreamCaPath}`, { cause: error });
+    }
   }
-}
-
-/** Starts the pool front end; throws NtsdError for unusable TLS material or a failed bind. */
-export async function startPoolKe(config: PoolKeConfig, logger: Logger, metrics: PoolKeMetrics): Promise<PoolKeFrontEnd> {
-  const chain = readPem(config.certificateChainPath, 'certificate-chain-path');
-  const key = readPem(config.privateKeyPath, 'private-key-path');
-  try {
-    createSecureContext({ cert: chain, key, minVersion: 'TLSv1.3' });
-  } catch (error) {
-    throw new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, 'pool-ke: the certificate chain and private key do not form a usable pair', { cause: error });
-  }
-  const ca = config.upstreamCaPath === undefined ? undefined : readPem(config.upstreamCaPath, 'upstream-ca-path');
-  const frontEnd = new PoolKeFrontEnd({
-    listen: { host: config.listen.host, port: config.listen.port },
-    certificateChainPem: chain,
-    privateKeyPem: key,
-    keyExchangeTimeoutMs: config.keyExchangeTimeoutMs,
+  const options: PoolFrontEndOptions = {
     upstreamTimeoutMs: config.upstreamTimeoutMs,
-    concurrentConnections: config.concurrentConnections,
-    maxRequestBytes: config.maxRequestBytes,
     capabilityCacheS: config.capabilityCacheS,
     healthCheckIntervalS: config.healthCheckIntervalS,
     connectionsPerSource: config.connectionsPerSource,
-    upstreamCaPem: ca,
-    sources: config.sources,
-    logger,
-    onOutcome: (outcome) => metrics.session(outcome),
-    onUpstream: (source, kind, result) => metrics.upstream(source, kind, result),
-    onHealth: (source, healthy) => metrics.health(source, healthy),
-  });
-  try {
-    await frontEnd.start();
-  } catch (error) {
-    await frontEnd.stop();
-    throw new NtsdError(NtsdErrorCode.BIND_FAILED, `pool-ke.listen: cannot listen on ${config.listen.host}:${config.listen.port}`, { cause: error });
+    upstreamCaPem,
+    sources: config.sources.map((s) => ({ ...s })),
+  };
+  return { module: new URL('./front-end.js', import.meta.url).href, options };
+}
+
+/** Adds one KE thread's front-end samples to the pool metrics. */
+export function recordPoolKeReport(report: KeHandlerReport, metrics: PoolKeMetrics): void {
+  for (const { series, labels: l, value } of report) {
+    const known = series as PoolKeSeries;
+    if (known === 'session') metrics.session(l['outcome'] ?? '', value);
+    else if (known === 'upstream') metrics.upstream(l['source'] ?? '', l['kind'] ?? '', l['result'] ?? '', value);
+    else if (known === 'health') metrics.health(l['source'] ?? '', value === 1);
   }
-  return frontEnd;
 }

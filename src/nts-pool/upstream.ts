@@ -1,5 +1,5 @@
 /**
- * TLS connections from a pool front end to one time source's NTS-KE server (RFC 8915 §4 with the pool
+ * TLS connections from a pool front end to one source's NTS-KE server (RFC 8915 §4 with the pool
  * records of draft-ietf-ntp-nts-keyexchange-pool): connect with ALPN `ntske/1`, check the source's
  * certificate for its configured TLS name, send one request, read one answer up to End of Message.
  * An answer with Keep Alive leaves the connection open; up to `maxIdle` such connections wait for the
@@ -64,11 +64,6 @@ export class UpstreamPool {
     this.#options = options;
   }
 
-  /** Idle connections held right now. */
-  get idleCount(): number {
-    return this.#idle.length;
-  }
-
   /**
    * Sends `request` and reads one answer within `timeoutMs` (connecting included), on an idle kept-alive
    * connection when one is open, else on a new one. Never rejects.
@@ -103,9 +98,9 @@ export class UpstreamPool {
     return result;
   }
 
-  /** Closes every connection; later exchanges still work (they connect anew) unless `final`. */
-  close(final = true): void {
-    this.#closed = final;
+  /** Closes every connection, and keeps none from later exchanges. */
+  close(): void {
+    this.#closed = true;
     for (const idle of this.#idle) {
       clearTimeout(idle.timer);
       idle.socket.destroy();

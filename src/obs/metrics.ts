@@ -33,7 +33,7 @@ export const NTP_RESPONSE_LABELS = [
   ['nts', 'kod'],
 ] as const satisfies readonly (readonly [NtpProtocolLabel, NtpResponseKindLabel])[];
 /** `reason` label of ntsd_ntp_dropped_total. */
-export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'access_denied', 'queue_full', 'truncated'] as const;
+export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'access_denied', 'truncated'] as const;
 /** One of NTP_DROP_REASONS. */
 export type NtpDropReasonLabel = (typeof NTP_DROP_REASONS)[number];
 /** `reason` label of ntsd_nts_nak_total. */
@@ -197,7 +197,7 @@ export interface NtpMetrics {
   observeRequestDurationS(seconds: number): void;
   /** Pre-tallied durations: `bucketCounts[i]` per NTP_DURATION_BUCKETS_S bucket (last = +Inf), and their sum. */
   addRequestDurations(bucketCounts: ArrayLike<number>, sumS: number): void;
-  /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (ntp/batch-worker.ts). */
+  /** ntsd_ntp_transmit_compensation_seconds = mean compensation added to transmit timestamps lately (ntp/transmit-estimate.ts). */
   setTransmitCompensationS(seconds: number): void;
   /** ntsd_ntp_datapath_info{datapath, timestamps} = 1 for the datapath that runs (the other series removed). */
   setDatapath(datapath: 'native' | 'dgram', timestamps: 'kernel' | 'user'): void;
@@ -250,14 +250,10 @@ export interface KeyMetrics {
   tlsReload(result: ResultLabel): void;
 }
 
-/** Worker pool metrics. */
-export interface PoolMetrics {
-  /** ntsd_worker_queue_depth = n (packets waiting for a worker). */
-  setQueueDepth(n: number): void;
-  /** ntsd_worker_queue_rejected_total += n. */
-  addQueueRejected(n: number): void;
-  /** ntsd_worker_restarts_total += 1. */
-  workerRestarted(): void;
+/** NTP thread metrics. */
+export interface NtpThreadMetrics {
+  /** ntsd_worker_restarts_total += n (NTP threads replaced after dying). */
+  addRestarts(n: number): void;
 }
 
 /** State of the server-fields source (ntp/server-fields.ts); not in OPERATIONS.md's list, added for alerting. */
@@ -280,7 +276,7 @@ export interface Metrics {
   readonly ntp: NtpMetrics;
   readonly ke: KeMetrics;
   readonly keys: KeyMetrics;
-  readonly pool: PoolMetrics;
+  readonly ntpThreads: NtpThreadMetrics;
   readonly timeSource: TimeSourceMetrics;
 }
 
@@ -373,10 +369,8 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   const tlsReloads = labelled(registry, 'ntsd_tls_reloads_total', 'Certificate/key reload attempts, by result.', 'result', RESULTS);
 
-  // Pool
-  const queueDepth = new Gauge({ name: 'ntsd_worker_queue_depth', help: 'NTP packets waiting for a worker.', registers });
-  const queueRejected = new Counter({ name: 'ntsd_worker_queue_rejected_total', help: 'NTP packets refused because the worker queue was full.', registers });
-  const restarts = new Counter({ name: 'ntsd_worker_restarts_total', help: 'Worker threads restarted after dying.', registers });
+  // NTP threads
+  const restarts = new Counter({ name: 'ntsd_worker_restarts_total', help: 'NTP threads replaced after dying.', registers });
 
   // Time source
   const synchronized = new Gauge({
@@ -509,10 +503,8 @@ export function createMetrics(options: MetricsOptions): Metrics {
       setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),
       tlsReload: (result) => tlsReloads.inc({ result }),
     },
-    pool: {
-      setQueueDepth: (n) => queueDepth.set(n),
-      addQueueRejected: (n) => add(queueRejected, n),
-      workerRestarted: () => restarts.inc(),
+    ntpThreads: {
+      addRestarts: (n) => add(restarts, n),
     },
     timeSource: {
       set: (fields) => {

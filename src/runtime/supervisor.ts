@@ -8,8 +8,8 @@
  *  - restart: once the owner calls `supervise()` (after its own start-up), a thread that exits is
  *    replaced with the workerData of that moment and counted. A thread that dies young (before it was
  *    ready, or within YOUNG_THREAD_MS) is restarted with exponential back-off, so a crash loop cannot spin.
- *  - stop: every ready thread is sent `stopMessage` and given STOP_GRACE_MS to answer "stopped" (its
- *    last counters) before it is terminated.
+ *  - stop: every ready thread is sent `stopMessage` and given `stopGraceMs` (default STOP_GRACE_MS) to
+ *    answer "stopped" (its last counters) before it is terminated.
  * The supervisor neither logs nor counts metrics itself; it tells the owner through callbacks.
  */
 import { performance } from 'node:perf_hooks';
@@ -54,6 +54,8 @@ export interface SupervisorOptions<Ready> {
   onReplaced?(index: number, value: Ready): void;
   /** The message that asks a thread to finish and answer "stopped". */
   readonly stopMessage: unknown;
+  /** Longest wait for "stopped" (default STOP_GRACE_MS); KE threads let open sessions finish first. */
+  readonly stopGraceMs?: number;
 }
 
 interface Handle {
@@ -150,7 +152,7 @@ export class ThreadSupervisor<Ready> {
       h.worker.postMessage(this.#o.stopMessage);
       let timer: NodeJS.Timeout | undefined;
       const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, STOP_GRACE_MS);
+        timer = setTimeout(resolve, this.#o.stopGraceMs ?? STOP_GRACE_MS);
       });
       await Promise.race([stopped, grace]);
       clearTimeout(timer);

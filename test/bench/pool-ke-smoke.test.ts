@@ -1,6 +1,6 @@
 /**
  * Smoke test of bench/pool-ke (README "Pools" capacity): a 1-second run of each phase against three real
- * ntsd time sources and an ntsd front end; every session through the front end is a valid NTS-KE answer.
+ * ntsd sources and an ntsd front end; every session through the front end is a valid NTS-KE answer.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

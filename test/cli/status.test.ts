@@ -74,7 +74,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.ok(r.intervalS !== null && r.intervalS >= 1.9 && r.intervalS < 10, `interval ${String(r.intervalS)}`);
   assert.ok(r.server !== null && r.server.version !== null && r.server.node === process.versions.node);
   assert.ok((r.server.uptimeS ?? -1) >= 0);
-  assert.ok(r.ntp !== null && r.ke !== null && r.keys !== null && r.timeSource !== null && r.workers !== null);
+  assert.ok(r.ntp !== null && r.ke !== null && r.keys !== null && r.timeSource !== null && r.threads !== null);
   assert.ok(r.ntp.received.total >= tally.ntsOk + tally.naks + tally.plainReplies);
   assert.ok((r.ntp.received.perS ?? 0) > 0, 'packets arrived during the interval');
   assert.ok((r.ntp.responses['nts/time']?.total ?? 0) >= tally.ntsOk);
@@ -97,14 +97,15 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   const inspect = await runCli(['keyset', 'inspect', '-c', d.configPath], { cwd: d.dir });
   assert.equal(inspect.code, 0, inspect.stderr);
   assert.match(inspect.stdout, new RegExp(`^current +${r.keys.currentKeyId ?? 'missing'} `, 'm'));
-  assert.equal(r.workers.queueDepth !== null, true);
+  assert.equal(r.threads.ntpRestarts.total, 0);
+  assert.equal(r.threads.keRestarts.total, 0);
 
   const text = await runCli(['status', '--metrics', metricsUrl(d), '--interval', '0.2']);
   assert.equal(text.code, 0, text.stdout + text.stderr);
   const out = text.stdout;
   for (const want of [/^ntsd \S+ on Node\.js \S+, up \S+, at http:/m, /^health: OK$/m, /^  packets received +\d+ +[\d.]+$/m, /^  replies nts\/time +\d+/m,
     /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
-    /^time source +synchronised, stratum 2,/m, /^workers +queue depth \d+/m, /^datapath +/m]) {
+    /^time source +synchronised, stratum 2,/m, /^threads +restarts: NTP 0 \(.*\/s\), NTS-KE 0 \(.*\/s\)$/m, /^datapath +/m]) {
     assert.match(out, want);
   }
 });
@@ -195,7 +196,7 @@ async function page(metrics: ReturnType<typeof createMetrics>): Promise<PromPage
   return parsed.page;
 }
 
-test('report rules: queue saturation and worker restarts warn, an expired certificate is down, rates and histograms', async () => {
+test('report rules: worker restarts warn, an expired certificate is down, rates and histograms', async () => {
   const m = createMetrics({ version: 'test', defaultMetrics: true });
   const nowS = 1_800_000_000;
   m.keys.setCertificateExpiry(nowS + 30 * 86400);
@@ -219,13 +220,11 @@ test('report rules: queue saturation and worker restarts warn, an expired certif
   assert.equal(healthy.datapath, null);
   assert.ok(formatStatusReport(healthy).some((l) => /^datapath +not reported by this ntsd$/.test(l)));
 
-  m.pool.addQueueRejected(7);
-  m.pool.workerRestarted();
+  m.ntpThreads.addRestarts(1);
   const saturated = buildStatusReport('u', await page(m), before, 2, nowS);
   assert.equal(saturated.health, 'warning');
-  assert.ok(saturated.problems.some((p) => /worker queue is saturated/.test(p)));
   assert.ok(saturated.problems.some((p) => /restarted/.test(p)));
-  // With a single scrape there is no interval, so nothing can be said about the queue: still ok.
+  // With a single scrape there is no interval, so nothing can be said about restarts: still ok.
   assert.equal(buildStatusReport('u', await page(m), undefined, null, nowS).health, 'ok');
 
   m.keys.setCertificateExpiry(nowS - 60);

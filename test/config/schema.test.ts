@@ -82,10 +82,7 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
   ['observability.metrics-listen', (d) => (table(d, 'observability')['metrics-listen'] = 'localhost:9975')],
   ['worker-pool.threads', (d) => (table(d, 'worker-pool')['threads'] = 1000)],
-  ['worker-pool.batch-size', (d) => (table(d, 'worker-pool')['batch-size'] = 0)],
-  ['worker-pool.flush-interval-us', (d) => (table(d, 'worker-pool')['flush-interval-us'] = -5)],
-  ['worker-pool.queue-limit', (d) => (table(d, 'worker-pool')['queue-limit'] = 0)],
-  ['worker-pool.receive-threads', (d) => (table(d, 'worker-pool')['receive-threads'] = -1)],
+  ['worker-pool.receive-buffer-bytes', (d) => (table(d, 'worker-pool')['receive-buffer-bytes'] = -1)],
   ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
   ['time-source.local-stratum', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 0 })],
   ['time-source.reference-id', (d) => Object.assign(table(d, 'time-source'), { mode: 'static', 'local-stratum': 2, 'reference-id': 'TOOLONG' })],
@@ -197,10 +194,6 @@ test('defaults match OPERATIONS.md', () => {
   });
   assert.deepEqual(c.workerPool, {
     threads: 3,
-    batchSize: 32,
-    flushIntervalUs: 200,
-    queueLimit: 4096,
-    receiveThreads: 0,
     datapath: 'auto',
     sendMode: 'each',
     receiveBufferBytes: 0,
@@ -263,37 +256,37 @@ test('worker-pool.datapath, send-mode and receive-buffer-bytes are checked, nami
   assert.deepEqual(bad({ datapath: 'fast' }), ['worker-pool.datapath: must be one of "auto", "native", "dgram", got "fast"']);
   assert.deepEqual(bad({ 'send-mode': 'later' }), ['worker-pool.send-mode: must be one of "each", "batch", got "later"']);
   assert.match(bad({ 'receive-buffer-bytes': -1 })[0] ?? '', /^worker-pool\.receive-buffer-bytes: must be an integer between 0 and/);
-  assert.deepEqual(bad({ datapath: 'native', threads: 0 }), ['worker-pool.threads: must be at least 1 with datapath = "native" (each NTP thread owns its sockets)']);
   assert.equal(valid({ ...base(), 'worker-pool': { datapath: 'native', 'send-mode': 'batch', 'receive-buffer-bytes': 4194304 } }).workerPool.receiveBufferBytes, 4194304);
 });
 
-test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 means inline', () => {
+test('worker-pool.threads defaults to CPUs - 1, at least 1; 0 is refused', () => {
   const one = validateConfig(base(), { ...OPTIONS, cpuCount: 1 });
   assert.ok(one.ok);
   assert.equal(one.config.workerPool.threads, 1);
   const doc = base();
   doc['worker-pool'] = { threads: 0 };
-  assert.equal(valid(doc).workerPool.threads, 0);
+  assert.deepEqual(errorsOf(validateConfig(doc, OPTIONS)), [
+    'worker-pool.threads: must be at least 1: 0 (answer inline on the main thread) is gone; every NTP thread owns its sockets',
+  ]);
 });
 
-test('worker-pool.receive-threads: default 0 (main thread receives), any integer 0..256, nothing else', () => {
-  assert.equal(DEFAULTS.workerPool.receiveThreads, 0);
-  assert.equal(valid(base()).workerPool.receiveThreads, 0);
-  for (const n of [0, 1, 4, 256]) {
+test('the retired worker-pool keys are refused, each naming what replaced it', () => {
+  const expected: Record<string, RegExp> = {
+    'receive-threads': /^worker-pool\.receive-threads: removed; every NTP thread now owns its sockets: set worker-pool\.threads$/,
+    'batch-size': /^worker-pool\.batch-size: removed; NTP threads answer each packet inline/,
+    'flush-interval-us': /^worker-pool\.flush-interval-us: removed; NTP threads answer each packet inline/,
+    'queue-limit': /^worker-pool\.queue-limit: removed; .*receive-buffer-bytes/,
+  };
+  for (const [key, message] of Object.entries(expected)) {
     const doc = base();
-    doc['worker-pool'] = { 'receive-threads': n };
-    assert.equal(valid(doc).workerPool.receiveThreads, n);
-  }
-  for (const bad of [-1, 257, 1.5, '2', true]) {
-    const doc = base();
-    doc['worker-pool'] = { 'receive-threads': bad };
+    doc['worker-pool'] = { [key]: 2 };
     const errors = errorsOf(validateConfig(doc, OPTIONS));
-    assert.equal(errors.length, 1, String(bad));
-    assert.match(errors[0] ?? '', /^worker-pool\.receive-threads: must be an integer between 0 and 256/);
+    assert.equal(errors.length, 1, key);
+    assert.match(errors[0] ?? '', message);
   }
-  // A restart is needed to change it (the receiving sockets are bound at start).
+  // A restart is needed to change the thread count (the sockets are bound at start).
   const more = base();
-  more['worker-pool'] = { 'receive-threads': 2 };
+  more['worker-pool'] = { threads: 1 };
   assert.deepEqual(changesRequiringRestart(valid(base()), valid(more)), ['worker-pool']);
 });
 
@@ -620,9 +613,17 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
     certificateChainPath: '/etc/ntsd/pool.pem',
     privateKeyPath: '/etc/ntsd/pool.key',
     keyExchangeTimeoutMs: 5000,
-    upstreamTimeoutMs: 2500,
     concurrentConnections: 512,
+    concurrentConnectionsPerSource: 16,
+    threads: 0,
     maxRequestBytes: 4096,
+    certificateReloadIntervalS: 60,
+    clientRateLimit: { intervalS: 64, burst: 8, tableSize: 65536 },
+    threadNiceness: 10,
+    proxyProtocol: false,
+    proxyTrustedSources: [],
+    access: { entries: [], defaultAction: 'allow' },
+    upstreamTimeoutMs: 2500,
     capabilityCacheS: 300,
     healthCheckIntervalS: 30,
     connectionsPerSource: 2,
@@ -633,6 +634,28 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
     ],
   });
   assert.equal(valid(base()).poolKe, undefined);
+});
+
+test('NTS pools, front end: [pool-ke] takes the KE listener keys of [[nts-ke-server]] (threads, PROXY v2, certificate reload, caps, access list)', () => {
+  const doc = poolKeDoc();
+  Object.assign(doc['pool-ke'] as Doc, {
+    threads: 3,
+    'proxy-protocol': true,
+    'proxy-trusted-sources': ['10.0.0.0/24'],
+    'certificate-reload-interval-s': 5,
+    'concurrent-connections-per-source': 4,
+    'client-rate-limit-interval-s': 0,
+    deny: ['192.0.2.0/24'],
+  });
+  const p = valid(doc).poolKe;
+  assert.ok(p !== undefined);
+  assert.equal(p.threads, 3);
+  assert.equal(p.proxyProtocol, true);
+  assert.deepEqual(p.proxyTrustedSources, ['10.0.0.0/24']);
+  assert.equal(p.certificateReloadIntervalS, 5);
+  assert.equal(p.concurrentConnectionsPerSource, 4);
+  assert.equal(p.clientRateLimit.intervalS, 0);
+  assert.equal(p.access.entries.length, 1);
 });
 
 test('NTS pools, front end: each bad key is named; tokens never appear in messages', () => {
@@ -656,6 +679,12 @@ test('NTS pools, front end: each bad key is named; tokens never appear in messag
     ['pool-ke.source[0].weight', (d) => (src(d, 0)['weight'] = 0)],
     ['pool-ke.source[0].tls-name', (d) => (src(d, 0)['tls-name'] = '-x-')],
     ['pool-ke.source[0].colour', (d) => (src(d, 0)['colour'] = 'red')],
+    // The KE listener keys, as in [[nts-ke-server]].
+    ['pool-ke.threads', (d) => (pk(d)['threads'] = -1)],
+    ['pool-ke.proxy-trusted-sources', (d) => (pk(d)['proxy-protocol'] = true)],
+    ['pool-ke.proxy-trusted-sources[0]', (d) => Object.assign(pk(d), { 'proxy-protocol': true, 'proxy-trusted-sources': ['not-a-prefix'] })],
+    ['pool-ke.certificate-reload-interval-s', (d) => (pk(d)['certificate-reload-interval-s'] = -1)],
+    ['pool-ke.deny[0]', (d) => (pk(d)['deny'] = ['300.0.0.0/8'])],
   ];
   for (const [path, breakIt] of cases) {
     const doc = poolKeDoc();
@@ -673,9 +702,8 @@ test('NTS pools, front end: each bad key is named; tokens never appear in messag
 
 test('keThreadCount: explicit, else one per CPU beyond the NTP threads, at least 1', async () => {
   const { keThreadCount } = await import('../../src/config/schema.js');
-  assert.equal(keThreadCount({ threads: 3 }, { threads: 7, receiveThreads: 0 }, 8), 3);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 5, receiveThreads: 0 }, 8), 3);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 4 }, 8), 4, 'receive threads are the NTP threads when set');
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 1, receiveThreads: 0 }, 2), 1);
-  assert.equal(keThreadCount({ threads: 0 }, { threads: 7, receiveThreads: 0 }, 8), 1, 'at least 1');
+  assert.equal(keThreadCount({ threads: 3 }, { threads: 7 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 5 }, 8), 3);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 1 }, 2), 1);
+  assert.equal(keThreadCount({ threads: 0 }, { threads: 7 }, 8), 1, 'at least 1');
 });

@@ -47,7 +47,7 @@ export function metric(text: string, series: string): number {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
-/** A time source's configuration: NTP and NTS-KE on `host`, the pool token, keep-alive for front ends. */
+/** A source's configuration: NTP and NTS-KE on `host`, the pool token, keep-alive for front ends. */
 export function sourceToml(o: { host: string; kePort: number; ntpPort: number; metricsPort: number; pki: TestPki; token: string }): string {
   return [
     '[[server]]',
@@ -69,7 +69,7 @@ export function sourceToml(o: { host: string; kePort: number; ntpPort: number; m
     'key-storage-path = "keyset/ntsd.keys"',
     '',
     '[worker-pool]',
-    'threads = 0',
+    'threads = 1',
     '',
     '[time-source]',
     'mode = "static"',
@@ -89,6 +89,10 @@ export function frontEndToml(o: { port: number; metricsPort: number; pki: TestPk
     `certificate-chain-path = ${JSON.stringify(o.pki.chainPath)}`,
     `private-key-path = ${JSON.stringify(o.pki.keyPath)}`,
     `upstream-ca-path = ${JSON.stringify(o.pki.caCertPath)}`,
+    // Every test client comes from 127.0.0.1: no per-client bucket, a per-source cap as large as the global one.
+    'client-rate-limit-interval-s = 0',
+    'concurrent-connections-per-source = 512',
+    'certificate-reload-interval-s = 0',
     // One check at start-up (it also fills the capability cache); the test controls failures itself.
     `health-check-interval-s = ${o.healthCheckIntervalS ?? 3600}`,
     '',

@@ -97,7 +97,7 @@ async function startNode(t: TestContext, host: string, toml: string): Promise<No
 }
 
 function ntpNodeToml(host: string, port: number, keyset: readonly string[]): string {
-  return ['[[server]]', `listen = "${host}:${port}"`, '', '[keyset]', ...keyset, '', '[worker-pool]', 'threads = 0', '', '[time-source]', 'mode = "static"', 'local-stratum = 2', ''].join('\n');
+  return ['[[server]]', `listen = "${host}:${port}"`, '', '[keyset]', ...keyset, '', '[worker-pool]', 'threads = 1', '', '[time-source]', 'mode = "static"', 'local-stratum = 2', ''].join('\n');
 }
 
 function keNodeToml(o: { host: string; port: number; pki: TestPki; ntpServer: string; ntpPort: number; keyset: readonly string[]; extra?: readonly string[] }): string {

@@ -226,7 +226,7 @@ test('a real Prometheus scrapes a live ntsd; every dashboard query and alert rul
     'Master keys held',
     'Time source synchronised',
     'Stratum and root distance served',
-    'Worker queue depth',
+    'NTP thread restarts',
     'Event loop lag',
     'Memory',
     'CPU',

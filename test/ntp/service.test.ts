@@ -1,9 +1,9 @@
 /**
- * The daemon's NTP side, behind one interface with two backends:
+ * The daemon's NTP side: one start path, NTP threads with one of two socket backends.
  *  - `[worker-pool] datapath`: `auto` runs the native addon where it loads and says why not where it does
  *    not; `native` without the addon is a configuration error; `dgram` never touches the addon;
- *  - on the dgram backend, `receive-threads` picks receiver threads where dgram reusePort works
- *    (Node ≥ 22.12) and falls back to the main thread + pool with one warning where it does not (Node 20).
+ *  - on the dgram backend, `threads = N` runs N threads where dgram reusePort works (Node ≥ 22.12) and
+ *    one thread with one warning where it does not (Node 20).
  * The suite runs on both versions; the tests say which branch this runtime took.
  */
 import { test } from 'node:test';
@@ -18,7 +18,7 @@ import { loadNativeUdp, type NativeLoad } from '../../src/runtime/addon.js';
 import { openCookie } from '../../src/core/nts/cookie.js';
 import { createKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
 import { createMetrics, type Metrics } from '../../src/obs/metrics.js';
-import { RECEIVE_THREADS_FALLBACK_WARNING, startNtpListeners, type NtpListeners } from '../../src/ntp/service.js';
+import { DGRAM_ONE_THREAD_WARNING, startNtpListeners, type NtpListeners } from '../../src/ntp/service.js';
 import {
   TEST_SERVER_FIELDS,
   checkNtsReply,
@@ -53,13 +53,12 @@ const fill = (b: Uint8Array): void => {
 const native = loadNativeUdp();
 const UNAVAILABLE: NativeLoad = { ok: false, reason: 'forced off by the test' };
 
-function configWith(receiveThreads: number, datapath: Datapath = 'dgram', server: Record<string, unknown> = {}): Config {
+function configWith(threads: number, datapath: Datapath = 'dgram', server: Record<string, unknown> = {}): Config {
   const result = validateConfig(
     {
       server: [{ listen: '127.0.0.1:0', ...server }],
       'nts-ke-server': [{ listen: '127.0.0.1:0', 'certificate-chain-path': 'c.pem', 'private-key-path': 'k.pem' }],
-      // Two native threads, so a per-client limit is shown to hold across threads sharing one port.
-      'worker-pool': { threads: datapath === 'native' ? 2 : 1, 'receive-threads': receiveThreads, datapath },
+      'worker-pool': { threads, datapath },
       'time-source': { mode: 'static', 'local-stratum': 2 },
     },
     { baseDir: '/tmp', cpuCount: 2 },
@@ -93,7 +92,7 @@ async function metricSum(metrics: Metrics, name: string, labels: Record<string, 
   return sum;
 }
 
-/** Folds and polls until `series` reaches `expected` (reports from receiver threads arrive every 250 ms). */
+/** Folds and polls until `series` reaches `expected` (NTP threads report every 250 ms). */
 async function waitForMetric(ntp: NtpListeners, metrics: Metrics, name: string, labels: Record<string, string>, expected: number): Promise<void> {
   const deadline = Date.now() + 3000;
   for (;;) {
@@ -116,7 +115,7 @@ interface Rig {
 }
 
 async function startRig(
-  receiveThreads: number,
+  threads: number,
   probe?: () => Promise<boolean>,
   datapath: Datapath = 'dgram',
   loadNative?: () => NativeLoad,
@@ -125,7 +124,7 @@ async function startRig(
   const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
   const { logger, lines } = capturingLogger();
   const metrics = createMetrics({ version: 'test', defaultMetrics: false });
-  const ntp = await startNtpListeners(configWith(receiveThreads, datapath, server), {
+  const ntp = await startNtpListeners(configWith(threads, datapath, server), {
     ...(loadNative !== undefined ? { loadNative } : {}),
     clock: new WallClock(),
     keysetBytes: encodeKeyset(keyset),
@@ -186,24 +185,22 @@ async function rotateAndCheck(rig: Rig): Promise<void> {
 
 const warnings = (lines: readonly LogLine[]): LogLine[] => lines.filter((l) => l.level === 40);
 
-test(`receive-threads = 2 on Node ${process.versions.node}: ${runtimeHasReusePort ? 'two receiver threads' : 'warning, then the main thread'}`, async () => {
+test(`dgram with threads = 2 on Node ${process.versions.node}: ${runtimeHasReusePort ? 'two threads' : 'one warning, then one thread'}`, async () => {
   const rig = await startRig(2);
   try {
+    assert.equal(rig.ntp.datapath, 'dgram');
     if (runtimeHasReusePort) {
-      assert.equal(rig.ntp.receiveThreads, 2, 'receiver threads in use');
-      assert.equal(rig.ntp.poolThreads, 0, 'no pool beside them');
-      assert.equal(rig.ntp.reusePort, true);
+      assert.equal(rig.ntp.threads, 2);
       assert.deepEqual(warnings(rig.lines), []);
     } else {
-      assert.equal(rig.ntp.receiveThreads, 0, 'fell back to the main thread');
-      assert.equal(rig.ntp.poolThreads, 1, 'the pool answers');
+      assert.equal(rig.ntp.threads, 1, 'one thread where Node cannot share a port');
       const warned = warnings(rig.lines);
       assert.equal(warned.length, 1);
-      assert.equal(warned[0]?.msg, RECEIVE_THREADS_FALLBACK_WARNING);
-      assert.equal(warned[0]?.['receiveThreads'], 2);
+      assert.equal(warned[0]?.msg, DGRAM_ONE_THREAD_WARNING);
+      assert.equal(warned[0]?.['threads'], 2);
     }
     await exchangeAll(rig);
-    // The same series as the main-thread design, whichever path answered.
+    // The same series whichever backend answered.
     await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_packets_received_total', {}, 16);
     await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'nts', kind: 'time' }, 8);
     await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_responses_total', { protocol: 'ntp', kind: 'time' }, 8);
@@ -216,14 +213,13 @@ test(`receive-threads = 2 on Node ${process.versions.node}: ${runtimeHasReusePor
   }
 });
 
-test('receive-threads = 2 with a failing reusePort feature test: one warning naming the key, and the main thread answers', async () => {
+test('dgram with threads = 2 and a failing reusePort feature test: one warning naming the key, and one thread answers', async () => {
   const rig = await startRig(2, () => Promise.resolve(false));
   try {
-    assert.equal(rig.ntp.receiveThreads, 0);
-    assert.equal(rig.ntp.poolThreads, 1);
+    assert.equal(rig.ntp.threads, 1);
     const warned = warnings(rig.lines);
     assert.equal(warned.length, 1);
-    assert.equal(warned[0]?.msg, 'worker-pool.receive-threads: dgram reusePort needs Node >= 22.12; receiving on the main thread');
+    assert.equal(warned[0]?.msg, 'worker-pool.threads: dgram reusePort needs Node >= 22.12; running one NTP thread');
     await exchangeAll(rig);
     await waitForMetric(rig.ntp, rig.metrics, 'ntsd_ntp_packets_received_total', {}, 16);
     await rotateAndCheck(rig);
@@ -233,16 +229,15 @@ test('receive-threads = 2 with a failing reusePort feature test: one warning nam
   assert.equal(warnings(rig.lines).length, 1, 'warned once, not per packet or per fold');
 });
 
-test('receive-threads = 0 (default): the main thread receives, no feature test, no warning', async () => {
+test('dgram with threads = 1: no feature test, no warning', async () => {
   let probed = 0;
-  const rig = await startRig(0, () => {
+  const rig = await startRig(1, () => {
     probed++;
     return Promise.resolve(true);
   });
   try {
     assert.equal(probed, 0);
-    assert.equal(rig.ntp.receiveThreads, 0);
-    assert.equal(rig.ntp.poolThreads, 1);
+    assert.equal(rig.ntp.threads, 1);
     assert.deepEqual(warnings(rig.lines), []);
     await exchangeAll(rig);
   } finally {
@@ -250,19 +245,42 @@ test('receive-threads = 0 (default): the main thread receives, no feature test, 
   }
 });
 
-test(`the daemon with receive-threads = 2 (Node ${process.versions.node}): the started line reports the receive threads in use; NTS-KE + NTS work`, { timeout: 30_000 }, async () => {
+test('a dead NTP thread is replaced and counted in ntsd_worker_restarts_total', async () => {
+  const rig = await startRig(1);
+  try {
+    await exchangeAll(rig);
+    rig.ntp.foldStats();
+    assert.equal(await metricSum(rig.metrics, 'ntsd_worker_restarts_total'), 0);
+    assert.ok(await rig.ntp.terminateThread(0));
+    await waitForMetric(rig.ntp, rig.metrics, 'ntsd_worker_restarts_total', {}, 1);
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        await exchangeAll(rig);
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+      }
+    }
+    assert.ok(rig.lines.some((l) => l.msg === 'NTP thread exited; replacing it'));
+  } finally {
+    await rig.close();
+  }
+});
+
+test(`the daemon with dgram threads = 2 (Node ${process.versions.node}): the started line reports the NTP threads in use; NTS-KE + NTS work`, { timeout: 30_000 }, async () => {
   const dir = makeTempDir('ntp-listeners');
   const pki = makeTestPki();
   const toml = testConfigToml({ ...(await freePorts()), certPath: pki.chainPath, keyPath: pki.keyPath, threads: 1 }).replace(
     /^threads = 1$/m,
-    'threads = 1\nreceive-threads = 2\ndatapath = "dgram"',
+    'threads = 2\ndatapath = "dgram"',
   );
-  assert.match(toml, /^receive-threads = 2$/m);
+  assert.match(toml, /^datapath = "dgram"$/m);
   const daemon = await startDaemon({ toml, dir });
   try {
-    const isFallback = (l: DaemonLogLine): boolean => l['msg'] === RECEIVE_THREADS_FALLBACK_WARNING;
-    assert.equal(daemon.started['receiveThreads'], runtimeHasReusePort ? 2 : 0);
-    assert.equal(daemon.started['threads'], runtimeHasReusePort ? 0 : 1, 'pool threads in use');
+    const isFallback = (l: DaemonLogLine): boolean => l['msg'] === DGRAM_ONE_THREAD_WARNING;
+    assert.equal(daemon.started['ntpThreads'], runtimeHasReusePort ? 2 : 1);
+    assert.equal(daemon.started['datapath'], 'dgram');
     assert.equal(daemon.lines().filter(isFallback).length, runtimeHasReusePort ? 0 : 1);
     const keys = await keyExchange(daemon, pki.caPem);
     for (const cookie of keys.cookies.slice(0, 4)) {
@@ -282,12 +300,11 @@ test(`the daemon with receive-threads = 2 (Node ${process.versions.node}): the s
 });
 
 test(`datapath = "auto" ${native.ok ? 'with the addon: native threads, kernel timestamps' : 'without the addon: the dgram datapath, and why'}`, async () => {
-  const rig = await startRig(0, undefined, 'auto');
+  const rig = await startRig(1, undefined, 'auto');
   try {
     if (native.ok) {
       assert.equal(rig.ntp.datapath, 'native');
-      assert.equal(rig.ntp.receiveThreads, 1, 'worker-pool.threads NTP threads');
-      assert.equal(rig.ntp.poolThreads, 0);
+      assert.equal(rig.ntp.threads, 1, 'worker-pool.threads NTP threads');
       assert.equal(await metricSum(rig.metrics, 'ntsd_ntp_datapath_info', { datapath: 'native', timestamps: 'kernel' }), 1);
     } else {
       assert.equal(rig.ntp.datapath, 'dgram');
@@ -306,7 +323,7 @@ test(`datapath = "auto" ${native.ok ? 'with the addon: native threads, kernel ti
 });
 
 test('datapath = "auto" where the addon cannot load: the dgram datapath, with the reason logged once', async () => {
-  const rig = await startRig(0, undefined, 'auto', () => UNAVAILABLE);
+  const rig = await startRig(1, undefined, 'auto', () => UNAVAILABLE);
   try {
     assert.equal(rig.ntp.datapath, 'dgram');
     const notes = rig.lines.filter((l) => l.msg === 'native datapath not used; running the dgram datapath');
@@ -320,14 +337,14 @@ test('datapath = "auto" where the addon cannot load: the dgram datapath, with th
 
 test('datapath = "native" where the addon cannot load: CONFIG_INVALID naming worker-pool.datapath (exit 78)', async () => {
   await assert.rejects(
-    startRig(0, undefined, 'native', () => UNAVAILABLE),
+    startRig(1, undefined, 'native', () => UNAVAILABLE),
     (error: unknown) => error instanceof NtsdError && error.code === NtsdErrorCode.CONFIG_INVALID && error.message.startsWith('worker-pool.datapath:') && error.message.includes('forced off by the test'),
   );
 });
 
 test('datapath = "dgram" never loads the addon', async () => {
   let loads = 0;
-  const rig = await startRig(0, undefined, 'dgram', () => {
+  const rig = await startRig(1, undefined, 'dgram', () => {
     loads++;
     return native;
   });
@@ -339,11 +356,13 @@ test('datapath = "dgram" never loads the addon', async () => {
   }
 });
 
-/** The datapaths this runtime has, as (name, receive-threads, datapath). */
+/**
+ * The backends this runtime has, as (name, threads, datapath). Two threads where they can share a port,
+ * so a per-client limit is shown to hold across threads.
+ */
 const ADMISSION_PATHS: readonly [string, number, Datapath][] = [
-  ...(native.ok ? [['2 native threads', 0, 'native'] as [string, number, Datapath]] : []),
-  ['dgram main thread + pool', 0, 'dgram'],
-  ...(runtimeHasReusePort ? [['dgram receive threads', 2, 'dgram'] as [string, number, Datapath]] : []),
+  ...(native.ok ? [['2 native threads', 2, 'native'] as [string, number, Datapath]] : []),
+  runtimeHasReusePort ? ['2 dgram threads', 2, 'dgram'] : ['1 dgram thread', 1, 'dgram'],
 ];
 
 const KISS = (reply: Uint8Array): string => (reply[1] === 0 ? String.fromCharCode(...reply.subarray(12, 16)) : 'time');
@@ -364,15 +383,15 @@ async function sendRoundRobin(rig: Rig, n: number, make: () => Uint8Array): Prom
   return seen;
 }
 
-for (const [name, receiveThreads, datapath] of ADMISSION_PATHS) {
+for (const [name, threads, datapath] of ADMISSION_PATHS) {
   test(`${name}: per-client rate limit with chrony semantics — one budget across source ports, KoD RATE for plain NTP (leak), drops for NTS`, async () => {
-    const rig = await startRig(receiveThreads, undefined, datapath, undefined, {
+    const rig = await startRig(threads, undefined, datapath, undefined, {
       'client-rate-limit-interval-s': 60,
       'client-rate-limit-burst': 5,
       'client-rate-limit-leak': 1,
     });
     try {
-      // The first token warms the path up (a pool worker's first batch can take longer than the 150 ms wait below).
+      // The first token warms the path up (a thread's first packet can take longer than the 150 ms wait below).
       assert.equal(KISS(await rig.clients[0]!.exchange(plainRequest(), rig.port)), 'time');
       const seen = await sendRoundRobin(rig, 20, () => plainRequest());
       // 4 more tokens for 127.0.0.1 whichever of the 8 ports (and threads) a request comes from; of the 16 refused, every 2nd gets a KoD.
@@ -392,17 +411,17 @@ for (const [name, receiveThreads, datapath] of ADMISSION_PATHS) {
   });
 
   test(`${name}: access lists — deny sends KoD DENY to plain NTP and drops NTS, ignore drops, and a reload (setAdmission) applies at once`, async () => {
-    const rig = await startRig(receiveThreads, undefined, datapath, undefined, { deny: ['127.0.0.0/8'], allow: ['127.0.0.2'] });
+    const rig = await startRig(threads, undefined, datapath, undefined, { deny: ['127.0.0.0/8'], allow: ['127.0.0.2'] });
     try {
       assert.deepEqual(await sendRoundRobin(rig, 3, () => plainRequest()), ['DENY', 'DENY', 'DENY']);
       assert.deepEqual(await sendRoundRobin(rig, 2, () => ntsRequest(newSession(rig.keyset), 0).packet), ['none', 'none']);
-      const next = configWith(receiveThreads, datapath, { ignore: ['127.0.0.1'] });
+      const next = configWith(threads, datapath, { ignore: ['127.0.0.1'] });
       rig.ntp.setAdmission(next.servers);
       const deadline = Date.now() + 3000;
       // Threads get the new list with their next loop turn: poll until the first silent drop.
       while ((await sendRoundRobin(rig, 1, () => plainRequest()))[0] !== 'none') assert.ok(Date.now() < deadline, 'ignore not applied within 3 s');
       assert.deepEqual(await sendRoundRobin(rig, 4, () => plainRequest()), ['none', 'none', 'none', 'none']);
-      rig.ntp.setAdmission(configWith(receiveThreads, datapath).servers);
+      rig.ntp.setAdmission(configWith(threads, datapath).servers);
       const open = Date.now() + 3000;
       while ((await sendRoundRobin(rig, 1, () => plainRequest()))[0] !== 'time') assert.ok(Date.now() < open, 'allow-all not applied within 3 s');
       await exchangeAll(rig);

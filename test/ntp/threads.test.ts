@@ -3,8 +3,9 @@
  *
  * - native (the addon, when build/ntsd_udp.node is built): two threads share each port through
  *   SO_REUSEPORT on every Node version, with kernel receive timestamps;
- * - dgram: with reusePort (Node ≥ 22.12) the same suite; without it (Node 20) a second thread cannot
- *   join the port and start-up fails cleanly (the daemon then falls back: test/ntp-listeners.test.ts).
+ * - dgram: the same suite, with two threads where Node has reusePort (≥ 22.12) and one where it does not
+ *   (Node 20, where a second thread cannot join the port and start-up fails cleanly; the service then runs
+ *   one thread: test/ntp/service.test.ts).
  * The first test pins the reusePort feature test to the Node version, so a wrong probe fails here.
  * `NTSD_REQUIRE_NATIVE=1` (set by .ci/run) turns a missing addon into a failure instead of a skip.
  */
@@ -20,8 +21,8 @@ import { NtsdError, NtsdErrorCode } from '../../src/errors.js';
 import { startNtpThreads, type NtpThreadEvent, type NtpThreads, type NtpThreadsOptions } from '../../src/ntp/threads.js';
 import { loadNativeUdp } from '../../src/runtime/addon.js';
 import type { ThreadBackend } from '../../src/ntp/messages.js';
-import { probeReusePort } from '../../src/ntp/udp-server.js';
-import { keyAgeBucket } from '../../src/ntp/tally.js';
+import { reusePortWorks } from '../../src/runtime/reuse-port.js';
+import { keyAgeBucket } from '../../src/ntp/counters.js';
 import { freeUdpPort } from '../helpers/ports.js';
 import {
   TEST_SERVER_FIELDS,
@@ -37,7 +38,7 @@ import {
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 /** dgram reusePort arrived in Node 22.12 (Linux: SO_REUSEPORT). */
 const runtimeHasReusePort = process.platform === 'linux' && (major > 22 || (major === 22 && minor >= 12));
-const reusePort = await probeReusePort();
+const reusePort = await reusePortWorks('udp');
 const native = loadNativeUdp();
 
 const fill = (b: Uint8Array): void => {
@@ -55,9 +56,6 @@ function receiverOptions(keyset: Keyset, overrides: Partial<NtpThreadsOptions> =
     serverFields: TEST_SERVER_FIELDS,
     policies: [{ requireNts: false, acceptNtpVersions: [3, 4] }],
     clock: new WallClock(),
-    batchSize: 32,
-    flushIntervalUs: 200,
-    queueLimit: 1024,
     reportIntervalMs: 50,
     durationBucketsS: BUCKETS_S,
     ...overrides,
@@ -92,7 +90,7 @@ function receiveSeconds(reply: Uint8Array): number {
 }
 
 test('the reusePort feature test matches the runtime (so the branch below is the one this Node needs)', () => {
-  assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: probeReusePort() = ${reusePort}`);
+  assert.equal(reusePort, runtimeHasReusePort, `Node ${process.versions.node}: reusePortWorks('udp') = ${reusePort}`);
 });
 
 test('the native addon loads where CI built it', (t) => {
@@ -101,9 +99,15 @@ test('the native addon loads where CI built it', (t) => {
   else assert.ok(native.ok);
 });
 
-/** The two-thread suite for one socket backend. */
+/** Threads a backend can run here: dgram needs reusePort for a second thread on one port. */
+function threadCountOf(backend: ThreadBackend): number {
+  return backend === 'native' || reusePort ? 2 : 1;
+}
+
+/** Cookie-decode, policy, broadcast, garbage and replacement checks for one socket backend. */
 function threadSuite(backend: ThreadBackend): void {
-  describe(`two NTP threads on the ${backend} backend`, () => {
+  const threads = threadCountOf(backend);
+  describe(`${threads} NTP thread(s) on the ${backend} backend`, () => {
     const CLIENTS = 16;
     let keyset: Keyset;
     let receivers: NtpThreads;
@@ -117,6 +121,7 @@ function threadSuite(backend: ThreadBackend): void {
       receivers = await startNtpThreads(
         receiverOptions(keyset, {
           backend,
+          threads,
           // Listener 1 requires NTS: checks that each listener's policy reaches the threads.
           listen: [
             { host: '127.0.0.1', port: 0, family: 'IPv4', policy: 0 },
@@ -139,15 +144,15 @@ function threadSuite(backend: ThreadBackend): void {
       await receivers.close();
     });
 
-    test('both threads are bound: one address per listen entry, shared by the threads', () => {
+    test('every thread is bound: one address per listen entry, shared by the threads', () => {
       assert.equal(receivers.addresses.length, 2);
       assert.ok(port > 0 && strictPort > 0 && port !== strictPort);
       const s = receivers.stats();
-      assert.equal(s.threads, 2);
-      assert.equal(s.threadsAlive, 2);
+      assert.equal(s.threads, threads);
+      assert.equal(s.threadsAlive, threads);
     });
 
-    test('plain and NTS requests from 16 client sockets are answered by both threads, with correct tallies', async () => {
+    test('plain and NTS requests from 16 client sockets are answered by every thread, with correct tallies', async () => {
       const before = receivers.stats();
       for (const client of clients) {
         const req = plainRequest();
@@ -178,10 +183,9 @@ function threadSuite(backend: ThreadBackend): void {
       assert.equal((s.keyAges[current] ?? 0) - (before.keyAges[current] ?? 0), CLIENTS, 'cookie decodes with the current key');
       assert.equal(s.respondErrors, 0);
       assert.equal(s.sendErrors, 0);
-      assert.equal(s.queueDepth, 0);
       // 16 flows over 2 sockets all landing on one has probability 2^-15.
       const busy = s.receivedPerThread.filter((v) => v > 0).length;
-      assert.equal(busy, 2, `both threads received packets: ${JSON.stringify(s.receivedPerThread)}`);
+      assert.equal(busy, threads, `every thread received packets: ${JSON.stringify(s.receivedPerThread)}`);
       // Receive-to-send durations are measured per reply in the threads.
       assert.equal(s.durationCounts.length, BUCKETS_S.length + 1);
       assert.equal(s.durationCounts.reduce((a, b) => a + b, 0), s.sent);
@@ -235,7 +239,7 @@ function threadSuite(backend: ThreadBackend): void {
       }
       const stale2 = keyAgeBucket(2);
       await waitFor(() => (receivers.stats().keyAges[stale2] ?? 0) >= CLIENTS, 3000, 'stale-key decodes tallied');
-      assert.equal(receivers.stats().threadsAlive, 2);
+      assert.equal(receivers.stats().threadsAlive, threads);
     });
 
     test('a server-fields broadcast reaches every thread', async () => {
@@ -298,18 +302,65 @@ function threadSuite(backend: ThreadBackend): void {
         assert.equal(reply.length, 48, 'still answering');
         await waitFor(() => receivers.stats().truncated - before.truncated === 2, 3000, 'two truncated datagrams counted');
         for (const r of client.replies.slice(repliesBefore)) assert.ok(r.length <= 4096);
-        assert.equal(receivers.stats().threadsAlive, 2);
+        assert.equal(receivers.stats().threadsAlive, threads);
         assert.equal(receivers.stats().respondErrors, 0);
       });
     }
 
-    test('a receiver thread that dies is replaced and counted; both threads answer again', async () => {
+    test('RFC 8915 §5.7: a cookie that does not decrypt gets an NTSN NAK echoing only the UID, counted', async () => {
+      const client = clients[2];
+      assert.ok(client !== undefined);
+      const before = receivers.stats().outcomes[Outcome.nakCookieDecryptFailed] ?? 0;
+      const session = newSession(keyset);
+      const broken = session.cookie.slice();
+      broken[broken.length - 1] = (broken[broken.length - 1] ?? 0) ^ 0x01;
+      const req = ntsRequest({ ...session, cookie: broken });
+      assert.equal(checkNtsReply(await client.exchange(req.packet, port), req, session).kind, 'nak');
+      await waitFor(() => (receivers.stats().outcomes[Outcome.nakCookieDecryptFailed] ?? 0) === before + 1, 3000, 'NAK counted');
+    });
+
+    test('datagrams of any size (0 … 65507 octets) and garbage: a reply ≤ its request or a counted drop; threads alive', async () => {
+      const client = clients[3];
+      assert.ok(client !== undefined);
+      const sizes = [0, 1, 47, 48, 49, 1000, 4097, 65507];
+      const packets: Uint8Array[] = sizes.map((n) => {
+        const p = new Uint8Array(n);
+        if (n >= 1) p[0] = 0x23; // looks like NTPv4 mode 3, so the longer ones reach the EF parser
+        return p;
+      });
+      for (let i = 0; i < 40; i++) {
+        const p = randomFillSync(new Uint8Array(1 + Math.floor(Math.random() * 600)));
+        if (i % 2 === 0) p[0] = 0x23;
+        packets.push(p);
+      }
+      // Every datagram ends as exactly one outcome, a responder error or (native, over 4,096 octets) a truncation.
+      const accounted = (): number => {
+        const s = receivers.stats();
+        return s.outcomes.reduce((a, b) => a + b, 0) + s.respondErrors + s.truncated;
+      };
+      const start = accounted();
+      const repliesBefore = client.replies.length;
+      for (const p of packets) await client.send(p, port);
+      await waitFor(() => accounted() - start === packets.length, 5000, 'every datagram accounted for');
+      await new Promise((r) => setTimeout(r, 50));
+      const replies = client.replies.slice(repliesBefore);
+      // 48 octets of 0x23 then zeros is a valid plain request: at least that one was answered.
+      assert.ok(replies.length > 0);
+      for (const r of replies) assert.ok(r.length <= 1000, `a ${r.length}-octet reply`);
+      assert.equal((await client.exchange(plainRequest(), port)).length, 48, 'still answering');
+      const s = receivers.stats();
+      assert.equal(s.respondErrors, 0);
+      assert.equal(s.socketErrors, 0);
+      assert.equal(s.threadsAlive, threads);
+    });
+
+    test('a thread that dies is replaced and counted; every thread answers again', async () => {
       const before = receivers.stats();
       assert.equal(before.restarts, 0);
       assert.ok(await receivers.terminateThread(0));
       await waitFor(() => {
         const s = receivers.stats();
-        return s.restarts === 1 && s.threadsAlive === 2;
+        return s.restarts === 1 && s.threadsAlive === threads;
       }, 5000, 'replacement thread bound');
       const exits = events.filter((e) => e.kind === 'threadExit');
       assert.equal(exits.length, 1);
@@ -351,11 +402,51 @@ function threadSuite(backend: ThreadBackend): void {
       await closeSocket(taken);
     }
   });
+
+  test(`${backend}: IPv4 and IPv6 listeners side by side, each with its own policy (require-nts on the v6 one)`, async () => {
+    const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
+    const running = await startNtpThreads(
+      receiverOptions(keyset, {
+        backend,
+        threads,
+        listen: [
+          { host: '127.0.0.1', port: 0, family: 'IPv4', policy: 0 },
+          { host: '::1', port: 0, family: 'IPv6', policy: 1 },
+        ],
+        policies: [
+          { requireNts: false, acceptNtpVersions: [3, 4] },
+          { requireNts: true, acceptNtpVersions: [4] },
+        ],
+      }),
+    );
+    const v4 = await openTestClient();
+    const v6 = createSocket('udp6');
+    try {
+      assert.equal(running.addresses[1]?.family, 'IPv6');
+      const v4Port = running.addresses[0]?.port ?? 0;
+      const v6Port = running.addresses[1]?.port ?? 0;
+      assert.equal((await v4.exchange(plainRequest(), v4Port)).length, 48, 'plain NTP over IPv4 is answered');
+      await new Promise<void>((resolve) => v6.bind(0, '::1', () => resolve()));
+      const got = new Promise<Buffer>((resolve) => v6.once('message', (m: Buffer) => resolve(m)));
+      // Plain NTP is dropped on the v6 listener (require-nts) …
+      v6.send(plainRequest(), v6Port, '::1');
+      await waitFor(() => (running.stats().outcomes[Outcome.dropRequireNts] ?? 0) === 1, 3000, 'require_nts drop');
+      // … while NTS is answered there, from the same socket to our v6 address and port.
+      const session = newSession(keyset);
+      const req = ntsRequest(session, 1);
+      v6.send(req.packet, v6Port, '::1');
+      assert.equal(checkNtsReply(new Uint8Array(await got), req, session).kind, 'time');
+    } finally {
+      await new Promise<void>((resolve) => v6.close(() => resolve()));
+      await v4.close();
+      await running.close();
+    }
+  });
 }
 
 if (native.ok) threadSuite('native');
-if (reusePort) threadSuite('dgram');
-else {
+threadSuite('dgram');
+if (!reusePort) {
   test('without dgram reusePort (Node 20) a second thread cannot join the port: BIND_FAILED, and the first thread is gone', async () => {
     const port = await freeUdpPort();
     const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
@@ -367,21 +458,6 @@ else {
     await closeSocket(await bindPlain(port));
   });
 
-  test('without dgram reusePort one receiver thread still works (nothing to share the port with)', async () => {
-    const keyset = createKeyset(Date.now() / 1000, fill, { staleKeyCount: 7 });
-    const receivers = await startNtpThreads(receiverOptions(keyset, { threads: 1 }));
-    const client = await openTestClient();
-    try {
-      const session = newSession(keyset);
-      const req = ntsRequest(session, 1);
-      assert.equal(checkNtsReply(await client.exchange(req.packet, receivers.addresses[0]?.port ?? 0), req, session).kind, 'time');
-      await waitFor(() => receivers.stats().sent === 1, 3000, 'report');
-      assert.equal(receivers.stats().outcomes[Outcome.ntsTime], 1);
-    } finally {
-      await client.close();
-      await receivers.close();
-    }
-  });
 }
 
 test('bad arguments are refused before any thread starts', async () => {

@@ -15,14 +15,16 @@ import { pino } from 'pino';
 import { openCookie } from '../../src/core/nts/cookie.js';
 import { decodeKeMessage, encodeKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
 import { createKeyset, type Keyset } from '../../src/core/nts/keyset.js';
-import { KeServer, tcpReusePortSupported, type KeServerOptions, type KeStats } from '../../src/nts-ke/server.js';
+import { KeServer, type KeServerOptions, type KeStats } from '../../src/nts-ke/server.js';
+import { reusePortWorks } from '../../src/runtime/reuse-port.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { addressBytes, loadNativeUdp } from '../../src/runtime/addon.js';
 
 const native = loadNativeUdp();
+const reusePort = await reusePortWorks('tcp');
 /** Node 20's way to several KE threads: SO_REUSEPORT sockets from the native addon (as nts-ke/service.ts passes). */
 const nativeListener =
-  native.ok && !tcpReusePortSupported()
+  native.ok && !reusePort
     ? (host: string, port: number, ipv6Only: boolean): number => {
         const a = addressBytes(host);
         return a === undefined ? -22 : native.addon.openTcpListener(a.family, a.bytes, port, ipv6Only ? 1 : 0, 511);
@@ -117,17 +119,6 @@ async function until(what: string, predicate: () => boolean, timeoutMs = 5000): 
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-const reusePort = tcpReusePortSupported();
-
-test('tcpReusePortSupported: Node >= 22.12 or >= 23.1', () => {
-  assert.equal(tcpReusePortSupported('20.19.0'), false);
-  assert.equal(tcpReusePortSupported('22.11.0'), false);
-  assert.equal(tcpReusePortSupported('22.12.0'), true);
-  assert.equal(tcpReusePortSupported('23.0.0'), false);
-  assert.equal(tcpReusePortSupported('23.1.0'), true);
-  assert.equal(tcpReusePortSupported('24.0.0'), true);
-});
 
 describe('KE threads without SO_REUSEPORT listeners (Node 20 without the native addon): one thread and a warning', { skip: reusePort ? `Node ${process.versions.node} has reusePort; the multi-thread suite runs instead` : false }, () => {
   test('threads = 3 runs one KE thread, warns once, and serves', async () => {

@@ -1,6 +1,6 @@
 /**
- * The pool KE front end (nts-pool/front-end.ts) against real ntsd KE servers acting as time sources on
- * distinct loopback addresses (127.0.0.2–4), over real TLS: relayed cookies open at the chosen source with
+ * The pool KE front end (nts-pool/front-end.ts, the request handler of a KE listener: nts-ke/server.ts)
+ * against real ntsd KE servers acting as sources on distinct loopback addresses (127.0.0.2–4), over real TLS: relayed cookies open at the chosen source with
  * the client's own keys, NTP Server Deny is honoured, a wrong token is refused, and a source that dies
  * after the keys were sent gives the client Error 0xF003 and never another source's cookies.
  */
@@ -15,13 +15,26 @@ import { NTS_EXPORTER_LABEL, NTSKE_ALPN, PoolKeErrorCode } from '../../src/core/
 import { decodeKeMessage, encodeKeMessage, scanKeMessage, type KeRecord } from '../../src/core/nts/ke-record.js';
 import { createKeyset, type Keyset } from '../../src/core/nts/keyset.js';
 import { KeServer, type KeStats } from '../../src/nts-ke/server.js';
-import { PoolKeFrontEnd, type PoolKeOutcome, type PoolKeSourceOptions } from '../../src/nts-pool/front-end.js';
+import type { PoolFrontEndOptions, PoolKeSourceOptions } from '../../src/nts-pool/front-end.js';
+import { addressBytes, loadNativeUdp } from '../../src/runtime/addon.js';
+import { reusePortWorks } from '../../src/runtime/reuse-port.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { waitUntil } from '../helpers/daemon.js';
 
 const SOURCE_NAMES = ['ts1.test', 'ts2.test', 'ts3.test'] as const;
 const SOURCE_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'] as const;
 const quiet = pino({ level: 'silent' });
+const FRONT_END_MODULE = new URL('../../src/nts-pool/front-end.js', import.meta.url).href;
+const native = loadNativeUdp();
+const reusePort = await reusePortWorks('tcp');
+/** Node 20's way to several KE threads: the addon's SO_REUSEPORT sockets (as nts-ke/service.ts passes them). */
+const nativeListener =
+  native.ok && !reusePort
+    ? (host: string, port: number, ipv6Only: boolean): number => {
+        const a = addressBytes(host);
+        return a === undefined ? -22 : native.addon.openTcpListener(a.family, a.bytes, port, ipv6Only ? 1 : 0, 511);
+      }
+    : undefined;
 
 interface Source {
   readonly name: string;
@@ -65,30 +78,56 @@ function sourceOptions(s: { name: string; host: string; port: number; token: str
   return { name: s.name, host: s.host, port: s.port, tlsName: s.name, authenticationToken: s.token, weight };
 }
 
-async function startFrontEnd(
-  pki: TestPki,
-  sources: readonly PoolKeSourceOptions[],
-  extra: { random?: () => number; outcomes?: PoolKeOutcome[] } = {},
-): Promise<PoolKeFrontEnd> {
-  const fe = new PoolKeFrontEnd({
-    listen: { host: '127.0.0.1', port: 0 },
-    certificateChainPem: pki.certPem,
-    privateKeyPem: pki.keyPem,
-    keyExchangeTimeoutMs: 5000,
+/** A front end under test: its port, the session outcomes and source health its threads reported. */
+interface FrontEnd {
+  readonly port: number;
+  readonly server: KeServer;
+  readonly outcomes: string[];
+  /** Latest reported health by source name. */
+  readonly health: Map<string, boolean>;
+  /** KE threads that reported front-end sessions. */
+  readonly threads: Set<number>;
+  stop(): Promise<void>;
+}
+
+async function startFrontEnd(pki: TestPki, sources: readonly PoolKeSourceOptions[], extra: { fixedRandom?: number; threads?: number } = {}): Promise<FrontEnd> {
+  const options: PoolFrontEndOptions = {
     upstreamTimeoutMs: 2500,
-    concurrentConnections: 64,
-    maxRequestBytes: 4096,
     capabilityCacheS: 300,
     healthCheckIntervalS: 3600,
     connectionsPerSource: 2,
     upstreamCaPem: pki.caPem,
     sources,
+    fixedRandom: extra.fixedRandom,
+  };
+  const server = new KeServer({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    certificateChainPem: pki.certPem,
+    privateKeyPem: pki.keyPem,
+    keyExchangeTimeoutMs: 5000,
+    concurrentConnections: 64,
+    concurrentConnectionsPerSource: 64,
+    maxRequestBytes: 4096,
+    clientRateLimit: { intervalS: 0, burst: 8, tableSize: 1024 },
+    handler: { module: FRONT_END_MODULE, options },
     logger: quiet,
-    ...(extra.random !== undefined ? { random: extra.random } : {}),
-    ...(extra.outcomes !== undefined ? { onOutcome: (o: PoolKeOutcome) => extra.outcomes?.push(o) } : {}),
+    statsIntervalMs: 25,
+    threadNiceness: 0,
+    threads: extra.threads ?? 1,
+    ...(nativeListener !== undefined ? { openReusePortListener: nativeListener } : {}),
   });
-  await fe.start();
-  return fe;
+  const outcomes: string[] = [];
+  const health = new Map<string, boolean>();
+  const threads = new Set<number>();
+  server.onStats((s) => {
+    if (s.handlerReport?.some((x) => x.series === 'session') === true) threads.add(s.thread);
+    for (const sample of s.handlerReport ?? []) {
+      if (sample.series === 'session') for (let i = 0; i < sample.value; i++) outcomes.push(sample.labels['outcome'] ?? '');
+      if (sample.series === 'health') health.set(sample.labels['source'] ?? '', sample.value === 1);
+    }
+  });
+  const [address] = await server.start();
+  return { port: address?.port ?? 0, server, outcomes, health, threads, stop: () => server.stop() };
 }
 
 interface ClientResult {
@@ -144,7 +183,7 @@ const serverOf = (rs: readonly KeRecord[]): string | undefined => rs.flatMap((r)
 const cookiesOf = (rs: readonly KeRecord[]): Uint8Array[] => rs.flatMap((r) => (r.kind === 'newCookie' ? [r.cookie] : []));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
+describe('pool KE front end → ntsd sources on 127.0.0.2–4', () => {
   let pki: TestPki;
   let sources: Source[] = [];
 
@@ -161,7 +200,7 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
   test('cookies come from the chosen source, sealed over the client\'s own keys; the Server record names it', async () => {
     const fe = await startFrontEnd(pki, sources.map((s) => sourceOptions(s)));
     try {
-      const port = fe.address?.port ?? 0;
+      const port = fe.port;
       const seen = new Set<string>();
       for (let i = 0; i < 12; i++) {
         const r = await clientKe(port, pki.caPem, [NP0, aead(15), EOM]);
@@ -186,10 +225,25 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     }
   });
 
+  test('three KE threads run the front end (SO_REUSEPORT): sessions spread over them, each checks the sources itself', { skip: reusePort || nativeListener !== undefined ? false : 'no SO_REUSEPORT listeners here (Node 20 without the addon)' }, async () => {
+    const fe = await startFrontEnd(pki, sources.map((s) => sourceOptions(s)), { threads: 3 });
+    try {
+      assert.equal(fe.server.threadCount, 3);
+      const answers = await Promise.all(Array.from({ length: 30 }, () => clientKe(fe.port, pki.caPem, [NP0, aead(15), EOM])));
+      for (const r of answers) assert.equal(cookiesOf(r.records).length, 8);
+      await waitUntil('30 sessions reported', 5000, () => (fe.outcomes.length === 30 ? true : undefined), 20);
+      assert.deepEqual(new Set(fe.outcomes), new Set(['success']));
+      assert.ok(fe.threads.size >= 2, `sessions on threads ${[...fe.threads].join(', ')}`);
+      assert.deepEqual([...fe.health.values()], [true, true, true]);
+    } finally {
+      await fe.stop();
+    }
+  });
+
   test('AEAD in the client\'s order at the source\'s key length (17: 64-octet keys)', async () => {
     const fe = await startFrontEnd(pki, sources.map((s) => sourceOptions(s)));
     try {
-      const r = await clientKe(fe.address?.port ?? 0, pki.caPem, [NP0, aead(17, 15), EOM], 17, 64);
+      const r = await clientKe(fe.port, pki.caPem, [NP0, aead(17, 15), EOM], 17, 64);
       assert.ok(r.records.some((x) => x.kind === 'aeadAlgorithm' && x.aeadIds[0] === 17));
       const source = sources.find((s) => s.name === serverOf(r.records));
       assert.ok(source !== undefined);
@@ -203,7 +257,7 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
   test('a denied source is never chosen; denying all of them is Error 0xF000', async () => {
     const fe = await startFrontEnd(pki, sources.map((s) => sourceOptions(s)));
     try {
-      const port = fe.address?.port ?? 0;
+      const port = fe.port;
       for (let i = 0; i < 8; i++) {
         const r = await clientKe(port, pki.caPem, [NP0, deny('ts1.test'), deny('TS2.test.'), aead(15), EOM]);
         assert.equal(serverOf(r.records), 'ts3.test');
@@ -224,7 +278,7 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     try {
       // The start-up health check and this client's own capability query race to hear the refusal: the
       // client gets 0xF002 when its query was first, 0xF000 (no usable source) when the check was.
-      const port = only.address?.port ?? 0;
+      const port = only.port;
       const r = await clientKe(port, pki.caPem, [NP0, aead(15), EOM]);
       const code = errorCodes(r.records);
       assert.ok(
@@ -232,8 +286,8 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
         `one Error record 0xF002 or 0xF000, got ${JSON.stringify(code)}`,
       );
       assert.equal(cookiesOf(r.records).length, 0);
-      await waitUntil('the refusing source taken out', 5000, () => (only.health()[0]?.healthy === false ? true : undefined), 20);
-      assert.deepEqual(only.health(), [{ name: 'ts1.test', healthy: false }]);
+      await waitUntil('the refusing source taken out', 5000, () => (only.health.get('ts1.test') === false ? true : undefined), 20);
+      assert.deepEqual([...only.health], [['ts1.test', false]]);
       // Once it is out, it is not asked again: no source is left.
       const again = await clientKe(port, pki.caPem, [NP0, aead(15), EOM]);
       assert.deepEqual(errorCodes(again.records), [PoolKeErrorCode.noSuchServer]);
@@ -243,7 +297,7 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     const mixed = await startFrontEnd(pki, [sourceOptions(wrong), ...sources.slice(1).map((s) => sourceOptions(s))]);
     try {
       for (let i = 0; i < 6; i++) {
-        const r = await clientKe(mixed.address?.port ?? 0, pki.caPem, [NP0, aead(15), EOM]);
+        const r = await clientKe(mixed.port, pki.caPem, [NP0, aead(15), EOM]);
         assert.notEqual(serverOf(r.records), 'ts1.test');
         assert.equal(cookiesOf(r.records).length, 8);
       }
@@ -286,15 +340,13 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     // Stats arrive every 25 ms: let earlier tests' counts settle first.
     await new Promise((resolve) => setTimeout(resolve, 200));
     const cookiesBefore = real.cookiesIssued;
-    const outcomes: PoolKeOutcome[] = [];
     // random = 0: the first usable source (the dying one) is chosen every time.
     const fe = await startFrontEnd(pki, [sourceOptions({ name: 'ts1.test', host: '127.0.0.5', port: dyingPort, token: 't' }), sourceOptions(real)], {
-      random: () => 0,
-      outcomes,
+      fixedRandom: 0,
     });
     try {
       for (let i = 0; i < 3; i++) {
-        const r = await clientKe(fe.address?.port ?? 0, pki.caPem, [NP0, aead(15), EOM]);
+        const r = await clientKe(fe.port, pki.caPem, [NP0, aead(15), EOM]);
         assert.deepEqual(errorCodes(r.records), [PoolKeErrorCode.couldNotGetCookies]);
         assert.equal(cookiesOf(r.records).length, 0);
         assert.equal(keysSeen.at(-1), hex(r.c2s) + hex(r.s2c), 'the dying source got exactly this client\'s keys');
@@ -302,7 +354,7 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
       assert.equal(keysSeen.length, 3);
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(real.cookiesIssued, cookiesBefore, 'the other source was never asked for cookies');
-      assert.deepEqual(outcomes, ['could_not_get_cookies', 'could_not_get_cookies', 'could_not_get_cookies']);
+      assert.deepEqual(fe.outcomes, ['could_not_get_cookies', 'could_not_get_cookies', 'could_not_get_cookies']);
     } finally {
       await fe.stop();
       dying.close();
@@ -313,14 +365,12 @@ describe('pool KE front end → ntsd time sources on 127.0.0.2–4', () => {
     const down = { name: 'ts1.test', host: '127.0.0.6', port: 1, token: 't' };
     const fe = await startFrontEnd(pki, [sourceOptions(down, 100), ...sources.slice(1).map((s) => sourceOptions(s))]);
     try {
-      const deadline = Date.now() + 5000;
-      while (fe.health()[0]?.healthy !== false && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.equal(fe.health()[0]?.healthy, false);
+      await waitUntil('the unreachable source taken out', 5000, () => (fe.health.get('ts1.test') === false ? true : undefined), 20);
       for (let i = 0; i < 4; i++) {
-        const r = await clientKe(fe.address?.port ?? 0, pki.caPem, [NP0, aead(15), EOM]);
+        const r = await clientKe(fe.port, pki.caPem, [NP0, aead(15), EOM]);
         assert.ok(serverOf(r.records) === 'ts2.test' || serverOf(r.records) === 'ts3.test');
       }
-      const fixed = await clientKe(fe.address?.port ?? 0, pki.caPem, [
+      const fixed = await clientKe(fe.port, pki.caPem, [
         { kind: 'authenticationToken', critical: false, token: new Uint8Array([1]) },
         { kind: 'supportedNextProtocolList', critical: true, protocolIds: [] },
         EOM,

@@ -38,8 +38,6 @@ const REQUIRED = {
   ntsd_keyset_current_key_id: 'gauge',
   ntsd_tls_certificate_expiry_timestamp_seconds: 'gauge',
   ntsd_tls_reloads_total: 'counter',
-  ntsd_worker_queue_depth: 'gauge',
-  ntsd_worker_queue_rejected_total: 'counter',
   ntsd_worker_restarts_total: 'counter',
   ntsd_build_info: 'gauge',
 } as const;
@@ -135,7 +133,7 @@ test('bulk outcome tallies from workers land in the right series', () =>
     m.ntp.addReceived(36);
     m.ntp.addCookieDecodeCounts([1, 10, 2, 0, 0, 0, 0, 0, 0, 0, 0, 4]); // next, age 0, age 1, ..., age 10
     m.ntp.addCookiesIssued('ntp', 14);
-    m.ntp.addDropped('queue_full', 4);
+    m.ntp.addDropped('truncated', 4);
     const { body } = await get(port, '/metrics');
     assert.equal(sample(body, 'ntsd_ntp_packets_received_total'), 36);
     assert.equal(sample(body, 'ntsd_ntp_responses_total{protocol="ntp",kind="time"}'), 10);
@@ -144,7 +142,7 @@ test('bulk outcome tallies from workers land in the right series', () =>
     assert.equal(sample(body, 'ntsd_nts_nak_total{reason="cookie_unknown_key"}'), 4);
     assert.equal(sample(body, 'ntsd_nts_nak_total{reason="auth_failed"}'), 2);
     assert.equal(sample(body, 'ntsd_ntp_dropped_total{reason="require_nts"}'), 6);
-    assert.equal(sample(body, 'ntsd_ntp_dropped_total{reason="queue_full"}'), 4);
+    assert.equal(sample(body, 'ntsd_ntp_dropped_total{reason="truncated"}'), 4);
     assert.equal(sample(body, 'ntsd_nts_cookie_decodes_total{key_age="next"}'), 1);
     assert.equal(sample(body, 'ntsd_nts_cookie_decodes_total{key_age="current"}'), 10);
     assert.equal(sample(body, 'ntsd_nts_cookie_decodes_total{key_age="stale1"}'), 2);
@@ -198,9 +196,7 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     m.keys.setMode('ratchet');
     m.keys.setCertificateExpiry(1_800_000_000);
     m.keys.tlsReload('failure');
-    m.pool.setQueueDepth(17);
-    m.pool.addQueueRejected(5);
-    m.pool.workerRestarted();
+    m.ntpThreads.addRestarts(1);
     m.timeSource.set({ leap: 0, stratum: 3, precision: -22, rootDelay: 65536, rootDispersion: 32768, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } });
     const { body } = await get(port, '/metrics');
     assert.equal(sample(body, 'ntsd_ke_connections_accepted_total'), 1);
@@ -218,8 +214,6 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     assert.equal(sample(body, 'ntsd_keyset_mode{mode="local"}'), 0);
     assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds'), 1_800_000_000);
     assert.equal(sample(body, 'ntsd_tls_reloads_total{result="failure"}'), 1);
-    assert.equal(sample(body, 'ntsd_worker_queue_depth'), 17);
-    assert.equal(sample(body, 'ntsd_worker_queue_rejected_total'), 5);
     assert.equal(sample(body, 'ntsd_worker_restarts_total'), 1);
     assert.equal(sample(body, 'ntsd_time_source_synchronized'), 1);
     assert.equal(sample(body, 'ntsd_time_source_stratum'), 3);

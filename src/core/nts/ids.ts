@@ -31,7 +31,7 @@ export const KeRecordType = {
   fixedKeyRequest: 12,
   /** NTS pools: NTP Server Deny, non-critical; a UTF-8 server name the client will not use (may repeat). */
   ntpServerDeny: 13,
-  /** NTS pools: Authentication token, non-critical; the UTF-8 token the pool issued to a time source's operator. */
+  /** NTS pools: Authentication token, non-critical; the UTF-8 token the pool issued to a source's operator. */
   authenticationToken: 14,
   /** chrony 4.4+: "compliant AES-128-GCM-SIV exporter context" flag (not IANA-registered). */
   chronyCompliantGcmSivExporter: 1024,
@@ -48,16 +48,16 @@ export type KnownKeErrorCode = (typeof KeErrorCode)[keyof typeof KeErrorCode];
 
 /**
  * Error codes of an NTS pool KE front end (private range of RFC 8915 §7.8, as nts-pool-ke uses them):
- * the front end could not serve the client through any time source.
+ * the front end could not serve the client through any source.
  */
 export const PoolKeErrorCode = {
-  /** No time source is available that the client did not deny. */
+  /** No source is available that the client did not deny. */
   noSuchServer: 0xf000,
-  /** The chosen time source could not be reached (TCP or TLS failed). */
+  /** The chosen source could not be reached (TCP or TLS failed). */
   couldNotConnect: 0xf001,
-  /** The chosen time source did not answer the capability query usably. */
+  /** The chosen source did not answer the capability query usably. */
   couldNotGetCapabilities: 0xf002,
-  /** The chosen time source did not answer the fixed key request with cookies. */
+  /** The chosen source did not answer the fixed key request with cookies. */
   couldNotGetCookies: 0xf003,
 } as const;
 /** One of PoolKeErrorCode. */

@@ -30,7 +30,7 @@
  *    Next Protocol record with exactly one id and exactly one AEAD record with exactly one id, and when
  *    that AEAD is one we implement, each key must be exactly its key length;
  *  - otherwise an ordinary request, in which NTP Server Deny (13), Keep Alive (8) and a token are
- *    accepted and have no effect (a time source ignores Deny; keep-alive is for front ends only).
+ *    accepted and have no effect (a source ignores Deny; keep-alive is for front ends only).
  * Response-only forms in a request are Bad Request: a non-empty list 9 or 10 (that is the answer), as
  * with Error, Warning and New Cookie. A duplicate 9, 10, 12 or 14 is Bad Request; an empty token is Bad
  * Request; a repeated Keep Alive is harmless. Whether the token is valid is the handler's decision.
@@ -122,7 +122,7 @@ export interface KeRequest {
   readonly authenticationToken: Uint8Array | undefined;
   /** Pools: the request carried Keep Alive. */
   readonly keepAlive: boolean;
-  /** Pools: NTP Server Deny names, in order (a time source ignores them; a front end avoids them). */
+  /** Pools: NTP Server Deny names, in order (a source ignores them; a front end avoids them). */
   readonly deniedServers: readonly string[];
 }
 

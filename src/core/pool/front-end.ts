@@ -2,13 +2,13 @@
  * The front-end side of NTS for pools (draft-ietf-ntp-nts-keyexchange-pool, as nts-pool-ke does it):
  * the pure decisions of a pool's KE front end, with no sockets.
  *
- * Per client: pick a time source the client did not deny (weighted, healthy ones only), query its
+ * Per client: pick a source the client did not deny (weighted, healthy ones only), query its
  * capabilities (protocols and AEADs with key lengths) or reuse a cached answer, pick the protocol and
  * AEAD in the client's order, export the client's keys at the source's key length (the shell does that),
  * send a fixed key request, and relay the cookies with a Server record (the source's, or the source's
  * registered name when it sent none). The front end's own errors are 0xF000–0xF003 (ids.ts).
  */
-import { AeadId, KeErrorCode, NextProtocolId } from '../nts/ids.js';
+import { AeadId, NextProtocolId } from '../nts/ids.js';
 import type { KeRequest } from '../nts/ke-message.js';
 import { decodeKeMessage, encodeKeMessage, type KeRecord, type SupportedAlgorithm } from '../nts/ke-record.js';
 
@@ -62,7 +62,7 @@ export type PoolNegotiation =
   /** No AEAD in common: answer Next Protocol [0] and an empty AEAD record. */
   | { readonly ok: false; readonly reason: 'no_common_aead' };
 
-/** One time source as the chooser sees it. */
+/** One source as the chooser sees it. */
 export interface SourceCandidate {
   /** Registered name (compared with NTP Server Deny, case-insensitively). */
   readonly name: string;
@@ -296,6 +296,3 @@ export function buildNoCommonAnswer(reason: 'no_common_protocol' | 'no_common_ae
     { kind: 'endOfMessage', critical: true },
   ]);
 }
-
-/** Error code for a client whose request the front end cannot take (a pool request sent to the front end). */
-export const FRONT_END_REFUSES_POOL_REQUEST = KeErrorCode.badRequest;

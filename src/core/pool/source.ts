@@ -1,5 +1,5 @@
 /**
- * The time-source side of NTS for pools (draft-ietf-ntp-nts-keyexchange-pool, as ntpd-rs 1.9 and
+ * The source side of NTS for pools (draft-ietf-ntp-nts-keyexchange-pool, as ntpd-rs 1.9 and
  * nts-pool-ke speak it): a pool's KE front end, authenticated by a token the pool issued, asks which
  * protocols and AEADs this server supports (a support request), then asks for cookies sealed over keys
  * it supplies (a fixed key request), possibly many times over one kept-alive TLS connection.

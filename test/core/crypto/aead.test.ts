@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { getAead, isRekeyable, SUPPORTED_AEAD_IDS } from '../../../src/core/crypto/aead.js';
 import { AeadId } from '../../../src/core/nts/ids.js';
 import { RFC8452_C1_VECTORS } from '../../vectors/rfc8452.js';
-import { getNobleAead } from '../../../src/core/crypto/noble-aead.js';
+import { getNobleAead } from './noble-aead.js';
 import { fromHex, toHex } from '../../vectors/hex.js';
 
 describe('AEAD registry', () => {

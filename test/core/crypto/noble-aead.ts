@@ -4,7 +4,7 @@
  * it exists as an independent second implementation for cross-tests and as a benchmark baseline.
  */
 import { aessiv, gcmsiv } from '@noble/ciphers/aes.js';
-import type { AeadAlgorithm, AeadCipher } from './aead.js';
+import type { AeadAlgorithm, AeadCipher } from '../../../src/core/crypto/aead.js';
 
 /** Tag (SIV / GCM-SIV authentication tag) length in octets, RFC 5297 §2.6 and RFC 8452 §4. */
 const TAG_LENGTH = 16;
