@@ -124,8 +124,7 @@ static ntsd_socket *socket_call(napi_env env, napi_callback_info info, napi_valu
 
 static int32_t get_i32(napi_env env, napi_value v) {
   int32_t out = 0;
-  napi_get_value_int32(env, v, &out);
-  return out;
+  return napi_get_value_int32(env, v, &out) == napi_ok ? out : 0;
 }
 
 static napi_value make_i32(napi_env env, int32_t v) {
@@ -267,10 +266,11 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   napi_env env = s->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn, recv, result;
+  napi_value fn, recv, result, error_queue;
+  napi_get_boolean(env, status < 0, &error_queue); /* callback(true): POLLERR, read the error queue */
   if (napi_get_reference_value(env, s->callback_ref, &fn) == napi_ok && fn != NULL && napi_get_global(env, &recv) == napi_ok) {
     /* make_callback (not call_function): runs the microtask queue afterwards, as libuv callbacks do. */
-    if (napi_make_callback(env, s->async_context, recv, fn, 0, NULL, &result) == napi_pending_exception) {
+    if (napi_make_callback(env, s->async_context, recv, fn, 1, &error_queue, &result) == napi_pending_exception) {
       napi_value error;
       /* A throw in the datapath is a bug: let the thread die like any uncaught exception. */
       if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
@@ -279,7 +279,7 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-/* start(handle, callback): calls callback() whenever the socket is readable (or has an error). */
+/* start(handle, callback): calls callback(errorQueue) whenever the socket is readable, or has an error or stamps queued. */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   ntsd_socket *s = socket_call(env, info, argv, 2);

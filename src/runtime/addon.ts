@@ -143,8 +143,11 @@ export interface NativeUdpAddon extends Partial<NativeAeadFunctions> {
   readTxStamps(handle: NativeHandle, out: Float64Array): number;
   /** Restarts OPT_ID numbering at 0 for us and the kernel (after they disagreed), dropping queued stamps: 0 or -errno. */
   resetTxIds(handle: NativeHandle): number;
-  /** Calls `onReadable` on this thread's event loop whenever the socket is readable; 0 or a libuv error. */
-  start(handle: NativeHandle, onReadable: () => void): number;
+  /**
+   * Calls `onReadable` on this thread's event loop whenever the socket is readable, with `errorQueue` true when
+   * the wake-up was POLLERR (queued transmit stamps: read them, or the wake-ups repeat); 0 or a libuv error.
+   */
+  start(handle: NativeHandle, onReadable: (errorQueue: boolean) => void): number;
   close(handle: NativeHandle): void;
   /** CLOCK_REALTIME: out[0] seconds, out[1] nanoseconds. */
   realtime(out: Float64Array): void;
