@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const sources = ['addon.c', 'udp_socket.c', 'udp_batch.c', 'aead.c', 'aead_siv.c'].map((f) => join(root, 'src', 'native', f));
+const sources = ['addon.c', 'udp_socket.c', 'udp_batch.c', 'udp_txstamp.c', 'aead.c', 'aead_siv.c'].map((f) => join(root, 'src', 'native', f));
 const out = process.env.NTSD_NATIVE_OUT || join(root, 'build', 'ntsd_udp.node');
 
 function skip(reason) {
