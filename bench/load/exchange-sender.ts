@@ -77,8 +77,9 @@ interface ExchangeSocket {
   errorsSeen: number;
   readonly ringClient: Int32Array;
   readonly ringId: Float64Array;
-  /** Clients of this socket with nothing outstanding. */
+  /** Clients of this socket with nothing outstanding, first in first out (so every client keeps its turn at a low rate). */
   readonly ready: Int32Array;
+  readyHead: number;
   readyCount: number;
 }
 
@@ -116,6 +117,7 @@ function openSockets(addon: NativeUdpAddon, data: UdpWorkerData, clientsPerSocke
       ringClient: new Int32Array(TX_RING),
       ringId: new Float64Array(TX_RING).fill(-1),
       ready,
+      readyHead: 0,
       readyCount: clientsPerSocket,
     });
   }
@@ -260,8 +262,9 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
     const tx = s.tx;
     const isMeasured = nowMono >= measureFrom;
     for (let k = 0; k < count; k++) {
+      const c = s.ready[s.readyHead] ?? 0;
+      s.readyHead = s.readyHead + 1 === perSocket ? 0 : s.readyHead + 1;
       s.readyCount--;
-      const c = s.ready[s.readyCount] ?? 0;
       batch[k] = c;
       const at = k * NativeLayout.slotBytes;
       tx.fill(0, at, at + NTP_HEADER_BYTES);
@@ -327,7 +330,9 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
     inFlight[c] = 0;
     outstanding--;
     const s = sockets[Math.floor(c / perSocket)];
-    if (s !== undefined) s.ready[s.readyCount++] = c;
+    if (s === undefined) return;
+    s.ready[(s.readyHead + s.readyCount) % perSocket] = c;
+    s.readyCount++;
   };
 
   const expire = (c: number): void => {
