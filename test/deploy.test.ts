@@ -129,8 +129,8 @@ test('deploy/ntsd.toml is the documented production setup', () => {
   );
   const ke = config.ntsKeServers[0];
   assert.ok(ke !== undefined);
-  assert.equal(ke.certificateChainPath, '/etc/ntsd/fullchain.pem');
-  assert.equal(ke.privateKeyPath, '/etc/ntsd/privkey.pem');
+  assert.equal(ke.certificates[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
+  assert.equal(ke.certificates[0]?.privateKeyPath, '/etc/ntsd/privkey.pem');
   assert.equal(ke.ntpPort, 123, 'NTP on 123: no Port Negotiation record needed');
   assert.equal(config.keyset.keyStoragePath, '/var/lib/ntsd/keyset');
   assert.equal(config.timeSource.mode, 'follow');

@@ -377,8 +377,8 @@ test('relative paths resolve against the config directory; absolute paths stay',
   doc['keyset'] = { 'key-storage-path': '../state/keys' };
   doc['observability'] = { 'log-file': 'logs/ntsd.log' };
   const c = valid(doc);
-  assert.equal(c.ntsKeServers[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
-  assert.equal(c.ntsKeServers[0]?.privateKeyPath, '/etc/letsencrypt/live/x/privkey.pem');
+  assert.equal(c.ntsKeServers[0]?.certificates[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
+  assert.equal(c.ntsKeServers[0]?.certificates[0]?.privateKeyPath, '/etc/letsencrypt/live/x/privkey.pem');
   assert.equal(c.keyset.keyStoragePath, '/etc/state/keys');
   assert.equal(c.observability.logFile, '/etc/ntsd/logs/ntsd.log');
 });
@@ -595,8 +595,7 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
   assert.deepEqual(c.ntsKeServers, []);
   assert.deepEqual(c.poolKe, {
     listen: { host: '0.0.0.0', port: 4460, family: 'IPv4' },
-    certificateChainPath: '/etc/ntsd/pool.pem',
-    privateKeyPath: '/etc/ntsd/pool.key',
+    certificates: [{ certificateChainPath: '/etc/ntsd/pool.pem', privateKeyPath: '/etc/ntsd/pool.key', name: undefined }],
     keyExchangeTimeoutMs: 5000,
     concurrentConnections: 512,
     concurrentConnectionsPerSource: 16,
