@@ -450,6 +450,18 @@ test('certbot deploy hook: valid sh, installs the pair atomically with the right
     const other = run({ NTSD_CERT_NAME: 'some-other-name' });
     assert.equal(other.status, 0, describeRun(other));
     assert.equal(readFileSync(join(dest, 'privkey.pem'), 'utf8'), 'key renewal\n');
+
+    // Several certificates (NTSD_CERT_NAMES): each listed name gets its own directory, others are ignored.
+    const names = { NTSD_CERT_NAMES: 'time.example.org nts.example.org' };
+    const several = run(names);
+    assert.equal(several.status, 0, describeRun(several));
+    assert.equal(readFileSync(join(dest, 'nts.example.org', 'privkey.pem'), 'utf8'), 'key other\n');
+    assert.equal(readFileSync(join(dest, 'nts.example.org', 'fullchain.pem'), 'utf8'), 'chain renewal\n');
+    assert.equal(statSync(join(dest, 'nts.example.org', 'privkey.pem')).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dest, 'privkey.pem'), 'utf8'), 'key renewal\n', 'the single-pair files are left alone');
+    const unlisted = run({ NTSD_CERT_NAMES: 'time.example.org' });
+    assert.equal(unlisted.status, 0, describeRun(unlisted));
+    assert.deepEqual(readdirSync(dest).sort(), ['fullchain.pem', 'nts.example.org', 'privkey.pem']);
   });
 });
 
