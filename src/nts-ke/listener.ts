@@ -2,7 +2,9 @@
  * The KE thread's TCP listeners and admission. Before any TLS work, an accepted connection must pass, in
  * order: the access list (core/access-list.ts; `access_denied`, `access_ignored`), the per-client token bucket
  * (core/limiter.ts; `rate_limited`), the per-source cap on open
- * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession.
+ * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession; on a
+ * listener whose certificates need the client's server name (nts-ke/certificates.ts), only once its
+ * ClientHello is in (nts-ke/client-hello.ts), within the session deadline and first in line for eviction.
  *
  * A full global cap does not turn the newcomer away: an open session without an answer is evicted to
  * make room (`evicted`); only when every open session has been answered is the newcomer refused
