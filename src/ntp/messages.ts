@@ -43,6 +43,8 @@ export interface ThreadInit {
   readonly policies: readonly ResponderPolicy[];
   /** Access list and shared rate-limit table per policy index (missing = admit everything). */
   readonly admissions: readonly AdmissionSpec[];
+  /** The client log every NTP and KE thread counts into (core/client-log.ts); undefined = off. */
+  readonly clientLog: SharedArrayBuffer | undefined;
   readonly clockShared: SharedArrayBuffer;
   readonly reportIntervalMs: number;
   readonly durationBucketsS: readonly number[] | undefined;

@@ -41,6 +41,8 @@ export interface NtpListenersOptions {
   readonly statsIntervalMs?: number;
   /** Loads the native addon (default runtime/addon.ts loadNativeUdp; tests may force it unavailable). */
   readonly loadNative?: () => NativeLoad;
+  /** The shared client log (core/client-log.ts) the threads count requests in; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
 }
 
 /** The running NTP listeners. */
@@ -92,6 +94,7 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
     backend,
     admissions: admission.specs,
     sendMode: pool.sendMode,
+    ...(options.clientLog === undefined ? {} : { clientLog: options.clientLog }),
     ...(pool.receiveBufferBytes > 0 ? { receiveBufferBytes: pool.receiveBufferBytes } : {}),
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
     keysetBytes: options.keysetBytes,

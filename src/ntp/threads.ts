@@ -62,6 +62,8 @@ export interface NtpThreadsOptions {
   readonly admissions?: readonly AdmissionSpec[];
   /** Native backend: sendmsg per reply ("each", default) or sendmmsg per batch ("batch"). */
   readonly sendMode?: 'each' | 'batch';
+  /** The shared client log (core/client-log.ts) every thread counts each request in; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
   /** How often each thread reports its counters, milliseconds (default 250). */
   readonly reportIntervalMs?: number;
   /**
@@ -271,6 +273,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       serverFields,
       policies: options.policies,
       admissions,
+      clientLog: options.clientLog,
       clockShared: options.clock.shared,
       reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS,
       durationBucketsS: options.durationBucketsS,
