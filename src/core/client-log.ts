@@ -272,11 +272,11 @@ export class ClientLog {
    */
   #enter(peer: Uint32Array, family: IpFamily, nowMs: number): number {
     const words = this.#words;
-    if (words !== peer) words.set(peer);
-    if (family === 6) {
-      words[2] = 0; // keep the /64
-      words[3] = 0;
-    }
+    // Four stores beat TypedArray.set for four words; an IPv6 key keeps its /64.
+    words[0] = peer[0] ?? 0;
+    words[1] = peer[1] ?? 0;
+    words[2] = family === 6 ? 0 : (peer[2] ?? 0);
+    words[3] = family === 6 ? 0 : (peer[3] ?? 0);
     const t = this.#table;
     const cursor = this.#cursor;
     t.lock(hashIpWords(words, t.seed), cursor);

@@ -12,7 +12,8 @@
  *
  * Threads: every read or write of a bucket's slots happens between lock and unlock. The lock is an
  * Atomics word: a few tries spinning (the critical sections are a few dozen operations), then
- * Atomics.wait until the holder's notify, so a thread whose lock holder was preempted sleeps instead of
+ * Atomics.wait until the holder's notify (a waiter marks the word first, so an uncontended unlock makes
+ * no notify call: Drepper's "Futexes are tricky" mutex), so a thread whose lock holder was preempted sleeps instead of
  * burning the CPU the holder needs (on an oversubscribed box, where the holder is often preempted, a pure
  * spin lock cost two KE threads up to half their handshakes per CPU-second). The Atomics operations order the plain accesses in between
  * (ECMAScript memory model). A lock still held after WAIT_LIMIT waits (about a second) is taken over: a
@@ -174,11 +175,18 @@ export class ClientTable {
   lock(hash: number, cursor: ClientTableCursor): void {
     const bucket = (hash >>> 0) % this.buckets;
     const at = this.#locksAt + bucket;
-    for (let tries = 0; Atomics.compareExchange(this.#i32, at, 0, 1) !== 0; tries++) {
-      if (tries < SPIN_TRIES) continue;
-      // Private memory has no other thread to wait for; shared: take over a lock abandoned by a dead thread.
-      if (!this.#shared || tries >= SPIN_TRIES + WAIT_LIMIT) break;
-      Atomics.wait(this.#i32, at, 1, WAIT_MS); // until the holder's notify (or WAIT_MS)
+    const i32 = this.#i32;
+    // Lock word: 0 free, 1 held, 2 held with a sleeper to wake (so an uncontended unlock skips the notify).
+    let c = Atomics.compareExchange(i32, at, 0, 1);
+    for (let tries = 0; c !== 0 && tries < SPIN_TRIES; tries++) c = Atomics.compareExchange(i32, at, 0, 1);
+    // Private memory has no other thread to wait for. Shared: sleep until the holder's notify (or WAIT_MS),
+    // marking the word 2 first; after WAIT_LIMIT waits take over a lock abandoned by a dead thread.
+    if (c !== 0 && this.#shared) {
+      if (c !== 2) c = Atomics.exchange(i32, at, 2);
+      for (let waits = 0; c !== 0 && waits < WAIT_LIMIT; waits++) {
+        Atomics.wait(i32, at, 2, WAIT_MS);
+        c = Atomics.exchange(i32, at, 2);
+      }
     }
     cursor.bucket = bucket;
     cursor.slot = -1;
@@ -187,8 +195,7 @@ export class ClientTable {
   /** Releases the cursor's bucket. */
   unlock(cursor: ClientTableCursor): void {
     const at = this.#locksAt + cursor.bucket;
-    Atomics.store(this.#i32, at, 0);
-    if (this.#shared) Atomics.notify(this.#i32, at, 1);
+    if (Atomics.exchange(this.#i32, at, 0) === 2 && this.#shared) Atomics.notify(this.#i32, at, 1);
   }
 
   /** Finds `words` in the (locked) bucket; sets and returns cursor.slot, -1 when absent. */
