@@ -32,11 +32,13 @@ export function selectClients(view: ClientLogView, sort: ClientSort, limit: numb
   return { ...view, clients: clients.slice(0, limit) };
 }
 
-/** An interval in seconds, short: "64s", "2.0s", "31ms", "17m"; "-" when unknown. */
+/** An interval in seconds, short: "31ms", "2.0s", "64s", "17m", "3h", "1d"; "-" when unknown. */
 export function formatIntervalS(seconds: number | null): string {
   if (seconds === null) return '-';
   if (seconds < 1) return `${Math.round(seconds * 1000)}ms`;
   if (seconds < 10) return `${seconds.toFixed(1)}s`;
+  if (seconds < 100) return `${Math.round(seconds)}s`;
+  // Only the largest unit: "17m" for 17m4s, as a column of six characters allows.
   return formatDurationS(seconds).replace(/^(\d+[dhm])\d+[hms]$/, '$1');
 }
 

@@ -284,3 +284,35 @@ test('a metrics listener off the loopback does not serve /clients, and says so a
   assert.equal((await httpGet(port, '/clients')).status, 404);
   assert.equal((await httpGet(port, '/metrics')).status, 200);
 });
+
+test('formatting and selection: intervals, sorts, limit, /clients next to /metrics', async () => {
+  const { formatIntervalS, selectClients, clientsUrl, formatClientsTable } = await import('../../src/cli/clients.js');
+  assert.equal(formatIntervalS(null), '-');
+  assert.equal(formatIntervalS(0.03125), '31ms');
+  assert.equal(formatIntervalS(2), '2.0s');
+  assert.equal(formatIntervalS(64), '64s');
+  assert.equal(formatIntervalS(99.6), '100s');
+  assert.equal(formatIntervalS(1024), '17m');
+  assert.equal(formatIntervalS(90_000), '1d');
+  assert.equal(clientsUrl('http://127.0.0.1:9975/metrics'), 'http://127.0.0.1:9975/clients');
+  assert.equal(clientsUrl('http://[::1]:9975/metrics?x=1'), 'http://[::1]:9975/clients');
+  const c = (address: string, requests: number, drops: number, ke: number, lastAgoS: number): ClientView => ({
+    address,
+    ntp: { requests, plain: requests, nts: 0, replies: requests - drops, drops: { rateLimit: drops, access: 0, other: 0 }, naks: 0, kods: 0, intervalS: 64, lastAgoS },
+    ke: { sessions: ke, ok: ke, error: 0, tls: 0, timeout: 0, refused: 0, intervalS: null, lastAgoS: null },
+    firstAgoS: 100,
+    lastAgoS,
+  });
+  const view: ClientLogView = { capacity: 16, tracked: 3, clients: [c('192.0.2.1', 5, 0, 0, 9), c('192.0.2.2', 50, 1, 0, 20), c('192.0.2.3', 1, 0, 7, 1)] };
+  const order = (sort: 'requests' | 'drops' | 'ke' | 'last'): string[] => selectClients(view, sort, 10).clients.map((x) => x.address);
+  assert.deepEqual(order('requests'), ['192.0.2.2', '192.0.2.1', '192.0.2.3']);
+  assert.deepEqual(order('drops'), ['192.0.2.2', '192.0.2.1', '192.0.2.3']);
+  assert.deepEqual(order('ke'), ['192.0.2.3', '192.0.2.2', '192.0.2.1']);
+  assert.deepEqual(order('last'), ['192.0.2.3', '192.0.2.1', '192.0.2.2']);
+  const one = selectClients(view, 'requests', 1);
+  assert.equal(one.clients.length, 1);
+  assert.equal(one.tracked, 3);
+  const lines = formatClientsTable(one, 'requests');
+  assert.equal(lines[0], '3 clients tracked (log holds 16); 1 shown, by requests');
+  assert.match(lines[3] ?? '', /^192\.0\.2\.2\s+50\s+0\s+1\s+0\s+0\s+64s\s+20s\s+0\s+0\s+-\s+-$/);
+});
