@@ -92,6 +92,12 @@ export interface StatusReport {
   readonly aead?: Readonly<Record<string, string>> | null;
   /** Threads replaced after dying: NTP threads and NTS-KE threads. */
   readonly threads: { readonly ntpRestarts: Counted; readonly keRestarts: Counted } | null;
+  /**
+   * The client log's aggregates (`ntsd clients` has the per-client view): clients tracked, the log's
+   * capacity (0 = off) and the busiest client's share of the NTP requests counted; null when this ntsd
+   * does not export them.
+   */
+  readonly clients?: { readonly tracked: number; readonly capacity: number; readonly topRequestShare: number } | null;
 }
 
 /** One ntsd_tls_certificate_expiry_timestamp_seconds series. */
@@ -225,6 +231,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     problems.push('a thread died and was restarted in the last interval');
   }
   const datapath = selectSamples(now, 'ntsd_ntp_datapath_info');
+  const clientsTracked = gauge(now, 'ntsd_clients_tracked');
   const aeadSamples = selectSamples(now, 'ntsd_aead_backend_info');
   const aead: Record<string, string> = {};
   for (const sample of aeadSamples) if (sample.labels['aead'] !== undefined) aead[sample.labels['aead']] = sample.labels['backend'] ?? '?';
@@ -274,6 +281,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     datapath: datapath.length === 0 ? null : datapath.map((s) => ({ ...s.labels })),
     aead: aeadSamples.length === 0 ? null : aead,
     threads: { ntpRestarts, keRestarts },
+    clients: clientsTracked === null ? null : { tracked: clientsTracked, capacity: gauge(now, 'ntsd_client_log_capacity_clients') ?? 0, topRequestShare: gauge(now, 'ntsd_clients_top_request_share') ?? 0 },
   };
 }
 
@@ -402,6 +410,16 @@ export function formatStatusReport(r: StatusReport): string[] {
   if (t !== null) {
     out.push(`${'threads'.padEnd(14)}restarts: NTP ${t.ntpRestarts.total} (${rate(t.ntpRestarts.perS)}/s), NTS-KE ${t.keRestarts.total} (${rate(t.keRestarts.perS)}/s)`);
   }
+  const c = r.clients;
+  if (c !== undefined) {
+    const text =
+      c === null
+        ? 'not reported by this ntsd'
+        : c.capacity === 0
+          ? 'client log off (client-log-size = 0)'
+          : `${c.tracked} tracked (log holds ${c.capacity}); busiest client ${(100 * c.topRequestShare).toFixed(1)} % of NTP requests (ntsd clients)`;
+    out.push(`${'clients'.padEnd(14)}${text}`);
+  }
   return out;
 }
 
@@ -425,8 +443,8 @@ export async function scrapePage(url: string, timeoutMs: number): Promise<{ ok: 
   return { ok: true, page: parsed.page };
 }
 
-/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default. */
-function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
+/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default (also for `ntsd clients`). */
+export function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
   if (metrics !== undefined) return metrics;
   if (configPath === undefined) return DEFAULT_METRICS_URL;
   const listen = loadConfigFile(configPath).observability.metricsListen;
@@ -436,7 +454,8 @@ function endpointFrom(metrics: string | undefined, configPath: string | undefine
   return `http://${host}:${listen.port}/metrics`;
 }
 
-class StatusUsageError extends Error {}
+/** A usage problem found while reading the options (exit 64). */
+export class StatusUsageError extends Error {}
 
 /** Options of collectStatus. */
 export interface StatusOptions {

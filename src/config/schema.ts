@@ -241,6 +241,11 @@ export interface ObservabilityConfig {
   readonly logFile: string | undefined;
   /** Prometheus listener; undefined = metrics endpoint off (`metrics-listen = ""`). */
   readonly metricsListen: ListenAddress | undefined;
+  /**
+   * Clients the client log keeps (`ntsd clients`, core/client-log.ts): 120 octets each, fixed at start;
+   * the least recently seen client goes first. 0 = no client log.
+   */
+  readonly clientLogSize: number;
 }
 
 /** `[worker-pool]`: the NTP threads. */
@@ -368,7 +373,8 @@ export const DEFAULTS = {
     sourceWeight: 1,
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
-  observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
+  // client-log-size: chrony's default clientloglimit (512 KiB) holds 4096 clients; so do ours (480 KiB).
+  observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975', clientLogSize: 4096 },
   workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
@@ -1028,8 +1034,9 @@ function readObservability(table: Table, errors: string[], options: ValidateOpti
   if (!(r.has('metrics-listen') && r.raw('metrics-listen') === '')) {
     metricsListen = r.listen('metrics-listen', false, d.metricsListen);
   }
+  const clientLogSize = r.integer('client-log-size', 0, 16_777_216, d.clientLogSize);
   r.finish();
-  return { logLevel, logFormat, logFile, metricsListen };
+  return { logLevel, logFormat, logFile, metricsListen, clientLogSize };
 }
 
 /** `[worker-pool]` keys of the retired worker-pool design, and what to do instead. */

@@ -27,6 +27,7 @@ import { performance } from 'node:perf_hooks';
 import type * as tls from 'node:tls';
 import { matchCidr, type CidrPrefix } from '../core/cidr.js';
 import type { AccessList } from '../core/access-list.js';
+import { KeClass, keClassOf, type ClientLog } from '../core/client-log.js';
 import type { ConcurrencyLimiter, SourceKey } from '../core/concurrency.js';
 import type { RateLimiter } from '../core/limiter.js';
 import { readClientHelloServerName } from './client-hello.js';
@@ -48,6 +49,8 @@ export interface ListenerContext {
   accessList(): AccessList;
   /** Tallies of the current stats interval. */
   tallies(): KeTallies;
+  /** The shared per-client log: each connection's outcome class is counted there; undefined = off. */
+  readonly clientLog?: ClientLog | undefined;
   /** Everything sessions need; `closed`, `progressed` and `settled` are wrapped by the listener. */
   readonly session: Omit<SessionContext, 'closed' | 'progressed' | 'settled'> & {
     settled(outcome: Parameters<SessionContext['settled']>[1], durationS: number, cookiesIssued: number, detail: string | undefined): void;
@@ -134,6 +137,8 @@ export class KeListener {
       ...ctx.session,
       settled: (session, outcome, durationS, cookiesIssued, detail) => {
         this.#forget(session);
+        const key = this.#sessions.get(session)?.key;
+        if (key !== undefined) ctx.clientLog?.noteKe(key, keClassOf(outcome), sharedNowMs());
         ctx.session.settled(outcome, durationS, cookiesIssued, detail);
       },
       progressed: (session) => {
@@ -258,12 +263,12 @@ export class KeListener {
       // KE has no refusal message before TLS: `deny` and `ignore` both close, counted apart.
       if (access === 'deny') tallies.rejected.access_denied++;
       else tallies.rejected.access_ignored++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     if (this.#ctx.limiter().take(address, sharedNowMs()) !== 'admit') {
       tallies.rejected.rate_limited++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     const concurrency = this.#ctx.concurrency();
@@ -275,7 +280,7 @@ export class KeListener {
     if (decision === 'source_limit' || decision === 'global_limit') {
       if (decision === 'source_limit') tallies.rejected.source_limit++;
       else tallies.rejected.connection_limit++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     tallies.accepted++;
@@ -318,8 +323,15 @@ export class KeListener {
       wait.admission.released = true;
       wait.admission.limiter.release(wait.admission.key, wait.admission.tracked);
     }
+    this.#ctx.clientLog?.noteKe(wait.admission.key, keClassOf(outcome), sharedNowMs());
     this.#ctx.session.settled(outcome, (performance.now() - wait.acceptedAtMs) / 1000, 0, undefined);
     this.#ctx.sessionClosed();
+  }
+
+  /** Closes a connection refused before TLS, counting it in the client log. */
+  #refuse(raw: net.Socket, address: string): void {
+    this.#ctx.clientLog?.noteKeAddress(address, KeClass.refused, sharedNowMs());
+    raw.destroy();
   }
 
   #forget(session: KeSession): void {

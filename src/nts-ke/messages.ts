@@ -129,6 +129,8 @@ export interface KeWorkerInit {
   readonly proxyTrustedSources?: readonly string[] | undefined;
   /** NTS pools: keep-alive for authenticated front ends; undefined = never keep a connection. */
   readonly keepAlive?: KeKeepAliveInit | undefined;
+  /** The client log shared with the NTP threads (core/client-log.ts); undefined = off. */
+  readonly clientLog?: SharedArrayBuffer | undefined;
 }
 
 /**

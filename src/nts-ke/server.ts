@@ -113,6 +113,8 @@ export interface KeServerOptions {
    * `longlivedConnections` over all threads; undefined or 0 = never keep one.
    */
   readonly keepAlive?: { readonly longlivedConnections: number; readonly idleTimeoutMs: number; readonly maxAgeMs: number } | undefined;
+  /** The client log (core/client-log.ts) every KE thread counts its connections in; undefined = off. */
+  readonly clientLog?: SharedArrayBuffer | undefined;
 }
 
 /** A limiter table in shared memory, seeded with fresh random bits. */
@@ -296,6 +298,7 @@ export class KeServer {
         o.keepAlive === undefined || o.keepAlive.longlivedConnections <= 0
           ? undefined
           : { table: this.#keepAliveTable, longlivedConnections: o.keepAlive.longlivedConnections, idleTimeoutMs: o.keepAlive.idleTimeoutMs, maxAgeMs: o.keepAlive.maxAgeMs },
+      clientLog: o.clientLog,
     };
   }
 

@@ -48,6 +48,8 @@ export interface KeListenersOptions {
   readonly ntpPortFallback: () => number;
   /** NTS pools: answered support / fixed key requests, for ntsd_ke_pool_requests_total. */
   readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
+  /** The client log (core/client-log.ts) shared with the NTP threads; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
   /** The `[pool-ke]` front end: a KE listener that answers with `handler` (README "Pools"). */
   readonly frontEnd?: {
     readonly config: KeListenerConfig;
@@ -215,6 +217,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
               }),
           logger,
           threadNiceness: c.threadNiceness,
+          clientLog: options.clientLog,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
           ...(reusePortListener !== undefined ? { openReusePortListener: reusePortListener } : {}),
         });

@@ -27,6 +27,7 @@ import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, t
 import { parseCidr, type CidrPrefix } from '../core/cidr.js';
 import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
+import { ClientLog } from '../core/client-log.js';
 import { ConcurrencyLimiter } from '../core/concurrency.js';
 import { RateLimiter } from '../core/limiter.js';
 import { decodeKeyset, retireMasterKeys, type Keyset } from '../core/nts/keyset.js';
@@ -173,6 +174,7 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
     limiter: () => limiter,
     accessList: () => accessList,
     tallies: () => tallies,
+    clientLog: init.clientLog === undefined ? undefined : ClientLog.attach(init.clientLog),
     session: {
       keyExchangeTimeoutMs: init.keyExchangeTimeoutMs,
       maxRequestBytes: init.maxRequestBytes,

@@ -12,6 +12,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
 import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES, type KeRejectReasonLabel, type KeSessionOutcomeLabel } from '../core/ke-handler.js';
+import type { ClientLogSummary } from '../core/client-log.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Label value sets.
@@ -276,6 +277,15 @@ export interface TimeSourceMetrics {
   set(fields: ServerFields): void;
 }
 
+/** Aggregates of the client log (core/client-log.ts), read at each scrape; never an address or a per-client label. */
+export interface ClientLogMetrics {
+  /**
+   * Sets where ntsd_clients_tracked, ntsd_clients_top_request_share and ntsd_client_log_capacity_clients
+   * come from (called at each scrape).
+   */
+  setSource(capacity: number, summary: () => ClientLogSummary): void;
+}
+
 /** Every ntsd metric, grouped by the component that updates it. */
 /** Which implementation each AEAD runs on (src/runtime/aead-openssl.ts). */
 export interface AeadMetrics {
@@ -292,6 +302,7 @@ export interface Metrics {
   readonly keys: KeyMetrics;
   readonly ntpThreads: NtpThreadMetrics;
   readonly timeSource: TimeSourceMetrics;
+  readonly clients: ClientLogMetrics;
 }
 
 /** Creates a registry holding every metric of OPERATIONS.md, labelled counters at 0. */
@@ -346,6 +357,29 @@ export function createMetrics(options: MetricsOptions): Metrics {
     help: 'Mean estimated delay from reading the transmit clock to the reply leaving, added to transmit timestamps (last stats interval), seconds.',
     registers,
   });
+
+  // Client log: aggregates only (the per-client view is GET /clients, never a label here).
+  // Each gauge scans the log at its collect() (a few µs per thousand entries, once per scrape).
+  let clientSource: (() => ClientLogSummary) | undefined;
+  const readClients = (): ClientLogSummary | undefined => clientSource?.();
+  new Gauge({
+    name: 'ntsd_clients_tracked',
+    help: 'Clients (IPv4 addresses, IPv6 /64 prefixes) in the client log now (ntsd clients lists them).',
+    registers,
+    collect() {
+      this.set(readClients()?.tracked ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'ntsd_clients_top_request_share',
+    help: 'Share of the NTP requests counted in the client log that come from its busiest client (0..1).',
+    registers,
+    collect() {
+      const s = readClients();
+      this.set(s === undefined || s.requests === 0 ? 0 : s.topRequests / s.requests);
+    },
+  });
+  const clientCapacity = new Gauge({ name: 'ntsd_client_log_capacity_clients', help: 'Clients the client log can hold (client-log-size; 0 = off).', registers });
 
   // NTS-KE
   const keAccepted = new Counter({ name: 'ntsd_ke_connections_accepted_total', help: 'NTS-KE TCP connections accepted.', registers });
@@ -545,6 +579,12 @@ export function createMetrics(options: MetricsOptions): Metrics {
     },
     ntpThreads: {
       addRestarts: (n) => add(restarts, n),
+    },
+    clients: {
+      setSource: (capacity, summary) => {
+        clientSource = summary;
+        clientCapacity.set(capacity);
+      },
     },
     timeSource: {
       set: (fields) => {

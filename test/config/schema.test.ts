@@ -81,6 +81,8 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['observability.log-format', (d) => (table(d, 'observability')['log-format'] = 'xml')],
   ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
   ['observability.metrics-listen', (d) => (table(d, 'observability')['metrics-listen'] = 'localhost:9975')],
+  ['observability.client-log-size', (d) => (table(d, 'observability')['client-log-size'] = -1)],
+  ['observability.client-log-size', (d) => (table(d, 'observability')['client-log-size'] = 1.5)],
   ['worker-pool.threads', (d) => (table(d, 'worker-pool')['threads'] = 1000)],
   ['worker-pool.receive-buffer-bytes', (d) => (table(d, 'worker-pool')['receive-buffer-bytes'] = -1)],
   ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
@@ -191,6 +193,7 @@ test('defaults match OPERATIONS.md', () => {
     logFormat: 'auto',
     logFile: undefined,
     metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
+    clientLogSize: 4096,
   });
   assert.deepEqual(c.workerPool, {
     threads: 3,
@@ -754,4 +757,15 @@ test('several certificates: no pair, half a pair, a bad table or the same file t
     const errors = errorsOf(validateConfig(doc, OPTIONS));
     assert.ok(errors.some((e) => e.startsWith(`${path}:`)), `${path}: ${errors.join('\n')}`);
   }
+});
+
+test('client-log-size: 4096 by default, 0 turns the log off, a change needs a restart', () => {
+  const running = valid(base());
+  assert.equal(running.observability.clientLogSize, 4096);
+  const off = base();
+  off['observability'] = { 'client-log-size': 0 };
+  assert.equal(valid(off).observability.clientLogSize, 0);
+  const bigger = base();
+  bigger['observability'] = { 'client-log-size': 65536 };
+  assert.deepEqual(changesRequiringRestart(running, valid(bigger)), ['observability.client-log-size']);
 });

@@ -251,3 +251,36 @@ test('a busy port fails with BIND_FAILED; registries are independent', async () 
     await first.close();
   }
 });
+
+test('client log aggregates: read at each scrape, 0 without a log; /clients only with a view', async () => {
+  const m = createMetrics({ version: '9.9.9-test' });
+  const plain = await startMetricsServer(m.registry, '127.0.0.1', 0);
+  try {
+    const r = await get(plain.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 0);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0);
+    assert.equal(sample(r.body, 'ntsd_client_log_capacity_clients'), 0);
+    assert.equal((await get(plain.port, '/clients')).status, 404);
+  } finally {
+    await plain.close();
+  }
+  let summary = { tracked: 3, requests: 40, topRequests: 30 };
+  m.clients.setSource(4096, () => summary);
+  const viewing = await startMetricsServer(m.registry, '127.0.0.1', 0, { clients: () => ({ capacity: 4096, tracked: 0, clients: [] }) });
+  try {
+    let r = await get(viewing.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 3);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0.75);
+    assert.equal(sample(r.body, 'ntsd_client_log_capacity_clients'), 4096);
+    summary = { tracked: 5, requests: 0, topRequests: 0 };
+    r = await get(viewing.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 5);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0, 'no requests: no share');
+    const c = await get(viewing.port, '/clients');
+    assert.equal(c.status, 200);
+    assert.match(c.contentType, /^application\/json/);
+    assert.deepEqual(JSON.parse(c.body), { capacity: 4096, tracked: 0, clients: [] });
+  } finally {
+    await viewing.close();
+  }
+});
