@@ -40,7 +40,7 @@ export interface KeListenersOptions {
   readonly ntpPortFallback: () => number;
   /** NTS pools: answered support / fixed key requests, for ntsd_ke_pool_requests_total. */
   readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
-  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (README "Pools"). */
+  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (docs/pools.md). */
   readonly frontEnd?: {
     readonly config: KeListenerConfig;
     readonly handler: KeHandlerSpec;
