@@ -219,7 +219,7 @@ test('the native addon is loaded in one place (runtime/addon.ts), and its C sour
   const loaders = sources.filter((s) => /createRequire|process\.dlopen|\.node['"]/.test(s.text) && s.path !== 'runtime/addon.ts');
   assert.deepEqual(loaders.map((s) => s.path), []);
   const cFiles = readdirSync(join(srcRoot, 'native')).filter((n) => n.endsWith('.c') || n.endsWith('.h'));
-  assert.deepEqual(cFiles.sort(), ['addon.c', 'aead.c', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c']);
+  assert.deepEqual(cFiles.sort(), ['addon.c', 'aead.c', 'aead_siv.c', 'aead_siv.h', 'ntsd_udp.h', 'udp_batch.c', 'udp_socket.c', 'udp_txstamp.c']);
   for (const name of cFiles) {
     const lines = readFileSync(join(srcRoot, 'native', name), 'utf8').split('\n');
     assert.ok(lines.length <= 400, `src/native/${name} has ${lines.length} lines`);

@@ -68,7 +68,8 @@ export function mergeReloadedConfig(running: Config, next: Config): { applied: C
       return n === undefined ? k : { ...k, ...keRuntimeSettings(n) };
     }),
     poolKe: running.poolKe === undefined || next.poolKe === undefined ? running.poolKe : { ...running.poolKe, ...keRuntimeSettings(next.poolKe) },
-    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart.
+    // NTP access lists and rate limits apply at runtime; the rate-limit table keeps its size until a restart,
+    // and interleaved mode (socket options and its table, made at start) its settings.
     servers: running.servers.map((s, i) => {
       const n = next.servers[i];
       return n === undefined ? s : { ...s, access: n.access, rateLimit: { ...n.rateLimit, tableSize: s.rateLimit.tableSize } };

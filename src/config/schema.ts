@@ -36,6 +36,20 @@ export interface NtpServerConfig {
   readonly rateLimit: NtpRateLimitConfig;
   /** `allow` / `deny` / `ignore` prefixes and the action for addresses none of them matches. */
   readonly access: AccessConfig;
+  /** RFC 9769 interleaved client/server mode (`interleaved`, `interleaved-table-size`). */
+  readonly interleave: NtpInterleaveConfig;
+}
+
+/**
+ * `[[server]] interleaved*`: RFC 9769 interleaved mode, in which a reply carries the kernel transmit stamp
+ * of the previous reply to that client. Needs kernel TX stamps: the native datapath only; the dgram
+ * datapath answers in basic mode whatever this says.
+ */
+export interface NtpInterleaveConfig {
+  /** Answer clients that ask (chrony `xleave`) in interleaved mode. */
+  readonly enabled: boolean;
+  /** Replies remembered at once for interleaving clients (48 octets each, shared by every NTP thread). */
+  readonly tableSize: number;
 }
 
 /** `[[server]] client-rate-limit-*`: one token bucket per client address (IPv4) or prefix (IPv6 /64). */
@@ -311,6 +325,8 @@ export const DEFAULTS = {
     clientRateLimitIpv4PrefixLength: 32,
     clientRateLimitIpv6PrefixLength: 64,
     accessDefault: 'allow',
+    interleaved: true,
+    interleavedTableSize: 65536,
   },
   ntsKeServer: {
     keyExchangeTimeoutMs: 2000,
@@ -658,8 +674,12 @@ function readServer(table: Table, path: string, errors: string[]): NtpServerConf
     ipv6PrefixBits: r.integer('client-rate-limit-ipv6-prefix-length', 0, 128, d.clientRateLimitIpv6PrefixLength),
   };
   const access = r.accessList();
+  const interleave: NtpInterleaveConfig = {
+    enabled: r.boolean('interleaved', d.interleaved),
+    tableSize: r.integer('interleaved-table-size', 16, 16_777_216, d.interleavedTableSize),
+  };
   r.finish();
-  return listen === undefined ? undefined : { listen, requireNts, acceptNtpVersions, rateLimit, access };
+  return listen === undefined ? undefined : { listen, requireNts, acceptNtpVersions, rateLimit, access, interleave };
 }
 
 function readNtsKeServer(

@@ -203,15 +203,54 @@ export class ClientTable {
     }
     cursor.slot = victim;
     if (victim < 0) return -1;
-    const at = this.#slotsI32At + victim * SLOT_I32;
+    return this.claimSlot(words, cursor, victim);
+  }
+
+  /**
+   * Takes slot `slot` of the (locked) bucket for `words`, whatever it held, with its user values zeroed
+   * (for users that choose their own victim). Returns the slot; throws RangeError outside the bucket (a bug).
+   */
+  claimSlot(words: Uint32Array, cursor: ClientTableCursor, slot: number): number {
+    const first = cursor.bucket * this.ways;
+    if (slot < first || slot >= first + this.ways) throw new RangeError('client table: slot outside the locked bucket');
+    cursor.slot = slot;
+    const at = this.#slotsI32At + slot * SLOT_I32;
     this.#i32[at] = 1;
     for (let w = 0; w < 4; w++) this.#i32[at + 1 + w] = (words[w] ?? 0) | 0;
     this.#i32[at + 5] = 0;
     this.#i32[at + 6] = 0;
     this.#i32[at + 7] = 0;
-    this.#f64[this.#slotsF64At + victim * SLOT_F64 + 4] = 0;
-    this.#f64[this.#slotsF64At + victim * SLOT_F64 + 5] = 0;
-    return victim;
+    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4] = 0;
+    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 5] = 0;
+    return slot;
+  }
+
+  /** First slot of the cursor's (locked) bucket; its slots are [firstSlot, firstSlot + ways). */
+  firstSlot(cursor: ClientTableCursor): number {
+    return cursor.bucket * this.ways;
+  }
+
+  /** Whether `slot` (in a locked bucket) is in use. */
+  used(slot: number): boolean {
+    return this.#i32[this.#slotsI32At + slot * SLOT_I32] === 1;
+  }
+
+  /** Whether `slot` (in a locked bucket) is in use with key `words`. */
+  holds(slot: number, words: Uint32Array): boolean {
+    const at = this.#slotsI32At + slot * SLOT_I32;
+    const i32 = this.#i32;
+    return (
+      i32[at] === 1 &&
+      i32[at + 1] === ((words[0] ?? 0) | 0) &&
+      i32[at + 2] === ((words[1] ?? 0) | 0) &&
+      i32[at + 3] === ((words[2] ?? 0) | 0) &&
+      i32[at + 4] === ((words[3] ?? 0) | 0)
+    );
+  }
+
+  /** Frees `slot` (its bucket must be locked). */
+  releaseSlot(slot: number): void {
+    this.#i32[this.#slotsI32At + slot * SLOT_I32] = 0;
   }
 
   /** Frees the cursor's slot (its bucket must be locked). */

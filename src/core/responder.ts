@@ -19,10 +19,11 @@
  * buffers and the result object live in the context and are reused; a result is valid until the next call.
  */
 import { padTo4, writeU32, type FillRandom } from './bytes.js';
-import { getAead, isRekeyable, type AeadAlgorithm, type AeadCipher } from './crypto/aead.js';
+import { getAead, isRekeyable, sealRegions, type AeadAlgorithm, type AeadCipher } from './crypto/aead.js';
 import { EF_HEADER_LENGTH } from './ntp/extension.js';
 import { LeapIndicator, NTP_HEADER_LENGTH, NtpHeaderOffset, NtpMode, packLiVnMode } from './ntp/header.js';
 import { writeTimestamp, type NtpTimestamp } from './ntp/timestamp.js';
+import { looksInterleaved, originFraction, originSeconds, type InterleaveTable, type MutableNtpTimestamp } from './interleave.js';
 import {
   COOKIE_MAX_LENGTH,
   COOKIE_OVERHEAD,
@@ -35,7 +36,7 @@ import {
   type CookieOpenScratch,
 } from './nts/cookie.js';
 import { KISS_NTSN, NtsExtensionFieldType } from './nts/ids.js';
-import type { Keyset } from './nts/keyset.js';
+import { retireMasterKeys, type Keyset } from './nts/keyset.js';
 import {
   AUTHENTICATOR_LENGTHS_SIZE,
   MAX_COOKIES_PER_REPLY,
@@ -160,6 +161,25 @@ export interface RespondResult {
   keyAge: number;
   /** Cookies placed in the reply. */
   cookiesIssued: number;
+  /** RFC 9769: the reply is in interleaved mode (its transmit timestamp is the previous reply's kernel stamp). */
+  interleaved: boolean;
+  /**
+   * RFC 9769: the reply was saved in the interleave table; the shell should have the kernel stamp its
+   * transmission and hand the stamp to InterleaveTable.setTransmit(peer, stampKey...).
+   */
+  transmitStampWanted: boolean;
+  /** The reply's receive timestamp as sent (the table key) when transmitStampWanted. */
+  readonly stampKey: MutableNtpTimestamp;
+}
+
+/**
+ * RFC 9769 interleaved mode for one request: the table of the request's `[[server]]`, the client
+ * address (core/ip.ts words) and the table's clock. The caller reuses one object and updates it per request.
+ */
+export interface InterleaveClient {
+  table: InterleaveTable;
+  peer: Uint32Array;
+  nowMs: number;
 }
 
 /** Per-context reusable buffers. */
@@ -173,11 +193,18 @@ export interface ResponderScratch {
   readonly c2sCiphers: Map<number, AeadCipher>;
   /** Re-keyable S2C cipher per AEAD id. */
   readonly s2cCiphers: Map<number, AeadCipher>;
+  /** A request's origin timestamp, and the stored transmit stamp an interleaved reply carries. */
+  readonly origin: MutableNtpTimestamp;
+  readonly interleavedTransmit: MutableNtpTimestamp;
 }
 
 /** Everything `respond` needs besides the packet. Mutable fields may be swapped by the shell between calls. */
 export interface ResponderContext {
-  /** Master keys for opening and sealing cookies. */
+  /**
+   * Master keys for opening and sealing cookies. Assigning a new snapshot retires the previous one at once
+   * (retireMasterKeys: the master keys the new snapshot does not hold are zeroed and their ciphers wiped, OpenSSL
+   * handles included), so the previous snapshot must not be used afterwards in this thread.
+   */
   keyset: Keyset;
   /** Stratum, leap, root delay/dispersion, refid, reference time. */
   serverFields: ServerFields;
@@ -224,16 +251,34 @@ export function createResponderScratch(): ResponderScratch {
     nts: createNtsRequestScratch(),
     cookie: createCookieOpenScratch(),
     replyPlaintext: new Uint8Array(MAX_COOKIES_PER_REPLY * (EF_HEADER_LENGTH + COOKIE_MAX_LENGTH)),
-    result: { outcome: Outcome.dropMalformed, length: 0, keyAge: KEY_AGE_NONE, cookiesIssued: 0 },
+    result: {
+      outcome: Outcome.dropMalformed,
+      length: 0,
+      keyAge: KEY_AGE_NONE,
+      cookiesIssued: 0,
+      interleaved: false,
+      transmitStampWanted: false,
+      stampKey: { seconds: 0, fraction: 0 },
+    },
     c2sCiphers: new Map(),
     s2cCiphers: new Map(),
+    origin: { seconds: 0, fraction: 0 },
+    interleavedTransmit: { seconds: 0, fraction: 0 },
   };
 }
 
 /** Creates a responder context with fresh scratch buffers. */
 export function createResponderContext(init: Omit<ResponderContext, 'scratch'>): ResponderContext {
+  let keyset = init.keyset;
   return {
-    keyset: init.keyset,
+    get keyset(): Keyset {
+      return keyset;
+    },
+    set keyset(next: Keyset) {
+      const previous = keyset;
+      keyset = next;
+      retireMasterKeys(previous, next);
+    },
     serverFields: init.serverFields,
     now: init.now,
     fillRandom: init.fillRandom,
@@ -263,17 +308,15 @@ function finish(result: RespondResult, outcome: OutcomeValue, length: number): R
 
 /** Copies the request's transmit timestamp into the reply's origin field (RFC 5905 §8). */
 function copyOrigin(request: Uint8Array, out: Uint8Array): void {
-  out.set(
-    request.subarray(NtpHeaderOffset.transmitTime, NtpHeaderOffset.transmitTime + 8),
-    NtpHeaderOffset.originTime,
-  );
+  for (let i = 0; i < 8; i++) out[NtpHeaderOffset.originTime + i] = request[NtpHeaderOffset.transmitTime + i] ?? 0;
 }
 
 /**
  * Writes a mode-4 server header (everything but the transmit timestamp): server fields from `f`,
- * the client's version and poll copied, origin = client transmit, receive = `receiveTime`.
+ * the client's version and poll copied, origin = client transmit, receive = `receiveTime`. In
+ * interleaved mode (RFC 9769 §2) the origin is the request's receive timestamp instead.
  */
-function writeTimeHeader(request: Uint8Array, receiveTime: NtpTimestamp, f: ServerFields, version: number, out: Uint8Array): void {
+function writeTimeHeader(request: Uint8Array, receiveTime: NtpTimestamp, f: ServerFields, version: number, out: Uint8Array, interleaved: boolean): void {
   out[0] = packLiVnMode(f.leap, version, NtpMode.server);
   out[1] = f.stratum & 0xff;
   out[2] = request[NtpHeaderOffset.poll] ?? 0;
@@ -282,8 +325,49 @@ function writeTimeHeader(request: Uint8Array, receiveTime: NtpTimestamp, f: Serv
   writeU32(out, NtpHeaderOffset.rootDispersion, f.rootDispersion);
   writeU32(out, NtpHeaderOffset.referenceId, f.referenceId);
   writeTimestamp(out, NtpHeaderOffset.referenceTime, f.referenceTime);
-  copyOrigin(request, out);
+  if (interleaved) {
+    out.set(request.subarray(NtpHeaderOffset.receiveTime, NtpHeaderOffset.receiveTime + 8), NtpHeaderOffset.originTime);
+  } else {
+    copyOrigin(request, out);
+  }
   writeTimestamp(out, NtpHeaderOffset.receiveTime, receiveTime);
+}
+
+/** Octet holding the lowest bit of the receive timestamp's fraction. */
+const RECEIVE_LOW_OCTET = NtpHeaderOffset.receiveTime + 7;
+/** Octet holding the lowest bit of the transmit timestamp's fraction. */
+const TRANSMIT_LOW_OCTET = NtpHeaderOffset.transmitTime + 7;
+
+/**
+ * RFC 9769 §2, before a time reply's header is written: whether it goes out in interleaved mode (then
+ * scratch.interleavedTransmit holds the previous reply's kernel stamp), and, for a request that looks
+ * interleaved, the entry this reply leaves in the table (result.transmitStampWanted, result.stampKey).
+ * Only requests that look interleaved touch the table.
+ */
+function planInterleave(request: Uint8Array, receiveTime: NtpTimestamp, client: InterleaveClient, nts: boolean, scratch: ResponderScratch): boolean {
+  const result = scratch.result;
+  if (!looksInterleaved(request)) return false;
+  const origin = scratch.origin;
+  origin.seconds = originSeconds(request);
+  origin.fraction = originFraction(request);
+  const interleaved = client.table.take(client.peer, origin, nts, scratch.interleavedTransmit) === 'hit';
+  const key = result.stampKey;
+  key.seconds = receiveTime.seconds;
+  key.fraction = (receiveTime.fraction | 1) >>> 0;
+  result.transmitStampWanted = client.table.save(client.peer, key, nts, client.nowMs);
+  return interleaved;
+}
+
+/**
+ * Writes a time reply's transmit timestamp: the stored kernel stamp in interleaved mode, else the clock
+ * read now. With interleaving on, every reply marks its receive timestamp (lowest bit set) and its
+ * transmit timestamp (bit clear), so a later request that echoes our receive timestamp is recognised.
+ */
+function writeTransmit(ctx: ResponderContext, out: Uint8Array, client: InterleaveClient | undefined, interleaved: boolean): void {
+  writeTimestamp(out, NtpHeaderOffset.transmitTime, interleaved ? ctx.scratch.interleavedTransmit : ctx.now());
+  if (client === undefined) return;
+  out[RECEIVE_LOW_OCTET] = (out[RECEIVE_LOW_OCTET] ?? 0) | 1;
+  out[TRANSMIT_LOW_OCTET] = (out[TRANSMIT_LOW_OCTET] ?? 0) & 0xfe;
 }
 
 /**
@@ -319,18 +403,22 @@ function writeNtsNak(
 /**
  * Answers one NTP/NTS request (RFC 5905 server mode, RFC 8915 §5.7). Writes the reply to out[0, length)
  * and returns the (reused) result. `out` must not overlap `request` and must be at least as long as
- * it (a caller bug otherwise: RangeError). Never throws on peer input.
+ * it (a caller bug otherwise: RangeError). Never throws on peer input. With `client`, time replies
+ * follow RFC 9769's interleaved client/server mode (planInterleave); without, basic mode only.
  */
 export function respond(
   request: Uint8Array,
   receiveTime: NtpTimestamp,
   ctx: ResponderContext,
   out: Uint8Array,
+  client?: InterleaveClient,
 ): RespondResult {
   const result = ctx.scratch.result;
   result.length = 0;
   result.keyAge = KEY_AGE_NONE;
   result.cookiesIssued = 0;
+  result.interleaved = false;
+  result.transmitStampWanted = false;
   if (out.length < request.length) throw new RangeError('respond: out must be at least as long as the request');
   const length = request.length;
   if (length < NTP_HEADER_LENGTH) return finish(result, Outcome.dropMalformed, 0);
@@ -345,7 +433,7 @@ export function respond(
     const extra = length - NTP_HEADER_LENGTH;
     if (extra !== 0) return finish(result, extra === 4 || extra === 20 || extra === 24 ? Outcome.dropPolicy : Outcome.dropMalformed, 0);
     if (ctx.requireNts) return finish(result, Outcome.dropRequireNts, 0);
-    return plainReply(request, receiveTime, ctx, version, out);
+    return plainReply(request, receiveTime, ctx, version, out, client);
   }
 
   const parsed = parseNtsRequest(request, ctx.scratch.nts);
@@ -354,9 +442,9 @@ export function respond(
     if (ctx.requireNts) return finish(result, Outcome.dropRequireNts, 0);
     // Symmetric-key authentication (legacy MAC) is not served: an unauthenticated answer would be useless.
     if (parsed.trailer !== 'none') return finish(result, Outcome.dropPolicy, 0);
-    return plainReply(request, receiveTime, ctx, version, out);
+    return plainReply(request, receiveTime, ctx, version, out, client);
   }
-  return ntsReply(request, receiveTime, ctx, version, out);
+  return ntsReply(request, receiveTime, ctx, version, out, client);
 }
 
 /** Why a request is refused before respond() does any work for it. */
@@ -428,10 +516,14 @@ function plainReply(
   ctx: ResponderContext,
   version: number,
   out: Uint8Array,
+  client: InterleaveClient | undefined,
 ): RespondResult {
-  writeTimeHeader(request, receiveTime, ctx.serverFields, version, out);
-  writeTimestamp(out, NtpHeaderOffset.transmitTime, ctx.now());
-  return finish(ctx.scratch.result, Outcome.ntpTime, NTP_HEADER_LENGTH);
+  const result = ctx.scratch.result;
+  const interleaved = client !== undefined && planInterleave(request, receiveTime, client, false, ctx.scratch);
+  writeTimeHeader(request, receiveTime, ctx.serverFields, version, out, interleaved);
+  writeTransmit(ctx, out, client, interleaved);
+  result.interleaved = interleaved;
+  return finish(result, Outcome.ntpTime, NTP_HEADER_LENGTH);
 }
 
 function ntsReply(
@@ -440,6 +532,7 @@ function ntsReply(
   ctx: ResponderContext,
   version: number,
   out: Uint8Array,
+  client: InterleaveClient | undefined,
 ): RespondResult {
   const scratch = ctx.scratch;
   const result = scratch.result;
@@ -513,8 +606,10 @@ function ntsReply(
   wipeCookieOpenScratch(opened);
 
   // 5. Header (no transmit time yet), the echoed UID EF (authenticated, not encrypted; §5.3), the
-  //    Authenticator prefix and a fresh nonce.
-  writeTimeHeader(request, receiveTime, ctx.serverFields, version, out);
+  //    Authenticator prefix and a fresh nonce. Interleaved mode is decided only now, for an authenticated
+  //    request: a forged one cannot use up a client's entry.
+  const interleaved = client !== undefined && planInterleave(request, receiveTime, client, true, scratch);
+  writeTimeHeader(request, receiveTime, ctx.serverFields, version, out, interleaved);
   out.set(request.subarray(authenticated.uniqueIdFieldOffset, authenticated.uniqueIdFieldOffset + uidLength), NTP_HEADER_LENGTH);
   const ciphertextLength = plaintextLength + aead.tagLength;
   const fieldLength = EF_HEADER_LENGTH + AUTHENTICATOR_LENGTHS_SIZE + nonceField + padTo4(ciphertextLength);
@@ -523,10 +618,12 @@ function ntsReply(
   fillRandom(nonce);
   out.fill(0, nonceAt + nonceLength, nonceAt + nonceField);
 
-  // 6. Transmit timestamp last, then seal: the header is in the associated data (§5.6).
-  writeTimestamp(out, NtpHeaderOffset.transmitTime, ctx.now());
+  // 6. Transmit timestamp last, then seal: the header is in the associated data (§5.6). In interleaved
+  //    mode it is the previous reply's kernel stamp, known already.
+  writeTransmit(ctx, out, client, interleaved);
+  result.interleaved = interleaved;
   const ciphertextAt = nonceAt + nonceField;
-  s2c.seal(nonce, out.subarray(0, authOffset), plaintext.subarray(0, plaintextLength), out, ciphertextAt);
+  sealRegions(s2c, out, nonceAt, nonceLength, 0, authOffset, plaintext, 0, plaintextLength, out, ciphertextAt);
   const end = authOffset + fieldLength;
   out.fill(0, ciphertextAt + ciphertextLength, end);
   result.cookiesIssued = count;

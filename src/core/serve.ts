@@ -6,8 +6,11 @@
  *
  * Pure and allocation-free: the caller owns a ServeState per thread (responder context, policies, reused
  * results) and passes the peer in core/ip.ts words, the time for the limiter and the output buffer.
+ * RFC 9769 interleaved mode runs inside respond(), after admission, for policies that have a table: the
+ * peer and the time are handed on for it (a refused request never touches the table).
  */
 import { admit, type Admission } from './admission.js';
+import { InterleaveTable } from './interleave.js';
 import type { IpFamily } from './ip.js';
 import type { NtpTimestamp } from './ntp/timestamp.js';
 import {
@@ -15,6 +18,7 @@ import {
   Outcome,
   respond,
   respondRefused,
+  type InterleaveClient,
   type RefusedResult,
   type RespondResult,
   type ResponderContext,
@@ -41,10 +45,21 @@ export interface ServeState {
   readonly refusal: { requireNts: boolean; acceptNtpVersions: readonly number[]; precision: number };
   /** The policy index ctx is set up for (-1 = none yet). */
   current: number;
+  /** RFC 9769 interleaved mode per policy index (undefined = basic mode only), reused per request. */
+  readonly interleave: readonly (InterleaveClient | undefined)[];
 }
 
-/** Creates the state of one thread; throws RangeError without a policy. */
-export function createServeState(ctx: ResponderContext, policies: readonly ResponderPolicy[], admissions: readonly Admission[]): ServeState {
+/**
+ * Creates the state of one thread; throws RangeError without a policy. `interleaveTables` holds, per policy
+ * index, the shared buffer of that `[[server]]`'s interleave table (core/interleave.ts), or undefined for
+ * basic mode only (the default).
+ */
+export function createServeState(
+  ctx: ResponderContext,
+  policies: readonly ResponderPolicy[],
+  admissions: readonly Admission[],
+  interleaveTables: readonly (SharedArrayBuffer | undefined)[] = [],
+): ServeState {
   const first = policies[0];
   if (first === undefined) throw new RangeError('serve: at least one responder policy is required');
   return {
@@ -55,6 +70,10 @@ export function createServeState(ctx: ResponderContext, policies: readonly Respo
     limiterScratch: new Uint32Array(4),
     refusal: { requireNts: first.requireNts, acceptNtpVersions: first.acceptNtpVersions, precision: 0 },
     current: -1,
+    interleave: policies.map((_, i) => {
+      const buffer = interleaveTables[i];
+      return buffer === undefined ? undefined : { table: InterleaveTable.attach(buffer), peer: new Uint32Array(4), nowMs: 0 };
+    }),
   };
 }
 
@@ -90,6 +109,8 @@ export function serve(
       const r = ctx.scratch.result;
       r.keyAge = KEY_AGE_NONE;
       r.cookiesIssued = 0;
+      r.interleaved = false;
+      r.transmitStampWanted = false;
       if (decision === 'limit') {
         r.outcome = Outcome.dropRateLimited;
         r.length = 0;
@@ -102,5 +123,11 @@ export function serve(
       return r;
     }
   }
-  return respond(request, receiveTime, ctx, out);
+  // Interleaved mode needs to know who asks; a peer of unknown family gets basic mode.
+  const client = family === 0 ? undefined : state.interleave[policyIndex];
+  if (client !== undefined) {
+    client.peer.set(peer);
+    client.nowMs = nowMs;
+  }
+  return respond(request, receiveTime, ctx, out, client);
 }

@@ -44,10 +44,9 @@ typedef struct {
     }                                                      \
   } while (0)
 
-/* The poll handle's memory is released by libc's free() as its close callback, not by a function of this
- * addon: when a worker thread ends, Node may unload the addon before the thread's loop runs its closing
- * handles, and a callback here would no longer exist. free(void *) and uv_close_cb agree on every ABI
- * Node runs on (one pointer argument, no result used). */
+/* The poll handle is freed by libc's free() as its close callback, not by a function of this addon: Node may
+ * unload the addon before an ending worker's loop runs its closing handles. free(void *) and uv_close_cb
+ * agree on every ABI Node runs on (one pointer argument, no result used). */
 #define FREE_ON_CLOSE ((uv_close_cb)(void (*)(void))free)
 
 /* Stops polling and closes the descriptor; no napi calls, so it is safe in the cleanup hook. */
@@ -104,6 +103,14 @@ static ntsd_socket *get_socket(napi_env env, napi_value v) {
   return data;
 }
 
+/* For udp_txstamp.c: the descriptor and block of a live handle; -1 when closed or not a handle. */
+int ntsd_socket_fd(napi_env env, napi_value v, uint8_t **block) {
+  ntsd_socket *s = get_socket(env, v);
+  if (s == NULL || s->closed) return -1;
+  *block = s->block;
+  return s->fd;
+}
+
 /* Reads up to `n` arguments into argv (missing ones are undefined) and the socket handle in argv[0];
  * NULL with a TypeError pending when argv[0] is not one. */
 static ntsd_socket *socket_call(napi_env env, napi_callback_info info, napi_value *argv, size_t n) {
@@ -117,8 +124,7 @@ static ntsd_socket *socket_call(napi_env env, napi_callback_info info, napi_valu
 
 static int32_t get_i32(napi_env env, napi_value v) {
   int32_t out = 0;
-  napi_get_value_int32(env, v, &out);
-  return out;
+  return napi_get_value_int32(env, v, &out) == napi_ok ? out : 0;
 }
 
 static napi_value make_i32(napi_env env, int32_t v) {
@@ -248,21 +254,23 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   ntsd_socket *s = poll->data;
   if (s == NULL || s->closed || s->callback_ref == NULL) return;
   if (status < 0) {
-    /* libuv stops a poll handle whose descriptor reports POLLERR. A pending socket error must not end the
-     * datapath: read SO_ERROR (which clears it), count it, and poll again. */
+    /* libuv stops a poll handle whose descriptor reports POLLERR: a pending socket error, or transmit stamps
+     * on the error queue (JavaScript reads those). Neither may end the datapath: read SO_ERROR (which
+     * clears an error; 0 means only stamps), count a real error, and poll again. */
     int err = 0;
     socklen_t len = sizeof(err);
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    ((double *)s->block)[NTSD_C_RECV_ERRORS] += 1;
+    if (err != 0) ((double *)s->block)[NTSD_C_RECV_ERRORS] += 1;
     uv_poll_start(poll, UV_READABLE, on_poll);
   }
   napi_env env = s->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn, recv, result;
+  napi_value fn, recv, result, error_queue;
+  napi_get_boolean(env, status < 0, &error_queue); /* callback(true): POLLERR, read the error queue */
   if (napi_get_reference_value(env, s->callback_ref, &fn) == napi_ok && fn != NULL && napi_get_global(env, &recv) == napi_ok) {
     /* make_callback (not call_function): runs the microtask queue afterwards, as libuv callbacks do. */
-    if (napi_make_callback(env, s->async_context, recv, fn, 0, NULL, &result) == napi_pending_exception) {
+    if (napi_make_callback(env, s->async_context, recv, fn, 1, &error_queue, &result) == napi_pending_exception) {
       napi_value error;
       /* A throw in the datapath is a bug: let the thread die like any uncaught exception. */
       if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
@@ -271,7 +279,7 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-/* start(handle, callback): calls callback() whenever the socket is readable (or has an error). */
+/* start(handle, callback): calls callback(errorQueue) whenever the socket is readable, or has an error or stamps queued. */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   ntsd_socket *s = socket_call(env, info, argv, 2);
@@ -359,6 +367,8 @@ static napi_value set_function(napi_env env, napi_value exports, const char *nam
 
 /* aead.c: the OpenSSL AEADs (aeadAlgorithms, aeadNew, aeadSeal, aeadOpen, aeadFree). */
 void ntsd_register_aead(napi_env env, napi_value exports);
+/* udp_txstamp.c: resetTxIds and its layout words. */
+void ntsd_register_txstamp(napi_env env, napi_value exports, napi_value layout);
 
 NAPI_MODULE_INIT() {
   ntsd_register_aead(env, exports);
@@ -383,6 +393,7 @@ NAPI_MODULE_INIT() {
   set_i32(env, layout, "blockBytes", NTSD_BLOCK_BYTES);
   set_i32(env, layout, "txLengthWord", NTSD_M_TX_LENGTH);
   set_i32(env, layout, "addrWord", NTSD_M_ADDR);
+  ntsd_register_txstamp(env, exports, layout);
   napi_set_named_property(env, exports, "layout", layout);
   return exports;
 }

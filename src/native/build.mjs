@@ -10,14 +10,14 @@
 // Environment: NTSD_NATIVE=0 skips the build; CC picks the compiler (default cc);
 // NTSD_NATIVE_CFLAGS adds flags (e.g. "-g -O1 -fsanitize=address" for a sanitizer build);
 // NTSD_NATIVE_OUT writes the addon elsewhere (default build/ntsd_udp.node); NTSD_NATIVE_OPENSSL=0 leaves the
-// OpenSSL AEADs (aead.c) out.
+// OpenSSL AEADs (aead.c, aead_siv.c) out.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const sources = ['addon.c', 'udp_socket.c', 'udp_batch.c', 'aead.c'].map((f) => join(root, 'src', 'native', f));
+const sources = ['addon.c', 'udp_socket.c', 'udp_batch.c', 'udp_txstamp.c', 'aead.c', 'aead_siv.c'].map((f) => join(root, 'src', 'native', f));
 const out = process.env.NTSD_NATIVE_OUT || join(root, 'build', 'ntsd_udp.node');
 
 function skip(reason) {
@@ -37,7 +37,7 @@ const probe = spawnSync(cc, ['--version'], { stdio: 'ignore' });
 if (probe.error !== undefined || probe.status !== 0) skip(`no C compiler (${cc}); on Debian/Ubuntu: apt-get install build-essential python3`);
 
 const extra = (process.env.NTSD_NATIVE_CFLAGS ?? '').split(/\s+/).filter((f) => f !== '');
-// aead.c calls the OpenSSL that Node links and exports, through the headers Node ships beside its own. Without
+// aead.c and aead_siv.c call the OpenSSL that Node links and exports, through the headers Node ships beside its own. Without
 // them the addon is built without AEADs (-DNTSD_NO_OPENSSL) and ntsd runs its JavaScript AEADs.
 const withOpenSsl = process.env.NTSD_NATIVE_OPENSSL !== '0' && existsSync(join(include, 'openssl', 'evp.h'));
 if (!withOpenSsl) extra.push('-DNTSD_NO_OPENSSL');

@@ -40,7 +40,8 @@ enum ntsd_counter {
   NTSD_C_SENT = 3,
   NTSD_C_SEND_ERRORS = 4,
   NTSD_C_NO_STAMP = 5,  /* datagrams without a kernel timestamp (the clock was read instead) */
-  NTSD_C_TX_STAMPS = 6  /* client mode: transmit stamps read from the error queue */
+  NTSD_C_TX_STAMPS = 6,  /* transmit stamps read from the error queue */
+  NTSD_C_TX_NEXT_ID = 7  /* OPT_ID the kernel gives the next stamped reply (udp_txstamp.c) */
 };
 
 /* Metadata words (u32) of one slot. */
@@ -54,8 +55,13 @@ enum ntsd_meta {
   NTSD_M_PORT = 6,        /* peer port, host order */
   NTSD_M_SCOPE = 7,       /* IPv6 scope id */
   NTSD_M_ADDR = 8,        /* 16 octets (4 words): IPv4 in the first 4, or IPv6 */
-  NTSD_M_TX_LENGTH = 12   /* reply octets in the slot's transmit payload (0 = nothing to send) */
+  NTSD_M_TX_LENGTH = 12,  /* reply octets in the slot's transmit payload (0 = nothing to send) */
+  NTSD_M_TX_STAMP = 13,   /* in: NTSD_TX_WANTED asks for a kernel TX stamp of this reply; out: NTSD_TX_ASKED once sent so */
+  NTSD_M_TX_ID = 14       /* out: the OPT_ID its TX stamp will carry (valid when NTSD_M_TX_STAMP is NTSD_TX_ASKED) */
 };
+
+#define NTSD_TX_WANTED 1u
+#define NTSD_TX_ASKED 2u
 
 #define NTSD_F_TRUNCATED 1u
 #define NTSD_F_KERNEL_STAMP 2u
@@ -64,7 +70,8 @@ enum ntsd_meta {
 enum ntsd_stamp_mode {
   NTSD_STAMP_NONE = 0,
   NTSD_STAMP_RX = 1,      /* SO_TIMESTAMPNS: receive stamps (servers) */
-  NTSD_STAMP_RX_TX = 2    /* SO_TIMESTAMPING software RX + TX with OPT_ID (load generator) */
+  NTSD_STAMP_RX_TX = 2,   /* SO_TIMESTAMPING software RX + TX with OPT_ID (load generator) */
+  NTSD_STAMP_RX_TXREQ = 3 /* SO_TIMESTAMPING software RX; software TX with OPT_ID only for replies that ask (servers) */
 };
 
 /* udp_socket.c: socket creation. Returns fd >= 0 or -errno. */
@@ -79,6 +86,18 @@ int ntsd_open_tcp_listener(int family, const uint8_t *addr, int port, int v6only
 int ntsd_recv_batch(int fd, uint8_t *block);
 int ntsd_send_one(int fd, uint8_t *block, int slot, int connected);
 int ntsd_send_batch(int fd, uint8_t *block, int count, int connected);
+
+/* udp_txstamp.c: transmit stamps on request, read in batches from the error queue. */
 int ntsd_read_tx_stamps(int fd, uint8_t *block, double *out, int max);
+/* Sets msg_control of `h` to a SO_TIMESTAMPING request in `control` (CMSG_SPACE(4) octets) when the slot asks. */
+void ntsd_tx_prepare(uint32_t *m, uint64_t *control, struct msghdr *h);
+/* After a send of a slot prepared above: `sent` 1 or 0; numbers the stamp the kernel will report. */
+void ntsd_tx_done(uint8_t *block, uint32_t *m, int sent);
+/* Restarts the OPT_ID numbering at 0 (after the counts disagreed); drops queued stamps. 0 or -errno. */
+int ntsd_tx_reset(int fd, uint8_t *block);
+/* Whether the kernel numbers only sends that ask for a stamp (1), every send (0); probed once. */
+int ntsd_tx_ids_count_stamped_only(void);
+/* The socket option flags of NTSD_STAMP_RX_TXREQ. */
+unsigned int ntsd_tx_socket_flags(void);
 
 #endif

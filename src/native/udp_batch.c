@@ -1,7 +1,7 @@
 /*
  * Batched datagram I/O over the shared block (layout in ntsd_udp.h): recvmmsg into the receive slots
  * with each datagram's kernel receive timestamp and peer address, sendmsg/sendmmsg from the transmit
- * slots, and (client sockets) transmit timestamps from the error queue.
+ * slots, each asking for a kernel transmit stamp when its slot says so (udp_txstamp.c reads them).
  *
  * Nothing here allocates: message headers, address and control buffers live on the caller's stack, and
  * payloads go straight into the block. Every length written or read is bounded by NTSD_SLOT_BYTES.
@@ -19,6 +19,8 @@
 /* Control space for one datagram: the larger of SCM_TIMESTAMPNS (one timespec) and SCM_TIMESTAMPING
  * (three), with room to spare for anything else the kernel adds. */
 #define CONTROL_BYTES 128
+/* u64 words of a transmit stamp request (one cmsg with a u32), rounded up. */
+#define STAMP_REQUEST_WORDS ((CMSG_SPACE(sizeof(uint32_t)) + 7) / 8)
 
 static double *counters(uint8_t *block) { return (double *)block; }
 static uint32_t *meta(uint8_t *block, int slot) {
@@ -141,6 +143,7 @@ int ntsd_recv_batch(int fd, uint8_t *block) {
     m[NTSD_M_RX_LENGTH] = length;
     m[NTSD_M_RX_FLAGS] = flags;
     m[NTSD_M_TX_LENGTH] = 0;
+    m[NTSD_M_TX_STAMP] = 0;
   }
   c[NTSD_C_RECEIVED] += n;
   return n;
@@ -153,6 +156,7 @@ int ntsd_send_one(int fd, uint8_t *block, int slot, int connected) {
   if (length == 0 || length > NTSD_SLOT_BYTES) return 0;
   struct sockaddr_storage ss;
   struct iovec iov = {.iov_base = tx_payload(block, slot), .iov_len = length};
+  uint64_t request[STAMP_REQUEST_WORDS];
   struct msghdr h;
   memset(&h, 0, sizeof(h));
   h.msg_iov = &iov;
@@ -161,19 +165,20 @@ int ntsd_send_one(int fd, uint8_t *block, int slot, int connected) {
     h.msg_name = &ss;
     h.msg_namelen = get_address(m, &ss);
   }
+  ntsd_tx_prepare(m, request, &h);
   double *c = counters(block);
-  if (sendmsg(fd, &h, MSG_DONTWAIT) < 0) {
-    c[NTSD_C_SEND_ERRORS] += 1;
-    return 0;
-  }
-  c[NTSD_C_SENT] += 1;
-  return 1;
+  int ok = sendmsg(fd, &h, MSG_DONTWAIT) >= 0;
+  ntsd_tx_done(block, m, ok);
+  c[ok ? NTSD_C_SENT : NTSD_C_SEND_ERRORS] += 1;
+  return ok;
 }
 
 int ntsd_send_batch(int fd, uint8_t *block, int count, int connected) {
   struct mmsghdr msgs[NTSD_SLOTS];
   struct iovec iov[NTSD_SLOTS];
   struct sockaddr_storage peers[NTSD_SLOTS];
+  uint64_t requests[NTSD_SLOTS][STAMP_REQUEST_WORDS];
+  uint32_t *slot_meta[NTSD_SLOTS];
   if (count > NTSD_SLOTS) count = NTSD_SLOTS;
   int k = 0;
   memset(msgs, 0, sizeof(msgs));
@@ -189,6 +194,8 @@ int ntsd_send_batch(int fd, uint8_t *block, int count, int connected) {
       msgs[k].msg_hdr.msg_name = &peers[k];
       msgs[k].msg_hdr.msg_namelen = get_address(m, &peers[k]);
     }
+    ntsd_tx_prepare(m, requests[k], &msgs[k].msg_hdr);
+    slot_meta[k] = m;
     k++;
   }
   double *c = counters(block);
@@ -199,56 +206,13 @@ int ntsd_send_batch(int fd, uint8_t *block, int count, int connected) {
       if (errno == EINTR) continue;
       /* The first unsent message failed: count it and go on with the rest. */
       c[NTSD_C_SEND_ERRORS] += 1;
+      ntsd_tx_done(block, slot_meta[done], 0);
       done++;
       continue;
     }
+    for (int i = done; i < done + r; i++) ntsd_tx_done(block, slot_meta[i], 1);
     c[NTSD_C_SENT] += r;
     done += r;
   }
-  return k;
-}
-
-int ntsd_read_tx_stamps(int fd, uint8_t *block, double *out, int max) {
-  int k = 0;
-  while (k < max) {
-    uint64_t control[CONTROL_BYTES * 2 / sizeof(uint64_t)];
-    uint8_t data[64];
-    struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
-    struct msghdr h;
-    memset(&h, 0, sizeof(h));
-    h.msg_iov = &iov;
-    h.msg_iovlen = 1;
-    h.msg_control = control;
-    h.msg_controllen = sizeof(control);
-    if (recvmsg(fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
-    struct timespec ts = {0, 0};
-    int have_ts = 0;
-    int have_id = 0;
-    uint32_t id = 0;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&h); cm != NULL; cm = CMSG_NXTHDR(&h, cm)) {
-      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPING &&
-          cm->cmsg_len >= CMSG_LEN(sizeof(struct scm_timestamping))) {
-        struct scm_timestamping st;
-        memcpy(&st, CMSG_DATA(cm), sizeof(st));
-        ts = st.ts[0];
-        have_ts = 1;
-      } else if ((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_RECVERR) ||
-                 (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_RECVERR)) {
-        if (cm->cmsg_len < CMSG_LEN(sizeof(struct sock_extended_err))) continue;
-        struct sock_extended_err ee;
-        memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
-        if (ee.ee_errno == ENOMSG && ee.ee_origin == SO_EE_ORIGIN_TIMESTAMPING) {
-          id = ee.ee_data;
-          have_id = 1;
-        }
-      }
-    }
-    if (!have_ts || !have_id) continue;
-    out[k * 3] = id;
-    out[k * 3 + 1] = (double)ts.tv_sec;
-    out[k * 3 + 2] = (double)ts.tv_nsec;
-    k++;
-  }
-  counters(block)[NTSD_C_TX_STAMPS] += k;
   return k;
 }

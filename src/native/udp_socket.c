@@ -66,6 +66,11 @@ int ntsd_open_udp(int family, const uint8_t *addr, int port, int v6only, int reu
     unsigned int flags = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE |
                          SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY;
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &flags, sizeof(flags)) < 0) return fail(fd);
+  } else if (stamp_mode == NTSD_STAMP_RX_TXREQ) {
+    /* Software RX stamps on every datagram; a TX stamp only for a reply that asks (udp_txstamp.c). */
+    unsigned int flags = ntsd_tx_socket_flags();
+    ntsd_tx_ids_count_stamped_only();
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &flags, sizeof(flags)) < 0) return fail(fd);
   }
   if (bind(fd, (struct sockaddr *)&ss, len) < 0) return fail(fd);
   if (peer != NULL) {

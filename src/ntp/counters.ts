@@ -40,6 +40,10 @@ export class ThreadCounters {
   unstamped = 0;
   transmitStamps = 0;
   transmitCompensationSumS = 0;
+  interleavedReplies = 0;
+  txStampsCaptured = 0;
+  txStampsMissing = 0;
+  txStampsLate = 0;
   /** Deltas in the Tally layout. */
   readonly tally = new Float64Array(TALLY_WORDS);
   readonly #bounds: readonly number[] | undefined;
@@ -78,7 +82,8 @@ export class ThreadCounters {
     this.#firstErrors.clear();
     const changed =
       this.received > 0 || this.sent > 0 || this.sendErrors > 0 || this.socketErrors > 0 || this.truncated > 0 ||
-      this.unstamped > 0 || this.transmitStamps > 0 || this.tally.some((v) => v !== 0);
+      this.unstamped > 0 || this.transmitStamps > 0 || this.tally.some((v) => v !== 0) ||
+      this.txStampsCaptured > 0 || this.txStampsMissing > 0 || this.txStampsLate > 0;
     if (!changed) return { report: undefined, errors };
     const report: ThreadReport = {
       tally: Array.from(this.tally),
@@ -92,9 +97,14 @@ export class ThreadCounters {
       durationSumS: this.#durationSumS,
       transmitStamps: this.transmitStamps,
       transmitCompensationSumS: this.transmitCompensationSumS,
+      interleavedReplies: this.interleavedReplies,
+      txStampsCaptured: this.txStampsCaptured,
+      txStampsMissing: this.txStampsMissing,
+      txStampsLate: this.txStampsLate,
     };
     this.received = this.sent = this.sendErrors = this.socketErrors = this.truncated = this.unstamped = 0;
     this.transmitStamps = this.transmitCompensationSumS = 0;
+    this.interleavedReplies = this.txStampsCaptured = this.txStampsMissing = this.txStampsLate = 0;
     this.tally.fill(0);
     this.#durationCounts.fill(0);
     this.#durationSumS = 0;

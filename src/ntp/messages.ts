@@ -43,6 +43,8 @@ export interface ThreadInit {
   readonly policies: readonly ResponderPolicy[];
   /** Access list and shared rate-limit table per policy index (missing = admit everything). */
   readonly admissions: readonly AdmissionSpec[];
+  /** Native backend: the shared RFC 9769 interleave table (core/interleave.ts) per policy index; undefined = basic mode only. */
+  readonly interleaveTables: readonly (SharedArrayBuffer | undefined)[];
   readonly clockShared: SharedArrayBuffer;
   readonly reportIntervalMs: number;
   readonly durationBucketsS: readonly number[] | undefined;
@@ -64,6 +66,14 @@ export interface ThreadReport {
   readonly durationSumS: number;
   readonly transmitStamps: number;
   readonly transmitCompensationSumS: number;
+  /** RFC 9769: replies sent in interleaved mode. */
+  readonly interleavedReplies: number;
+  /** Kernel TX stamps of replies saved for interleaving: stored in the table. */
+  readonly txStampsCaptured: number;
+  /** ... that never came (within a second, or before their pending slot was reused). */
+  readonly txStampsMissing: number;
+  /** ... that came after the client's next request had used (or the table had dropped) their entry. */
+  readonly txStampsLate: number;
 }
 
 /** Events a thread reports once per report interval (the first message of each kind). */

@@ -12,6 +12,7 @@ import type { WallClock } from '../runtime/clock.js';
 import { randomInt } from 'node:crypto';
 import type { Config, NtpServerConfig } from '../config/schema.js';
 import type { AdmissionSpec } from '../core/admission.js';
+import { InterleaveTable, interleaveTableBytes } from '../core/interleave.js';
 import { RateLimiter, rateLimiterBytes, type RateLimitConfig } from '../core/limiter.js';
 import type { ServerFields } from '../core/responder.js';
 import { NTP_DURATION_BUCKETS_S, type Metrics } from '../obs/metrics.js';
@@ -87,10 +88,21 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
     threads = 1;
   }
   const admission = new AdmissionState(config.servers);
+  // RFC 9769 needs kernel TX stamps: only the native backend serves interleaved mode. One shared table per
+  // `[[server]]` that has it on, sized once.
+  const interleaveTables = config.servers.map((s) =>
+    backend === 'native' && s.interleave.enabled
+      ? InterleaveTable.create(new SharedArrayBuffer(interleaveTableBytes(s.interleave.tableSize)), s.interleave.tableSize, randomInt(0, 2 ** 32))
+      : undefined,
+  );
+  if (backend === 'dgram' && config.servers.some((s) => s.interleave.enabled)) {
+    logger.info('interleaved mode (RFC 9769) needs the native datapath; the dgram datapath answers in basic mode');
+  }
   const running = await startNtpThreads({
     threads,
     backend,
     admissions: admission.specs,
+    interleaveTables: interleaveTables.map((t) => (t === undefined ? undefined : (t.buffer as SharedArrayBuffer))),
     sendMode: pool.sendMode,
     ...(pool.receiveBufferBytes > 0 ? { receiveBufferBytes: pool.receiveBufferBytes } : {}),
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
@@ -119,7 +131,7 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
   const timestamps = backend === 'native' ? 'kernel' : 'user';
   metrics.ntp.setDatapath(backend, timestamps);
   logger.info({ datapath: backend, timestamps, threads }, 'NTP datapath');
-  const foldStats = createStatsFolder(metrics, running.stats);
+  const foldStats = createStatsFolder(metrics, running.stats, interleaveTables);
   const timer = setInterval(foldStats, options.statsIntervalMs ?? STATS_INTERVAL_MS);
   timer.unref();
   return {
@@ -176,11 +188,22 @@ class AdmissionState {
   }
 }
 
-/** Folds the threads' cumulative counters into the registry as deltas. */
-function createStatsFolder(metrics: Metrics, stats: () => NtpThreadsStats): () => void {
+/** Folds the threads' cumulative counters (and the interleave tables' eviction counts) into the registry as deltas. */
+function createStatsFolder(metrics: Metrics, stats: () => NtpThreadsStats, tables: readonly (InterleaveTable | undefined)[]): () => void {
   let last: NtpThreadsStats | undefined;
+  const evictions = tables.map((t) => t?.evictions ?? 0);
   return () => {
     const now = stats();
+    metrics.ntp.addInterleavedResponses(now.interleavedReplies - (last?.interleavedReplies ?? 0));
+    metrics.ntp.addTransmitTimestamps('captured', now.txStampsCaptured - (last?.txStampsCaptured ?? 0));
+    metrics.ntp.addTransmitTimestamps('missing', now.txStampsMissing - (last?.txStampsMissing ?? 0));
+    metrics.ntp.addTransmitTimestamps('late', now.txStampsLate - (last?.txStampsLate ?? 0));
+    tables.forEach((t, i) => {
+      if (t === undefined) return;
+      const e = t.evictions;
+      metrics.ntp.addInterleaveEvictions((e - (evictions[i] ?? 0)) >>> 0); // a u32 count that wraps
+      evictions[i] = e;
+    });
     metrics.ntp.addReceived(now.received - (last?.received ?? 0));
     metrics.ntp.addOutcomeCounts(now.outcomes.map((v, i) => v - (last?.outcomes[i] ?? 0)));
     metrics.ntp.addCookieDecodeCounts(now.keyAges.map((v, i) => v - (last?.keyAges[i] ?? 0)));

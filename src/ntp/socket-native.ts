@@ -17,6 +17,13 @@
  * (ntp/transmit-estimate.ts, the same model the dgram backend uses):
  *  - "each": the seal after the read (per request size class) plus half a sendmsg;
  *  - "batch": also the rest of the batch still to be answered, and the reply's place in the sendmmsg.
+ *
+ * RFC 9769 interleaved mode (a `[[server]]` with `interleaved` on): its sockets take SO_TIMESTAMPING, and a
+ * reply that serve() saved for an interleaving client asks for its kernel transmit stamp on its own
+ * sendmsg (the slot's txStamp word). The stamps are read from the error queue in one batched call after
+ * the round that sent them (and on the POLLERR wake-up of stamps that come later), and stored in the shared
+ * interleave table for the client's next request (ntp/transmit-stamps.ts). Replies to basic-mode clients
+ * cost nothing more.
  */
 import { performance } from 'node:perf_hooks';
 import { NTP_UNIX_OFFSET_S, type NtpTime } from '../runtime/clock.js';
@@ -28,6 +35,7 @@ import {
   NativeLayout,
   RxFlag,
   StampMode,
+  TxStampFlag,
   addressBytes,
   errnoName,
   loadNativeUdp,
@@ -35,7 +43,9 @@ import {
   type NativeHandle,
   type NativeUdpAddon,
 } from '../runtime/addon.js';
+import { InterleaveTable } from '../core/interleave.js';
 import { requestSizeClass } from './transmit-estimate.js';
+import { PendingTransmitStamps, type TransmitStampCounts } from './transmit-stamps.js';
 import { ThreadResponder } from './thread-responder.js';
 import type { ThreadCounters } from './counters.js';
 import { formatWhere, type ThreadInit } from './messages.js';
@@ -59,6 +69,12 @@ interface NativeSocket {
   readonly reported: Float64Array;
   readonly rx: Uint8Array;
   readonly tx: Uint8Array;
+  /** Interleaved mode: replies waiting for their kernel TX stamp (undefined = this socket asks for none). */
+  readonly stamps: PendingTransmitStamps | undefined;
+  /** Batch send mode: each slot's table key (receive timestamp: seconds, fraction) until the sendmmsg. */
+  readonly slotKeys: Uint32Array;
+  /** Stamp counts at the last collect(). */
+  readonly reportedStamps: TransmitStampCounts;
 }
 
 /** Opens the sockets of this thread and starts answering; fails with the address that did not bind. */
@@ -79,14 +95,45 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
   const receiveTime: NtpTime = { seconds: 0, fraction: 0 };
   const peer = new Uint32Array(4);
   const slotBytes = NativeLayout.slotBytes;
+  // (id, seconds, nanoseconds) per stamp, one error-queue batch.
+  const stampTriples = new Float64Array(3 * NativeLayout.slots);
+
+  /** Reads every queued TX stamp of `s` (batches of up to 64) and stores them; restarts the numbering if it slipped. */
+  const readStamps = (s: NativeSocket, pending: PendingTransmitStamps): void => {
+    for (;;) {
+      const n = addon.readTxStamps(s.handle, stampTriples);
+      pending.match(stampTriples, n);
+      if (pending.needsReset) {
+        addon.resetTxIds(s.handle);
+        pending.clear();
+        return;
+      }
+      if (n < NativeLayout.slots) return;
+    }
+  };
+
+  /** After slot `i` of `s` was sent: notes its stamp request, if the addon made one. */
+  const noteSent = (s: NativeSocket, pending: PendingTransmitStamps, i: number, key: NtpTime, nowMs: number): boolean => {
+    const base = i * META_WORDS;
+    if (s.meta[base + MetaWord.txStamp] !== TxStampFlag.asked) return false;
+    peerWords(s.metaBytes, s.meta, base, peer);
+    pending.add(s.meta[base + MetaWord.txId] ?? 0, peer, key, nowMs);
+    return true;
+  };
+  const batchKey: NtpTime = { seconds: 0, fraction: 0 };
 
   /** Answers everything waiting on `s`, up to MAX_ROUNDS_PER_WAKE batches. */
-  const drain = (s: NativeSocket): void => {
+  const drain = (s: NativeSocket, errorQueue: boolean): void => {
     const meta = s.meta;
     const nowMs = performance.timeOrigin + performance.now();
+    const pending = s.stamps;
+    // A wake-up may be for stamps alone (POLLERR): read what came since the last round. The queue must be
+    // emptied on POLLERR, or the poll reports it again at once.
+    if (pending !== undefined && (errorQueue || pending.live > 0)) readStamps(s, pending);
     for (let round = 0; round < MAX_ROUNDS_PER_WAKE; round++) {
       const n = addon.recv(s.handle);
       if (n <= 0) return;
+      let stampsAsked = false;
       if (!sendEach) {
         // Plan the batch: every reply leaves with the sendmmsg after the last one is sealed.
         estimator.beginBatch(responder.sendCost.valueS);
@@ -107,8 +154,14 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
         meta[base + MetaWord.txLength] = replyLength;
         if (replyLength === 0) continue;
         const stamped = responder.stampedAtMs >= 0;
+        if (pending !== undefined && responder.transmitStampWanted) {
+          meta[base + MetaWord.txStamp] = TxStampFlag.wanted;
+          s.slotKeys[i * 2] = responder.stampKey.seconds;
+          s.slotKeys[i * 2 + 1] = responder.stampKey.fraction;
+        }
         if (sendEach) {
           addon.sendOne(s.handle, i);
+          if (pending !== undefined && noteSent(s, pending, i, responder.stampKey, nowMs)) stampsAsked = true;
           const afterSendMs = responder.sent();
           // Receive (kernel) to send: T3's clock read minus T2, plus what followed the read.
           if (counters.measuresDurations && stamped) counters.observeDurationS(durationS(realtime, meta, base) + (afterSendMs - responder.stampedAtMs) / 1000);
@@ -120,7 +173,16 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
         const beforeSendMs = performance.now();
         const replies = addon.sendBatch(s.handle, n);
         if (replies > 0) responder.sendCost.observe((performance.now() - beforeSendMs) / 1000 / replies);
+        if (pending !== undefined) {
+          for (let i = 0; i < n; i++) {
+            batchKey.seconds = s.slotKeys[i * 2] ?? 0;
+            batchKey.fraction = s.slotKeys[i * 2 + 1] ?? 0;
+            if (noteSent(s, pending, i, batchKey, nowMs)) stampsAsked = true;
+          }
+        }
       }
+      // One error-queue read for the round's stamps (software stamps are usually queued by now).
+      if (pending !== undefined && stampsAsked) readStamps(s, pending);
       if (n < NativeLayout.slots) return;
     }
   };
@@ -137,7 +199,9 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
       return { ok: false, where, message: 'not an IP literal' };
     }
     const block = new ArrayBuffer(NativeLayout.blockBytes);
-    const handle = addon.openUdp(address.family, address.bytes, l.port, l.ipv6Only ? 1 : 0, 1, init.receiveBufferBytes ?? 0, StampMode.receive, null, 0, block);
+    const interleaveBuffer = init.interleaveTables[l.policy];
+    const stampMode = interleaveBuffer === undefined ? StampMode.receive : StampMode.receiveTransmitOnRequest;
+    const handle = addon.openUdp(address.family, address.bytes, l.port, l.ipv6Only ? 1 : 0, 1, init.receiveBufferBytes ?? 0, stampMode, null, 0, block);
     if (typeof handle === 'number') {
       closeAll();
       return { ok: false, where, message: errnoName(handle) };
@@ -152,9 +216,12 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
       reported: new Float64Array(NATIVE_COUNTERS),
       rx: new Uint8Array(block, NativeLayout.rxOffset, NativeLayout.slots * slotBytes),
       tx: new Uint8Array(block, NativeLayout.txOffset, NativeLayout.slots * slotBytes),
+      stamps: interleaveBuffer === undefined ? undefined : new PendingTransmitStamps(InterleaveTable.attach(interleaveBuffer)),
+      slotKeys: new Uint32Array(NativeLayout.slots * 2),
+      reportedStamps: { captured: 0, missing: 0, late: 0 },
     };
     sockets.push(s);
-    const started = addon.start(handle, () => drain(s));
+    const started = addon.start(handle, (errorQueue) => drain(s, errorQueue));
     if (started !== 0) {
       closeAll();
       return { ok: false, where, message: `uv_poll_start failed (${started})` };
@@ -175,6 +242,18 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
       counters.sent += delta(s, NativeCounter.sent);
       counters.sendErrors += delta(s, NativeCounter.sendErrors);
       counters.unstamped += delta(s, NativeCounter.noStamp);
+      const pending = s.stamps;
+      if (pending !== undefined) {
+        pending.expire(performance.timeOrigin + performance.now());
+        const c = pending.counts;
+        const r = s.reportedStamps;
+        counters.txStampsCaptured += c.captured - r.captured;
+        counters.txStampsMissing += c.missing - r.missing;
+        counters.txStampsLate += c.late - r.late;
+        r.captured = c.captured;
+        r.missing = c.missing;
+        r.late = c.late;
+      }
     }
   };
 

@@ -13,7 +13,7 @@ import type { NtpTime } from '../runtime/clock.js';
 import { createAdmissions, type AdmissionSpec } from '../core/admission.js';
 import type { IpFamily } from '../core/ip.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
-import { KEY_AGE_NONE, createPooledFillRandom, createResponderContext, type ServerFields } from '../core/responder.js';
+import { KEY_AGE_NONE, createPooledFillRandom, createResponderContext, type RespondResult, type ServerFields } from '../core/responder.js';
 import { createServeState, serve, type ServeState } from '../core/serve.js';
 import { Tally, keyAgeBucket, type ThreadCounters } from './counters.js';
 import { CostEwma, MAX_PACKET_COST_SAMPLE_S, TransmitEstimator, requestSizeClass } from './transmit-estimate.js';
@@ -34,6 +34,12 @@ export class ThreadResponder {
   stampedAtMs = -1;
   /** performance.now() where the next packet's cost starts (set by the backend on wake-up, advanced here). */
   markMs = 0;
+  /**
+   * RFC 9769: after answer(), whether the reply should leave with a kernel TX stamp request, and the
+   * key (the reply's receive timestamp) to store that stamp under (InterleaveTable.setTransmit).
+   */
+  transmitStampWanted = false;
+  readonly stampKey: NtpTime = { seconds: 0, fraction: 0 };
   readonly #state: ServeState;
   readonly #counters: ThreadCounters;
   readonly #policies: number;
@@ -75,7 +81,7 @@ export class ThreadResponder {
       requireNts: first.requireNts,
       acceptNtpVersions: first.acceptNtpVersions,
     });
-    const state = createServeState(ctx, init.policies, createAdmissions(init.admissions, init.policies.length));
+    const state = createServeState(ctx, init.policies, createAdmissions(init.admissions, init.policies.length), init.interleaveTables);
     self = new ThreadResponder(state, counters, init.policies.length);
     return self;
   }
@@ -91,6 +97,7 @@ export class ThreadResponder {
     const plannedS = batched ? this.estimator.next(sizeClass) : this.estimator.lone(sizeClass, this.sendCost.valueS);
     this.#compensationS = plannedS;
     this.stampedAtMs = -1;
+    this.transmitStampWanted = false;
     const counters = this.#counters;
     const tally = counters.tally;
     let replyLength = 0;
@@ -102,7 +109,10 @@ export class ThreadResponder {
         tally[b] = (tally[b] ?? 0) + 1;
       }
       tally[Tally.cookiesIssued] = (tally[Tally.cookiesIssued] ?? 0) + r.cookiesIssued;
-      if (r.length > 0 && r.length <= length) replyLength = r.length;
+      if (r.length > 0 && r.length <= length) {
+        replyLength = r.length;
+        this.#noteInterleave(r);
+      }
     } catch (error) {
       // A bug in the responder must not let one crafted packet kill the thread over and over.
       tally[Tally.respondErrors] = (tally[Tally.respondErrors] ?? 0) + 1;
@@ -118,6 +128,14 @@ export class ThreadResponder {
       counters.transmitCompensationSumS += plannedS;
     }
     return replyLength;
+  }
+
+  #noteInterleave(r: RespondResult): void {
+    if (r.interleaved) this.#counters.interleavedReplies++;
+    if (!r.transmitStampWanted) return;
+    this.transmitStampWanted = true;
+    this.stampKey.seconds = r.stampKey.seconds;
+    this.stampKey.fraction = r.stampKey.fraction;
   }
 
   /** Call right after a lone reply's send: measures the send; returns performance.now(). */

@@ -13,7 +13,7 @@
 import type { WallClock } from '../runtime/clock.js';
 import { ThreadSupervisor, type LifecycleMessage } from '../runtime/supervisor.js';
 import type { AdmissionSpec } from '../core/admission.js';
-import { decodeKeyset } from '../core/nts/keyset.js';
+import { decodeKeyset, wipeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import type { ResponderPolicy } from '../core/serve.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
@@ -60,6 +60,8 @@ export interface NtpThreadsOptions {
   readonly backend?: ThreadBackend;
   /** Access list and shared rate-limit table per policy index (default: admit everything). */
   readonly admissions?: readonly AdmissionSpec[];
+  /** Native backend: shared RFC 9769 interleave table per policy index (default: basic mode only). */
+  readonly interleaveTables?: readonly (SharedArrayBuffer | undefined)[];
   /** Native backend: sendmsg per reply ("each", default) or sendmmsg per batch ("batch"). */
   readonly sendMode?: 'each' | 'batch';
   /** How often each thread reports its counters, milliseconds (default 250). */
@@ -125,6 +127,14 @@ export interface NtpThreadsStats {
   readonly transmitStamps: number;
   /** Sum of the compensation added to those timestamps, seconds. */
   readonly transmitCompensationSumS: number;
+  /** RFC 9769: replies in interleaved mode. */
+  readonly interleavedReplies: number;
+  /** Kernel TX stamps captured for interleaving clients. */
+  readonly txStampsCaptured: number;
+  /** Kernel TX stamps that never came. */
+  readonly txStampsMissing: number;
+  /** Kernel TX stamps that came too late to be used. */
+  readonly txStampsLate: number;
 }
 
 /** Running NTP threads. */
@@ -182,6 +192,10 @@ class StatsSum {
   unstamped = 0;
   transmitStamps = 0;
   transmitCompensationSumS = 0;
+  interleavedReplies = 0;
+  txStampsCaptured = 0;
+  txStampsMissing = 0;
+  txStampsLate = 0;
 
   constructor(threads: number, buckets: number) {
     this.receivedPerThread = new Float64Array(threads);
@@ -198,6 +212,10 @@ class StatsSum {
     this.socketErrors += r.socketErrors;
     this.truncated += r.truncated;
     this.unstamped += r.unstamped;
+    this.interleavedReplies += r.interleavedReplies;
+    this.txStampsCaptured += r.txStampsCaptured;
+    this.txStampsMissing += r.txStampsMissing;
+    this.txStampsLate += r.txStampsLate;
     this.transmitStamps += r.transmitStamps;
     this.transmitCompensationSumS += r.transmitCompensationSumS;
   }
@@ -213,6 +231,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
   if (options.policies.length === 0) throw new RangeError('ntp threads: policies must not be empty');
   const initial = decodeKeyset(options.keysetBytes);
   if (!initial.ok) throw new RangeError(`ntp threads: keyset does not decode (${initial.error})`);
+  wipeKeyset(initial.keyset); // checked here; every thread decodes its own copy
 
   const threads = options.threads;
   const onEvent = options.onEvent;
@@ -271,6 +290,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       serverFields,
       policies: options.policies,
       admissions,
+      interleaveTables: options.interleaveTables ?? [],
       clockShared: options.clock.shared,
       reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS,
       durationBucketsS: options.durationBucketsS,
@@ -302,6 +322,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
     setKeyset(bytes) {
       const decoded = decodeKeyset(bytes);
       if (!decoded.ok) throw new RangeError(`ntp threads: keyset does not decode (${decoded.error})`);
+      wipeKeyset(decoded.keyset);
       keysetBytes = bytes.slice();
       supervisor.broadcast({ kind: 'keyset', bytes: keysetBytes } satisfies ToThread);
     },
@@ -333,6 +354,10 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
         durationCounts: Array.from(sum.durationCounts),
         durationSumS: sum.durationSumS,
         transmitStamps: sum.transmitStamps,
+        interleavedReplies: sum.interleavedReplies,
+        txStampsCaptured: sum.txStampsCaptured,
+        txStampsMissing: sum.txStampsMissing,
+        txStampsLate: sum.txStampsLate,
         transmitCompensationSumS: sum.transmitCompensationSumS,
       };
     },

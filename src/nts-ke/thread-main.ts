@@ -29,7 +29,7 @@ import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
 import { ConcurrencyLimiter } from '../core/concurrency.js';
 import { RateLimiter } from '../core/limiter.js';
-import { decodeKeyset, keysetKeys, type Keyset } from '../core/nts/keyset.js';
+import { decodeKeyset, retireMasterKeys, type Keyset } from '../core/nts/keyset.js';
 import { createPooledFillRandom } from '../core/responder.js';
 import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
 import { KeListener, ListenFailure } from './listener.js';
@@ -243,7 +243,7 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
         }
         const previous = keyset;
         keyset = next.keyset;
-        if (previous !== undefined) for (const k of keysetKeys(previous)) k.key.fill(0); // thread-private copies
+        if (previous !== undefined) retireMasterKeys(previous, keyset); // key bytes and OpenSSL contexts, at once
         return;
       }
       case 'reloadCertificate': {

@@ -36,6 +36,10 @@ export const NTP_RESPONSE_LABELS = [
 export const NTP_DROP_REASONS = ['malformed', 'policy', 'require_nts', 'rate_limited', 'access_denied', 'truncated'] as const;
 /** One of NTP_DROP_REASONS. */
 export type NtpDropReasonLabel = (typeof NTP_DROP_REASONS)[number];
+/** `result` label of ntsd_ntp_transmit_timestamps_total: what became of a kernel TX stamp asked for an interleaving client. */
+export const TRANSMIT_TIMESTAMP_RESULTS = ['captured', 'missing', 'late'] as const;
+/** One of TRANSMIT_TIMESTAMP_RESULTS. */
+export type TransmitTimestampResultLabel = (typeof TRANSMIT_TIMESTAMP_RESULTS)[number];
 /** `reason` label of ntsd_nts_nak_total. */
 export const NTS_NAK_REASONS = ['cookie_malformed', 'cookie_unknown_key', 'cookie_decrypt_failed', 'auth_failed'] as const;
 /** One of NTS_NAK_REASONS. */
@@ -201,6 +205,12 @@ export interface NtpMetrics {
   setTransmitCompensationS(seconds: number): void;
   /** ntsd_ntp_datapath_info{datapath, timestamps} = 1 for the datapath that runs (the other series removed). */
   setDatapath(datapath: 'native' | 'dgram', timestamps: 'kernel' | 'user'): void;
+  /** ntsd_ntp_interleaved_responses_total += n (RFC 9769 replies carrying the previous reply's kernel TX stamp). */
+  addInterleavedResponses(n: number): void;
+  /** ntsd_ntp_transmit_timestamps_total{result} += n (kernel TX stamps asked for interleaving clients). */
+  addTransmitTimestamps(result: TransmitTimestampResultLabel, n: number): void;
+  /** ntsd_ntp_interleave_table_evictions_total += n (entries dropped before their client came back). */
+  addInterleaveEvictions(n: number): void;
 }
 
 /** NTS-KE listener metrics. */
@@ -310,6 +320,23 @@ export function createMetrics(options: MetricsOptions): Metrics {
     NTP_DURATION_BUCKETS_S,
   );
   registry.registerMetric(ntpDuration as unknown as Metric);
+  const interleavedResponses = new Counter({
+    name: 'ntsd_ntp_interleaved_responses_total',
+    help: 'NTP responses in RFC 9769 interleaved mode: their transmit timestamp is the kernel stamp of the previous response to that client.',
+    registers,
+  });
+  const transmitTimestamps = labelled(
+    registry,
+    'ntsd_ntp_transmit_timestamps_total',
+    'Kernel transmit timestamps asked for responses to interleaving clients, by result (captured, missing = never came, late = came after it could be used).',
+    'result',
+    TRANSMIT_TIMESTAMP_RESULTS,
+  );
+  const interleaveEvictions = new Counter({
+    name: 'ntsd_ntp_interleave_table_evictions_total',
+    help: 'Entries of the interleave tables dropped before their client came back (a full bucket, or one address over its share).',
+    registers,
+  });
   const transmitCompensation = new Gauge({
     name: 'ntsd_ntp_transmit_compensation_seconds',
     help: 'Mean estimated delay from reading the transmit clock to the reply leaving, added to transmit timestamps (last stats interval), seconds.',
@@ -463,6 +490,11 @@ export function createMetrics(options: MetricsOptions): Metrics {
         datapathInfo.reset();
         datapathInfo.set({ datapath, timestamps }, 1);
       },
+      addInterleavedResponses: (n) => add(interleavedResponses, n),
+      addTransmitTimestamps: (result, n) => {
+        if (n > 0) transmitTimestamps.inc({ result }, n);
+      },
+      addInterleaveEvictions: (n) => add(interleaveEvictions, n),
     },
     ke: {
       connectionAccepted: () => keAccepted.inc(),

@@ -34,6 +34,8 @@ export const NativeLayout = {
   blockBytes: 64 + 64 * 64 + 2 * 64 * 4096,
   txLengthWord: 12,
   addrWord: 8,
+  txStampWord: 13,
+  txIdWord: 14,
 } as const;
 
 /** u32 words of one slot's metadata (ntsd_udp.h `enum ntsd_meta`). */
@@ -48,6 +50,16 @@ export const MetaWord = {
   scope: 7,
   address: 8,
   txLength: 12,
+  /** In: TxStampFlag.wanted asks for the reply's kernel TX stamp; out: TxStampFlag.asked once it was sent so. */
+  txStamp: 13,
+  /** Out: the OPT_ID that reply's TX stamp will carry (when txStamp is TxStampFlag.asked). */
+  txId: 14,
+} as const;
+
+/** Values of MetaWord.txStamp (ntsd_udp.h NTSD_TX_*). */
+export const TxStampFlag = {
+  wanted: 1,
+  asked: 2,
 } as const;
 /** u32 words per slot. */
 export const META_WORDS = NativeLayout.metaBytes / 4;
@@ -67,6 +79,8 @@ export const NativeCounter = {
   sendErrors: 4,
   noStamp: 5,
   txStamps: 6,
+  /** The OPT_ID the next stamped reply will get (servers in StampMode.receiveTransmitOnRequest). */
+  txNextId: 7,
 } as const;
 /** Number of counter slots. */
 export const NATIVE_COUNTERS = 8;
@@ -78,26 +92,58 @@ export const StampMode = {
   receive: 1,
   /** SO_TIMESTAMPING software receive and transmit stamps (load generator). */
   receiveTransmit: 2,
+  /** SO_TIMESTAMPING software receive stamps; a software transmit stamp only for replies whose txStamp word asks (interleaved mode). */
+  receiveTransmitOnRequest: 3,
 } as const;
 
 /** An opaque socket handle owned by the addon. */
 export type NativeHandle = { readonly __nativeUdpHandle: unique symbol };
 
-/** An opaque AEAD key handle owned by the addon (src/native/aead.c). */
+/** An opaque AEAD key handle owned by the addon (src/native/aead.c, SIV in aead_siv.c). */
 export type NativeAeadHandle = { readonly __nativeAeadHandle: unique symbol };
 
 /**
  * The addon's OpenSSL AEADs (src/native/aead.c); absent when it was built without the OpenSSL headers.
- * Offsets are octets into `buffer`; aeadSeal/aeadOpen return the offset after the output, or -1 when open
- * does not authenticate; a region outside the buffer throws RangeError. `keyOffset` >= 0 re-keys first.
+ * Offsets are octets into `buffer` (nonce, associated data) and into `keyBuffer`, `inBuffer`, `outBuffer` (the new
+ * key, the input, the output; each defaults to `buffer`); aeadSeal/aeadOpen return the offset after the output,
+ * or -1 when open does not authenticate; a region outside its buffer throws RangeError. `keyOffset` >= 0
+ * re-keys first.
  */
 export interface NativeAeadFunctions {
   /** AEAD ids whose OpenSSL cipher can be fetched. */
   aeadAlgorithms(): number[];
   /** A keyed handle; throws on an unknown id or a wrong key length. */
   aeadNew(aeadId: number, key: Uint8Array): NativeAeadHandle;
-  aeadSeal(handle: NativeAeadHandle, buffer: ArrayBuffer, keyOffset: number, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, inOffset: number, inLength: number, outOffset: number): number;
-  aeadOpen(handle: NativeAeadHandle, buffer: ArrayBuffer, keyOffset: number, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, inOffset: number, inLength: number, outOffset: number): number;
+  aeadSeal(
+    handle: NativeAeadHandle,
+    buffer: ArrayBuffer,
+    keyOffset: number,
+    nonceOffset: number,
+    nonceLength: number,
+    adOffset: number,
+    adLength: number,
+    inOffset: number,
+    inLength: number,
+    outOffset: number,
+    keyBuffer?: ArrayBuffer,
+    inBuffer?: ArrayBuffer,
+    outBuffer?: ArrayBuffer,
+  ): number;
+  aeadOpen(
+    handle: NativeAeadHandle,
+    buffer: ArrayBuffer,
+    keyOffset: number,
+    nonceOffset: number,
+    nonceLength: number,
+    adOffset: number,
+    adLength: number,
+    inOffset: number,
+    inLength: number,
+    outOffset: number,
+    keyBuffer?: ArrayBuffer,
+    inBuffer?: ArrayBuffer,
+    outBuffer?: ArrayBuffer,
+  ): number;
   /** Cleanses the key copies and frees the OpenSSL contexts now (the finalizer does it otherwise). */
   aeadFree(handle: NativeAeadHandle): void;
 }
@@ -123,10 +169,15 @@ export interface NativeUdpAddon extends Partial<NativeAeadFunctions> {
   sendOne(handle: NativeHandle, slot: number): number;
   /** sendmmsg of transmit slots [0, count) whose txLength is non-zero: number attempted. */
   sendBatch(handle: NativeHandle, count: number): number;
-  /** Client sockets: transmit stamps from the error queue as (id, seconds, nanoseconds) triples. */
+  /** Transmit stamps from the error queue (batched recvmmsg) as (id, seconds, nanoseconds) triples: the count written. */
   readTxStamps(handle: NativeHandle, out: Float64Array): number;
-  /** Calls `onReadable` on this thread's event loop whenever the socket is readable; 0 or a libuv error. */
-  start(handle: NativeHandle, onReadable: () => void): number;
+  /** Restarts OPT_ID numbering at 0 for us and the kernel (after they disagreed), dropping queued stamps: 0 or -errno. */
+  resetTxIds(handle: NativeHandle): number;
+  /**
+   * Calls `onReadable` on this thread's event loop whenever the socket is readable, with `errorQueue` true when
+   * the wake-up was POLLERR (queued transmit stamps: read them, or the wake-ups repeat); 0 or a libuv error.
+   */
+  start(handle: NativeHandle, onReadable: (errorQueue: boolean) => void): number;
   close(handle: NativeHandle): void;
   /** CLOCK_REALTIME: out[0] seconds, out[1] nanoseconds. */
   realtime(out: Float64Array): void;

@@ -7,11 +7,12 @@
  * on the cookie master key), and it is most of the CPU time of an NTS request. OpenSSL runs AES on the CPU's
  * AES instructions (or its vector-permute code), whose timing does not depend on the data.
  *
- * One N-API call per operation. The addon takes one ArrayBuffer and offsets into it. When the nonce, the
- * associated data, the input and the output already share one ArrayBuffer (a datagram's memory) they are
- * passed where they are; otherwise they are copied into this thread's scratch buffer and the output copied
- * back, and the scratch is zeroed after each call (it held plaintext or keys). A `rekey` only records the key
- * (in a buffer of the cipher, zeroed once handed over); the next seal or open passes it in the same call.
+ * One N-API call per operation. The addon takes ArrayBuffers and offsets into them: the nonce and the
+ * associated data from one, the input, the output and a new key each from its own. Regions are passed where
+ * they are (a datagram's memory, a scratch buffer); only when the nonce and the associated data do not share
+ * an ArrayBuffer (or a region lives in a SharedArrayBuffer) are they copied into this thread's scratch buffer,
+ * which is zeroed after the call. A `rekey` only records the key (in a buffer of the cipher, zeroed once
+ * handed over); the next seal or open passes it in the same call.
  *
  * Threads: module state is per thread and the addon is loaded per thread. The main thread calls
  * `installAeadBackend` and records its request with `setEnvironmentData`, so threads started after it call
@@ -21,8 +22,10 @@ import { getEnvironmentData, setEnvironmentData } from 'node:worker_threads';
 import {
   SUPPORTED_AEAD_IDS,
   getJavaScriptAead,
+  regionInside,
   setAeadProvider,
   type AeadAlgorithm,
+  type RegionAeadCipher,
   type RekeyableAeadCipher,
 } from '../core/crypto/aead.js';
 import { loadNativeUdp, type NativeAeadFunctions, type NativeAeadHandle, type NativeLoad } from './addon.js';
@@ -54,8 +57,10 @@ export interface AeadBackendSelection {
 const TAG_LENGTH = 16;
 const GCM_SIV_ID = 30;
 
-/** This thread's copy area for operations whose regions do not share one ArrayBuffer (grown on demand). */
+/** This thread's copy area for regions in a SharedArrayBuffer (grown on demand). */
 let scratch = new Uint8Array(4096);
+/** This thread's copy area for a nonce and associated data that do not share memory (grown on demand). */
+let front = new Uint8Array(1024);
 
 function scratchFor(octets: number): Uint8Array {
   if (scratch.length < octets) {
@@ -66,8 +71,14 @@ function scratchFor(octets: number): Uint8Array {
   return scratch;
 }
 
+function checkRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number): void {
+  if (!regionInside(data, nonceOffset, nonceLength) || !regionInside(data, adOffset, adLength) || !regionInside(input, inOffset, inLength)) {
+    throw new RangeError('OpenSSL AEAD: a region lies outside its array');
+  }
+}
+
 /** A keyed OpenSSL AEAD instance: seal/open/rekey as core/crypto/aead.ts describes, plus an explicit wipe. */
-export class OpenSslAeadCipher implements RekeyableAeadCipher {
+export class OpenSslAeadCipher implements RekeyableAeadCipher, RegionAeadCipher {
   /** IANA AEAD id. */
   readonly aeadId: number;
   readonly #addon: NativeAeadFunctions;
@@ -100,18 +111,30 @@ export class OpenSslAeadCipher implements RekeyableAeadCipher {
 
   /** RFC 5116 seal; output V || C (SIV) or C || tag (GCM-SIV) at out[outOffset..]; returns the offset after it. */
   seal(nonce: Uint8Array, associatedData: Uint8Array, plaintext: Uint8Array, out: Uint8Array, outOffset: number): number {
-    if (nonce.length < this.#minNonce || nonce.length > this.#maxNonce) throw new RangeError(`AEAD ${this.aeadId}: bad nonce length ${nonce.length}`);
-    const outLength = plaintext.length + TAG_LENGTH;
-    if (!(outOffset >= 0) || outOffset + outLength > out.length) throw new RangeError(`AEAD ${this.aeadId} seal: output buffer too small`);
-    return this.#run(true, nonce, associatedData, plaintext, out, outOffset, outLength);
+    this.#checkSeal(nonce.length, plaintext.length, out, outOffset);
+    return this.#viaViews(true, nonce, associatedData, plaintext, out, outOffset, plaintext.length + TAG_LENGTH);
   }
 
   /** RFC 5116 open: the offset after the plaintext written at out[outOffset..], or -1 (never throws on peer input). */
   open(nonce: Uint8Array, associatedData: Uint8Array, ciphertext: Uint8Array, out: Uint8Array, outOffset: number): number {
-    const outLength = ciphertext.length - TAG_LENGTH;
-    if (outLength < 0 || nonce.length < this.#minNonce || nonce.length > this.#maxNonce) return -1;
-    if (!(outOffset >= 0) || outOffset + outLength > out.length) return -1;
-    return this.#run(false, nonce, associatedData, ciphertext, out, outOffset, outLength);
+    if (!this.#openable(nonce.length, ciphertext.length, out, outOffset)) return -1;
+    return this.#viaViews(false, nonce, associatedData, ciphertext, out, outOffset, ciphertext.length - TAG_LENGTH);
+  }
+
+  /** seal() on regions (core's RegionAeadCipher): no views, no copies. */
+  sealRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number {
+    checkRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength);
+    this.#checkSeal(nonceLength, inLength, out, outOffset);
+    const d = data.byteOffset;
+    return this.#call(true, data, d + nonceOffset, nonceLength, d + adOffset, adLength, input, input.byteOffset + inOffset, inLength, out, outOffset, inLength + TAG_LENGTH);
+  }
+
+  /** open() on regions (core's RegionAeadCipher): no views, no copies. */
+  openRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number {
+    checkRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength);
+    if (!this.#openable(nonceLength, inLength, out, outOffset)) return -1;
+    const d = data.byteOffset;
+    return this.#call(false, data, d + nonceOffset, nonceLength, d + adOffset, adLength, input, input.byteOffset + inOffset, inLength, out, outOffset, inLength - TAG_LENGTH);
   }
 
   /** Frees the OpenSSL contexts and cleanses the addon's key copy now; the cipher must not be used after. */
@@ -121,43 +144,78 @@ export class OpenSslAeadCipher implements RekeyableAeadCipher {
     this.#pending = false;
   }
 
-  #run(seal: boolean, nonce: Uint8Array, ad: Uint8Array, input: Uint8Array, out: Uint8Array, outOffset: number, outLength: number): number {
-    const addon = this.#addon;
-    const buffer = out.buffer;
-    if (!this.#pending && buffer instanceof ArrayBuffer && nonce.buffer === buffer && ad.buffer === buffer && input.buffer === buffer) {
-      // Everything is in one ArrayBuffer already (a datagram's memory): no copies.
-      const at = out.byteOffset + outOffset;
-      const end = seal
-        ? addon.aeadSeal(this.#handle, buffer, -1, nonce.byteOffset, nonce.length, ad.byteOffset, ad.length, input.byteOffset, input.length, at)
-        : addon.aeadOpen(this.#handle, buffer, -1, nonce.byteOffset, nonce.length, ad.byteOffset, ad.length, input.byteOffset, input.length, at);
-      return end < 0 ? -1 : outOffset + (end - at);
+  #checkSeal(nonceLength: number, plaintextLength: number, out: Uint8Array, outOffset: number): void {
+    if (nonceLength < this.#minNonce || nonceLength > this.#maxNonce) throw new RangeError(`AEAD ${this.aeadId}: bad nonce length ${nonceLength}`);
+    if (!(outOffset >= 0) || outOffset + plaintextLength + TAG_LENGTH > out.length) throw new RangeError(`AEAD ${this.aeadId} seal: output buffer too small`);
+  }
+
+  #openable(nonceLength: number, ciphertextLength: number, out: Uint8Array, outOffset: number): boolean {
+    const outLength = ciphertextLength - TAG_LENGTH;
+    return outLength >= 0 && nonceLength >= this.#minNonce && nonceLength <= this.#maxNonce && outOffset >= 0 && outOffset + outLength <= out.length;
+  }
+
+  /** seal/open with views: the nonce and the associated data are copied together only when they do not share memory. */
+  #viaViews(seal: boolean, nonce: Uint8Array, ad: Uint8Array, input: Uint8Array, out: Uint8Array, outOffset: number, outLength: number): number {
+    if (nonce.buffer === ad.buffer) {
+      return this.#call(seal, nonce, nonce.byteOffset, nonce.length, ad.byteOffset, ad.length, input, input.byteOffset, input.length, out, outOffset, outLength);
     }
-    const keyLength = this.#pending ? this.#keyLength : 0;
-    const nonceAt = keyLength;
-    const adAt = nonceAt + nonce.length;
-    const inAt = adAt + ad.length;
-    const outAt = inAt + input.length;
-    const used = outAt + outLength;
-    const s = scratchFor(used);
+    const used = nonce.length + ad.length;
+    if (front.length < used) front = new Uint8Array(Math.max(2 * front.length, used));
+    const f = front;
+    f.set(nonce, 0);
+    f.set(ad, nonce.length);
     try {
-      if (this.#pending) s.set(this.#nextKey, 0);
-      s.set(nonce, nonceAt);
-      s.set(ad, adAt);
-      s.set(input, inAt);
-      const keyAt = this.#pending ? 0 : -1;
-      const b = s.buffer as ArrayBuffer;
+      return this.#call(seal, f, 0, nonce.length, nonce.length, ad.length, input, input.byteOffset, input.length, out, outOffset, outLength);
+    } finally {
+      f.fill(0, 0, used);
+    }
+  }
+
+  /**
+   * One addon call. Offsets `nonceAt`, `adAt` are octets into data.buffer and `inAt` into input.buffer; the
+   * output goes to out[outOffset..]. The key, the input and the output are passed in their own ArrayBuffers
+   * (undefined: the data's). Memory that is not an ArrayBuffer (a SharedArrayBuffer) is copied through the scratch.
+   */
+  #call(seal: boolean, data: Uint8Array, nonceAt: number, nonceLength: number, adAt: number, adLength: number, input: Uint8Array, inAt: number, inLength: number, out: Uint8Array, outOffset: number, outLength: number): number {
+    const addon = this.#addon;
+    const pending = this.#pending;
+    let b = data.buffer;
+    let ib: ArrayBufferLike | undefined = input.buffer;
+    let ob: ArrayBufferLike | undefined = out.buffer;
+    let outAt = out.byteOffset + outOffset;
+    let s: Uint8Array | undefined;
+    let used = 0;
+    if (!(b instanceof ArrayBuffer && ib instanceof ArrayBuffer && ob instanceof ArrayBuffer)) {
+      used = nonceLength + adLength + inLength + Math.max(0, outLength);
+      s = scratchFor(used);
+      s.set(new Uint8Array(b, nonceAt, nonceLength), 0);
+      s.set(new Uint8Array(b, adAt, adLength), nonceLength);
+      s.set(new Uint8Array(ib, inAt, inLength), nonceLength + adLength);
+      b = ib = ob = s.buffer;
+      nonceAt = 0;
+      adAt = nonceLength;
+      inAt = adAt + adLength;
+      outAt = inAt + inLength;
+    }
+    if (ib === b) ib = undefined;
+    if (ob === b) ob = undefined;
+    const keyBuffer = pending ? (this.#nextKey.buffer as ArrayBuffer) : undefined;
+    const keyAt = pending ? this.#nextKey.byteOffset : -1;
+    const h = this.#handle;
+    const ab = b as ArrayBuffer;
+    try {
       const end = seal
-        ? addon.aeadSeal(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt)
-        : addon.aeadOpen(this.#handle, b, keyAt, nonceAt, nonce.length, adAt, ad.length, inAt, input.length, outAt);
+        ? addon.aeadSeal(h, ab, keyAt, nonceAt, nonceLength, adAt, adLength, inAt, inLength, outAt, keyBuffer, ib as ArrayBuffer | undefined, ob as ArrayBuffer | undefined)
+        : addon.aeadOpen(h, ab, keyAt, nonceAt, nonceLength, adAt, adLength, inAt, inLength, outAt, keyBuffer, ib as ArrayBuffer | undefined, ob as ArrayBuffer | undefined);
       if (end < 0) return -1;
-      out.set(s.subarray(outAt, end), outOffset);
+      if (s !== undefined) out.set(s.subarray(outAt, end), outOffset);
       return outOffset + (end - outAt);
     } finally {
-      if (this.#pending) {
+      if (pending) {
         this.#pending = false;
         this.#nextKey.fill(0);
       }
-      s.fill(0, 0, used);
+      if (s !== undefined) s.fill(0, 0, used);
     }
   }
 }

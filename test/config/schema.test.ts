@@ -161,6 +161,8 @@ test('defaults match OPERATIONS.md', () => {
     // Off by default, like chrony's ratelimit.
     rateLimit: { intervalMs: 0, burst: 8, leak: 2, tableSize: 65536, ipv4PrefixBits: 32, ipv6PrefixBits: 64 },
     access: { entries: [], defaultAction: 'allow' },
+    // RFC 9769: on by default (the native datapath serves it; dgram answers in basic mode).
+    interleave: { enabled: true, tableSize: 65536 },
   });
   const ke = c.ntsKeServers[0];
   assert.ok(ke !== undefined);
@@ -230,6 +232,19 @@ test('[[server]] rate limit and access lists: values, and errors naming the key'
   assert.deepEqual(errors({ allow: 'all' }), ['server[0].allow: must be an array of strings, got "all"']);
   assert.deepEqual(errors({ allow: ['10.0.0.0/8'], ignore: ['10.0.0.0/8'] }), ['server[0].ignore[0]: 10.0.0.0/8 is listed as both allow and ignore']);
   assert.deepEqual(errors({ 'access-default': 'maybe' }), ['server[0].access-default: must be one of "allow", "deny", "ignore", got "maybe"']);
+});
+
+test('[[server]] interleaved and interleaved-table-size (RFC 9769) are read and checked, naming the key', () => {
+  const server = (extra: Record<string, unknown>): Doc => ({ ...base(), server: [{ listen: '0.0.0.0:123', ...extra }] });
+  assert.deepEqual(valid(server({ interleaved: false, 'interleaved-table-size': 1024 })).servers[0]?.interleave, { enabled: false, tableSize: 1024 });
+  const errors = (extra: Record<string, unknown>): string[] => {
+    const r = validateConfig(server(extra), OPTIONS);
+    assert.ok(!r.ok);
+    return r.errors;
+  };
+  assert.deepEqual(errors({ interleaved: 'yes' }), ['server[0].interleaved: must be true or false, got "yes"']);
+  assert.deepEqual(errors({ 'interleaved-table-size': 8 }), ['server[0].interleaved-table-size: must be an integer between 16 and 16777216, got 8']);
+  assert.deepEqual(errors({ 'interleaved-table-size': 2.5 }), ['server[0].interleaved-table-size: must be an integer between 16 and 16777216, got 2.5']);
 });
 
 test('worker-pool.datapath, send-mode and receive-buffer-bytes are checked, naming the key', () => {

@@ -77,6 +77,8 @@ export interface StartDaemonOptions {
   readonly configName?: string;
   /** Longest wait for "ntsd started" (default 15 s: the machine is shared). */
   readonly startTimeoutMs?: number;
+  /** Extra environment variables for the child (added to this process's environment). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** The repository root: nearest ancestor of `from` holding tsconfig.json, else the working directory. */
@@ -163,6 +165,7 @@ export async function startDaemon(options: StartDaemonOptions): Promise<RunningD
   const child = spawn(process.execPath, [ntsdMainPath(), 'run', '--config', configPath], {
     cwd: options.dir,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
   });
   if (child.pid === undefined) throw new Error('cannot spawn ntsd');
   const pid = child.pid;
@@ -344,11 +347,12 @@ export interface CliResult {
   readonly durationMs: number;
 }
 
-/** Runs `node main.js ...args` to completion (SIGKILL after `timeoutMs`, default 15 s). */
-export function runCli(args: readonly string[], options: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+/** Runs `node main.js ...args` to completion (SIGKILL after `timeoutMs`, default 15 s); `env` adds variables for the child. */
+export function runCli(args: readonly string[], options: { cwd?: string; timeoutMs?: number; env?: Readonly<Record<string, string>> } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     const startedAt = performance.now();
-    const child = spawn(process.execPath, [ntsdMainPath(), ...args], { cwd: options.cwd ?? tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = options.env === undefined ? {} : { env: { ...process.env, ...options.env } };
+    const child = spawn(process.execPath, [ntsdMainPath(), ...args], { cwd: options.cwd ?? tmpdir(), stdio: ['ignore', 'pipe', 'pipe'], ...env });
     children.add(child);
     let stdout = '';
     let stderr = '';

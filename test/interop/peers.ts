@@ -360,6 +360,8 @@ export async function startChronyClient(options: {
   readonly aeads?: readonly number[];
   /** `xleave` on the server line: ask for interleaved mode (RFC 9769). */
   readonly xleave?: boolean;
+  /** false: plain NTP to `name`:`ntpPort` (no `nts`); default true. */
+  readonly nts?: boolean;
 }): Promise<ChronyClient> {
   const build = options.build ?? 'host';
   const dir = makeWorkDir('chrony-client', build);
@@ -374,7 +376,9 @@ export async function startChronyClient(options: {
   writeFileSync(
     conf,
     [
-      `server ${name}${port} nts ntsport ${options.kePort} iburst minpoll -2 maxpoll -2${xleave}`,
+      options.nts === false
+        ? `server ${name}${port} iburst minpoll -2 maxpoll -2${xleave}`
+        : `server ${name}${port} nts ntsport ${options.kePort} iburst minpoll -2 maxpoll -2${xleave}`,
       `ntstrustedcerts ${run.path(caPath)}`,
       ...(options.aeads === undefined ? [] : [`ntsaeads ${options.aeads.join(' ')}`]),
       `pidfile ${run.path(join(dir, 'chronyd.pid'))}`,

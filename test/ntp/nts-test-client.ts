@@ -71,11 +71,14 @@ export interface TestNtsRequest {
  * placeholders of the cookie's length, then the Authenticator (16-octet nonce, empty plaintext, tag)
  * computed under C2S over everything before it.
  */
-export function ntsRequest(session: TestSession, placeholders = 0): TestNtsRequest {
+export function ntsRequest(session: TestSession, placeholders = 0, header: { origin?: Uint8Array; receive?: Uint8Array } = {}): TestNtsRequest {
   const cookieField = 4 + pad4(session.cookie.length);
   const total = 48 + 36 + cookieField * (1 + placeholders) + 40;
   const p = new Uint8Array(total);
   p[0] = (4 << 3) | 3;
+  // RFC 9769 interleaved requests set origin and receive too (authenticated like the rest of the header).
+  if (header.origin !== undefined) p.set(header.origin, 24);
+  if (header.receive !== undefined) p.set(header.receive, 32);
   randomFillSync(p.subarray(40, 48));
   let at = 48;
   put16(p, at, EF_UID);

@@ -17,7 +17,8 @@ import fc from 'fast-check';
 import { SUPPORTED_AEAD_IDS, getAead, getJavaScriptAead, setAeadProvider, type AeadAlgorithm, type RekeyableAeadCipher } from '../../src/core/crypto/aead.js';
 import { AesSiv } from '../../src/core/crypto/aes-siv.js';
 import { createCookieOpenScratch, openCookieInto, sealCookie, CookieStatus, cookieLength } from '../../src/core/nts/cookie.js';
-import { createKeyset, decodeKeyset, encodeKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { createKeyset, decodeKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { createResponderContext, type ResponderContext } from '../../src/core/responder.js';
 import { loadNativeUdp, type NativeAeadFunctions } from '../../src/runtime/addon.js';
 import { OpenSslAeadCipher, getOpenSslAeads, installAeadBackend, missingOpenSslAeads, openSslUnavailableReasons } from '../../src/runtime/aead-openssl.js';
 import { RFC5297_VECTORS } from '../vectors/rfc5297.js';
@@ -191,6 +192,51 @@ describe('OpenSSL AEAD backend: cross-tests with the JavaScript AEADs (fast-chec
         { interruptAfterTimeLimit: BUDGET_MS, numRuns: 100_000 },
       );
     });
+
+    it(`AEAD ${id}: the responder's layout (nonce and AD in one buffer, input and output in their own), a long-lived key seeing short AD repeat, and a pending rekey give the JavaScript bytes`, { skip: skip || (openssl.has(id) ? false : `no OpenSSL AEAD ${id}`) }, () => {
+      const { ossl, js } = both(id);
+      const longKey = new Uint8Array(js.keyLength).fill(7);
+      const longLived = ossl.newCipher(longKey);
+      const reference = js.newCipher(longKey);
+      const rekeyed = ossl.newCipher(new Uint8Array(js.keyLength)) as RekeyableAeadCipher;
+      // Short associated data from a small set (a cookie's key id), so that the AD step the addon keeps per key
+      // is both reused and replaced; AD of the same length with other octets must not hit it.
+      const adPool = [new Uint8Array([0, 0, 0, 1]), new Uint8Array([0, 0, 0, 2]), new Uint8Array([1, 0, 0, 1]), new Uint8Array(0), new Uint8Array(16).fill(9)];
+      fc.assert(
+        fc.property(inputs(js), fc.nat(adPool.length), fc.boolean(), ({ key, nonce, ad, pt }, pick, useRekey) => {
+          const useAd = pick < adPool.length ? (adPool[pick] as Uint8Array) : ad;
+          const front = new Uint8Array(3 + nonce.length + useAd.length);
+          front.set(nonce, 3);
+          front.set(useAd, 3 + nonce.length);
+          const n = front.subarray(3, 3 + nonce.length);
+          const a = front.subarray(3 + nonce.length);
+          const p = new Uint8Array(pt.length + 5).subarray(5);
+          p.set(pt);
+          const out = new Uint8Array(pt.length + 16 + 2);
+          const want = new Uint8Array(pt.length + 16);
+          const cipher = useRekey ? rekeyed : longLived;
+          if (useRekey) {
+            rekeyed.rekey(key);
+            js.newCipher(key).seal(nonce, useAd, pt, want, 0);
+          } else {
+            reference.seal(nonce, useAd, pt, want, 0);
+          }
+          assert.equal(cipher.seal(n, a, p, out, 2), 2 + want.length);
+          assert.equal(toHex(out.subarray(2)), toHex(want));
+          const back = new Uint8Array(pt.length + 1);
+          if (useRekey) rekeyed.rekey(key);
+          assert.equal(cipher.open(n, a, out.subarray(2), back, 1), 1 + pt.length);
+          assert.deepEqual(back.subarray(1), pt);
+          if (useAd.length > 0) {
+            const other = front.slice();
+            other[other.length - 1] = (other[other.length - 1] ?? 0) ^ 1;
+            if (useRekey) rekeyed.rekey(key);
+            assert.equal(cipher.open(other.subarray(3, 3 + nonce.length), other.subarray(3 + nonce.length), out.subarray(2), back, 1), -1);
+          }
+        }),
+        { interruptAfterTimeLimit: BUDGET_MS, numRuns: 100_000 },
+      );
+    });
   }
 });
 
@@ -227,6 +273,87 @@ describe('OpenSSL AEAD backend: cookies (RFC 8915 §6) across backends', () => {
       }
     }
   });
+});
+
+describe('OpenSSL AEAD backend: empty outputs', () => {
+  it('an empty plaintext opens into an empty array (an empty ArrayBuffer has no data pointer) for every OpenSSL AEAD', { skip }, () => {
+    for (const [id, alg] of openssl) {
+      const js = getJavaScriptAead(id);
+      assert.ok(js !== undefined);
+      const key = new Uint8Array(alg.keyLength).fill(id);
+      const nonce = new Uint8Array(alg.nonceLength).fill(1);
+      const ad = new Uint8Array(20).fill(2);
+      const sealed = new Uint8Array(16);
+      js.newCipher(key).seal(nonce, ad, new Uint8Array(0), sealed, 0);
+      const ossl = alg.newCipher(key);
+      assert.equal(ossl.open(nonce, ad, sealed, new Uint8Array(0), 0), 0, `AEAD ${id}`);
+      sealed[3] = (sealed[3] ?? 0) ^ 1;
+      assert.equal(ossl.open(nonce, ad, sealed, new Uint8Array(0), 0), -1, `AEAD ${id} tampered`);
+    }
+  });
+});
+
+describe('retired master keys are wiped when a responder context takes a new keyset (not at garbage collection)', () => {
+  function context(keyset: Keyset): ResponderContext {
+    return createResponderContext({
+      keyset,
+      serverFields: { leap: 0, stratum: 2, precision: -20, rootDelay: 0, rootDispersion: 0, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } },
+      now: () => ({ seconds: 0, fraction: 0 }),
+      fillRandom: (b: Uint8Array) => b.fill(3),
+      requireNts: false,
+      acceptNtpVersions: [4],
+    });
+  }
+  const fill = (b: Uint8Array): void => void b.forEach((_, i) => (b[i] = (i * 31 + b.length) & 0xff));
+
+  for (const backend of ['openssl', 'javascript'] as const) {
+    it(`${backend}: every key of a replaced decoded snapshot is zeroed and its cipher wiped; a rotation wipes only the key it drops`, { skip: backend === 'openssl' ? skip : false }, () => {
+      setAeadProvider(15, backend === 'openssl' ? openssl.get(15) : undefined);
+      try {
+        let seed = 7;
+        const random = (b: Uint8Array): void => {
+          for (let i = 0; i < b.length; i++) b[i] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+        };
+        const first = createKeyset(1_700_000_000, random, { staleKeyCount: 0 });
+        const ctx = context(first);
+        const cookie = new Uint8Array(cookieLength(15));
+        sealCookie(first, 15, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), fill, cookie, 0);
+        const decoded = decodeKeyset(encodeKeyset(first));
+        assert.ok(decoded.ok);
+        const oldKeys = [first.current, first.next];
+        const probe = new Uint8Array(32);
+        ctx.keyset = decoded.keyset; // a snapshot that arrived from another thread: its own copies of the same keys
+        for (const k of oldKeys) {
+          assert.ok(k.key.every((b) => b === 0), 'the old JavaScript key copy is zeroed at once');
+          if (backend === 'openssl') {
+            assert.throws(() => k.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, new Uint8Array(48), 0), /released/, 'the OpenSSL handle is freed at once');
+          } else {
+            // The JavaScript schedules are zeroed: the wiped cipher no longer computes the key's SIV.
+            const want = new Uint8Array(48);
+            const got = new Uint8Array(48);
+            decoded.keyset.current.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, want, 0);
+            k.cipher.seal(new Uint8Array(16), new Uint8Array(4), probe, got, 0);
+            assert.notDeepEqual(got, want);
+          }
+        }
+        const scratch = createCookieOpenScratch();
+        assert.equal(openCookieInto(ctx.keyset, cookie, scratch), CookieStatus.ok, 'the new snapshot still opens cookies of the same keys');
+        // A rotation shares the surviving key objects: only the dropped one (staleKeyCount 0: the old current) goes.
+        const before = ctx.keyset;
+        const rotated = rotateKeyset(before, 1_700_000_100, random);
+        ctx.keyset = rotated;
+        assert.ok(before.current.key.every((b) => b === 0), 'the dropped key is zeroed');
+        assert.ok(rotated.current.key.some((b) => b !== 0), 'the key that became current is kept');
+        const fresh = new Uint8Array(cookieLength(15));
+        sealCookie(rotated, 15, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), fill, fresh, 0);
+        assert.equal(openCookieInto(ctx.keyset, fresh, scratch), CookieStatus.ok);
+        ctx.keyset = rotated; // the same snapshot again: nothing is wiped
+        assert.equal(openCookieInto(ctx.keyset, fresh, scratch), CookieStatus.ok);
+      } finally {
+        setAeadProvider(15, undefined);
+      }
+    });
+  }
 });
 
 describe('OpenSSL AEAD backend: bounds checks (a bad offset from JavaScript is a thrown bug, never a stray access)', () => {

@@ -45,6 +45,59 @@ export function isRekeyable(cipher: AeadCipher): cipher is RekeyableAeadCipher {
   return 'rekey' in cipher && typeof cipher.rekey === 'function';
 }
 
+/**
+ * Optional capability of a keyed instance: seal and open with the nonce and the associated data given as regions
+ * of one array and the input as a region of another, so that the hot path makes no subarray view per call
+ * (about 30 ns each). Same results and errors as seal/open; a region outside its array throws RangeError (a
+ * caller bug). Use it through `sealRegions` / `openRegions`, which fall back to seal/open with views.
+ */
+export interface RegionAeadCipher extends AeadCipher {
+  /** seal(data[nonce], data[ad], input[in], out, outOffset). */
+  sealRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number;
+  /** open(data[nonce], data[ad], input[in], out, outOffset). */
+  openRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number;
+}
+
+/** True when [offset, offset + length) lies inside `array`. */
+export function regionInside(array: Uint8Array, offset: number, length: number): boolean {
+  return offset >= 0 && length >= 0 && offset + length <= array.length;
+}
+
+function checkRegions(data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number): void {
+  if (!regionInside(data, nonceOffset, nonceLength) || !regionInside(data, adOffset, adLength) || !regionInside(input, inOffset, inLength)) {
+    throw new RangeError('AEAD: a region lies outside its array');
+  }
+}
+
+/** `cipher.seal` on regions (RegionAeadCipher when the backend has it, else views). */
+export function sealRegions(cipher: AeadCipher, data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number {
+  if ('sealRegions' in cipher) return (cipher as RegionAeadCipher).sealRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength, out, outOffset);
+  checkRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength);
+  return cipher.seal(data.subarray(nonceOffset, nonceOffset + nonceLength), data.subarray(adOffset, adOffset + adLength), input.subarray(inOffset, inOffset + inLength), out, outOffset);
+}
+
+/** `cipher.open` on regions (RegionAeadCipher when the backend has it, else views). */
+export function openRegions(cipher: AeadCipher, data: Uint8Array, nonceOffset: number, nonceLength: number, adOffset: number, adLength: number, input: Uint8Array, inOffset: number, inLength: number, out: Uint8Array, outOffset: number): number {
+  if ('openRegions' in cipher) return (cipher as RegionAeadCipher).openRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength, out, outOffset);
+  checkRegions(data, nonceOffset, nonceLength, adOffset, adLength, input, inOffset, inLength);
+  return cipher.open(data.subarray(nonceOffset, nonceOffset + nonceLength), data.subarray(adOffset, adOffset + adLength), input.subarray(inOffset, inOffset + inLength), out, outOffset);
+}
+
+/**
+ * Optional capability of a keyed instance: release its key material now rather than at garbage collection
+ * (OpenSSL: cleanse the addon's key copy and free the contexts; JavaScript: zero the key schedules, best effort).
+ * The instance must not be used afterwards.
+ */
+export interface WipeableAeadCipher extends AeadCipher {
+  /** Cleanses the key material; later seal/open calls are bugs. */
+  wipe(): void;
+}
+
+/** Wipes `cipher`'s key material now when its backend can (WipeableAeadCipher); otherwise does nothing. */
+export function wipeCipher(cipher: AeadCipher): void {
+  if ('wipe' in cipher && typeof cipher.wipe === 'function') (cipher as WipeableAeadCipher).wipe();
+}
+
 /** Static description of an AEAD algorithm plus a keyed-instance factory. */
 export interface AeadAlgorithm {
   /** IANA AEAD id. */

@@ -23,7 +23,7 @@
  * (0 current, 1..n stale, -1 next; see Keyset.find).
  */
 import { readU16, readU32, writeU16, writeU32, type FillRandom } from '../bytes.js';
-import { SUPPORTED_AEAD_IDS, getAead } from '../crypto/aead.js';
+import { SUPPORTED_AEAD_IDS, getAead, openRegions, sealRegions } from '../crypto/aead.js';
 import type { Keyset } from './keyset.js';
 
 /** Why a cookie did not open. */
@@ -135,8 +135,7 @@ export function sealCookie(
   if (outOffset < 0 || outOffset + total > out.length) throw new RangeError('sealCookie: output buffer too small');
   const master = keyset.current;
   writeU32(out, outOffset, master.id);
-  const nonce = out.subarray(outOffset + COOKIE_KEY_ID_LENGTH, outOffset + CIPHERTEXT_OFFSET);
-  fillRandom(nonce);
+  fillRandom(out.subarray(outOffset + COOKIE_KEY_ID_LENGTH, outOffset + CIPHERTEXT_OFFSET));
   const p = sealPlaintext;
   p[0] = COOKIE_FORMAT_VERSION;
   p[1] = 0;
@@ -144,13 +143,7 @@ export function sealCookie(
   p.set(c2s, COOKIE_PLAINTEXT_HEADER_LENGTH);
   p.set(s2c, COOKIE_PLAINTEXT_HEADER_LENGTH + k);
   const plainLength = COOKIE_PLAINTEXT_HEADER_LENGTH + 2 * k;
-  const end = master.cipher.seal(
-    nonce,
-    out.subarray(outOffset, outOffset + COOKIE_KEY_ID_LENGTH),
-    p.subarray(0, plainLength),
-    out,
-    outOffset + CIPHERTEXT_OFFSET,
-  );
+  const end = sealRegions(master.cipher, out, outOffset + COOKIE_KEY_ID_LENGTH, COOKIE_NONCE_LENGTH, outOffset, COOKIE_KEY_ID_LENGTH, p, 0, plainLength, out, outOffset + CIPHERTEXT_OFFSET);
   p.fill(0, 0, plainLength);
   return end;
 }
@@ -165,13 +158,7 @@ export function openCookieInto(keyset: Keyset, cookie: Uint8Array, scratch: Cook
   if (!VALID_COOKIE_LENGTHS.has(len)) return CookieStatus.malformed;
   const found = keyset.find(readU32(cookie, 0));
   if (found === undefined) return CookieStatus.unknownKey;
-  const plainEnd = found.key.cipher.open(
-    cookie.subarray(COOKIE_KEY_ID_LENGTH, CIPHERTEXT_OFFSET),
-    cookie.subarray(0, COOKIE_KEY_ID_LENGTH),
-    cookie.subarray(CIPHERTEXT_OFFSET),
-    scratch.plaintext,
-    0,
-  );
+  const plainEnd = openRegions(found.key.cipher, cookie, COOKIE_KEY_ID_LENGTH, COOKIE_NONCE_LENGTH, 0, COOKIE_KEY_ID_LENGTH, cookie, CIPHERTEXT_OFFSET, len - CIPHERTEXT_OFFSET, scratch.plaintext, 0);
   if (plainEnd < 0) return CookieStatus.decryptFailed;
   const p = scratch.plaintext;
   const aeadId = readU16(p, 2);

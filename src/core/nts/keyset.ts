@@ -27,12 +27,14 @@
  * whole file is then rejected. The checksum guards against corruption, not against an attacker who
  * can write the file (that attacker already owns the keys).
  *
- * Wiping: a key dropped by rotation is overwritten with zeros (`fill(0)`). This is best effort: the
- * JavaScript engine may have copied the bytes, and the cached cipher's expanded key schedule is left
- * to the garbage collector.
+ * Wiping: a key dropped by rotation, or no longer in the snapshot that replaces its own in a thread
+ * (`retireMasterKeys`, which the responder context calls when its keyset is swapped), is overwritten with
+ * zeros (`fill(0)`) and its cached cipher wiped at once: OpenSSL cleanses its key copy and frees its contexts
+ * (OPENSSL_cleanse), the JavaScript AEAD zeroes its key schedules. For the JavaScript copies this is best
+ * effort: the engine may have copied the bytes.
  */
 import { readU16, readU32, writeU16, writeU32, type FillRandom } from '../bytes.js';
-import { getAead, type AeadCipher } from '../crypto/aead.js';
+import { getAead, wipeCipher, type AeadCipher } from '../crypto/aead.js';
 import { AeadId } from './ids.js';
 
 /** One master key. `cipher` is the cached keyed AEAD instance (never serialised). */
@@ -228,7 +230,7 @@ export function createKeyset(nowS: number, fillRandom: FillRandom, options: Keys
 
 /**
  * Rotates (RFC 8915 §6): `next` becomes current, a fresh `next` is made, the old current becomes the
- * newest stale key, and stale keys beyond `staleKeyCount` are dropped and wiped (best effort).
+ * newest stale key, and stale keys beyond `staleKeyCount` are dropped and wiped (their bytes and cached cipher).
  * Returns a new snapshot. The input snapshot must not be used (or persisted) afterwards: its dropped
  * key has been zeroed.
  */
@@ -239,7 +241,7 @@ export function rotateKeyset(ks: Keyset, nowS: number, fillRandom: FillRandom): 
   const dropped = stale.splice(ks.staleKeyCount);
   const next = freshKey(fillRandom, all, t);
   const rotated = makeKeyset(ks.next, next, stale, ks.staleKeyCount, t);
-  for (const k of dropped) k.key.fill(0);
+  for (const k of dropped) wipeMasterKey(k);
   return rotated;
 }
 
@@ -252,7 +254,7 @@ export function resizeKeyset(ks: Keyset, staleKeyCount: number): Keyset {
   const stale = ks.stale.slice();
   const dropped = stale.splice(staleKeyCount);
   const resized = makeKeyset(ks.current, ks.next, stale, staleKeyCount, ks.currentSinceS);
-  for (const k of dropped) k.key.fill(0);
+  for (const k of dropped) wipeMasterKey(k);
   return resized;
 }
 
@@ -276,6 +278,29 @@ export function assembleKeyset(keys: readonly KeyMaterial[], staleKeyCount: numb
   const [current, next, ...stale] = keys.map((k) => makeMasterKey(k.id, k.key, wholeSeconds(k.createdAtS)));
   if (current === undefined || next === undefined) throw new RangeError('assembleKeyset: need current and next');
   return makeKeyset(current, next, stale, staleKeyCount, wholeSeconds(currentSinceS));
+}
+
+/** Zeroes a master key's bytes and wipes its cached cipher now (it must not be used afterwards). */
+function wipeMasterKey(k: MasterKey): void {
+  k.key.fill(0);
+  wipeCipher(k.cipher);
+}
+
+/**
+ * Call when `next` replaces `previous` in a thread: wipes (key bytes and cached cipher, see above) every master
+ * key object of `previous` that `next` does not hold itself. Keys `next` shares with `previous` (rotateKeyset
+ * and resizeKeyset share them) stay usable; a decoded snapshot holds its own copies, so all of `previous` goes.
+ * `previous` must not be used afterwards. Nothing happens when both are the same snapshot.
+ */
+export function retireMasterKeys(previous: Keyset, next: Keyset): void {
+  if (previous === next) return;
+  const kept = keysetKeys(next);
+  for (const k of keysetKeys(previous)) if (!kept.includes(k)) wipeMasterKey(k);
+}
+
+/** Wipes every master key of a snapshot that was decoded only to be checked (it must not be used afterwards). */
+export function wipeKeyset(keyset: Keyset): void {
+  for (const k of keysetKeys(keyset)) wipeMasterKey(k);
 }
 
 /** All keys of a snapshot in encoding order: current, next, stale newest-first. */

@@ -24,7 +24,7 @@
  * returned request is valid until the next parse with the same scratch.
  */
 import { padTo4, readU16, writeU16, type FillRandom } from '../bytes.js';
-import type { AeadAlgorithm, AeadCipher } from '../crypto/aead.js';
+import { openRegions, type AeadAlgorithm, type AeadCipher } from '../crypto/aead.js';
 import { NTP_HEADER_LENGTH } from '../ntp/header.js';
 import {
   EF_HEADER_LENGTH,
@@ -308,13 +308,7 @@ export function authenticateNtsRequest(
   const plainLength = ctLength - aead.tagLength;
   if (scratch.plaintext.length < plainLength) scratch.plaintext = new Uint8Array(padTo4(plainLength) + 256);
   const plaintext = scratch.plaintext;
-  const end = c2s.open(
-    packet.subarray(scratch.nonceOffset, scratch.nonceOffset + n),
-    packet.subarray(0, scratch.authenticatorOffset),
-    packet.subarray(scratch.ciphertextOffset, scratch.ciphertextOffset + ctLength),
-    plaintext,
-    0,
-  );
+  const end = openRegions(c2s, packet, scratch.nonceOffset, n, 0, scratch.authenticatorOffset, packet, scratch.ciphertextOffset, ctLength, plaintext, 0);
   if (end < 0) return FAILURES.auth_failed;
   // §5.6: the plaintext is a run of EFs, each a multiple of 4 octets (RFC 7822 minimums waived).
   const cursor = scratch.cursor;

@@ -83,6 +83,9 @@ export interface ClientRequestSpec {
   readonly poll?: number;
   /** Client transmit timestamp (8 octets), echoed as the reply's origin (RFC 5905 §8). */
   readonly transmit: Uint8Array;
+  /** Origin and receive timestamps (8 octets each; zero when absent): RFC 9769 interleaved requests set both. */
+  readonly origin?: Uint8Array;
+  readonly receive?: Uint8Array;
   readonly uniqueId: Uint8Array;
   readonly cookie: Uint8Array;
   /** Cleartext placeholders (RFC 8915 §5.5). */
@@ -114,6 +117,8 @@ export function buildClientRequest(spec: ClientRequestSpec): ClientRequest {
   header[0] = ((spec.version ?? 4) << 3) | (spec.mode ?? 3);
   header[2] = spec.poll ?? 6;
   header.set(spec.transmit, 40);
+  if (spec.origin !== undefined) header.set(spec.origin, 24);
+  if (spec.receive !== undefined) header.set(spec.receive, 32);
   const placeholderBody = new Uint8Array(spec.placeholderLength ?? spec.cookie.length);
   const fields: Uint8Array[] = [header, ...(spec.leadingFields ?? [])];
   fields.push(ef(EfType.uniqueIdentifier, spec.uniqueId));
