@@ -82,6 +82,7 @@ function samples(): Table[] {
     'proxy-protocol': true,
     'proxy-trusted-sources': ['10.0.0.0/24'],
     source: [{ name: 'ts1.example.net', address: 'ts1.example.net:4460', 'authentication-token': 'token-token-token' }],
+    certificate: [{ 'certificate-chain-path': 'p2.pem', 'private-key-path': 'pk2.pem', name: 'rsa' }],
   };
   const rest = { observability: {}, 'worker-pool': {} };
   return [
@@ -93,7 +94,13 @@ function samples(): Table[] {
       'time-source': { mode: 'static', 'local-stratum': 1 },
       ...rest,
     },
-    { server: [server], 'nts-ke-server': [ke], keyset: { mode: 'follow' }, 'time-source': {}, ...rest },
+    {
+      server: [server],
+      'nts-ke-server': [{ ...ke, certificate: [{ 'certificate-chain-path': 'c2.pem', 'private-key-path': 'k2.pem', name: 'second' }] }],
+      keyset: { mode: 'follow' },
+      'time-source': {},
+      ...rest,
+    },
   ];
 }
 

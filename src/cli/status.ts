@@ -69,8 +69,10 @@ export interface StatusReport {
     readonly activeConnections: number | null;
     readonly sessionDuration: DurationSummary | null;
   } | null;
-  /** null when no NTS-KE listener reports one. */
-  readonly certificate: { readonly notAfter: string; readonly expiresInS: number } | null;
+  /** The certificate that expires first; null when no NTS-KE listener reports one. */
+  readonly certificate: CertificateExpiry | null;
+  /** Every certificate name the daemon reports, the one expiring first first. */
+  readonly certificates: readonly CertificateExpiry[];
   readonly keys: {
     /** [keyset] mode (local, follow, ratchet), when this ntsd exports it. */
     readonly mode: string | null;
@@ -90,6 +92,14 @@ export interface StatusReport {
   readonly aead?: Readonly<Record<string, string>> | null;
   /** Threads replaced after dying: NTP threads and NTS-KE threads. */
   readonly threads: { readonly ntpRestarts: Counted; readonly keRestarts: Counted } | null;
+}
+
+/** One ntsd_tls_certificate_expiry_timestamp_seconds series. */
+export interface CertificateExpiry {
+  /** Its `name` label (a certificate's primary name or a configured pair name); null from an ntsd without it. */
+  readonly name: string | null;
+  readonly notAfter: string;
+  readonly expiresInS: number;
 }
 
 /** Mean and a bucket bound for p99 of a histogram, over the interval or the uptime. */
@@ -170,7 +180,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
   if (build === undefined) {
     return {
       endpoint, health: 'down', problems: [`${endpoint} answers, but not with ntsd metrics (no ntsd_build_info)`], intervalS: dtS,
-      server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
+      server: null, ntp: null, ke: null, certificate: null, certificates: [], keys: null, timeSource: null, datapath: null, threads: null,
     };
   }
   const start = gauge(now, 'process_start_time_seconds');
@@ -184,14 +194,21 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     responses[`${protocol}/${kind}`] = c('ntsd_ntp_responses_total', { protocol, kind });
   }
 
-  const expiry = gauge(now, 'ntsd_tls_certificate_expiry_timestamp_seconds');
-  const certificate = expiry !== null && expiry > 0 ? { notAfter: isoSeconds(expiry), expiresInS: expiry - nowUnixS } : null;
-  if (certificate !== null && certificate.expiresInS <= 0) {
-    down = true;
-    problems.push(`the NTS-KE certificate expired at ${certificate.notAfter}`);
-  } else if (certificate !== null && certificate.expiresInS < CERT_WARNING_S) {
-    warn = true;
-    problems.push(`the NTS-KE certificate expires within 7 days (${certificate.notAfter})`);
+  // One series per certificate name (an older ntsd exports one series without labels).
+  const certificates: CertificateExpiry[] = selectSamples(now, 'ntsd_tls_certificate_expiry_timestamp_seconds')
+    .filter((s) => s.value > 0)
+    .map((s) => ({ name: s.labels['name'] ?? null, notAfter: isoSeconds(s.value), expiresInS: s.value - nowUnixS }))
+    .sort((a, b) => a.expiresInS - b.expiresInS);
+  const certificate = certificates[0] ?? null;
+  for (const cert of certificates) {
+    const name = cert.name === null ? '' : ` (${cert.name})`;
+    if (cert.expiresInS <= 0) {
+      down = true;
+      problems.push(`the NTS-KE certificate expired at ${cert.notAfter}${name}`);
+    } else if (cert.expiresInS < CERT_WARNING_S) {
+      warn = true;
+      problems.push(`the NTS-KE certificate expires within 7 days${name}: ${cert.notAfter}`);
+    }
   }
 
   const created = gauge(now, 'ntsd_keyset_current_key_created_timestamp_seconds');
@@ -237,6 +254,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
       sessionDuration: durationSummary(now, before, 'ntsd_ke_session_duration_seconds'),
     },
     certificate,
+    certificates,
     keys: {
       mode: selectSamples(now, 'ntsd_keyset_mode').find((m) => m.value === 1)?.labels['mode'] ?? null,
       // The gauges read 0 until the daemon has a keyset.
@@ -263,7 +281,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
 export function downReport(endpoint: string, problem: string): StatusReport {
   return {
     endpoint, health: 'down', problems: [problem], intervalS: null,
-    server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
+    server: null, ntp: null, ke: null, certificate: null, certificates: [], keys: null, timeSource: null, datapath: null, threads: null,
   };
 }
 
@@ -352,8 +370,11 @@ export function formatStatusReport(r: StatusReport): string[] {
     out.push(durationLine('session time', r.ke.sessionDuration));
   }
   out.push('');
-  const cert = r.certificate;
-  out.push(`${'certificate'.padEnd(14)}${cert === null ? 'none reported (no NTS-KE listener?)' : `expires ${cert.notAfter}, in ${formatDurationS(cert.expiresInS)}`}`);
+  if (r.certificates.length === 0) out.push(`${'certificate'.padEnd(14)}none reported (no NTS-KE listener?)`);
+  for (const cert of r.certificates) {
+    const name = cert.name === null ? '' : `${cert.name}: `;
+    out.push(`${'certificate'.padEnd(14)}${name}expires ${cert.notAfter}, in ${formatDurationS(cert.expiresInS)}`);
+  }
   const k = r.keys;
   if (k !== null) {
     const id = k.currentKeyId === null ? 'current key' : `current key ${k.currentKeyId}`;

@@ -82,13 +82,30 @@ export interface ClientRateLimitConfig {
   readonly tableSize: number;
 }
 
-/** One `[[nts-ke-server]]` table: a TLS 1.3 NTS-KE listener. */
-export interface NtsKeServerConfig {
-  readonly listen: ListenAddress;
-  /** Absolute path of the PEM certificate chain. */
+/**
+ * One certificate chain and private key of a KE listener: the table's own `certificate-chain-path` and
+ * `private-key-path`, or one `[[nts-ke-server.certificate]]` / `[[pool-ke.certificate]]` table.
+ */
+export interface CertificatePairConfig {
+  /** Absolute path of the PEM certificate chain (leaf first). */
   readonly certificateChainPath: string;
   /** Absolute path of the PEM private key. */
   readonly privateKeyPath: string;
+  /**
+   * The pair's label in metrics, logs and `ntsd status` (`name` of a certificate table); undefined = the
+   * certificate's primary name (its first DNS name).
+   */
+  readonly name: string | undefined;
+}
+
+/** One `[[nts-ke-server]]` table: a TLS 1.3 NTS-KE listener. */
+export interface NtsKeServerConfig {
+  readonly listen: ListenAddress;
+  /**
+   * Certificate pairs in configured order, at least one. The first serves clients that send no server name
+   * (SNI) or one no certificate lists; the others by the name they ask for (docs/install.md "Several certificates on one listener").
+   */
+  readonly certificates: readonly CertificatePairConfig[];
   /** Deadline for a whole session, TLS handshake included. */
   readonly keyExchangeTimeoutMs: number;
   /** Open-connection cap; when full, the session with the least recent progress is evicted for a newcomer. */
@@ -146,7 +163,7 @@ export interface NtsKeServerConfig {
 }
 
 /** The keys of a KE listener (nts-ke/ serves both roles): `[pool-ke]` has them as `[[nts-ke-server]]` does. */
-export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificateChainPath' | 'privateKeyPath' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
+export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificates' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
   | 'concurrentConnectionsPerSource' | 'threads' | 'maxRequestBytes' | 'certificateReloadIntervalS' | 'clientRateLimit' | 'threadNiceness' | 'proxyProtocol'
   | 'proxyTrustedSources' | 'access'>;
 
@@ -732,15 +749,67 @@ function readNtsKeServer(
   };
 }
 
+/** Longest `name` of a certificate table (a metric label value). */
+const MAX_CERTIFICATE_NAME_LENGTH = 253;
+
+/** One `[[…certificate]]` table. */
+function readCertificateTable(table: Table, path: string, errors: string[], options: ValidateOptions): CertificatePairConfig | undefined {
+  const r = new TableReader(table, path, errors);
+  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
+  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const name = r.string('name');
+  // eslint-disable-next-line no-control-regex
+  if (name !== undefined && (name.length === 0 || name.length > MAX_CERTIFICATE_NAME_LENGTH || /[\u0000-\u001f\u007f]/.test(name))) {
+    r.error('name', `must be 1 to ${MAX_CERTIFICATE_NAME_LENGTH} printable characters, got ${show(name)}`);
+  }
+  r.finish();
+  if (certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  return { certificateChainPath, privateKeyPath, name };
+}
+
+/**
+ * A KE listener's certificate pairs: its own `certificate-chain-path` + `private-key-path` (the first pair,
+ * when present), then each `[[<table>.certificate]]`. At least one pair in total; undefined (errors
+ * recorded) when one is unusable or there is none.
+ */
+function readCertificatePairs(r: TableReader, errors: string[], options: ValidateOptions): readonly CertificatePairConfig[] | undefined {
+  const tables = r.tables('certificate');
+  const single = r.has('certificate-chain-path') || r.has('private-key-path') || tables.length === 0;
+  const pairs: CertificatePairConfig[] = [];
+  let bad = false;
+  if (single) {
+    const hint = tables.length === 0 ? ' (or list the pairs as [[…certificate]] tables)' : '';
+    const chain = r.has('certificate-chain-path') ? r.path('certificate-chain-path', options.baseDir, true) : undefined;
+    if (!r.has('certificate-chain-path')) r.error('certificate-chain-path', `required key is missing${hint}`);
+    const key = r.has('private-key-path') ? r.path('private-key-path', options.baseDir, true) : undefined;
+    if (!r.has('private-key-path')) r.error('private-key-path', `required key is missing${hint}`);
+    if (chain === undefined || key === undefined) bad = true;
+    else pairs.push({ certificateChainPath: chain, privateKeyPath: key, name: undefined });
+  }
+  tables.forEach((t, i) => {
+    const path = `${r.pathOf('certificate')}[${i}]`;
+    const pair = readCertificateTable(t, path, errors, options);
+    if (pair === undefined) {
+      bad = true;
+      return;
+    }
+    if (pairs.some((p) => p.certificateChainPath === pair.certificateChainPath)) {
+      errors.push(`${path}.certificate-chain-path: the same file is already a certificate pair of this listener`);
+      bad = true;
+    }
+    pairs.push(pair);
+  });
+  return bad || pairs.length === 0 ? undefined : pairs;
+}
+
 /**
  * The keys every KE listener has (KeListenerConfig), read alike for `[[nts-ke-server]]` and `[pool-ke]`;
- * undefined (errors recorded) without a usable listen address or certificate paths.
+ * undefined (errors recorded) without a usable listen address or certificate pairs.
  */
 function readKeListener(r: TableReader, errors: string[], options: ValidateOptions, minTimeoutMs: number, timeoutMs: number): KeListenerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const listen = r.listen('listen', true);
-  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
-  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const certificates = readCertificatePairs(r, errors, options);
   const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', minTimeoutMs, 60_000, timeoutMs);
   const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
   const threads = r.integer('threads', 0, 256, 0);
@@ -773,11 +842,10 @@ function readKeListener(r: TableReader, errors: string[], options: ValidateOptio
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
     tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
   };
-  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  if (listen === undefined || certificates === undefined) return undefined;
   return {
     listen,
-    certificateChainPath,
-    privateKeyPath,
+    certificates,
     keyExchangeTimeoutMs,
     concurrentConnections,
     concurrentConnectionsPerSource,

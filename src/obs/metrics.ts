@@ -254,8 +254,12 @@ export interface KeyMetrics {
   persistFailure(): void;
   /** ntsd_keyset_mode{mode} = 1 for the mode in use, 0 for the others. */
   setMode(mode: 'local' | 'follow' | 'ratchet'): void;
-  /** ntsd_tls_certificate_expiry_timestamp_seconds = notAfter (earliest over all KE listeners). */
-  setCertificateExpiry(notAfterUnixS: number): void;
+  /**
+   * ntsd_tls_certificate_expiry_timestamp_seconds{name} = notAfter (Unix seconds), one series per name
+   * (a certificate's primary name or its pair's configured `name`; the earliest when pairs share one).
+   * Replaces every series: a name no longer served disappears.
+   */
+  setCertificateExpiries(notAfterUnixSByName: ReadonlyMap<string, number>): void;
   /** ntsd_tls_reloads_total{result} += 1. */
   tlsReload(result: ResultLabel): void;
 }
@@ -391,7 +395,8 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   const certExpiry = new Gauge({
     name: 'ntsd_tls_certificate_expiry_timestamp_seconds',
-    help: 'notAfter (Unix seconds) of the earliest-expiring certificate in use.',
+    help: 'notAfter (Unix seconds) of the certificate in use, by name (primary DNS name or configured pair name; earliest when several pairs share a name).',
+    labelNames: ['name'],
     registers,
   });
   const tlsReloads = labelled(registry, 'ntsd_tls_reloads_total', 'Certificate/key reload attempts, by result.', 'result', RESULTS);
@@ -532,7 +537,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
       setMode: (mode) => {
         for (const m of ['local', 'follow', 'ratchet'] as const) keysetMode.set({ mode: m }, m === mode ? 1 : 0);
       },
-      setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),
+      setCertificateExpiries: (byName) => {
+        certExpiry.reset();
+        for (const [name, notAfterUnixS] of byName) certExpiry.set({ name }, notAfterUnixS);
+      },
       tlsReload: (result) => tlsReloads.inc({ result }),
     },
     ntpThreads: {

@@ -197,7 +197,8 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     m.keys.setKeyset(1_700_000_000, 9);
     m.keys.persistFailure();
     m.keys.setMode('ratchet');
-    m.keys.setCertificateExpiry(1_800_000_000);
+    m.keys.setCertificateExpiries(new Map([['old.example.org', 1_700_000_000]]));
+    m.keys.setCertificateExpiries(new Map([['nts.example.org', 1_800_000_000], ['time.example.org', 1_900_000_000]]));
     m.keys.tlsReload('failure');
     m.ntpThreads.addRestarts(1);
     m.timeSource.set({ leap: 0, stratum: 3, precision: -22, rootDelay: 65536, rootDispersion: 32768, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } });
@@ -215,7 +216,9 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     assert.equal(sample(body, 'ntsd_keyset_persist_failures_total'), 1);
     assert.equal(sample(body, 'ntsd_keyset_mode{mode="ratchet"}'), 1);
     assert.equal(sample(body, 'ntsd_keyset_mode{mode="local"}'), 0);
-    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds'), 1_800_000_000);
+    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds{name="nts.example.org"}'), 1_800_000_000);
+    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds{name="time.example.org"}'), 1_900_000_000);
+    assert.ok(!body.includes('old.example.org'), 'a name no longer served loses its series');
     assert.equal(sample(body, 'ntsd_tls_reloads_total{result="failure"}'), 1);
     assert.equal(sample(body, 'ntsd_worker_restarts_total'), 1);
     assert.equal(sample(body, 'ntsd_time_source_synchronized'), 1);
