@@ -21,7 +21,7 @@
 # - NTSD_CERT_NAME=nts.example.org: only that certificate, as /etc/ntsd/fullchain.pem + privkey.pem; the
 #   renewals of other certificates on this host are ignored.
 # - NTSD_CERT_NAMES="time.example.org nts.example.org": several certificates on one KE listener
-#   (README "Several certificates"). Each listed one is installed as /etc/ntsd/<name>/fullchain.pem +
+#   (docs/install.md "Several certificates on one listener"). Each listed one is installed as /etc/ntsd/<name>/fullchain.pem +
 #   privkey.pem, the paths its [[nts-ke-server.certificate]] table names; others are ignored. ntsd reloads
 #   each pair on its own, so a renewal of one name never disturbs the others.
 set -eu

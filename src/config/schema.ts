@@ -103,7 +103,7 @@ export interface NtsKeServerConfig {
   readonly listen: ListenAddress;
   /**
    * Certificate pairs in configured order, at least one. The first serves clients that send no server name
-   * (SNI) or one no certificate lists; the others by the name they ask for (README "Several certificates").
+   * (SNI) or one no certificate lists; the others by the name they ask for (docs/install.md "Several certificates on one listener").
    */
   readonly certificates: readonly CertificatePairConfig[];
   /** Deadline for a whole session, TLS handshake included. */
@@ -146,7 +146,7 @@ export interface NtsKeServerConfig {
   readonly proxyTrustedSources: readonly string[];
   /**
    * NTS pools: tokens a pool's KE front end may authenticate with (secret; never logged). Empty = this
-   * server answers no support or fixed key request (README "Pools").
+   * server answers no support or fixed key request (docs/pools.md).
    */
   readonly acceptedPoolAuthenticationTokens: readonly string[];
   /** NTS pools: cap on connections kept open for front ends (Keep Alive); 0 = never keep one. */
@@ -182,7 +182,7 @@ export interface PoolKeSourceConfig {
   readonly weight: number;
 }
 
-/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"); the certificate is the pool name's. */
+/** `[pool-ke]`: this node is a pool's KE front end (docs/pools.md); the certificate is the pool name's. */
 export interface PoolKeConfig extends KeListenerConfig {
   /** Deadline for the upstream part (capabilities and cookies from a source); at most 2500 ms. */
   readonly upstreamTimeoutMs: number;
@@ -197,7 +197,7 @@ export interface PoolKeConfig extends KeListenerConfig {
   readonly sources: readonly PoolKeSourceConfig[];
 }
 
-/** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
+/** Values of `[keyset] mode`: where the cookie master keys come from (docs/fleet.md). */
 export const KEYSET_MODES = ['local', 'follow', 'ratchet'] as const;
 /** One of KEYSET_MODES. */
 export type KeysetMode = (typeof KEYSET_MODES)[number];
@@ -335,7 +335,7 @@ export const SUPPORTED_AEAD_IDS = [15, 16, 17, 30] as const;
 /** AEAD_AES_SIV_CMAC_256: mandatory to implement (RFC 8915 §5.1), so it can never be removed. */
 export const MANDATORY_AEAD_ID = 15;
 
-/** Every default, in one place (README's configuration table mirrors it). */
+/** Every default, in one place (docs/configuration.md documents each; test/docs.test.ts checks the keys). */
 export const DEFAULTS = {
   server: {
     requireNts: false,
@@ -1104,7 +1104,7 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   if (!isTable(raw)) return { ok: false, errors: ['(top level): expected a table'] };
   const top = new TableReader(raw, '', errors);
 
-  // Roles (README "Fleet"): no [[server]] = a KE-only node, no [[nts-ke-server]] = an NTP-only node.
+  // Roles (docs/fleet.md): no [[server]] = a KE-only node, no [[nts-ke-server]] = an NTP-only node.
   const serverTables = top.tables('server');
   const keTables = top.tables('nts-ke-server');
   const serverIsArray = !top.has('server') || Array.isArray(raw['server']);
@@ -1172,7 +1172,7 @@ export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool
 /** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart (config/reload.ts). */
 export type KeRuntimeSettings = Pick<KeListenerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
-/** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
+/** What a node does (docs/fleet.md): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
 export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';
 
 /** The role a validated configuration gives this node. */

@@ -1,5 +1,5 @@
 /**
- * The two shared-key sources of a fleet (README "Fleet"), next to keys/store.ts (`mode = "local"`):
+ * The two shared-key sources of a fleet (docs/fleet.md), next to keys/store.ts (`mode = "local"`):
  *  - `[keyset] mode = "follow"`: another ntsd writes the key file; this node only reads it, re-reads it
  *    when it changes and swaps it in only after validating it;
  *  - `[keyset] mode = "ratchet"`: keys derived from a shared seed file and the wall-clock epoch

@@ -1,5 +1,5 @@
 /**
- * Several certificate pairs on one KE listener (README "Several certificates"): which TLS context a
+ * Several certificate pairs on one KE listener (docs/install.md "Several certificates on one listener"): which TLS context a
  * connection gets, by the server name its ClientHello asks for (RFC 6066 §3) and, among the pairs for that
  * name, by the client's signature algorithms.
  *

@@ -109,7 +109,7 @@ export interface KeServerOptions {
   /** KE threads, each with its own SO_REUSEPORT listener (default 1; one where SO_REUSEPORT is unavailable). */
   readonly threads?: number;
   /**
-   * NTS pools (README "Pools"): connections kept open for authenticated front ends, at most
+   * NTS pools (docs/pools.md): connections kept open for authenticated front ends, at most
    * `longlivedConnections` over all threads; undefined or 0 = never keep one.
    */
   readonly keepAlive?: { readonly longlivedConnections: number; readonly idleTimeoutMs: number; readonly maxAgeMs: number } | undefined;

@@ -50,7 +50,7 @@ export interface KeListenersOptions {
   readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
   /** The client log (core/client-log.ts) shared with the NTP threads; absent = off. */
   readonly clientLog?: SharedArrayBuffer;
-  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (README "Pools"). */
+  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (docs/pools.md). */
   readonly frontEnd?: {
     readonly config: KeListenerConfig;
     readonly handler: KeHandlerSpec;

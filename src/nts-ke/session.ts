@@ -21,7 +21,7 @@ import type { KeHandlerAnswer, KeLogLevel, KeRequestHandler } from '../core/ke-r
 import { errorText, type KeSessionOutcome } from './messages.js';
 
 /**
- * NTS pools (README "Pools"): the keep-alive settings and the long-lived slots shared by every KE thread
+ * NTS pools (docs/pools.md): the keep-alive settings and the long-lived slots shared by every KE thread
  * of the listener (`longlived-connections`).
  */
 export interface KeepAliveSlots {
@@ -42,7 +42,7 @@ export interface SessionContext {
    * through `settled` (answers after the first on a kept connection).
    */
   poolAnswered?(kind: Exclude<KeRequestKind, 'ordinary'>, outcome: KeSessionOutcome, extraCookies: number): void;
-  /** The listener's own request handler (README "Pools": the front end); undefined = the ordinary KE answer. */
+  /** The listener's own request handler (docs/pools.md: the front end); undefined = the ordinary KE answer. */
   readonly handler?: KeRequestHandler | undefined;
   readonly keyExchangeTimeoutMs: number;
   readonly maxRequestBytes: number;

@@ -1,5 +1,5 @@
 /**
- * Several certificate pairs on one KE listener (README "Several certificates"): real TLS on 127.0.0.1.
+ * Several certificate pairs on one KE listener (docs/install.md "Several certificates on one listener"): real TLS on 127.0.0.1.
  * The server name a client sends picks its certificate; among pairs for one name, its signature algorithms
  * pick the key type; a bad reload of one pair leaves every name serving.
  */
