@@ -15,11 +15,19 @@
 #
 # Overrides (environment): NTSD_CERT_DIR (default /etc/ntsd), NTSD_USER (default ntsd), NTSD_GROUP
 # (default: same as NTSD_USER), NTSD_RELOAD.
-# Several certificates on this host: set NTSD_CERT_NAME below (the directory name under
-# /etc/letsencrypt/live) so renewals of the others are ignored.
+#
+# Which certificates (the directory names under /etc/letsencrypt/live), set below or in the environment:
+# - neither set: every renewal is installed as /etc/ntsd/fullchain.pem + privkey.pem (one certificate).
+# - NTSD_CERT_NAME=nts.example.org: only that certificate, as /etc/ntsd/fullchain.pem + privkey.pem; the
+#   renewals of other certificates on this host are ignored.
+# - NTSD_CERT_NAMES="time.example.org nts.example.org": several certificates on one KE listener
+#   (docs/install.md "Several certificates on one listener"). Each listed one is installed as /etc/ntsd/<name>/fullchain.pem +
+#   privkey.pem, the paths its [[nts-ke-server.certificate]] table names; others are ignored. ntsd reloads
+#   each pair on its own, so a renewal of one name never disturbs the others.
 set -eu
 
 NTSD_CERT_NAME=${NTSD_CERT_NAME:-}
+NTSD_CERT_NAMES=${NTSD_CERT_NAMES:-}
 DEST=${NTSD_CERT_DIR:-/etc/ntsd}
 OWNER=${NTSD_USER:-ntsd}
 GROUP=${NTSD_GROUP:-$OWNER}
@@ -28,7 +36,18 @@ RELOAD=${NTSD_RELOAD:-1}
 
 : "${RENEWED_LINEAGE:?certbot sets RENEWED_LINEAGE to /etc/letsencrypt/live/<name>}"
 
-if [ -n "$NTSD_CERT_NAME" ] && [ "$(basename "$RENEWED_LINEAGE")" != "$NTSD_CERT_NAME" ]; then
+LINEAGE_NAME=$(basename "$RENEWED_LINEAGE")
+if [ -n "$NTSD_CERT_NAMES" ]; then
+  listed=0
+  for name in $NTSD_CERT_NAMES; do
+    if [ "$name" = "$LINEAGE_NAME" ]; then listed=1; fi
+  done
+  if [ "$listed" = 0 ]; then
+    exit 0
+  fi
+  # One directory per certificate name.
+  DEST="$DEST/$LINEAGE_NAME"
+elif [ -n "$NTSD_CERT_NAME" ] && [ "$LINEAGE_NAME" != "$NTSD_CERT_NAME" ]; then
   exit 0
 fi
 

@@ -9,11 +9,14 @@
  *   (forced after STOP_DEADLINE_MS so a stuck peer cannot keep the daemon alive).
  */
 import type { Logger } from 'pino';
+import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { WallClock, startClockCalibrator, type ClockCalibrator } from './runtime/clock.js';
 import type { Config } from './config/schema.js';
 import { nodeRole } from './config/schema.js';
 import { keRuntimeSettings, reloadConfig } from './config/reload.js';
 import { keysetKeys } from './core/nts/keyset.js';
+import { ClientLog, clientLogBytes, clientLogView } from './core/client-log.js';
 import type { KeHandlerReport } from './core/ke-request-handler.js';
 import { ExitCode, NtsdError, NtsdErrorCode } from './errors.js';
 import { openKeysetSource } from './keys/open.js';
@@ -62,6 +65,18 @@ export interface Daemon {
 /** True for a listen host on loopback (no remote peer can time it). */
 function isLoopbackHost(host: string): boolean {
   return /^127\./.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * The client log every NTP and KE thread counts into (`[observability] client-log-size`; 0 = none): made
+ * once here, so a SIGHUP never resets it, and handed to the threads as shared memory.
+ */
+function createClientLog(config: Config, metrics: Metrics): ClientLog | undefined {
+  const size = config.observability.clientLogSize;
+  if (size <= 0) return undefined;
+  const log = ClientLog.create(new SharedArrayBuffer(clientLogBytes(size)), size, randomInt(0, 2 ** 32));
+  metrics.clients.setSource(log.capacity, () => log.summary());
+  return log;
 }
 
 /**
@@ -134,6 +149,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     const native = loadNativeUdp();
     const calibrator: ClockCalibrator = startClockCalibrator(clock, undefined, native.ok ? (out) => native.addon.realtime(out) : undefined);
     cleanups.push(() => calibrator.stop());
+    const clientLog = createClientLog(config, metrics);
+    const clientLogBuffer = clientLog?.buffer instanceof SharedArrayBuffer ? { clientLog: clientLog.buffer } : {};
 
     // TLS material is validated before anything is created or bound: a bad pair is a config error (exit 78).
     let ntp: NtpListeners | undefined;
@@ -149,6 +166,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       ...(frontEnd !== undefined ? { frontEnd } : {}),
       logger: logger.child({ component: 'nts-ke' }),
       metrics,
+      ...clientLogBuffer,
       ntpPortFallback: () => ntp?.addresses[0]?.port ?? config.servers[0]?.listen.port ?? 123,
     });
     cleanups.push(() => ke.stop());
@@ -187,6 +205,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         serverFields: timeSource.current(),
         logger: logger.child({ component: 'ntp' }),
         metrics,
+        ...clientLogBuffer,
       });
       const started = ntp;
       ntpListeners = started;
@@ -201,7 +220,17 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     let metricsServer: MetricsServer | undefined;
     const metricsListen = config.observability.metricsListen;
     if (metricsListen !== undefined) {
-      metricsServer = await startMetricsServer(metrics.registry, metricsListen.host, metricsListen.port);
+      // Client addresses are personal data: the per-client view is served on a loopback listener only.
+      const viewable = clientLog !== undefined && isLoopbackHost(metricsListen.host);
+      if (clientLog !== undefined && !viewable) {
+        logger.info({ metricsListen: metricsListen.host }, 'client log view (GET /clients, ntsd clients) is off: metrics-listen is not a loopback address');
+      }
+      metricsServer = await startMetricsServer(
+        metrics.registry,
+        metricsListen.host,
+        metricsListen.port,
+        viewable ? { clients: () => clientLogView(clientLog.read(), clientLog.capacity, performance.timeOrigin + performance.now()) } : {},
+      );
       const server = metricsServer;
       cleanups.push(() => server.close());
     }

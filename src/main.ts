@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * ntsd command line: run | validate | check | status | keyset inspect | help, and --version.
+ * ntsd command line: run | validate | check | status | clients | keyset inspect | help, and --version.
  * The help texts live in cli/help.ts.
  * Maps failures to sysexits codes: 78 configuration, 64 usage, 70 internal bug.
  */
@@ -13,6 +13,7 @@ import { ExitCode, NtsdError, exitCodeFor } from './errors.js';
 import { ensureDevCertificates } from './cli/dev-certs.js';
 import { runCheck } from './cli/check.js';
 import { runStatus } from './cli/status.js';
+import { runClients } from './cli/clients.js';
 import { runKeysetInspect } from './cli/keyset-inspect.js';
 import { commandHelp, isCommand, overviewHelp } from './cli/help.js';
 import { versionReport } from './cli/version.js';
@@ -56,6 +57,7 @@ export async function main(argv: readonly string[], write: Write = (l) => proces
   // `check` has its own option parser (src/cli/check.ts), shared with its tests.
   if (argv[0] === 'check') return runCheck(argv.slice(1), write);
   if (argv[0] === 'status') return runStatus(argv.slice(1), write);
+  if (argv[0] === 'clients') return runClients(argv.slice(1), write);
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,

@@ -323,7 +323,7 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   assert.equal(sumOf(s, 'ntsd_ntp_responses_total') + sumOf(s, 'ntsd_ntp_dropped_total'), sample(s, 'ntsd_ntp_packets_received_total'), 'every packet is a response or a drop');
   assert.ok(sample(s, 'ntsd_ke_session_duration_seconds_count') >= 1);
   assert.equal(sample(s, 'ntsd_keyset_keys'), 2, 'current + next on a fresh keyset');
-  assert.ok(sample(s, 'ntsd_tls_certificate_expiry_timestamp_seconds') > Date.now() / 1000);
+  assert.ok(sample(s, 'ntsd_tls_certificate_expiry_timestamp_seconds{name="localhost"}') > Date.now() / 1000);
   assert.ok(Math.abs(sample(s, 'ntsd_keyset_current_key_created_timestamp_seconds') - Date.now() / 1000) < 600);
   // Labelled counters start at zero for every label value (OPERATIONS.md "Metrics").
   for (const series of [

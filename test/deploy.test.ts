@@ -129,8 +129,8 @@ test('deploy/ntsd.toml is the documented production setup', () => {
   );
   const ke = config.ntsKeServers[0];
   assert.ok(ke !== undefined);
-  assert.equal(ke.certificateChainPath, '/etc/ntsd/fullchain.pem');
-  assert.equal(ke.privateKeyPath, '/etc/ntsd/privkey.pem');
+  assert.equal(ke.certificates[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
+  assert.equal(ke.certificates[0]?.privateKeyPath, '/etc/ntsd/privkey.pem');
   assert.equal(ke.ntpPort, 123, 'NTP on 123: no Port Negotiation record needed');
   assert.equal(config.keyset.keyStoragePath, '/var/lib/ntsd/keyset');
   assert.equal(config.timeSource.mode, 'follow');
@@ -450,6 +450,18 @@ test('certbot deploy hook: valid sh, installs the pair atomically with the right
     const other = run({ NTSD_CERT_NAME: 'some-other-name' });
     assert.equal(other.status, 0, describeRun(other));
     assert.equal(readFileSync(join(dest, 'privkey.pem'), 'utf8'), 'key renewal\n');
+
+    // Several certificates (NTSD_CERT_NAMES): each listed name gets its own directory, others are ignored.
+    const names = { NTSD_CERT_NAMES: 'time.example.org nts.example.org' };
+    const several = run(names);
+    assert.equal(several.status, 0, describeRun(several));
+    assert.equal(readFileSync(join(dest, 'nts.example.org', 'privkey.pem'), 'utf8'), 'key other\n');
+    assert.equal(readFileSync(join(dest, 'nts.example.org', 'fullchain.pem'), 'utf8'), 'chain renewal\n');
+    assert.equal(statSync(join(dest, 'nts.example.org', 'privkey.pem')).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dest, 'privkey.pem'), 'utf8'), 'key renewal\n', 'the single-pair files are left alone');
+    const unlisted = run({ NTSD_CERT_NAMES: 'time.example.org' });
+    assert.equal(unlisted.status, 0, describeRun(unlisted));
+    assert.deepEqual(readdirSync(dest).sort(), ['fullchain.pem', 'nts.example.org', 'privkey.pem']);
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * A fleet on one machine, with the real daemon (README "Fleet"): a KE-only node and NTP-only nodes that
+ * A fleet on one machine, with the real daemon (docs/fleet.md): a KE-only node and NTP-only nodes that
  * share master keys, in `ratchet` mode (one shared seed) and in `follow` mode (a copied key file).
  * The multi-address version with chrony as the client is test/interop/fleet-chrony.test.ts.
  */
@@ -231,7 +231,7 @@ test('reseeding a ratchet fleet: with accept-shared-secret-path, cookies of the 
     ...(accept === undefined ? [] : [`accept-shared-secret-path = ${JSON.stringify(accept)}`]),
     'key-rotation-interval-s = 3600',
   ];
-  // Step 1 of the README procedure: an NTP node that seals with the old seed and already accepts the new one.
+  // Step 1 of the reseeding procedure (docs/fleet.md): an NTP node that seals with the old seed and already accepts the new one.
   const step1Port = await freeUdpPort();
   await node(t, ntpNodeToml({ ntpPort: step1Port, keyset: keyset(oldSeed, newSeed) }), 'step1');
   // Step 2: a node that has swapped (seals with the new seed, still accepts the old one), and a KE node of each kind.

@@ -1,5 +1,5 @@
 /**
- * Capacity of an ntsd pool KE front end (README "Pools"), short and bounded: three ntsd sources on
+ * Capacity of an ntsd pool KE front end (docs/pools.md), short and bounded: three ntsd sources on
  * 127.0.0.2–4 and an ntsd `[pool-ke]` front end on 127.0.0.1, each its own process; `bench/load --mode ke`
  * (full NTS-KE sessions: TLS 1.3 handshake, request, 8 cookies) loads, in turn, one source directly and
  * the front end, first one session at a time (latency: what the front end adds), then `--concurrency`

@@ -33,7 +33,7 @@ export interface SoakOptions {
   readonly maxProbeS: number;
   /** RSS and metrics sampling interval, seconds. */
   readonly sampleEveryS: number;
-  /** Peak RSS above this is a defect (README target: < 200 MB). */
+  /** Peak RSS above this is a defect (a defect bound; the target in docs/performance.md is < 120 MB). */
   readonly maxRssMb: number;
   /** Fully verify one reply in this many (bench/load --verify-every). */
   readonly verifyEvery: number;

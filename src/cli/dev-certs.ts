@@ -155,6 +155,8 @@ export interface DevLeafOptions extends DevCertValidity {
   readonly ipAddresses: readonly string[];
   /** Subject common name (default: the first DNS name or IP address). */
   readonly commonName?: string;
+  /** The leaf's key: ECDSA P-256 (default) or RSA 2048 (e.g. to serve an RSA certificate beside an ECDSA one). */
+  readonly keyType?: 'ecdsa' | 'rsa';
 }
 
 const DEV_ORGANIZATION = 'ntsd UNSAFE development';
@@ -165,8 +167,16 @@ function newP256Key(): { readonly privateKey: KeyObject; readonly publicKey: Key
   return generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 }
 
-/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bit string contents (uncompressed point). */
+function newRsaKey(): { readonly privateKey: KeyObject; readonly publicKey: KeyObject } {
+  return generateKeyPairSync('rsa', { modulusLength: 2048 });
+}
+
+/**
+ * RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bit string contents (the uncompressed point of
+ * an EC key). For an RSA key, SHA-1 of the whole SubjectPublicKeyInfo (§4.2.1.2 allows other methods).
+ */
 function keyIdentifier(publicKey: KeyObject): Uint8Array {
+  if (publicKey.asymmetricKeyType === 'rsa') return new Uint8Array(createHash('sha1').update(publicKey.export({ type: 'spki', format: 'der' })).digest());
   const jwk = publicKey.export({ format: 'jwk' });
   if (typeof jwk.x !== 'string' || typeof jwk.y !== 'string') throw new Error('EC public key without coordinates');
   const point = Buffer.concat([Uint8Array.of(4), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
@@ -248,7 +258,10 @@ export function createDevCertificateAuthority(commonName: string, options: DevCe
   return { certPem: toPem('CERTIFICATE', certDer), privateKey, keyId, name: der(name) };
 }
 
-/** Issues a TLS server leaf (serverAuth, digitalSignature) with DNS and IP subjectAltNames, signed by `ca`. */
+/**
+ * Issues a TLS server leaf (serverAuth, digitalSignature) with DNS and IP subjectAltNames, signed by `ca`
+ * (ECDSA; the leaf's own key is ECDSA P-256 or, with `keyType: 'rsa'`, RSA 2048).
+ */
 export function issueDevLeafCertificate(ca: DevCertificateAuthority, options: DevLeafOptions): DevLeafCertificate {
   const names = [
     ...options.dnsNames.map((dNSName) => new GeneralName({ dNSName })),
@@ -256,7 +269,7 @@ export function issueDevLeafCertificate(ca: DevCertificateAuthority, options: De
   ];
   if (names.length === 0) throw new NtsdError(NtsdErrorCode.TLS_MATERIAL_INVALID, 'a leaf certificate needs at least one name');
   const commonName = options.commonName ?? options.dnsNames[0] ?? options.ipAddresses[0] ?? 'ntsd';
-  const { privateKey, publicKey } = newP256Key();
+  const { privateKey, publicKey } = options.keyType === 'rsa' ? newRsaKey() : newP256Key();
   const certDer = signCertificate(
     {
       issuer: AsnConvert.parse(ca.name, Name),

@@ -5,7 +5,7 @@
  */
 
 /** The commands `ntsd` knows, in the order the overview lists them. */
-export const COMMANDS = ['run', 'validate', 'check', 'status', 'keyset', 'help'] as const;
+export const COMMANDS = ['run', 'validate', 'check', 'status', 'clients', 'keyset', 'help'] as const;
 /** One of COMMANDS. */
 export type CommandName = (typeof COMMANDS)[number];
 
@@ -70,6 +70,34 @@ options:
   --interval S        seconds between the two scrapes, 0..3600 (default 1; 0 = one scrape, no rates)
   --timeout-ms MS     limit for each scrape (default 3000)
   --json              print the report as JSON
+  -h, --help          this page`,
+  },
+  clients: {
+    synopsis: 'usage: ntsd clients [-c FILE | --metrics URL] [--sort requests|drops|ke|last] [--limit N] [--json]',
+    summary: 'who is talking to a running ntsd: per-client requests, drops, NTS-KE sessions (like chronyc clients)',
+    body: `Reads the client log of a running ntsd (GET /clients next to its metrics endpoint) and prints one
+line per client, busiest first. A client is an IPv4 address or an IPv6 /64. The log holds
+[observability] client-log-size clients (default 4096); when it is full the least recently seen
+client is forgotten, so counts start when a client was (last) first seen. The daemon serves the
+view only when metrics-listen is a loopback address: client addresses are personal data.
+
+columns:
+  NTP, NTS            plain NTP and NTS requests
+  Drop                requests dropped without a reply (rate limit, access list, malformed, policy)
+  NAK, KoD            NTS NAKs and Kiss-o'-Death replies sent
+  Int                 mean interval between requests, averaged as chrony does ("-": one request)
+  Last                time since the last NTP request
+  KE, KEfail          NTS-KE connections, and those that got no cookies (Error record, TLS failure,
+                      timeout, refused before TLS); --json splits them by class
+  KInt, KLast         mean interval between NTS-KE connections, time since the last one
+options:
+  --metrics URL       the metrics endpoint (default http://127.0.0.1:9975/metrics); /clients is read
+                      on the same host and port
+  -c, --config FILE   take the endpoint from this configuration's observability.metrics-listen
+  --sort KEY          requests (default), drops, ke (NTS-KE connections) or last (most recent first)
+  --limit N           print at most N clients (default 50)
+  --timeout-ms MS     limit for the request (default 3000)
+  --json              print the view as JSON (every counter, intervals and ages in seconds)
   -h, --help          this page`,
   },
   keyset: {

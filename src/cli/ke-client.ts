@@ -32,6 +32,8 @@ export interface KeyExchangeOptions {
   readonly timeoutMs: number;
   /** Largest response accepted, in octets (default DEFAULT_MAX_KE_RESPONSE_BYTES). */
   readonly maxResponseBytes?: number;
+  /** Local address to connect from (default: the system's choice). */
+  readonly localAddress?: string;
 }
 
 /** What the server's certificate says, for display. */
@@ -271,6 +273,7 @@ export function performKeyExchange(options: KeyExchangeOptions): Promise<KeyExch
         ALPNProtocols: [NTSKE_ALPN],
         minVersion: 'TLSv1.3',
         rejectUnauthorized: true,
+        ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
         ...(options.ca === undefined ? {} : { ca: toCaList(options.ca) }),
       });
     } catch (err) {

@@ -274,6 +274,8 @@ export interface NtsExchangeOptions {
   readonly timeoutMs: number;
   /** Clock for t1/t4 (default: a fresh WallClock). */
   readonly clock?: WallClock;
+  /** Local address to send from (default: the system's choice), e.g. 127.0.0.2 to be a second loopback client. */
+  readonly localAddress?: string;
 }
 
 /** Outcome of one authenticated exchange. */
@@ -420,7 +422,7 @@ export async function ntsExchange(options: NtsExchangeOptions): Promise<NtsExcha
         result: { offsetS, delayS, header, cookies, requestLength: request.length, responseLength: packet.length, serverAddress: rinfo.address },
       });
     });
-    socket.connect(options.port, address, () => {
+    const connect = (): void => socket.connect(options.port, address, () => {
       // The transmit field carries random octets, not our clock (as chrony does): the server only echoes
       // it as the origin timestamp, so t1 can be read after the sealing, just before the send.
       buildNtsRequest(
@@ -433,5 +435,7 @@ export async function ntsExchange(options: NtsExchangeOptions): Promise<NtsExcha
         if (err) finish({ ok: false, failure: { kind: 'network', message: `cannot send to ${address}:${options.port}: ${err.message}` } });
       });
     });
+    if (options.localAddress === undefined) connect();
+    else socket.bind({ address: options.localAddress, port: 0 }, connect);
   });
 }

@@ -69,8 +69,10 @@ export interface StatusReport {
     readonly activeConnections: number | null;
     readonly sessionDuration: DurationSummary | null;
   } | null;
-  /** null when no NTS-KE listener reports one. */
-  readonly certificate: { readonly notAfter: string; readonly expiresInS: number } | null;
+  /** The certificate that expires first; null when no NTS-KE listener reports one. */
+  readonly certificate: CertificateExpiry | null;
+  /** Every certificate name the daemon reports, the one expiring first first. */
+  readonly certificates: readonly CertificateExpiry[];
   readonly keys: {
     /** [keyset] mode (local, follow, ratchet), when this ntsd exports it. */
     readonly mode: string | null;
@@ -90,6 +92,20 @@ export interface StatusReport {
   readonly aead?: Readonly<Record<string, string>> | null;
   /** Threads replaced after dying: NTP threads and NTS-KE threads. */
   readonly threads: { readonly ntpRestarts: Counted; readonly keRestarts: Counted } | null;
+  /**
+   * The client log's aggregates (`ntsd clients` has the per-client view): clients tracked, the log's
+   * capacity (0 = off) and the busiest client's share of the NTP requests counted; null when this ntsd
+   * does not export them.
+   */
+  readonly clients?: { readonly tracked: number; readonly capacity: number; readonly topRequestShare: number } | null;
+}
+
+/** One ntsd_tls_certificate_expiry_timestamp_seconds series. */
+export interface CertificateExpiry {
+  /** Its `name` label (a certificate's primary name or a configured pair name); null from an ntsd without it. */
+  readonly name: string | null;
+  readonly notAfter: string;
+  readonly expiresInS: number;
 }
 
 /** Mean and a bucket bound for p99 of a histogram, over the interval or the uptime. */
@@ -170,7 +186,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
   if (build === undefined) {
     return {
       endpoint, health: 'down', problems: [`${endpoint} answers, but not with ntsd metrics (no ntsd_build_info)`], intervalS: dtS,
-      server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
+      server: null, ntp: null, ke: null, certificate: null, certificates: [], keys: null, timeSource: null, datapath: null, threads: null,
     };
   }
   const start = gauge(now, 'process_start_time_seconds');
@@ -184,14 +200,21 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     responses[`${protocol}/${kind}`] = c('ntsd_ntp_responses_total', { protocol, kind });
   }
 
-  const expiry = gauge(now, 'ntsd_tls_certificate_expiry_timestamp_seconds');
-  const certificate = expiry !== null && expiry > 0 ? { notAfter: isoSeconds(expiry), expiresInS: expiry - nowUnixS } : null;
-  if (certificate !== null && certificate.expiresInS <= 0) {
-    down = true;
-    problems.push(`the NTS-KE certificate expired at ${certificate.notAfter}`);
-  } else if (certificate !== null && certificate.expiresInS < CERT_WARNING_S) {
-    warn = true;
-    problems.push(`the NTS-KE certificate expires within 7 days (${certificate.notAfter})`);
+  // One series per certificate name (an older ntsd exports one series without labels).
+  const certificates: CertificateExpiry[] = selectSamples(now, 'ntsd_tls_certificate_expiry_timestamp_seconds')
+    .filter((s) => s.value > 0)
+    .map((s) => ({ name: s.labels['name'] ?? null, notAfter: isoSeconds(s.value), expiresInS: s.value - nowUnixS }))
+    .sort((a, b) => a.expiresInS - b.expiresInS);
+  const certificate = certificates[0] ?? null;
+  for (const cert of certificates) {
+    const name = cert.name === null ? '' : ` (${cert.name})`;
+    if (cert.expiresInS <= 0) {
+      down = true;
+      problems.push(`the NTS-KE certificate expired at ${cert.notAfter}${name}`);
+    } else if (cert.expiresInS < CERT_WARNING_S) {
+      warn = true;
+      problems.push(`the NTS-KE certificate expires within 7 days${name}: ${cert.notAfter}`);
+    }
   }
 
   const created = gauge(now, 'ntsd_keyset_current_key_created_timestamp_seconds');
@@ -208,6 +231,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     problems.push('a thread died and was restarted in the last interval');
   }
   const datapath = selectSamples(now, 'ntsd_ntp_datapath_info');
+  const clientsTracked = gauge(now, 'ntsd_clients_tracked');
   const aeadSamples = selectSamples(now, 'ntsd_aead_backend_info');
   const aead: Record<string, string> = {};
   for (const sample of aeadSamples) if (sample.labels['aead'] !== undefined) aead[sample.labels['aead']] = sample.labels['backend'] ?? '?';
@@ -237,6 +261,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
       sessionDuration: durationSummary(now, before, 'ntsd_ke_session_duration_seconds'),
     },
     certificate,
+    certificates,
     keys: {
       mode: selectSamples(now, 'ntsd_keyset_mode').find((m) => m.value === 1)?.labels['mode'] ?? null,
       // The gauges read 0 until the daemon has a keyset.
@@ -256,6 +281,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
     datapath: datapath.length === 0 ? null : datapath.map((s) => ({ ...s.labels })),
     aead: aeadSamples.length === 0 ? null : aead,
     threads: { ntpRestarts, keRestarts },
+    clients: clientsTracked === null ? null : { tracked: clientsTracked, capacity: gauge(now, 'ntsd_client_log_capacity_clients') ?? 0, topRequestShare: gauge(now, 'ntsd_clients_top_request_share') ?? 0 },
   };
 }
 
@@ -263,7 +289,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
 export function downReport(endpoint: string, problem: string): StatusReport {
   return {
     endpoint, health: 'down', problems: [problem], intervalS: null,
-    server: null, ntp: null, ke: null, certificate: null, keys: null, timeSource: null, datapath: null, threads: null,
+    server: null, ntp: null, ke: null, certificate: null, certificates: [], keys: null, timeSource: null, datapath: null, threads: null,
   };
 }
 
@@ -352,8 +378,11 @@ export function formatStatusReport(r: StatusReport): string[] {
     out.push(durationLine('session time', r.ke.sessionDuration));
   }
   out.push('');
-  const cert = r.certificate;
-  out.push(`${'certificate'.padEnd(14)}${cert === null ? 'none reported (no NTS-KE listener?)' : `expires ${cert.notAfter}, in ${formatDurationS(cert.expiresInS)}`}`);
+  if (r.certificates.length === 0) out.push(`${'certificate'.padEnd(14)}none reported (no NTS-KE listener?)`);
+  for (const cert of r.certificates) {
+    const name = cert.name === null ? '' : `${cert.name}: `;
+    out.push(`${'certificate'.padEnd(14)}${name}expires ${cert.notAfter}, in ${formatDurationS(cert.expiresInS)}`);
+  }
   const k = r.keys;
   if (k !== null) {
     const id = k.currentKeyId === null ? 'current key' : `current key ${k.currentKeyId}`;
@@ -381,6 +410,16 @@ export function formatStatusReport(r: StatusReport): string[] {
   if (t !== null) {
     out.push(`${'threads'.padEnd(14)}restarts: NTP ${t.ntpRestarts.total} (${rate(t.ntpRestarts.perS)}/s), NTS-KE ${t.keRestarts.total} (${rate(t.keRestarts.perS)}/s)`);
   }
+  const c = r.clients;
+  if (c !== undefined) {
+    const text =
+      c === null
+        ? 'not reported by this ntsd'
+        : c.capacity === 0
+          ? 'client log off (client-log-size = 0)'
+          : `${c.tracked} tracked (log holds ${c.capacity}); busiest client ${(100 * c.topRequestShare).toFixed(1)} % of NTP requests (ntsd clients)`;
+    out.push(`${'clients'.padEnd(14)}${text}`);
+  }
   return out;
 }
 
@@ -404,8 +443,8 @@ export async function scrapePage(url: string, timeoutMs: number): Promise<{ ok: 
   return { ok: true, page: parsed.page };
 }
 
-/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default. */
-function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
+/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default (also for `ntsd clients`). */
+export function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
   if (metrics !== undefined) return metrics;
   if (configPath === undefined) return DEFAULT_METRICS_URL;
   const listen = loadConfigFile(configPath).observability.metricsListen;
@@ -415,7 +454,8 @@ function endpointFrom(metrics: string | undefined, configPath: string | undefine
   return `http://${host}:${listen.port}/metrics`;
 }
 
-class StatusUsageError extends Error {}
+/** A usage problem found while reading the options (exit 64). */
+export class StatusUsageError extends Error {}
 
 /** Options of collectStatus. */
 export interface StatusOptions {

@@ -1,10 +1,13 @@
 /**
  * `ntsd --version` (`-V`): what an operator needs to know about this installation before starting it: the
  * ntsd and Node.js versions (with OpenSSL and the end-of-life warning for Node 20), the NTP datapath the
- * daemon would run ("native" when the addon loads, else "dgram" and why), and the AEAD backend.
+ * daemon would run ("native" when the addon loads, else "dgram" and why), and per AEAD the backend that
+ * `aead-backend = "auto"` would install (OpenSSL where the addon provides it, else JavaScript and why).
  */
 import { loadNativeUdp } from '../runtime/addon.js';
 import { nodeEndOfLife, ntsdVersion } from '../runtime/version.js';
+import { getOpenSslAeads, openSslUnavailableReasons } from '../runtime/aead-openssl.js';
+import { SUPPORTED_AEAD_IDS, getJavaScriptAead } from '../core/crypto/aead.js';
 
 /** The lines of `ntsd --version`. */
 export function versionReport(): string[] {
@@ -18,6 +21,16 @@ export function versionReport(): string[] {
       ? 'NTP datapath: native (kernel receive timestamps, recvmmsg; build/ntsd_udp.node)'
       : `NTP datapath: dgram (Node sockets; the native addon is not used: ${native.reason})`,
   );
-  lines.push('AEAD backend: JavaScript (table-driven AES, not constant-time) for AEADs 15, 16, 17 and 30');
+  // What aead-backend = "auto" would install: OpenSSL per AEAD where the addon provides it.
+  const openssl = getOpenSslAeads();
+  const reasons = openSslUnavailableReasons();
+  for (const id of SUPPORTED_AEAD_IDS) {
+    const name = getJavaScriptAead(id)?.name ?? `AEAD ${id}`;
+    lines.push(
+      openssl.has(id)
+        ? `AEAD ${id} ${name}: OpenSSL (constant-time AES)`
+        : `AEAD ${id} ${name}: JavaScript (table-driven AES, not constant-time: ${reasons.get(id) ?? 'no OpenSSL AEAD'})`,
+    );
+  }
   return lines;
 }

@@ -44,6 +44,7 @@ export function changesRequiringRestart(running: Config, next: Config): string[]
   if (running.observability.logFormat !== next.observability.logFormat) changed.push('observability.log-format');
   if (running.observability.logFile !== next.observability.logFile) changed.push('observability.log-file');
   if (!same(running.observability.metricsListen, next.observability.metricsListen)) changed.push('observability.metrics-listen');
+  if (running.observability.clientLogSize !== next.observability.clientLogSize) changed.push('observability.client-log-size');
   if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
   if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
   // A KE listener's caps, client rate limit and access list apply at runtime; the rest of [pool-ke] does not.

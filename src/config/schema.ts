@@ -82,13 +82,30 @@ export interface ClientRateLimitConfig {
   readonly tableSize: number;
 }
 
-/** One `[[nts-ke-server]]` table: a TLS 1.3 NTS-KE listener. */
-export interface NtsKeServerConfig {
-  readonly listen: ListenAddress;
-  /** Absolute path of the PEM certificate chain. */
+/**
+ * One certificate chain and private key of a KE listener: the table's own `certificate-chain-path` and
+ * `private-key-path`, or one `[[nts-ke-server.certificate]]` / `[[pool-ke.certificate]]` table.
+ */
+export interface CertificatePairConfig {
+  /** Absolute path of the PEM certificate chain (leaf first). */
   readonly certificateChainPath: string;
   /** Absolute path of the PEM private key. */
   readonly privateKeyPath: string;
+  /**
+   * The pair's label in metrics, logs and `ntsd status` (`name` of a certificate table); undefined = the
+   * certificate's primary name (its first DNS name).
+   */
+  readonly name: string | undefined;
+}
+
+/** One `[[nts-ke-server]]` table: a TLS 1.3 NTS-KE listener. */
+export interface NtsKeServerConfig {
+  readonly listen: ListenAddress;
+  /**
+   * Certificate pairs in configured order, at least one. The first serves clients that send no server name
+   * (SNI) or one no certificate lists; the others by the name they ask for (docs/install.md "Several certificates on one listener").
+   */
+  readonly certificates: readonly CertificatePairConfig[];
   /** Deadline for a whole session, TLS handshake included. */
   readonly keyExchangeTimeoutMs: number;
   /** Open-connection cap; when full, the session with the least recent progress is evicted for a newcomer. */
@@ -129,7 +146,7 @@ export interface NtsKeServerConfig {
   readonly proxyTrustedSources: readonly string[];
   /**
    * NTS pools: tokens a pool's KE front end may authenticate with (secret; never logged). Empty = this
-   * server answers no support or fixed key request (README "Pools").
+   * server answers no support or fixed key request (docs/pools.md).
    */
   readonly acceptedPoolAuthenticationTokens: readonly string[];
   /** NTS pools: cap on connections kept open for front ends (Keep Alive); 0 = never keep one. */
@@ -146,7 +163,7 @@ export interface NtsKeServerConfig {
 }
 
 /** The keys of a KE listener (nts-ke/ serves both roles): `[pool-ke]` has them as `[[nts-ke-server]]` does. */
-export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificateChainPath' | 'privateKeyPath' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
+export type KeListenerConfig = Pick<NtsKeServerConfig, 'listen' | 'certificates' | 'keyExchangeTimeoutMs' | 'concurrentConnections'
   | 'concurrentConnectionsPerSource' | 'threads' | 'maxRequestBytes' | 'certificateReloadIntervalS' | 'clientRateLimit' | 'threadNiceness' | 'proxyProtocol'
   | 'proxyTrustedSources' | 'access'>;
 
@@ -165,7 +182,7 @@ export interface PoolKeSourceConfig {
   readonly weight: number;
 }
 
-/** `[pool-ke]`: this node is a pool's KE front end (README "Pools"); the certificate is the pool name's. */
+/** `[pool-ke]`: this node is a pool's KE front end (docs/pools.md); the certificate is the pool name's. */
 export interface PoolKeConfig extends KeListenerConfig {
   /** Deadline for the upstream part (capabilities and cookies from a source); at most 2500 ms. */
   readonly upstreamTimeoutMs: number;
@@ -180,7 +197,7 @@ export interface PoolKeConfig extends KeListenerConfig {
   readonly sources: readonly PoolKeSourceConfig[];
 }
 
-/** Values of `[keyset] mode`: where the cookie master keys come from (README "Fleet"). */
+/** Values of `[keyset] mode`: where the cookie master keys come from (docs/fleet.md). */
 export const KEYSET_MODES = ['local', 'follow', 'ratchet'] as const;
 /** One of KEYSET_MODES. */
 export type KeysetMode = (typeof KEYSET_MODES)[number];
@@ -224,6 +241,11 @@ export interface ObservabilityConfig {
   readonly logFile: string | undefined;
   /** Prometheus listener; undefined = metrics endpoint off (`metrics-listen = ""`). */
   readonly metricsListen: ListenAddress | undefined;
+  /**
+   * Clients the client log keeps (`ntsd clients`, core/client-log.ts): 120 octets each, fixed at start;
+   * the least recently seen client goes first. 0 = no client log.
+   */
+  readonly clientLogSize: number;
 }
 
 /** `[worker-pool]`: the NTP threads. */
@@ -313,7 +335,7 @@ export const SUPPORTED_AEAD_IDS = [15, 16, 17, 30] as const;
 /** AEAD_AES_SIV_CMAC_256: mandatory to implement (RFC 8915 §5.1), so it can never be removed. */
 export const MANDATORY_AEAD_ID = 15;
 
-/** Every default, in one place (README's configuration table mirrors it). */
+/** Every default, in one place (docs/configuration.md documents each; test/docs.test.ts checks the keys). */
 export const DEFAULTS = {
   server: {
     requireNts: false,
@@ -351,7 +373,8 @@ export const DEFAULTS = {
     sourceWeight: 1,
   },
   keyset: { mode: 'local', keyStoragePath: '/var/lib/ntsd/keyset', keyRotationIntervalS: 86400, staleKeyCount: 7, followPollIntervalS: 10 },
-  observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975' },
+  // client-log-size: chrony's default clientloglimit (512 KiB) holds 4096 clients; so do ours (480 KiB).
+  observability: { logLevel: 'info', logFormat: 'auto', metricsListen: '127.0.0.1:9975', clientLogSize: 4096 },
   workerPool: { datapath: 'auto', sendMode: 'each', receiveBufferBytes: 0, aeadBackend: 'auto' },
   timeSource: { mode: 'follow', address: '127.0.0.1:123', pollIntervalS: 16, referenceId: 'LOCL' },
 } as const;
@@ -732,15 +755,67 @@ function readNtsKeServer(
   };
 }
 
+/** Longest `name` of a certificate table (a metric label value). */
+const MAX_CERTIFICATE_NAME_LENGTH = 253;
+
+/** One `[[…certificate]]` table. */
+function readCertificateTable(table: Table, path: string, errors: string[], options: ValidateOptions): CertificatePairConfig | undefined {
+  const r = new TableReader(table, path, errors);
+  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
+  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const name = r.string('name');
+  // eslint-disable-next-line no-control-regex
+  if (name !== undefined && (name.length === 0 || name.length > MAX_CERTIFICATE_NAME_LENGTH || /[\u0000-\u001f\u007f]/.test(name))) {
+    r.error('name', `must be 1 to ${MAX_CERTIFICATE_NAME_LENGTH} printable characters, got ${show(name)}`);
+  }
+  r.finish();
+  if (certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  return { certificateChainPath, privateKeyPath, name };
+}
+
+/**
+ * A KE listener's certificate pairs: its own `certificate-chain-path` + `private-key-path` (the first pair,
+ * when present), then each `[[<table>.certificate]]`. At least one pair in total; undefined (errors
+ * recorded) when one is unusable or there is none.
+ */
+function readCertificatePairs(r: TableReader, errors: string[], options: ValidateOptions): readonly CertificatePairConfig[] | undefined {
+  const tables = r.tables('certificate');
+  const single = r.has('certificate-chain-path') || r.has('private-key-path') || tables.length === 0;
+  const pairs: CertificatePairConfig[] = [];
+  let bad = false;
+  if (single) {
+    const hint = tables.length === 0 ? ' (or list the pairs as [[…certificate]] tables)' : '';
+    const chain = r.has('certificate-chain-path') ? r.path('certificate-chain-path', options.baseDir, true) : undefined;
+    if (!r.has('certificate-chain-path')) r.error('certificate-chain-path', `required key is missing${hint}`);
+    const key = r.has('private-key-path') ? r.path('private-key-path', options.baseDir, true) : undefined;
+    if (!r.has('private-key-path')) r.error('private-key-path', `required key is missing${hint}`);
+    if (chain === undefined || key === undefined) bad = true;
+    else pairs.push({ certificateChainPath: chain, privateKeyPath: key, name: undefined });
+  }
+  tables.forEach((t, i) => {
+    const path = `${r.pathOf('certificate')}[${i}]`;
+    const pair = readCertificateTable(t, path, errors, options);
+    if (pair === undefined) {
+      bad = true;
+      return;
+    }
+    if (pairs.some((p) => p.certificateChainPath === pair.certificateChainPath)) {
+      errors.push(`${path}.certificate-chain-path: the same file is already a certificate pair of this listener`);
+      bad = true;
+    }
+    pairs.push(pair);
+  });
+  return bad || pairs.length === 0 ? undefined : pairs;
+}
+
 /**
  * The keys every KE listener has (KeListenerConfig), read alike for `[[nts-ke-server]]` and `[pool-ke]`;
- * undefined (errors recorded) without a usable listen address or certificate paths.
+ * undefined (errors recorded) without a usable listen address or certificate pairs.
  */
 function readKeListener(r: TableReader, errors: string[], options: ValidateOptions, minTimeoutMs: number, timeoutMs: number): KeListenerConfig | undefined {
   const d = DEFAULTS.ntsKeServer;
   const listen = r.listen('listen', true);
-  const certificateChainPath = r.path('certificate-chain-path', options.baseDir, true);
-  const privateKeyPath = r.path('private-key-path', options.baseDir, true);
+  const certificates = readCertificatePairs(r, errors, options);
   const keyExchangeTimeoutMs = r.integer('key-exchange-timeout-ms', minTimeoutMs, 60_000, timeoutMs);
   const concurrentConnections = r.integer('concurrent-connections', 1, 1_000_000, d.concurrentConnections);
   const threads = r.integer('threads', 0, 256, 0);
@@ -773,11 +848,10 @@ function readKeListener(r: TableReader, errors: string[], options: ValidateOptio
     burst: r.integer('client-rate-limit-burst', 1, 10_000, d.clientRateLimitBurst),
     tableSize: r.integer('client-rate-limit-table-size', 16, 16_777_216, d.clientRateLimitTableSize),
   };
-  if (listen === undefined || certificateChainPath === undefined || privateKeyPath === undefined) return undefined;
+  if (listen === undefined || certificates === undefined) return undefined;
   return {
     listen,
-    certificateChainPath,
-    privateKeyPath,
+    certificates,
     keyExchangeTimeoutMs,
     concurrentConnections,
     concurrentConnectionsPerSource,
@@ -960,8 +1034,9 @@ function readObservability(table: Table, errors: string[], options: ValidateOpti
   if (!(r.has('metrics-listen') && r.raw('metrics-listen') === '')) {
     metricsListen = r.listen('metrics-listen', false, d.metricsListen);
   }
+  const clientLogSize = r.integer('client-log-size', 0, 16_777_216, d.clientLogSize);
   r.finish();
-  return { logLevel, logFormat, logFile, metricsListen };
+  return { logLevel, logFormat, logFile, metricsListen, clientLogSize };
 }
 
 /** `[worker-pool]` keys of the retired worker-pool design, and what to do instead. */
@@ -1029,7 +1104,7 @@ export function validateConfig(raw: unknown, options: ValidateOptions): ConfigRe
   if (!isTable(raw)) return { ok: false, errors: ['(top level): expected a table'] };
   const top = new TableReader(raw, '', errors);
 
-  // Roles (README "Fleet"): no [[server]] = a KE-only node, no [[nts-ke-server]] = an NTP-only node.
+  // Roles (docs/fleet.md): no [[server]] = a KE-only node, no [[nts-ke-server]] = an NTP-only node.
   const serverTables = top.tables('server');
   const keTables = top.tables('nts-ke-server');
   const serverIsArray = !top.has('server') || Array.isArray(raw['server']);
@@ -1097,7 +1172,7 @@ export function keThreadCount(ke: Pick<NtsKeServerConfig, 'threads'>, workerPool
 /** The settings of a KE listener (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies without a restart (config/reload.ts). */
 export type KeRuntimeSettings = Pick<KeListenerConfig, 'clientRateLimit' | 'concurrentConnections' | 'concurrentConnectionsPerSource' | 'access'>;
 
-/** What a node does (README "Fleet"): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
+/** What a node does (docs/fleet.md): both services, NTS-KE only (no `[[server]]`), or NTP only (no `[[nts-ke-server]]`). */
 export type NodeRole = 'combined' | 'ke-only' | 'ntp-only';
 
 /** The role a validated configuration gives this node. */

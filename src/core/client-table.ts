@@ -2,15 +2,18 @@
  * A bounded table of per-client entries in caller-supplied memory (ArrayBuffer, or SharedArrayBuffer so
  * that several threads share one table). It never grows: the memory is `clientTableBytes(capacity)`.
  *
- * Layout: a header (16 int32 words: magic, ways, buckets, hash seed, then 12 words for the table's user,
- * e.g. a limiter's configuration), one lock word per bucket, then the slots. The table is
+ * Layout: a header (16 int32 words: magic, ways, buckets, hash seed, slot size, then 11 words for the
+ * table's user, e.g. a limiter's configuration), one lock word per bucket, then the slots. The table is
  * set-associative: a key hashes (seeded, so a peer cannot aim collisions at a victim without the seed)
  * to one bucket of `ways` slots and lives in one of them. Each slot holds a used flag, the key (four
- * words, core/ip.ts form), three int32 and two float64 values for the user.
+ * words, core/ip.ts form), then the user's values: int32s, then float64s. How many of each is the
+ * table's layout (default three and two: the limiter's and the concurrency caps' 48-octet slots; the
+ * client log, core/client-log.ts, keeps more).
  *
  * Threads: every read or write of a bucket's slots happens between lock and unlock. The lock is an
  * Atomics word: a few tries spinning (the critical sections are a few dozen operations), then
- * Atomics.wait until the holder's notify, so a thread whose lock holder was preempted sleeps instead of
+ * Atomics.wait until the holder's notify (a waiter marks the word first, so an uncontended unlock makes
+ * no notify call: Drepper's "Futexes are tricky" mutex), so a thread whose lock holder was preempted sleeps instead of
  * burning the CPU the holder needs (on an oversubscribed box, where the holder is often preempted, a pure
  * spin lock cost two KE threads up to half their handshakes per CPU-second). The Atomics operations order the plain accesses in between
  * (ECMAScript memory model). A lock still held after WAIT_LIMIT waits (about a second) is taken over: a
@@ -21,12 +24,12 @@
 /** Int32 words in the header. */
 const HEADER_WORDS = 16;
 /** Header words the table's user may keep its own values in (indexes USER_WORD0 .. HEADER_WORDS-1). */
-export const CLIENT_TABLE_USER_WORDS = 12;
+export const CLIENT_TABLE_USER_WORDS = 11;
 const USER_WORD0 = HEADER_WORDS - CLIENT_TABLE_USER_WORDS;
-/** Octets per slot: 8 int32 (used, 4 key words, 3 user) and 2 float64 (user). */
-const SLOT_BYTES = 48;
-const SLOT_I32 = SLOT_BYTES / 4;
-const SLOT_F64 = SLOT_BYTES / 8;
+/** Header word holding the slot layout: int32 words per slot (low 16 bits), float64 values per slot (high 16). */
+const H_SLOT_LAYOUT = 4;
+/** Int32 words of a slot before the user's values: the used flag and the four key words. */
+const SLOT_KEY_WORDS = 5;
 /** "NTST" in ASCII: marks an initialised table. */
 const MAGIC = 0x4e545354;
 /** Slots per bucket when the capacity allows. */
@@ -36,6 +39,24 @@ const SPIN_TRIES = 64;
 /** Waits of up to WAIT_MS before a held bucket lock is taken over (see the module comment). */
 const WAIT_LIMIT = 1000;
 const WAIT_MS = 1;
+
+/** User values per slot: `ints` int32 and `floats` float64 (at least 2: float 1 is the eviction order). */
+export interface ClientTableLayout {
+  readonly ints: number;
+  readonly floats: number;
+}
+
+/** The layout of the limiter's and the concurrency caps' tables: 3 int32, 2 float64 (48-octet slots). */
+export const DEFAULT_CLIENT_TABLE_LAYOUT: ClientTableLayout = Object.freeze({ ints: 3, floats: 2 });
+
+/** Int32 words per slot for `layout` (the int32 part padded to keep the float64s 8-octet aligned). */
+function slotWords(layout: ClientTableLayout): number {
+  if (!Number.isInteger(layout.ints) || layout.ints < 0 || !Number.isInteger(layout.floats) || layout.floats < 2 || layout.ints + layout.floats > 64) {
+    throw new RangeError(`client table layout out of range: ${layout.ints} int32, ${layout.floats} float64`);
+  }
+  const ints = SLOT_KEY_WORDS + layout.ints;
+  return ints + (ints & 1) + 2 * layout.floats;
+}
 
 /** Geometry of a table of `capacity` slots: ways per bucket and bucket count (ways × buckets ≤ capacity). */
 function geometry(capacity: number): { ways: number; buckets: number } {
@@ -49,9 +70,9 @@ function lockWordsRounded(buckets: number): number {
 }
 
 /** Octets of memory a table of at most `capacity` entries needs (state this in docs: it is all it uses). */
-export function clientTableBytes(capacity: number): number {
+export function clientTableBytes(capacity: number, layout: ClientTableLayout = DEFAULT_CLIENT_TABLE_LAYOUT): number {
   const { ways, buckets } = geometry(capacity);
-  return HEADER_WORDS * 4 + lockWordsRounded(buckets) * 4 + ways * buckets * SLOT_BYTES;
+  return HEADER_WORDS * 4 + lockWordsRounded(buckets) * 4 + ways * buckets * slotWords(layout) * 4;
 }
 
 /** Where a key lives: its bucket and, once found or claimed, its slot. */
@@ -73,37 +94,49 @@ export class ClientTable {
   readonly #locksAt: number;
   readonly #slotsI32At: number;
   readonly #slotsF64At: number;
+  /** Int32 words per slot, and where a slot's float64s start (in float64 units from the slot's start). */
+  readonly #slotI32: number;
+  readonly #floatsAt: number;
   readonly #seed: number;
   /** Atomics.wait needs shared memory; a private table is never contended. */
   readonly #shared: boolean;
 
   /**
    * Attaches to `buffer`. With `init` it first lays out an empty table of at most `init.capacity`
-   * entries hashed under `init.seed` (32 random bits from the caller); without it the buffer must
-   * already hold a table (another thread's). Throws on a buffer of the wrong size or content: a bug.
+   * entries of `init.layout` (default DEFAULT_CLIENT_TABLE_LAYOUT) hashed under `init.seed` (32 random
+   * bits from the caller); without it the buffer must already hold a table (another thread's). Throws on
+   * a buffer of the wrong size or content: a bug.
    */
-  constructor(buffer: ArrayBuffer | SharedArrayBuffer, init?: { readonly capacity: number; readonly seed: number }) {
+  constructor(buffer: ArrayBuffer | SharedArrayBuffer, init?: { readonly capacity: number; readonly seed: number; readonly layout?: ClientTableLayout }) {
     this.buffer = buffer;
     this.#shared = typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer;
     this.#i32 = new Int32Array(buffer);
     this.#f64 = new Float64Array(buffer, 0, Math.floor(buffer.byteLength / 8));
     if (init !== undefined) {
+      const layout = init.layout ?? DEFAULT_CLIENT_TABLE_LAYOUT;
       const { ways, buckets } = geometry(init.capacity);
-      if (buffer.byteLength < clientTableBytes(init.capacity)) throw new RangeError('client table buffer too small');
+      if (buffer.byteLength < clientTableBytes(init.capacity, layout)) throw new RangeError('client table buffer too small');
       this.#i32.fill(0);
       this.#i32[1] = ways;
       this.#i32[2] = buckets;
       this.#i32[3] = init.seed | 0;
+      this.#i32[H_SLOT_LAYOUT] = slotWords(layout) | (layout.floats << 16);
       Atomics.store(this.#i32, 0, MAGIC);
     }
     if (Atomics.load(this.#i32, 0) !== MAGIC) throw new RangeError('buffer does not hold a client table');
     this.ways = this.#i32[1] ?? 0;
     this.buckets = this.#i32[2] ?? 0;
     this.#seed = this.#i32[3] ?? 0;
+    const packed = this.#i32[H_SLOT_LAYOUT] ?? 0;
+    this.#slotI32 = packed & 0xffff;
+    const floats = packed >>> 16;
+    if ((this.#slotI32 & 1) !== 0 || floats < 2 || this.#slotI32 < SLOT_KEY_WORDS + 1 + 2 * floats) throw new RangeError('client table header has a bad slot layout');
+    // A slot's float64s are its last 8 × floats octets.
+    this.#floatsAt = this.#slotI32 / 2 - floats;
     this.#locksAt = HEADER_WORDS;
     this.#slotsI32At = HEADER_WORDS + lockWordsRounded(this.buckets);
     this.#slotsF64At = this.#slotsI32At / 2;
-    if (buffer.byteLength < (this.#slotsI32At + this.ways * this.buckets * SLOT_I32) * 4) {
+    if (buffer.byteLength < (this.#slotsI32At + this.ways * this.buckets * this.#slotI32) * 4) {
       throw new RangeError('client table buffer too small for its header');
     }
   }
@@ -142,11 +175,18 @@ export class ClientTable {
   lock(hash: number, cursor: ClientTableCursor): void {
     const bucket = (hash >>> 0) % this.buckets;
     const at = this.#locksAt + bucket;
-    for (let tries = 0; Atomics.compareExchange(this.#i32, at, 0, 1) !== 0; tries++) {
-      if (tries < SPIN_TRIES) continue;
-      // Private memory has no other thread to wait for; shared: take over a lock abandoned by a dead thread.
-      if (!this.#shared || tries >= SPIN_TRIES + WAIT_LIMIT) break;
-      Atomics.wait(this.#i32, at, 1, WAIT_MS); // until the holder's notify (or WAIT_MS)
+    const i32 = this.#i32;
+    // Lock word: 0 free, 1 held, 2 held with a sleeper to wake (so an uncontended unlock skips the notify).
+    let c = Atomics.compareExchange(i32, at, 0, 1);
+    for (let tries = 0; c !== 0 && tries < SPIN_TRIES; tries++) c = Atomics.compareExchange(i32, at, 0, 1);
+    // Private memory has no other thread to wait for. Shared: sleep until the holder's notify (or WAIT_MS),
+    // marking the word 2 first; after WAIT_LIMIT waits take over a lock abandoned by a dead thread.
+    if (c !== 0 && this.#shared) {
+      if (c !== 2) c = Atomics.exchange(i32, at, 2);
+      for (let waits = 0; c !== 0 && waits < WAIT_LIMIT; waits++) {
+        Atomics.wait(i32, at, 2, WAIT_MS);
+        c = Atomics.exchange(i32, at, 2);
+      }
     }
     cursor.bucket = bucket;
     cursor.slot = -1;
@@ -155,15 +195,14 @@ export class ClientTable {
   /** Releases the cursor's bucket. */
   unlock(cursor: ClientTableCursor): void {
     const at = this.#locksAt + cursor.bucket;
-    Atomics.store(this.#i32, at, 0);
-    if (this.#shared) Atomics.notify(this.#i32, at, 1);
+    if (Atomics.exchange(this.#i32, at, 0) === 2 && this.#shared) Atomics.notify(this.#i32, at, 1);
   }
 
   /** Finds `words` in the (locked) bucket; sets and returns cursor.slot, -1 when absent. */
   find(words: Uint32Array, cursor: ClientTableCursor): number {
     const first = cursor.bucket * this.ways;
     for (let s = first; s < first + this.ways; s++) {
-      const at = this.#slotsI32At + s * SLOT_I32;
+      const at = this.#slotsI32At + s * this.#slotI32;
       const i32 = this.#i32;
       if (
         i32[at] === 1 &&
@@ -190,12 +229,12 @@ export class ClientTable {
     let victim = -1;
     let victimSeen = Infinity;
     for (let s = first; s < first + this.ways; s++) {
-      const at = this.#slotsI32At + s * SLOT_I32;
+      const at = this.#slotsI32At + s * this.#slotI32;
       if (this.#i32[at] !== 1) {
         victim = s;
         break;
       }
-      const seen = this.#f64[this.#slotsF64At + s * SLOT_F64 + 5] ?? 0;
+      const seen = this.#f64[this.#slotsF64At + s * (this.#slotI32 >> 1) + this.#floatsAt + 1] ?? 0;
       if (evict && seen < victimSeen) {
         victim = s;
         victimSeen = seen;
@@ -214,14 +253,10 @@ export class ClientTable {
     const first = cursor.bucket * this.ways;
     if (slot < first || slot >= first + this.ways) throw new RangeError('client table: slot outside the locked bucket');
     cursor.slot = slot;
-    const at = this.#slotsI32At + slot * SLOT_I32;
+    const at = this.#slotsI32At + slot * this.#slotI32;
     this.#i32[at] = 1;
     for (let w = 0; w < 4; w++) this.#i32[at + 1 + w] = (words[w] ?? 0) | 0;
-    this.#i32[at + 5] = 0;
-    this.#i32[at + 6] = 0;
-    this.#i32[at + 7] = 0;
-    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4] = 0;
-    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 5] = 0;
+    this.#i32.fill(0, at + SLOT_KEY_WORDS, at + this.#slotI32); // the user's int32s, padding and float64s
     return slot;
   }
 
@@ -230,14 +265,9 @@ export class ClientTable {
     return cursor.bucket * this.ways;
   }
 
-  /** Whether `slot` (in a locked bucket) is in use. */
-  used(slot: number): boolean {
-    return this.#i32[this.#slotsI32At + slot * SLOT_I32] === 1;
-  }
-
   /** Whether `slot` (in a locked bucket) is in use with key `words`. */
   holds(slot: number, words: Uint32Array): boolean {
-    const at = this.#slotsI32At + slot * SLOT_I32;
+    const at = this.#slotsI32At + slot * this.#slotI32;
     const i32 = this.#i32;
     return (
       i32[at] === 1 &&
@@ -250,38 +280,60 @@ export class ClientTable {
 
   /** Frees `slot` (its bucket must be locked). */
   releaseSlot(slot: number): void {
-    this.#i32[this.#slotsI32At + slot * SLOT_I32] = 0;
+    this.#i32[this.#slotsI32At + slot * this.#slotI32] = 0;
   }
 
   /** Frees the cursor's slot (its bucket must be locked). */
   release(cursor: ClientTableCursor): void {
-    if (cursor.slot >= 0) this.#i32[this.#slotsI32At + cursor.slot * SLOT_I32] = 0;
+    if (cursor.slot >= 0) this.#i32[this.#slotsI32At + cursor.slot * this.#slotI32] = 0;
   }
 
-  /** Int32 user value `k` (0..2) of `slot`. */
+  /** Int32 user value `k` (0 .. layout.ints-1) of `slot`. */
   int(slot: number, k: number): number {
-    return this.#i32[this.#slotsI32At + slot * SLOT_I32 + 5 + k] ?? 0;
+    return this.#i32[this.#slotsI32At + slot * this.#slotI32 + SLOT_KEY_WORDS + k] ?? 0;
   }
 
-  /** Sets int32 user value `k` (0..2) of `slot`. */
+  /** Sets int32 user value `k` of `slot`. */
   setInt(slot: number, k: number, value: number): void {
-    this.#i32[this.#slotsI32At + slot * SLOT_I32 + 5 + k] = value;
+    this.#i32[this.#slotsI32At + slot * this.#slotI32 + SLOT_KEY_WORDS + k] = value;
   }
 
-  /** Float64 user value `k` (0..1) of `slot`; value 1 is the eviction order (smallest goes first). */
+  /** Adds 1 to int32 user value `k` of `slot` (wrapping at 2^32: read it with `>>> 0`). */
+  incrementInt(slot: number, k: number): void {
+    const at = this.#slotsI32At + slot * this.#slotI32 + SLOT_KEY_WORDS + k;
+    this.#i32[at] = ((this.#i32[at] ?? 0) + 1) | 0;
+  }
+
+  /** Float64 user value `k` (0 .. layout.floats-1) of `slot`; value 1 is the eviction order (smallest goes first). */
   float(slot: number, k: number): number {
-    return this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4 + k] ?? 0;
+    return this.#f64[this.#slotsF64At + slot * (this.#slotI32 >> 1) + this.#floatsAt + k] ?? 0;
   }
 
-  /** Sets float64 user value `k` (0..1) of `slot`. */
+  /** Sets float64 user value `k` of `slot`. */
   setFloat(slot: number, k: number, value: number): void {
-    this.#f64[this.#slotsF64At + slot * SLOT_F64 + 4 + k] = value;
+    this.#f64[this.#slotsF64At + slot * (this.#slotI32 >> 1) + this.#floatsAt + k] = value;
+  }
+
+  /** Locks bucket `bucket` (0 .. buckets-1) itself, to walk its slots (ways × bucket .. ways × bucket + ways-1). */
+  lockBucket(bucket: number, cursor: ClientTableCursor): void {
+    this.lock(bucket, cursor); // bucket < buckets: the modulo keeps it
+  }
+
+  /** Whether `slot` holds a key (read under its bucket's lock for a consistent answer). */
+  isUsed(slot: number): boolean {
+    return this.#i32[this.#slotsI32At + slot * this.#slotI32] === 1;
+  }
+
+  /** Copies the key of `slot` into `out` (four words). */
+  keyOf(slot: number, out: Uint32Array): void {
+    const at = this.#slotsI32At + slot * this.#slotI32 + 1;
+    for (let w = 0; w < 4; w++) out[w] = (this.#i32[at + w] ?? 0) >>> 0;
   }
 
   /** Entries in use (a scan of every slot without locks: exact when no thread writes meanwhile). */
   countUsed(): number {
     let n = 0;
-    for (let s = 0; s < this.capacity; s++) if (Atomics.load(this.#i32, this.#slotsI32At + s * SLOT_I32) === 1) n++;
+    for (let s = 0; s < this.capacity; s++) if (Atomics.load(this.#i32, this.#slotsI32At + s * this.#slotI32) === 1) n++;
     return n;
   }
 }

@@ -211,7 +211,7 @@ export class InterleaveTable {
       let ownOldest = -1;
       let oldest = -1;
       for (let s = first; s < first + t.ways; s++) {
-        if (!t.used(s)) {
+        if (!t.isUsed(s)) {
           if (free < 0) free = s;
           continue;
         }

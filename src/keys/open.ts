@@ -1,5 +1,5 @@
 /**
- * The keyset source that `[keyset] mode` names (README "Fleet"): `local` (keys/store.ts, this node writes
+ * The keyset source that `[keyset] mode` names (docs/fleet.md): `local` (keys/store.ts, this node writes
  * and rotates the key file), `follow` or `ratchet` (keys/sources.ts). Each publishes immutable snapshots
  * through `onSnapshot`; rotations and persist failures are counted in the metrics.
  */
@@ -11,7 +11,7 @@ import type { Metrics } from '../obs/metrics.js';
 import { openKeysetStore } from './store.js';
 import { openFollowKeysetStore, openRatchetKeysetStore, type KeysetSource } from './sources.js';
 
-/** Opens the master-key source that `[keyset] mode` names (README "Fleet"). */
+/** Opens the master-key source that `[keyset] mode` names (docs/fleet.md). */
 export function openKeysetSource(
   k: KeysetConfig,
   logger: Logger,

@@ -1,5 +1,5 @@
 /**
- * The two shared-key sources of a fleet (README "Fleet"), next to keys/store.ts (`mode = "local"`):
+ * The two shared-key sources of a fleet (docs/fleet.md), next to keys/store.ts (`mode = "local"`):
  *  - `[keyset] mode = "follow"`: another ntsd writes the key file; this node only reads it, re-reads it
  *    when it changes and swaps it in only after validating it;
  *  - `[keyset] mode = "ratchet"`: keys derived from a shared seed file and the wall-clock epoch
@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { decodeKeyset, encodeKeyset, keysetKeys, type Keyset } from '../core/nts/keyset.js';
 import { checkRatchetSeed, ratchetEpoch, ratchetKeyset, ratchetSeedTag, RATCHET_MAX_SEED_LENGTH, RATCHET_MIN_SEED_LENGTH } from '../core/nts/ratchet.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import type { KeysetSourceHooks } from './store.js';
 
 /** What the daemon needs from any master-key source (keys/store.ts's KeysetStore has the same shape). */
 export interface KeysetSource {
@@ -32,8 +33,6 @@ export interface KeysetSource {
   close(): Promise<void>;
 }
 
-/** Result labels, as keys/store.ts KeysetRotationResult. */
-type RotationResult = 'success' | 'failure';
 
 /** setTimeout's largest delay (2^31 − 1 ms). */
 const MAX_TIMER_MS = 0x7fff_ffff;
@@ -84,19 +83,13 @@ function wipeRetired(old: Keyset, current: Keyset): void {
 export type FollowRefusal = 'unreadable' | 'corrupt' | 'older' | 'conflicting';
 
 /** Options for {@link openFollowKeysetStore}. */
-export interface FollowKeysetStoreOptions {
+export interface FollowKeysetStoreOptions extends KeysetSourceHooks {
   /** The key file another ntsd (mode local) writes, copied here by the operator's tooling. */
   readonly path: string;
   /** Seconds between checks of the file. */
   readonly pollIntervalS: number;
   /** The writer's rotation interval: a file older than two intervals is warned about (its copy stopped). */
   readonly rotationIntervalS: number;
-  readonly logger: Logger;
-  readonly nowS?: () => number;
-  /** Called with every published snapshot and its encoding. */
-  readonly onSnapshot?: (keyset: Keyset, bytes: Uint8Array) => void;
-  /** A newer file swapped in (success) or a changed file refused (failure). */
-  readonly onRotation?: (result: RotationResult) => void;
 }
 
 /**
@@ -230,7 +223,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 // `[keyset] mode = "ratchet"`: keys derived from a shared seed and the wall-clock epoch (core/nts/ratchet.ts).
 
 /** Options for {@link openRatchetKeysetStore}. */
-export interface RatchetKeysetStoreOptions {
+export interface RatchetKeysetStoreOptions extends KeysetSourceHooks {
   /** The shared seed file (`keyset.shared-secret-path`). */
   readonly seedPath: string;
   /** A second seed accepted but never sealing (`keyset.accept-shared-secret-path`). */
@@ -238,12 +231,6 @@ export interface RatchetKeysetStoreOptions {
   /** The epoch length, seconds. */
   readonly rotationIntervalS: number;
   readonly staleKeyCount: number;
-  readonly logger: Logger;
-  readonly nowS?: () => number;
-  /** Called with every published snapshot and its encoding. */
-  readonly onSnapshot?: (keyset: Keyset, bytes: Uint8Array) => void;
-  /** Called after every epoch change. */
-  readonly onRotation?: (result: RotationResult) => void;
 }
 
 /** Reads a seed file: exists, is readable, 32..4096 octets; warns when group or others may read it (as for the key file). */

@@ -53,24 +53,28 @@ export const ROTATION_RETRY_S = 60;
 /** setTimeout's largest delay (2^31 − 1 ms); longer waits are split. */
 const MAX_TIMER_MS = 0x7fff_ffff;
 
+/** What every keyset source takes besides its own settings: where to log and whom to tell. */
+export interface KeysetSourceHooks {
+  /** Component logger (e.g. `root.child({ component: 'keyset' })`). */
+  readonly logger: Logger;
+  /** Current Unix time in seconds; defaults to Date.now() / 1000. */
+  readonly nowS?: () => number;
+  /** Called with every published snapshot and its encoding (the NTP and KE threads take the bytes). */
+  readonly onSnapshot?: (keyset: Keyset, bytes: Uint8Array) => void;
+  /** Called after every rotation attempt or swap (`ntsd_keyset_rotations_total{result}`). */
+  readonly onRotation?: (result: KeysetRotationResult) => void;
+}
+
 /** Options for {@link openKeysetStore}. */
-export interface KeysetStoreOptions {
+export interface KeysetStoreOptions extends KeysetSourceHooks {
   /** Path of the key file. */
   readonly path: string;
   /** Seconds between rotations (> 0). */
   readonly rotationIntervalS: number;
   /** Old keys still accepted after rotation. */
   readonly staleKeyCount: number;
-  /** Component logger (e.g. `root.child({ component: 'keyset' })`). */
-  readonly logger: Logger;
-  /** Current Unix time in seconds; defaults to Date.now() / 1000. */
-  readonly nowS?: () => number;
   /** CSPRNG; defaults to node:crypto randomFillSync. */
   readonly fillRandom?: FillRandom;
-  /** Called with every published snapshot and its encoding (the pool and the KE thread take the bytes). */
-  readonly onSnapshot?: (keyset: Keyset, bytes: Uint8Array) => void;
-  /** Called after every rotation attempt (`ntsd_keyset_rotations_total{result}`). */
-  readonly onRotation?: (result: KeysetRotationResult) => void;
   /** Called when writing the key file failed (`ntsd_keyset_persist_failures_total`). */
   readonly onPersistFailure?: (error: unknown) => void;
 }

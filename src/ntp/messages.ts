@@ -45,6 +45,8 @@ export interface ThreadInit {
   readonly admissions: readonly AdmissionSpec[];
   /** Native backend: the shared RFC 9769 interleave table (core/interleave.ts) per policy index; undefined = basic mode only. */
   readonly interleaveTables: readonly (SharedArrayBuffer | undefined)[];
+  /** The client log every NTP and KE thread counts into (core/client-log.ts); undefined = off. */
+  readonly clientLog: SharedArrayBuffer | undefined;
   readonly clockShared: SharedArrayBuffer;
   readonly reportIntervalMs: number;
   readonly durationBucketsS: readonly number[] | undefined;

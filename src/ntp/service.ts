@@ -42,6 +42,8 @@ export interface NtpListenersOptions {
   readonly statsIntervalMs?: number;
   /** Loads the native addon (default runtime/addon.ts loadNativeUdp; tests may force it unavailable). */
   readonly loadNative?: () => NativeLoad;
+  /** The shared client log (core/client-log.ts) the threads count requests in; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
 }
 
 /** The running NTP listeners. */
@@ -104,6 +106,7 @@ export async function startNtpListeners(config: Config, options: NtpListenersOpt
     admissions: admission.specs,
     interleaveTables: interleaveTables.map((t) => (t === undefined ? undefined : (t.buffer as SharedArrayBuffer))),
     sendMode: pool.sendMode,
+    ...(options.clientLog === undefined ? {} : { clientLog: options.clientLog }),
     ...(pool.receiveBufferBytes > 0 ? { receiveBufferBytes: pool.receiveBufferBytes } : {}),
     listen: config.servers.map((s, i) => ({ ...s.listen, policy: i })),
     keysetBytes: options.keysetBytes,

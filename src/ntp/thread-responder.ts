@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { randomFillSync } from 'node:crypto';
 import type { NtpTime } from '../runtime/clock.js';
 import { createAdmissions, type AdmissionSpec } from '../core/admission.js';
+import { ClientLog } from '../core/client-log.js';
 import type { IpFamily } from '../core/ip.js';
 import { decodeKeyset } from '../core/nts/keyset.js';
 import { KEY_AGE_NONE, createPooledFillRandom, createResponderContext, type RespondResult, type ServerFields } from '../core/responder.js';
@@ -43,12 +44,15 @@ export class ThreadResponder {
   readonly #state: ServeState;
   readonly #counters: ThreadCounters;
   readonly #policies: number;
+  /** The shared per-client log (`[observability] client-log-size`), undefined when off. */
+  readonly #clientLog: ClientLog | undefined;
   #compensationS = 0;
 
-  private constructor(state: ServeState, counters: ThreadCounters, policies: number) {
+  private constructor(state: ServeState, counters: ThreadCounters, policies: number, clientLog: ClientLog | undefined) {
     this.#state = state;
     this.#counters = counters;
     this.#policies = policies;
+    this.#clientLog = clientLog;
   }
 
   /** Builds the responder of a thread, or returns why it cannot (the keyset does not decode, no policy). */
@@ -82,7 +86,7 @@ export class ThreadResponder {
       acceptNtpVersions: first.acceptNtpVersions,
     });
     const state = createServeState(ctx, init.policies, createAdmissions(init.admissions, init.policies.length), init.interleaveTables);
-    self = new ThreadResponder(state, counters, init.policies.length);
+    self = new ThreadResponder(state, counters, init.policies.length, init.clientLog === undefined ? undefined : ClientLog.attach(init.clientLog));
     return self;
   }
 
@@ -109,6 +113,7 @@ export class ThreadResponder {
         tally[b] = (tally[b] ?? 0) + 1;
       }
       tally[Tally.cookiesIssued] = (tally[Tally.cookiesIssued] ?? 0) + r.cookiesIssued;
+      this.#clientLog?.noteNtp(peer, family, r.outcome, length, nowMs);
       if (r.length > 0 && r.length <= length) {
         replyLength = r.length;
         this.#noteInterleave(r);

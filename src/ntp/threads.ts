@@ -64,6 +64,8 @@ export interface NtpThreadsOptions {
   readonly interleaveTables?: readonly (SharedArrayBuffer | undefined)[];
   /** Native backend: sendmsg per reply ("each", default) or sendmmsg per batch ("batch"). */
   readonly sendMode?: 'each' | 'batch';
+  /** The shared client log (core/client-log.ts) every thread counts each request in; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
   /** How often each thread reports its counters, milliseconds (default 250). */
   readonly reportIntervalMs?: number;
   /**
@@ -291,6 +293,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       policies: options.policies,
       admissions,
       interleaveTables: options.interleaveTables ?? [],
+      clientLog: options.clientLog,
       clockShared: options.clock.shared,
       reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS,
       durationBucketsS: options.durationBucketsS,

@@ -6,13 +6,15 @@
  * to a callback (the daemon forwards it to the KE thread). The files are re-read every
  * `intervalS` seconds (0 = only on reload(), i.e. SIGHUP) and compared by content hash, so a
  * certbot deploy hook, a `cp -p` or an editor save are all noticed. A bad new pair is refused and
- * the old one keeps serving.
+ * the old one keeps serving. A listener with several pairs has one watcher per pair, so each pair is
+ * validated and reloaded on its own.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
+import { certificateIdentity, type CertificateIdentity } from './certificates.js';
 
 /** A validated chain + key pair. */
 export interface CertificatePair {
@@ -30,6 +32,10 @@ export interface CertificatePair {
   readonly subjectAltName: string;
   /** SHA-256 fingerprint of the leaf (colon-separated hex). */
   readonly fingerprint256: string;
+  /** The leaf's first DNS name, else its first IP address, else its subject CN (a metric label by default). */
+  readonly primaryName: string;
+  /** Key type of the leaf (`ec`, `rsa`, ...): one certificate per type and name is served. */
+  readonly keyType: string;
   /** Certificates in the chain, leaf included. */
   readonly chainLength: number;
   /** Non-fatal findings (chain order, not yet valid), for the log. */
@@ -85,11 +91,19 @@ export function validateCertificatePair(chainPem: string, keyPem: string, nowMs:
   } catch (error: unknown) {
     return { ok: false, error: `TLS context does not build: ${errorText(error)}` };
   }
+  let identity: CertificateIdentity;
+  try {
+    identity = certificateIdentity(chainPem);
+  } catch (error: unknown) {
+    return { ok: false, error: `leaf certificate names do not parse: ${errorText(error)}` };
+  }
   return {
     ok: true,
     pair: {
       chainPem,
       keyPem,
+      primaryName: identity.primaryName,
+      keyType: identity.keyType,
       notAfterS: Math.floor(notAfterMs / 1000),
       notBeforeS: Math.floor(notBeforeMs / 1000),
       subject: leaf.subject,

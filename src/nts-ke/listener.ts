@@ -2,7 +2,9 @@
  * The KE thread's TCP listeners and admission. Before any TLS work, an accepted connection must pass, in
  * order: the access list (core/access-list.ts; `access_denied`, `access_ignored`), the per-client token bucket
  * (core/limiter.ts; `rate_limited`), the per-source cap on open
- * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession.
+ * connections (`source_limit`) and the global cap (core/concurrency.ts). Then it becomes a KeSession; on a
+ * listener whose certificates need the client's server name (nts-ke/certificates.ts), only once its
+ * ClientHello is in (nts-ke/client-hello.ts), within the session deadline and first in line for eviction.
  *
  * A full global cap does not turn the newcomer away: an open session without an answer is evicted to
  * make room (`evicted`); only when every open session has been answered is the newcomer refused
@@ -22,10 +24,13 @@
  */
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type * as tls from 'node:tls';
 import { matchCidr, type CidrPrefix } from '../core/cidr.js';
 import type { AccessList } from '../core/access-list.js';
+import { KeClass, keClassOf, type ClientLog } from '../core/client-log.js';
 import type { ConcurrencyLimiter, SourceKey } from '../core/concurrency.js';
 import type { RateLimiter } from '../core/limiter.js';
+import { readClientHelloServerName } from './client-hello.js';
 import { readProxyHeader } from './proxy.js';
 import type { KeBoundAddress, KeListenAddress, KeTallies } from './messages.js';
 import { KeSession, type KeSessionStage, type SessionContext } from './session.js';
@@ -44,12 +49,20 @@ export interface ListenerContext {
   accessList(): AccessList;
   /** Tallies of the current stats interval. */
   tallies(): KeTallies;
+  /** The shared per-client log: each connection's outcome class is counted there; undefined = off. */
+  readonly clientLog?: ClientLog | undefined;
   /** Everything sessions need; `closed`, `progressed` and `settled` are wrapped by the listener. */
   readonly session: Omit<SessionContext, 'closed' | 'progressed' | 'settled'> & {
     settled(outcome: Parameters<SessionContext['settled']>[1], durationS: number, cookiesIssued: number, detail: string | undefined): void;
   };
   /** Called after a session closed (e.g. to finish a stop). */
   sessionClosed(): void;
+  /**
+   * With several certificates whose names need different TLS contexts (nts-ke/certificates.ts): the context
+   * for a ClientHello's server name, read before TLS starts; undefined = every connection gets
+   * `session.secureContext()` at once.
+   */
+  chooseSecureContext?(): ((serverName: string | undefined) => tls.SecureContext) | undefined;
   /** PROXY protocol v2: the trusted balancers' prefixes; undefined = off (a port is proxied or not). */
   readonly proxyTrustedSources?: readonly CidrPrefix[] | undefined;
   /** PROXY header deadline, milliseconds (at least PROXY_HEADER_DEADLINE_MS is used). */
@@ -91,6 +104,14 @@ interface Admission {
   released: boolean;
 }
 
+/** An admitted connection whose ClientHello is being read before its session starts (several certificates). */
+interface HelloWait {
+  readonly admission: Admission;
+  readonly acceptedAtMs: number;
+  readonly timer: NodeJS.Timeout;
+  readonly cancel: () => void;
+}
+
 /** [::] alone is dual-stack; next to an IPv4 listener on the same port it must be IPv6-only. */
 export function keIpv6Only(address: KeListenAddress, addresses: readonly KeListenAddress[]): boolean {
   return net.isIPv6(address.host) && address.port !== 0 && addresses.some((other) => net.isIPv4(other.host) && other.port === address.port);
@@ -105,6 +126,8 @@ export class KeListener {
   /** Sessions without an outcome by stage; each Set in order of last progress (a Set keeps insertion order). */
   readonly #stages: Readonly<Record<KeSessionStage, Set<KeSession>>> = { idle: new Set(), hello: new Set(), waiting: new Set(), answering: new Set() };
   readonly #servers: net.Server[] = [];
+  /** Connections waiting for their ClientHello (chooseSecureContext), in accept order. */
+  readonly #hellos = new Map<net.Socket, HelloWait>();
   #stopping = false;
 
   /** Creates the listener; nothing is bound until listen(). */
@@ -114,6 +137,8 @@ export class KeListener {
       ...ctx.session,
       settled: (session, outcome, durationS, cookiesIssued, detail) => {
         this.#forget(session);
+        const key = this.#sessions.get(session)?.key;
+        if (key !== undefined) ctx.clientLog?.noteKe(key, keClassOf(outcome), sharedNowMs());
         ctx.session.settled(outcome, durationS, cookiesIssued, detail);
       },
       progressed: (session) => {
@@ -131,7 +156,7 @@ export class KeListener {
 
   /** Connections open now (PROXY headers still being read included). */
   get activeConnections(): number {
-    return this.#sessions.size + this.#pendingHeaders;
+    return this.#sessions.size + this.#pendingHeaders + this.#hellos.size;
   }
 
   /** Binds every address in order; rejects with a ListenFailure naming the first that fails (all closed then). */
@@ -238,12 +263,12 @@ export class KeListener {
       // KE has no refusal message before TLS: `deny` and `ignore` both close, counted apart.
       if (access === 'deny') tallies.rejected.access_denied++;
       else tallies.rejected.access_ignored++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     if (this.#ctx.limiter().take(address, sharedNowMs()) !== 'admit') {
       tallies.rejected.rate_limited++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     const concurrency = this.#ctx.concurrency();
@@ -255,13 +280,58 @@ export class KeListener {
     if (decision === 'source_limit' || decision === 'global_limit') {
       if (decision === 'source_limit') tallies.rejected.source_limit++;
       else tallies.rejected.connection_limit++;
-      raw.destroy();
+      this.#refuse(raw, address);
       return;
     }
     tallies.accepted++;
-    const session = new KeSession(raw, this.#sessionContext, performance.now());
-    this.#sessions.set(session, { key, limiter: concurrency, tracked: decision === 'admitted', released: false });
+    const admission: Admission = { key, limiter: concurrency, tracked: decision === 'admitted', released: false };
+    const acceptedAtMs = performance.now();
+    const choose = this.#ctx.chooseSecureContext?.();
+    if (choose === undefined) {
+      this.#startSession(raw, admission, acceptedAtMs, undefined);
+      return;
+    }
+    // Several certificates: the ClientHello's server name picks the TLS context (within the session deadline).
+    const cancel = readClientHelloServerName(raw, (result) => {
+      const wait = this.#hellos.get(raw);
+      if (wait === undefined) return;
+      clearTimeout(wait.timer);
+      this.#hellos.delete(raw);
+      if (result.kind === 'closed') this.#endBeforeSession(raw, wait, 'client_closed');
+      else this.#startSession(raw, admission, acceptedAtMs, choose(result.serverName));
+    });
+    const timer = setTimeout(() => {
+      const wait = this.#hellos.get(raw);
+      if (wait === undefined) return;
+      wait.cancel();
+      this.#hellos.delete(raw);
+      this.#endBeforeSession(raw, wait, 'timeout');
+    }, this.#ctx.session.keyExchangeTimeoutMs);
+    this.#hellos.set(raw, { admission, acceptedAtMs, timer, cancel });
+  }
+
+  #startSession(raw: net.Socket, admission: Admission, acceptedAtMs: number, secureContext: tls.SecureContext | undefined): void {
+    const session = new KeSession(raw, this.#sessionContext, acceptedAtMs, secureContext);
+    this.#sessions.set(session, admission);
     this.#stages[session.stage].add(session);
+  }
+
+  /** A connection that never got to TLS (closed, timed out or evicted while its ClientHello was awaited). */
+  #endBeforeSession(raw: net.Socket, wait: HelloWait, outcome: 'client_closed' | 'timeout' | 'evicted'): void {
+    raw.destroy();
+    if (!wait.admission.released) {
+      wait.admission.released = true;
+      wait.admission.limiter.release(wait.admission.key, wait.admission.tracked);
+    }
+    this.#ctx.clientLog?.noteKe(wait.admission.key, keClassOf(outcome), sharedNowMs());
+    this.#ctx.session.settled(outcome, (performance.now() - wait.acceptedAtMs) / 1000, 0, undefined);
+    this.#ctx.sessionClosed();
+  }
+
+  /** Closes a connection refused before TLS, counting it in the client log. */
+  #refuse(raw: net.Socket, address: string): void {
+    this.#ctx.clientLog?.noteKeAddress(address, KeClass.refused, sharedNowMs());
+    raw.destroy();
   }
 
   #forget(session: KeSession): void {
@@ -287,6 +357,19 @@ export class KeListener {
 
   /** Evicts one session without an answer; false when there is none. */
   #evictOne(): boolean {
+    // A connection whose ClientHello has not fully arrived has made the least progress of all (rule 2),
+    // unless a session sits silent after TLS (rule 1).
+    const waiting = this.#stages.waiting.values().next();
+    const silent = waiting.done !== true && performance.now() - waiting.value.lastProgressMs >= WAITING_GRACE_MS;
+    const hello = this.#hellos.entries().next();
+    if (!silent && hello.done !== true) {
+      const [raw, wait] = hello.value;
+      clearTimeout(wait.timer);
+      wait.cancel();
+      this.#hellos.delete(raw);
+      this.#endBeforeSession(raw, wait, 'evicted');
+      return true;
+    }
     const session = this.#victim();
     if (session === undefined) return false;
     this.#forget(session);
@@ -304,7 +387,7 @@ export class KeListener {
 
   /** Counts this thread's open sessions in `next`, a fresh table that replaces the shared one (thread restart). */
   recount(next: ConcurrencyLimiter): void {
-    for (const admission of this.#sessions.values()) {
+    for (const admission of [...this.#sessions.values(), ...[...this.#hellos.values()].map((w) => w.admission)]) {
       if (admission.released) continue;
       admission.tracked = next.register(admission.key);
       admission.limiter = next;

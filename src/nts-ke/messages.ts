@@ -5,6 +5,7 @@
 import type { AccessConfig, ClientRateLimitConfig } from '../config/schema.js';
 import type { KePolicy } from '../core/ke-handler.js';
 import type { KeHandlerReport, KeHandlerSpec, KeLogLevel } from '../core/ke-request-handler.js';
+import type { KeCertificatePem } from './certificates.js';
 import {
   KE_REJECT_REASONS,
   KE_SESSION_OUTCOMES,
@@ -107,8 +108,8 @@ export interface KeWorkerInit {
    * net module cannot set it), one per `listen` entry: listen({ fd }) instead of binding the address.
    */
   readonly listenFds?: readonly number[] | undefined;
-  readonly certificateChainPem: string;
-  readonly privateKeyPem: string;
+  /** The listener's certificate pairs in configured order (nts-ke/certificates.ts picks among them per connection). */
+  readonly certificates: readonly KeCertificatePem[];
   readonly keyExchangeTimeoutMs: number;
   /** Global and per-source connection caps (core/concurrency.ts), shared with the main thread. */
   readonly concurrencyTable: SharedArrayBuffer;
@@ -128,6 +129,8 @@ export interface KeWorkerInit {
   readonly proxyTrustedSources?: readonly string[] | undefined;
   /** NTS pools: keep-alive for authenticated front ends; undefined = never keep a connection. */
   readonly keepAlive?: KeKeepAliveInit | undefined;
+  /** The client log shared with the NTP threads (core/client-log.ts); undefined = off. */
+  readonly clientLog?: SharedArrayBuffer | undefined;
 }
 
 /**
@@ -163,7 +166,8 @@ export function keepAliveSlots(init: KeKeepAliveInit): { idleTimeoutMs: number; 
 /** Main → KE thread. */
 export type ToKeThread =
   | { readonly type: 'keyset'; readonly bytes: Uint8Array }
-  | { readonly type: 'reloadCertificate'; readonly requestId: number; readonly chainPem: string; readonly keyPem: string }
+  /** Replaces pair `index` of the listener's certificate pairs (the others stay). */
+  | { readonly type: 'reloadCertificate'; readonly requestId: number; readonly index: number; readonly chainPem: string; readonly keyPem: string }
   | { readonly type: 'rateLimitTable'; readonly table: SharedArrayBuffer }
   | { readonly type: 'accessList'; readonly config: AccessConfig }
   | { readonly type: 'concurrencyTable'; readonly table: SharedArrayBuffer }

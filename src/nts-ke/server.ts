@@ -22,6 +22,7 @@ import type { KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
 import { reusePortWorks } from '../runtime/reuse-port.js';
 import { ThreadSupervisor, type LifecycleMessage, type ThreadExit } from '../runtime/supervisor.js';
+import type { KeCertificatePem } from './certificates.js';
 import { keIpv6Only } from './listener.js';
 import {
   hasType,
@@ -57,10 +58,15 @@ export interface KeServerOptions {
    * share each address, each adopting its own socket. nts-ke/service.ts passes the native addon's.
    */
   readonly openReusePortListener?: (host: string, port: number, ipv6Only: boolean) => number;
-  /** PEM certificate chain (leaf first). */
+  /** PEM certificate chain (leaf first) of the first (default) certificate pair. */
   readonly certificateChainPem: string;
-  /** PEM private key of the leaf. */
+  /** PEM private key of that leaf. */
   readonly privateKeyPem: string;
+  /**
+   * Further pairs, served by the name a client asks for (SNI) and by its signature algorithms
+   * (nts-ke/certificates.ts); pair indices 1, 2, ... in reloadCertificate.
+   */
+  readonly moreCertificates?: readonly KeCertificatePem[] | undefined;
   /** One deadline per session covering the TLS handshake and the request (RFC 8915 §4.1.3 timeout). */
   readonly keyExchangeTimeoutMs: number;
   /**
@@ -103,10 +109,12 @@ export interface KeServerOptions {
   /** KE threads, each with its own SO_REUSEPORT listener (default 1; one where SO_REUSEPORT is unavailable). */
   readonly threads?: number;
   /**
-   * NTS pools (README "Pools"): connections kept open for authenticated front ends, at most
+   * NTS pools (docs/pools.md): connections kept open for authenticated front ends, at most
    * `longlivedConnections` over all threads; undefined or 0 = never keep one.
    */
   readonly keepAlive?: { readonly longlivedConnections: number; readonly idleTimeoutMs: number; readonly maxAgeMs: number } | undefined;
+  /** The client log (core/client-log.ts) every KE thread counts its connections in; undefined = off. */
+  readonly clientLog?: SharedArrayBuffer | undefined;
 }
 
 /** A limiter table in shared memory, seeded with fresh random bits. */
@@ -156,8 +164,8 @@ export class KeServer {
   #concurrency: ConcurrencyLimiter;
   /** What a replacement thread starts from: the latest keyset bytes, certificate pair and access list. */
   #keysetBytes: Uint8Array | undefined;
-  #chainPem: string;
-  #keyPem: string;
+  /** The certificate pairs in configured order (pair 0 = the default). */
+  #certificates: KeCertificatePem[];
   #accessList: AccessConfig;
   /** Addresses a thread binds: the configured ones until the first thread is bound, then its bound ports. */
   #boundListen: readonly KeListenAddress[];
@@ -185,8 +193,10 @@ export class KeServer {
     });
     const keyset = options.keyset;
     this.#keysetBytes = keyset === undefined ? undefined : keyset instanceof Uint8Array ? new Uint8Array(keyset) : encodeKeyset(keyset);
-    this.#chainPem = options.certificateChainPem;
-    this.#keyPem = options.privateKeyPem;
+    this.#certificates = [
+      { chainPem: options.certificateChainPem, keyPem: options.privateKeyPem },
+      ...(options.moreCertificates ?? []).map((p) => ({ chainPem: p.chainPem, keyPem: p.keyPem })),
+    ];
     this.#accessList = copyAccessList(options.accessList ?? { entries: [], defaultAction: 'allow' });
     this.#boundListen = options.listen;
   }
@@ -272,8 +282,7 @@ export class KeServer {
       listen: listen.map((a) => ({ host: a.host, port: a.port })),
       reusePort: this.#reusePort,
       listenFds: this.#adoptFds ? this.#openListenFds(listen) : undefined,
-      certificateChainPem: this.#chainPem,
-      privateKeyPem: this.#keyPem,
+      certificates: this.#certificates.map((p) => ({ chainPem: p.chainPem, keyPem: p.keyPem })),
       keyExchangeTimeoutMs: o.keyExchangeTimeoutMs,
       concurrencyTable,
       maxRequestBytes: o.maxRequestBytes,
@@ -289,6 +298,7 @@ export class KeServer {
         o.keepAlive === undefined || o.keepAlive.longlivedConnections <= 0
           ? undefined
           : { table: this.#keepAliveTable, longlivedConnections: o.keepAlive.longlivedConnections, idleTimeoutMs: o.keepAlive.idleTimeoutMs, maxAgeMs: o.keepAlive.maxAgeMs },
+      clientLog: o.clientLog,
     };
   }
 
@@ -407,25 +417,26 @@ export class KeServer {
   }
 
   /**
-   * Swaps the certificate chain and key for new handshakes on every thread (open sessions are not
-   * disturbed). Each thread builds the new context with minVersion TLSv1.3; rejects if any refuses it.
+   * Swaps certificate pair `index` (0 = certificateChainPem/privateKeyPem, then moreCertificates) for new
+   * handshakes on every thread; the other pairs and open sessions are not disturbed. Each thread builds the
+   * new contexts with minVersion TLSv1.3; rejects if any refuses them.
    */
-  reloadCertificate(chainPem: string, keyPem: string): Promise<void> {
+  reloadCertificate(chainPem: string, keyPem: string, index = 0): Promise<void> {
     if (this.#supervisor === undefined || this.#stopping) return Promise.reject(new Error('KeServer is not running'));
+    if (!(index >= 0 && index < this.#certificates.length)) return Promise.reject(new RangeError(`no certificate pair ${index}`));
     const requestId = this.#nextRequestId++;
     return new Promise<void>((resolve, reject) => {
       const pending: PendingReload = {
         waiting: 0,
         error: undefined,
         resolve: () => {
-          this.#chainPem = chainPem;
-          this.#keyPem = keyPem;
+          this.#certificates[index] = { chainPem, keyPem };
           resolve();
         },
         reject,
       };
       this.#pendingReloads.set(requestId, pending);
-      pending.waiting = this.#post({ type: 'reloadCertificate', requestId, chainPem, keyPem });
+      pending.waiting = this.#post({ type: 'reloadCertificate', requestId, index, chainPem, keyPem });
       if (pending.waiting === 0) {
         this.#pendingReloads.delete(requestId);
         reject(new Error('KeServer has no running thread'));

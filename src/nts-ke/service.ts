@@ -1,13 +1,21 @@
 /**
- * NTS-KE side of the daemon: one KE listener (nts-ke/server.ts, its threads) and one certificate watcher
- * (nts-ke/cert-watcher.ts) per `[[nts-ke-server]]`, and the same for the `[pool-ke]` front end when the
+ * NTS-KE side of the daemon: one KE listener (nts-ke/server.ts, its threads) per `[[nts-ke-server]]` with
+ * one certificate watcher (nts-ke/cert-watcher.ts) per certificate pair, each pair validated and reloaded
+ * on its own, and the same for the `[pool-ke]` front end when the
  * daemon passes its request handler (`frontEnd`), all wired to the KE metrics. The front end feeds the
  * same ntsd_ke_* series as the ordinary listeners (they have no role label); its own outcomes go to the
  * pool metrics through `frontEnd.onReport`.
  */
 import type { Logger } from 'pino';
 import { availableParallelism } from 'node:os';
-import { keThreadCount, type Config, type KeListenerConfig, type KeRuntimeSettings, type NtsKeServerConfig } from '../config/schema.js';
+import {
+  keThreadCount,
+  type CertificatePairConfig,
+  type Config,
+  type KeListenerConfig,
+  type KeRuntimeSettings,
+  type NtsKeServerConfig,
+} from '../config/schema.js';
 import type { KeHandlerReport, KeHandlerSpec } from '../core/ke-request-handler.js';
 import { NTP_PORT } from '../core/nts/ids.js';
 import { CertWatcher, type CertificatePair } from './cert-watcher.js';
@@ -40,7 +48,9 @@ export interface KeListenersOptions {
   readonly ntpPortFallback: () => number;
   /** NTS pools: answered support / fixed key requests, for ntsd_ke_pool_requests_total. */
   readonly onPoolRequests?: (kind: string, outcome: string, count: number) => void;
-  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (README "Pools"). */
+  /** The client log (core/client-log.ts) shared with the NTP threads; absent = off. */
+  readonly clientLog?: SharedArrayBuffer;
+  /** The `[pool-ke]` front end: a KE listener that answers with `handler` (docs/pools.md). */
   readonly frontEnd?: {
     readonly config: KeListenerConfig;
     readonly handler: KeHandlerSpec;
@@ -63,20 +73,45 @@ export interface KeListeners {
   setKeyset(bytes: Uint8Array): void;
   /** Applies the runtime settings of each `[[nts-ke-server]]`, in order, and of the front end (SIGHUP). */
   updateLimits(configs: readonly KeRuntimeSettings[], frontEnd?: KeRuntimeSettings): void;
-  /** Re-reads every certificate pair (SIGHUP); returns one result per listener. */
+  /** Re-reads every certificate pair (SIGHUP); returns one result per pair, listener by listener. */
   reloadCertificates(): Promise<string[]>;
   /** Stops accepting, lets open sessions finish within their deadline, stops the threads. */
   stop(): Promise<void>;
+}
+
+/** One configured certificate pair and its watcher. */
+interface Pair {
+  readonly config: CertificatePairConfig;
+  readonly watcher: CertWatcher;
+  /** The pair installed now (the initial one until a reload succeeds). */
+  current: CertificatePair;
 }
 
 interface Listener {
   readonly config: KeListenerConfig;
   /** The ordinary listener's own settings; undefined for the front end. */
   readonly ke: NtsKeServerConfig | undefined;
-  readonly watcher: CertWatcher;
-  readonly initialPair: CertificatePair;
+  /** In configured order; pair 0 is the default (KeServer's certificateChainPem). */
+  readonly pairs: readonly Pair[];
   server: KeServer | undefined;
-  notAfterS: number;
+}
+
+/**
+ * The `name` label of a pair's ntsd_tls_certificate_expiry_timestamp_seconds series: the configured
+ * `name`, else the certificate's primary name.
+ */
+export function certificateMetricName(config: CertificatePairConfig, pair: CertificatePair): string {
+  return config.name ?? (pair.primaryName === '' ? config.certificateChainPath : pair.primaryName);
+}
+
+/** Earliest notAfter per label over `pairs` (pairs that share a name report the one that expires first). */
+export function certificateExpiries(pairs: readonly { readonly config: CertificatePairConfig; readonly current: CertificatePair }[]): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const p of pairs) {
+    const name = certificateMetricName(p.config, p.current);
+    byName.set(name, Math.min(byName.get(name) ?? Infinity, p.current.notAfterS));
+  }
+  return byName;
 }
 
 /**
@@ -88,8 +123,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   let keysetBytes: Uint8Array | undefined;
   const listeners: Listener[] = [];
   const updateExpiry = (): void => {
-    const earliest = Math.min(...listeners.map((l) => l.notAfterS));
-    if (Number.isFinite(earliest)) metrics.keys.setCertificateExpiry(earliest);
+    metrics.keys.setCertificateExpiries(certificateExpiries(listeners.flatMap((l) => l.pairs)));
   };
 
   const frontEnd = options.frontEnd;
@@ -97,32 +131,46 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
   if (frontEnd !== undefined) tables.push({ config: frontEnd.config, ke: undefined });
   for (const { config: keConfig, ke } of tables) {
     const holder: { listener?: Listener } = {};
-    const watcher = new CertWatcher({
-      chainPath: keConfig.certificateChainPath,
-      keyPath: keConfig.privateKeyPath,
-      intervalS: keConfig.certificateReloadIntervalS,
-      logger,
-      onReload: async (pair) => {
-        const server = holder.listener?.server;
-        if (server !== undefined) await server.reloadCertificate(pair.chainPem, pair.keyPem);
-      },
-      onResult: (result, pair) => {
-        if (result === 'unchanged') return;
-        metrics.keys.tlsReload(result);
-        if (result === 'success' && pair !== undefined && holder.listener !== undefined) {
-          holder.listener.notAfterS = pair.notAfterS;
-          updateExpiry();
-        }
-      },
-    });
-    const initialPair = await watcher.load();
-    const listener: Listener = { config: keConfig, ke, watcher, initialPair, server: undefined, notAfterS: initialPair.notAfterS };
+    const pairs: Pair[] = [];
+    for (const [index, pairConfig] of keConfig.certificates.entries()) {
+      const slot: { pair?: Pair } = {};
+      const watcher = new CertWatcher({
+        chainPath: pairConfig.certificateChainPath,
+        keyPath: pairConfig.privateKeyPath,
+        intervalS: keConfig.certificateReloadIntervalS,
+        logger,
+        onReload: async (pair) => {
+          const server = holder.listener?.server;
+          if (server !== undefined) await server.reloadCertificate(pair.chainPem, pair.keyPem, index);
+        },
+        onResult: (result, pair) => {
+          if (result === 'unchanged') return;
+          metrics.keys.tlsReload(result);
+          if (result === 'success' && pair !== undefined && slot.pair !== undefined) {
+            slot.pair.current = pair;
+            updateExpiry();
+          }
+        },
+      });
+      const initial = await watcher.load();
+      const pair: Pair = { config: pairConfig, watcher, current: initial };
+      slot.pair = pair;
+      pairs.push(pair);
+      logger.info(
+        {
+          listen: `${keConfig.listen.host}:${keConfig.listen.port}`,
+          pair: index,
+          name: certificateMetricName(pairConfig, initial),
+          keyType: initial.keyType,
+          subject: initial.subject,
+          notAfter: new Date(initial.notAfterS * 1000).toISOString(),
+        },
+        'certificate loaded',
+      );
+    }
+    const listener: Listener = { config: keConfig, ke, pairs, server: undefined };
     holder.listener = listener;
     listeners.push(listener);
-    logger.info(
-      { listen: `${keConfig.listen.host}:${keConfig.listen.port}`, subject: initialPair.subject, notAfter: new Date(initialPair.notAfterS * 1000).toISOString() },
-      'certificate loaded',
-    );
   }
   updateExpiry();
 
@@ -138,10 +186,13 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
         const c = listener.config;
         const ke = listener.ke;
         const ntpPort = ke === undefined ? NTP_PORT : advertisedPort(ke);
+        const [first, ...more] = listener.pairs;
+        if (first === undefined) throw new Error('a KE listener without a certificate pair');
         const server = new KeServer({
           listen: [{ host: c.listen.host, port: c.listen.port }],
-          certificateChainPem: listener.initialPair.chainPem,
-          privateKeyPem: listener.initialPair.keyPem,
+          certificateChainPem: first.current.chainPem,
+          privateKeyPem: first.current.keyPem,
+          moreCertificates: more.map((p) => ({ chainPem: p.current.chainPem, keyPem: p.current.keyPem })),
           keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
           concurrentConnections: c.concurrentConnections,
           concurrentConnectionsPerSource: c.concurrentConnectionsPerSource,
@@ -166,6 +217,7 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
               }),
           logger,
           threadNiceness: c.threadNiceness,
+          clientLog: options.clientLog,
           ...(c.proxyProtocol ? { proxyTrustedSources: c.proxyTrustedSources } : {}),
           ...(reusePortListener !== undefined ? { openReusePortListener: reusePortListener } : {}),
         });
@@ -208,10 +260,10 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
       });
     },
     async reloadCertificates() {
-      return Promise.all(listeners.map((l) => l.watcher.reload(true)));
+      return Promise.all(listeners.flatMap((l) => l.pairs.map((p) => p.watcher.reload(true))));
     },
     async stop() {
-      for (const l of listeners) l.watcher.stop();
+      for (const l of listeners) for (const p of l.pairs) p.watcher.stop();
       await Promise.all(listeners.map((l) => l.server?.stop()));
     },
   };

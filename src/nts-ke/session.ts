@@ -21,7 +21,7 @@ import type { KeHandlerAnswer, KeLogLevel, KeRequestHandler } from '../core/ke-r
 import { errorText, type KeSessionOutcome } from './messages.js';
 
 /**
- * NTS pools (README "Pools"): the keep-alive settings and the long-lived slots shared by every KE thread
+ * NTS pools (docs/pools.md): the keep-alive settings and the long-lived slots shared by every KE thread
  * of the listener (`longlived-connections`).
  */
 export interface KeepAliveSlots {
@@ -42,7 +42,7 @@ export interface SessionContext {
    * through `settled` (answers after the first on a kept connection).
    */
   poolAnswered?(kind: Exclude<KeRequestKind, 'ordinary'>, outcome: KeSessionOutcome, extraCookies: number): void;
-  /** The listener's own request handler (README "Pools": the front end); undefined = the ordinary KE answer. */
+  /** The listener's own request handler (docs/pools.md: the front end); undefined = the ordinary KE answer. */
   readonly handler?: KeRequestHandler | undefined;
   readonly keyExchangeTimeoutMs: number;
   readonly maxRequestBytes: number;
@@ -125,8 +125,11 @@ export class KeSession {
   /** The handler's own outcome of the answer that settled the session, for `settled`. */
   #detail: string | undefined;
 
-  /** Wraps the accepted socket in TLS and starts the session deadline. */
-  constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number) {
+  /**
+   * Wraps the accepted socket in TLS and starts the session deadline (counted from `acceptedAtMs`).
+   * `secureContext` overrides ctx.secureContext() (a listener with several certificates picked it by name).
+   */
+  constructor(raw: net.Socket, ctx: SessionContext, acceptedAtMs: number, secureContext?: tls.SecureContext) {
     this.#ctx = ctx;
     this.acceptedAtMs = acceptedAtMs;
     this.lastProgressMs = acceptedAtMs;
@@ -144,7 +147,7 @@ export class KeSession {
     // that offers ALPN without ntske/1 gets the no_application_protocol alert (RFC 7301 §3.2), as before.
     const tlsOptions: tls.TLSSocketOptions & { readonly allowHalfOpen: boolean } = {
       isServer: true,
-      secureContext: ctx.secureContext(),
+      secureContext: secureContext ?? ctx.secureContext(),
       ALPNCallback: ({ protocols }) => {
         this.#advance('hello');
         return protocols.includes(NTSKE_ALPN) ? NTSKE_ALPN : undefined;
@@ -154,7 +157,7 @@ export class KeSession {
     };
     const socket = new tls.TLSSocket(raw, tlsOptions);
     this.tlsSocket = socket;
-    this.#deadline = setTimeout(() => this.#onDeadline(), ctx.keyExchangeTimeoutMs);
+    this.#deadline = setTimeout(() => this.#onDeadline(), Math.max(1, ctx.keyExchangeTimeoutMs - (performance.now() - acceptedAtMs)));
     // Handshake and transport errors end in 'close'; remember whether TLS itself failed.
     socket.on('error', (error: Error & { code?: unknown }) => {
       if (!PEER_GONE_CODES.has(String(error.code))) this.#tlsFailed = true;

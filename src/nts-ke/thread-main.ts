@@ -20,18 +20,20 @@
 import { constants as cryptoConstants, randomFillSync } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { FillRandom } from '../core/bytes.js';
 import { KE_HANDLER_FACTORY_EXPORT, type KeHandlerFactory, type KeHandlerSpec, type KeLogLevel, type KeRequestHandler } from '../core/ke-request-handler.js';
 import { parseCidr, type CidrPrefix } from '../core/cidr.js';
 import { AccessList } from '../core/access-list.js';
 import type { AccessConfig } from '../config/schema.js';
+import { ClientLog } from '../core/client-log.js';
 import { ConcurrencyLimiter } from '../core/concurrency.js';
 import { RateLimiter } from '../core/limiter.js';
 import { decodeKeyset, retireMasterKeys, type Keyset } from '../core/nts/keyset.js';
 import { createPooledFillRandom } from '../core/responder.js';
 import { installInheritedAeadBackend } from '../runtime/aead-openssl.js';
+import { CertificateSelector, type KeCertificatePem } from './certificates.js';
 import { KeListener, ListenFailure } from './listener.js';
 import {
   errorText,
@@ -80,10 +82,11 @@ const KE_TLS13_CIPHER_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TL
 /** Octets of randomness fetched per randomFillSync call for cookie nonces (one call per ~30 sessions). */
 const RANDOM_POOL_BYTES = 4096;
 
-function secureContextOptions(chainPem: string, keyPem: string): tls.SecureContextOptions {
+/** Options of a context holding `pairs` (at most one per key type: nts-ke/certificates.ts). */
+function secureContextOptions(pairs: readonly KeCertificatePem[]): tls.SecureContextOptions {
   return {
-    cert: chainPem,
-    key: keyPem,
+    cert: pairs.map((p) => p.chainPem),
+    key: pairs.map((p) => p.keyPem),
     // RFC 8915 §3: TLS 1.3 or newer only. Every context we build carries this, reloads included.
     minVersion: 'TLSv1.3',
     // A TLS 1.3 server sends two NewSessionTicket messages after every handshake, and Node offers no
@@ -137,7 +140,8 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
   const fillRandom: FillRandom = createPooledFillRandom((target) => {
     randomFillSync(target);
   }, RANDOM_POOL_BYTES);
-  let secureContext = tls.createSecureContext(secureContextOptions(init.certificateChainPem, init.privateKeyPem));
+  let certificates = init.certificates.map((p) => ({ chainPem: p.chainPem, keyPem: p.keyPem }));
+  let selector = new CertificateSelector(certificates, secureContextOptions);
 
   let keyset: Keyset | undefined;
   if (init.keysetBytes !== undefined) {
@@ -170,12 +174,13 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
     limiter: () => limiter,
     accessList: () => accessList,
     tallies: () => tallies,
+    clientLog: init.clientLog === undefined ? undefined : ClientLog.attach(init.clientLog),
     session: {
       keyExchangeTimeoutMs: init.keyExchangeTimeoutMs,
       maxRequestBytes: init.maxRequestBytes,
       policy: init.policy,
       fillRandom,
-      secureContext: () => secureContext,
+      secureContext: () => selector.defaultContext,
       keyset: () => keyset,
       log,
       handler,
@@ -193,6 +198,10 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
       },
     },
     sessionClosed: () => maybeFinishStop(),
+    chooseSecureContext: () => {
+      const current = selector;
+      return current.needsServerName ? (serverName) => current.contextFor(serverName) : undefined;
+    },
     proxyTrustedSources: init.proxyTrustedSources?.map((text) => parseCidr(text)).filter((p): p is CidrPrefix => p !== undefined),
     proxyHeaderDeadlineMs: init.keyExchangeTimeoutMs,
   });
@@ -248,7 +257,10 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
       }
       case 'reloadCertificate': {
         try {
-          secureContext = tls.createSecureContext(secureContextOptions(message.chainPem, message.keyPem));
+          if (!(message.index >= 0 && message.index < certificates.length)) throw new RangeError(`no certificate pair ${message.index}`);
+          const next = certificates.map((p, i) => (i === message.index ? { chainPem: message.chainPem, keyPem: message.keyPem } : p));
+          selector = new CertificateSelector(next, secureContextOptions);
+          certificates = next;
           post({ type: 'reloaded', requestId: message.requestId, ok: true, error: '' });
         } catch (error: unknown) {
           post({ type: 'reloaded', requestId: message.requestId, ok: false, error: errorText(error) });

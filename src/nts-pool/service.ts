@@ -1,5 +1,5 @@
 /**
- * The `[pool-ke]` role on the main thread (README "Pools"). The front end is a KE listener like any
+ * The `[pool-ke]` role on the main thread (docs/pools.md). The front end is a KE listener like any
  * `[[nts-ke-server]]` (nts-ke: threads, TLS, PROXY v2, caps, access list, certificate reload, KE metrics)
  * with its own request handler: this file builds the spec its threads load (nts-pool/front-end.ts, with the
  * sources and the sources' CA file) and turns the handler's reports into the pool metrics. daemon.ts hands

@@ -2,6 +2,10 @@
  * The metrics listener: a small node:http server for `GET /metrics` (and HEAD) from the daemon's registry,
  * meant for the loopback or a management network. Slow or idle clients are timed out; a socket error after
  * the bind never takes the daemon down.
+ *
+ * With a `clients` view it also serves `GET /clients`: the client log as JSON (core/client-log.ts), for
+ * `ntsd clients`. That document holds client addresses, which are personal data: the daemon passes the
+ * view only when this listener is on a loopback address, and /clients is 404 otherwise.
  */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
@@ -15,13 +19,31 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** What the listener serves besides /metrics. */
+export interface MetricsServerOptions {
+  /** The client log view for `GET /clients` (any JSON value); absent = /clients is 404. */
+  readonly clients?: () => unknown;
+}
+
 /**
- * Serves `GET /metrics` (and HEAD) from `registry` on host:port; every other path is 404, other methods 405.
+ * Serves `GET /metrics` (and HEAD) from `registry` on host:port, and `GET /clients` when `options.clients`
+ * is given; every other path is 404, other methods 405.
  * @throws NtsdError BIND_FAILED when the address cannot be bound.
  */
-export function startMetricsServer(registry: Registry, host: string, port: number): Promise<MetricsServer> {
+export function startMetricsServer(registry: Registry, host: string, port: number, options: MetricsServerOptions = {}): Promise<MetricsServer> {
+  const clients = options.clients;
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
+    if (path === '/clients' && clients !== undefined) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+        return;
+      }
+      const body = `${JSON.stringify(clients())}\n`;
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
     if (path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
       return;

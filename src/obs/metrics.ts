@@ -12,6 +12,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
 import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES, type KeRejectReasonLabel, type KeSessionOutcomeLabel } from '../core/ke-handler.js';
+import type { ClientLogSummary } from '../core/client-log.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Label value sets.
@@ -254,8 +255,12 @@ export interface KeyMetrics {
   persistFailure(): void;
   /** ntsd_keyset_mode{mode} = 1 for the mode in use, 0 for the others. */
   setMode(mode: 'local' | 'follow' | 'ratchet'): void;
-  /** ntsd_tls_certificate_expiry_timestamp_seconds = notAfter (earliest over all KE listeners). */
-  setCertificateExpiry(notAfterUnixS: number): void;
+  /**
+   * ntsd_tls_certificate_expiry_timestamp_seconds{name} = notAfter (Unix seconds), one series per name
+   * (a certificate's primary name or its pair's configured `name`; the earliest when pairs share one).
+   * Replaces every series: a name no longer served disappears.
+   */
+  setCertificateExpiries(notAfterUnixSByName: ReadonlyMap<string, number>): void;
   /** ntsd_tls_reloads_total{result} += 1. */
   tlsReload(result: ResultLabel): void;
 }
@@ -270,6 +275,15 @@ export interface NtpThreadMetrics {
 export interface TimeSourceMetrics {
   /** Sets ntsd_time_source_synchronized (0/1), ntsd_time_source_stratum and ntsd_time_source_root_distance_seconds. */
   set(fields: ServerFields): void;
+}
+
+/** Aggregates of the client log (core/client-log.ts), read at each scrape; never an address or a per-client label. */
+export interface ClientLogMetrics {
+  /**
+   * Sets where ntsd_clients_tracked, ntsd_clients_top_request_share and ntsd_client_log_capacity_clients
+   * come from (called at each scrape).
+   */
+  setSource(capacity: number, summary: () => ClientLogSummary): void;
 }
 
 /** Every ntsd metric, grouped by the component that updates it. */
@@ -288,6 +302,7 @@ export interface Metrics {
   readonly keys: KeyMetrics;
   readonly ntpThreads: NtpThreadMetrics;
   readonly timeSource: TimeSourceMetrics;
+  readonly clients: ClientLogMetrics;
 }
 
 /** Creates a registry holding every metric of OPERATIONS.md, labelled counters at 0. */
@@ -343,6 +358,29 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers,
   });
 
+  // Client log: aggregates only (the per-client view is GET /clients, never a label here).
+  // Each gauge scans the log at its collect() (a few µs per thousand entries, once per scrape).
+  let clientSource: (() => ClientLogSummary) | undefined;
+  const readClients = (): ClientLogSummary | undefined => clientSource?.();
+  new Gauge({
+    name: 'ntsd_clients_tracked',
+    help: 'Clients (IPv4 addresses, IPv6 /64 prefixes) in the client log now (ntsd clients lists them).',
+    registers,
+    collect() {
+      this.set(readClients()?.tracked ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'ntsd_clients_top_request_share',
+    help: 'Share of the NTP requests counted in the client log that come from its busiest client (0..1).',
+    registers,
+    collect() {
+      const s = readClients();
+      this.set(s === undefined || s.requests === 0 ? 0 : s.topRequests / s.requests);
+    },
+  });
+  const clientCapacity = new Gauge({ name: 'ntsd_client_log_capacity_clients', help: 'Clients the client log can hold (client-log-size; 0 = off).', registers });
+
   // NTS-KE
   const keAccepted = new Counter({ name: 'ntsd_ke_connections_accepted_total', help: 'NTS-KE TCP connections accepted.', registers });
   const keRejected = labelled(
@@ -391,7 +429,8 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   const certExpiry = new Gauge({
     name: 'ntsd_tls_certificate_expiry_timestamp_seconds',
-    help: 'notAfter (Unix seconds) of the earliest-expiring certificate in use.',
+    help: 'notAfter (Unix seconds) of the certificate in use, by name (primary DNS name or configured pair name; earliest when several pairs share a name).',
+    labelNames: ['name'],
     registers,
   });
   const tlsReloads = labelled(registry, 'ntsd_tls_reloads_total', 'Certificate/key reload attempts, by result.', 'result', RESULTS);
@@ -532,11 +571,20 @@ export function createMetrics(options: MetricsOptions): Metrics {
       setMode: (mode) => {
         for (const m of ['local', 'follow', 'ratchet'] as const) keysetMode.set({ mode: m }, m === mode ? 1 : 0);
       },
-      setCertificateExpiry: (notAfterUnixS) => certExpiry.set(notAfterUnixS),
+      setCertificateExpiries: (byName) => {
+        certExpiry.reset();
+        for (const [name, notAfterUnixS] of byName) certExpiry.set({ name }, notAfterUnixS);
+      },
       tlsReload: (result) => tlsReloads.inc({ result }),
     },
     ntpThreads: {
       addRestarts: (n) => add(restarts, n),
+    },
+    clients: {
+      setSource: (capacity, summary) => {
+        clientSource = summary;
+        clientCapacity.set(capacity);
+      },
     },
     timeSource: {
       set: (fields) => {

@@ -1,5 +1,5 @@
 /**
- * Metrics of the NTS pool roles (README "Pools"), registered on the daemon's registry:
+ * Metrics of the NTS pool roles (docs/pools.md), registered on the daemon's registry:
  *  - front end: sessions by outcome, upstream exchanges by source, kind and result, source health (counted
  *    on the KE threads, nts-pool/front-end.ts, and added here from their stats reports);
  *  - this node as a pool's source: pool requests (support / fixed key) by outcome.

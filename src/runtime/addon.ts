@@ -103,6 +103,26 @@ export type NativeHandle = { readonly __nativeUdpHandle: unique symbol };
 export type NativeAeadHandle = { readonly __nativeAeadHandle: unique symbol };
 
 /**
+ * One seal or open: regions of `buffer` by octet offset (the key, input and output may instead live in their
+ * own buffers); returns the offset after the output, or -1 when authentication fails (open).
+ */
+export type NativeAeadOperation = (
+  handle: NativeAeadHandle,
+  buffer: ArrayBuffer,
+  keyOffset: number,
+  nonceOffset: number,
+  nonceLength: number,
+  adOffset: number,
+  adLength: number,
+  inOffset: number,
+  inLength: number,
+  outOffset: number,
+  keyBuffer?: ArrayBuffer,
+  inBuffer?: ArrayBuffer,
+  outBuffer?: ArrayBuffer,
+) => number;
+
+/**
  * The addon's OpenSSL AEADs (src/native/aead.c); absent when it was built without the OpenSSL headers.
  * Offsets are octets into `buffer` (nonce, associated data) and into `keyBuffer`, `inBuffer`, `outBuffer` (the new
  * key, the input, the output; each defaults to `buffer`); aeadSeal/aeadOpen return the offset after the output,
@@ -114,36 +134,8 @@ export interface NativeAeadFunctions {
   aeadAlgorithms(): number[];
   /** A keyed handle; throws on an unknown id or a wrong key length. */
   aeadNew(aeadId: number, key: Uint8Array): NativeAeadHandle;
-  aeadSeal(
-    handle: NativeAeadHandle,
-    buffer: ArrayBuffer,
-    keyOffset: number,
-    nonceOffset: number,
-    nonceLength: number,
-    adOffset: number,
-    adLength: number,
-    inOffset: number,
-    inLength: number,
-    outOffset: number,
-    keyBuffer?: ArrayBuffer,
-    inBuffer?: ArrayBuffer,
-    outBuffer?: ArrayBuffer,
-  ): number;
-  aeadOpen(
-    handle: NativeAeadHandle,
-    buffer: ArrayBuffer,
-    keyOffset: number,
-    nonceOffset: number,
-    nonceLength: number,
-    adOffset: number,
-    adLength: number,
-    inOffset: number,
-    inLength: number,
-    outOffset: number,
-    keyBuffer?: ArrayBuffer,
-    inBuffer?: ArrayBuffer,
-    outBuffer?: ArrayBuffer,
-  ): number;
+  aeadSeal: NativeAeadOperation;
+  aeadOpen: NativeAeadOperation;
   /** Cleanses the key copies and frees the OpenSSL contexts now (the finalizer does it otherwise). */
   aeadFree(handle: NativeAeadHandle): void;
 }

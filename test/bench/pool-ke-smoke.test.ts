@@ -1,5 +1,5 @@
 /**
- * Smoke test of bench/pool-ke (README "Pools" capacity): a 1-second run of each phase against three real
+ * Smoke test of bench/pool-ke (docs/pools.md capacity): a 1-second run of each phase against three real
  * ntsd sources and an ntsd front end; every session through the front end is a valid NTS-KE answer.
  */
 import { test } from 'node:test';

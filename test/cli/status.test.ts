@@ -104,7 +104,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.equal(text.code, 0, text.stdout + text.stderr);
   const out = text.stdout;
   for (const want of [/^ntsd \S+ on Node\.js \S+, up \S+, at http:/m, /^health: OK$/m, /^  packets received +\d+ +[\d.]+$/m, /^  replies nts\/time +\d+/m,
-    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
+    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +\S+: expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
     /^time source +synchronised, stratum 2,/m, /^threads +restarts: NTP 0 \(.*\/s\), NTS-KE 0 \(.*\/s\)$/m, /^datapath +/m]) {
     assert.match(out, want);
   }
@@ -199,7 +199,7 @@ async function page(metrics: ReturnType<typeof createMetrics>): Promise<PromPage
 test('report rules: worker restarts warn, an expired certificate is down, rates and histograms', async () => {
   const m = createMetrics({ version: 'test', defaultMetrics: true });
   const nowS = 1_800_000_000;
-  m.keys.setCertificateExpiry(nowS + 30 * 86400);
+  m.keys.setCertificateExpiries(new Map([['nts.example.org', nowS + 30 * 86400]]));
   m.keys.setKeyset(nowS - 3600, 9, 0x1a2b3c4d);
   m.timeSource.set({ leap: 0, stratum: 2, rootDelay: 0, rootDispersion: 655, precision: -20, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } });
   m.ntp.addReceived(100);
@@ -227,7 +227,7 @@ test('report rules: worker restarts warn, an expired certificate is down, rates 
   // With a single scrape there is no interval, so nothing can be said about restarts: still ok.
   assert.equal(buildStatusReport('u', await page(m), undefined, null, nowS).health, 'ok');
 
-  m.keys.setCertificateExpiry(nowS - 60);
+  m.keys.setCertificateExpiries(new Map([['nts.example.org', nowS - 60]]));
   const expired = buildStatusReport('u', await page(m), undefined, null, nowS);
   assert.equal(expired.health, 'down');
   assert.ok(expired.problems.some((p) => /expired at/.test(p)));

@@ -16,8 +16,8 @@ test('the embedded default is valid, loopback only, with repository-relative pat
   const ke = c.ntsKeServers[0];
   assert.ok(ke !== undefined && c.ntsKeServers.length === 1);
   assert.deepEqual(ke.listen, { host: '127.0.0.1', port: 14460, family: 'IPv4' });
-  assert.equal(ke.certificateChainPath, join(root, 'certs/unsafe-dev-server.pem'));
-  assert.equal(ke.privateKeyPath, join(root, 'certs/unsafe-dev-server.key'));
+  assert.equal(ke.certificates[0]?.certificateChainPath, join(root, 'certs/unsafe-dev-server.pem'));
+  assert.equal(ke.certificates[0]?.privateKeyPath, join(root, 'certs/unsafe-dev-server.key'));
   // Port Negotiation must carry 11123 (RFC 8915 §4.1.8: the NTP port is not 123).
   assert.equal(ke.ntpPort, 11123);
   // Local clients and benchmarks all come from 127.0.0.1: no per-client limit in the dev config.

@@ -48,7 +48,7 @@ test('parseConfig reads TOML and validates it', () => {
   assert.equal(r.config.servers.length, 2);
   assert.equal(r.config.servers[0]?.requireNts, true);
   assert.equal(r.config.servers[1]?.listen.family, 'IPv6');
-  assert.equal(r.config.ntsKeServers[0]?.certificateChainPath, '/etc/ntsd/tls/fullchain.pem');
+  assert.equal(r.config.ntsKeServers[0]?.certificates[0]?.certificateChainPath, '/etc/ntsd/tls/fullchain.pem');
   assert.equal(r.config.ntsKeServers[0]?.ntpPort, 123);
   assert.deepEqual(r.config.ntsKeServers[0]?.aeadAlgorithms, [15, 30]);
   assert.equal(r.config.observability.logFormat, 'pretty');
@@ -70,7 +70,7 @@ test('loadConfigFile resolves relative paths against the file directory', () => 
     const file = join(dir, 'ntsd.toml');
     writeFileSync(file, EXAMPLE);
     const config = loadConfigFile(file);
-    assert.equal(config.ntsKeServers[0]?.privateKeyPath, join(dir, 'tls/privkey.pem'));
+    assert.equal(config.ntsKeServers[0]?.certificates[0]?.privateKeyPath, join(dir, 'tls/privkey.pem'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -81,6 +81,8 @@ const BAD_VALUES: readonly (readonly [string, (d: Doc) => void])[] = [
   ['observability.log-format', (d) => (table(d, 'observability')['log-format'] = 'xml')],
   ['observability.log-file', (d) => (table(d, 'observability')['log-file'] = '')],
   ['observability.metrics-listen', (d) => (table(d, 'observability')['metrics-listen'] = 'localhost:9975')],
+  ['observability.client-log-size', (d) => (table(d, 'observability')['client-log-size'] = -1)],
+  ['observability.client-log-size', (d) => (table(d, 'observability')['client-log-size'] = 1.5)],
   ['worker-pool.threads', (d) => (table(d, 'worker-pool')['threads'] = 1000)],
   ['worker-pool.receive-buffer-bytes', (d) => (table(d, 'worker-pool')['receive-buffer-bytes'] = -1)],
   ['time-source.mode', (d) => (table(d, 'time-source')['mode'] = 'gps')],
@@ -191,6 +193,7 @@ test('defaults match OPERATIONS.md', () => {
     logFormat: 'auto',
     logFile: undefined,
     metricsListen: { host: '127.0.0.1', port: 9975, family: 'IPv4' },
+    clientLogSize: 4096,
   });
   assert.deepEqual(c.workerPool, {
     threads: 3,
@@ -392,8 +395,8 @@ test('relative paths resolve against the config directory; absolute paths stay',
   doc['keyset'] = { 'key-storage-path': '../state/keys' };
   doc['observability'] = { 'log-file': 'logs/ntsd.log' };
   const c = valid(doc);
-  assert.equal(c.ntsKeServers[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
-  assert.equal(c.ntsKeServers[0]?.privateKeyPath, '/etc/letsencrypt/live/x/privkey.pem');
+  assert.equal(c.ntsKeServers[0]?.certificates[0]?.certificateChainPath, '/etc/ntsd/fullchain.pem');
+  assert.equal(c.ntsKeServers[0]?.certificates[0]?.privateKeyPath, '/etc/letsencrypt/live/x/privkey.pem');
   assert.equal(c.keyset.keyStoragePath, '/etc/state/keys');
   assert.equal(c.observability.logFile, '/etc/ntsd/logs/ntsd.log');
 });
@@ -610,8 +613,7 @@ test('NTS pools, front end: [pool-ke] alone is a valid node, with defaults', () 
   assert.deepEqual(c.ntsKeServers, []);
   assert.deepEqual(c.poolKe, {
     listen: { host: '0.0.0.0', port: 4460, family: 'IPv4' },
-    certificateChainPath: '/etc/ntsd/pool.pem',
-    privateKeyPath: '/etc/ntsd/pool.key',
+    certificates: [{ certificateChainPath: '/etc/ntsd/pool.pem', privateKeyPath: '/etc/ntsd/pool.key', name: undefined }],
     keyExchangeTimeoutMs: 5000,
     concurrentConnections: 512,
     concurrentConnectionsPerSource: 16,
@@ -706,4 +708,64 @@ test('keThreadCount: explicit, else one per CPU beyond the NTP threads, at least
   assert.equal(keThreadCount({ threads: 0 }, { threads: 5 }, 8), 3);
   assert.equal(keThreadCount({ threads: 0 }, { threads: 1 }, 2), 1);
   assert.equal(keThreadCount({ threads: 0 }, { threads: 7 }, 8), 1, 'at least 1');
+});
+
+test('several certificates: the single-pair keys are the first pair, [[nts-ke-server.certificate]] tables follow in order', () => {
+  const doc = base();
+  first(doc, 'nts-ke-server')['certificate'] = [
+    { 'certificate-chain-path': 'nts/fullchain.pem', 'private-key-path': 'nts/privkey.pem' },
+    { 'certificate-chain-path': '/etc/ntsd/rsa.pem', 'private-key-path': '/etc/ntsd/rsa.key', name: 'time.example.org-rsa' },
+  ];
+  assert.deepEqual(valid(doc).ntsKeServers[0]?.certificates, [
+    { certificateChainPath: '/etc/ntsd/fullchain.pem', privateKeyPath: '/etc/ntsd/privkey.pem', name: undefined },
+    { certificateChainPath: '/etc/ntsd/nts/fullchain.pem', privateKeyPath: '/etc/ntsd/nts/privkey.pem', name: undefined },
+    { certificateChainPath: '/etc/ntsd/rsa.pem', privateKeyPath: '/etc/ntsd/rsa.key', name: 'time.example.org-rsa' },
+  ]);
+  // Tables alone, without the single-pair keys.
+  const tablesOnly = base();
+  const ke = first(tablesOnly, 'nts-ke-server');
+  delete ke['certificate-chain-path'];
+  delete ke['private-key-path'];
+  ke['certificate'] = [{ 'certificate-chain-path': 'a.pem', 'private-key-path': 'a.key' }];
+  assert.equal(valid(tablesOnly).ntsKeServers[0]?.certificates.length, 1);
+  // [pool-ke] takes the same tables.
+  const pool = poolKeDoc();
+  (pool['pool-ke'] as Doc)['certificate'] = [{ 'certificate-chain-path': 'pool-rsa.pem', 'private-key-path': 'pool-rsa.key' }];
+  assert.deepEqual(valid(pool).poolKe?.certificates.map((c) => c.certificateChainPath), ['/etc/ntsd/pool.pem', '/etc/ntsd/pool-rsa.pem']);
+});
+
+test('several certificates: no pair, half a pair, a bad table or the same file twice is an error naming the key', () => {
+  const none = base();
+  delete first(none, 'nts-ke-server')['certificate-chain-path'];
+  delete first(none, 'nts-ke-server')['private-key-path'];
+  const noneErrors = errorsOf(validateConfig(none, OPTIONS));
+  assert.ok(noneErrors.some((e) => e.startsWith('nts-ke-server[0].certificate-chain-path: required key is missing')), noneErrors.join('\n'));
+  const half = base();
+  delete first(half, 'nts-ke-server')['private-key-path'];
+  first(half, 'nts-ke-server')['certificate'] = [{ 'certificate-chain-path': 'a.pem', 'private-key-path': 'a.key' }];
+  assert.ok(errorsOf(validateConfig(half, OPTIONS)).some((e) => e.startsWith('nts-ke-server[0].private-key-path: required key is missing')));
+  const cases: readonly (readonly [string, unknown])[] = [
+    ['nts-ke-server[0].certificate[0].private-key-path', [{ 'certificate-chain-path': 'a.pem' }]],
+    ['nts-ke-server[0].certificate[0].name', [{ 'certificate-chain-path': 'a.pem', 'private-key-path': 'a.key', name: '' }]],
+    ['nts-ke-server[0].certificate[0].colour', [{ 'certificate-chain-path': 'a.pem', 'private-key-path': 'a.key', colour: 'red' }]],
+    ['nts-ke-server[0].certificate[1].certificate-chain-path', [{ 'certificate-chain-path': 'a.pem', 'private-key-path': 'a.key' }, { 'certificate-chain-path': 'a.pem', 'private-key-path': 'b.key' }]],
+    ['nts-ke-server[0].certificate', 'a.pem'],
+  ];
+  for (const [path, value] of cases) {
+    const doc = base();
+    first(doc, 'nts-ke-server')['certificate'] = value;
+    const errors = errorsOf(validateConfig(doc, OPTIONS));
+    assert.ok(errors.some((e) => e.startsWith(`${path}:`)), `${path}: ${errors.join('\n')}`);
+  }
+});
+
+test('client-log-size: 4096 by default, 0 turns the log off, a change needs a restart', () => {
+  const running = valid(base());
+  assert.equal(running.observability.clientLogSize, 4096);
+  const off = base();
+  off['observability'] = { 'client-log-size': 0 };
+  assert.equal(valid(off).observability.clientLogSize, 0);
+  const bigger = base();
+  bigger['observability'] = { 'client-log-size': 65536 };
+  assert.deepEqual(changesRequiringRestart(running, valid(bigger)), ['observability.client-log-size']);
 });

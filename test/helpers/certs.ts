@@ -2,7 +2,7 @@
  * Test PKI for engineers' tests: a private CA plus a server leaf in a fresh temp directory, all files
  * named `unsafe-*`. Example: `const pki = makeTestPki(['nts.test', '127.0.0.1']); ... pki.cleanup();`
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,14 @@ import {
   type DevCertificateAuthority,
   type DevLeafCertificate,
 } from '../../src/cli/dev-certs.js';
+
+/** A leaf written by TestPki.writeLeaf. */
+export interface TestLeafFiles {
+  readonly chainPath: string;
+  readonly keyPath: string;
+  readonly certPem: string;
+  readonly keyPem: string;
+}
 
 /** A CA and leaf on disk for one test file. */
 export interface TestPki {
@@ -34,8 +42,13 @@ export interface TestPki {
   readonly keyPem: string;
   /** The in-memory CA, to issue more leaves. */
   readonly ca: DevCertificateAuthority;
-  /** Issues another leaf from the same CA (defaults to the same names). */
-  issueLeaf(names?: readonly string[], validDays?: number): DevLeafCertificate;
+  /** Issues another leaf from the same CA (defaults to the same names; ECDSA unless `keyType` is 'rsa'). */
+  issueLeaf(names?: readonly string[], validDays?: number, keyType?: 'ecdsa' | 'rsa'): DevLeafCertificate;
+  /**
+   * Issues a leaf for `names` and writes it as `unsafe-<label>-fullchain.pem` (leaf + CA) and
+   * `unsafe-<label>.key` (0600) in `dir`: a second pair for a multi-certificate listener.
+   */
+  writeLeaf(label: string, names: readonly string[], keyType?: 'ecdsa' | 'rsa'): TestLeafFiles;
   /** Removes the temp directory. */
   cleanup(): void;
 }
@@ -64,8 +77,20 @@ export function makeTestPki(names: readonly string[] = ['localhost', '127.0.0.1'
     certPem: pki.leaf.certPem,
     keyPem: pki.leaf.keyPem,
     ca: pki.ca,
-    issueLeaf(other: readonly string[] = names, validDays?: number): DevLeafCertificate {
-      return issueDevLeafCertificate(pki.ca, { ...splitNames(other), ...(validDays === undefined ? {} : { validDays }) });
+    issueLeaf(other: readonly string[] = names, validDays?: number, keyType?: 'ecdsa' | 'rsa'): DevLeafCertificate {
+      return issueDevLeafCertificate(pki.ca, {
+        ...splitNames(other),
+        ...(validDays === undefined ? {} : { validDays }),
+        ...(keyType === undefined ? {} : { keyType }),
+      });
+    },
+    writeLeaf(label: string, other: readonly string[], keyType?: 'ecdsa' | 'rsa'): TestLeafFiles {
+      const leaf = issueDevLeafCertificate(pki.ca, { ...splitNames(other), ...(keyType === undefined ? {} : { keyType }) });
+      const chainPath = join(dir, `unsafe-${label}-fullchain.pem`);
+      const keyPath = join(dir, `unsafe-${label}.key`);
+      writeFileSync(chainPath, leaf.certPem + pki.ca.certPem, { mode: 0o644 });
+      writeFileSync(keyPath, leaf.keyPem, { mode: 0o600 });
+      return { chainPath, keyPath, certPem: leaf.certPem, keyPem: leaf.keyPem };
     },
     cleanup(): void {
       rmSync(dir, { recursive: true, force: true });

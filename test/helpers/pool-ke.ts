@@ -1,4 +1,4 @@
-/** Configurations and small probes for the NTS pool tests and bench (README "Pools"). */
+/** Configurations and small probes for the NTS pool tests and bench (docs/pools.md). */
 import { createSocket } from 'node:dgram';
 import { request } from 'node:http';
 import { createServer } from 'node:net';

@@ -35,3 +35,23 @@ test('chronyd as an NTS client of ntsd: NTS mode, cookies, Authenticated: Yes, v
   assert.ok((auth?.cookies ?? 0) > 0, chrony.chronyc('authdata'));
   assert.equal(auth?.naks, 0, 'no NTS NAKs');
 });
+
+test('chronyd authenticates against a listener with two certificate pairs, through the second name (its SNI)', { timeout: 30_000 }, async (t) => {
+  // The first (default) pair names another host; only the second names nts.test, the name chrony asks for.
+  const pki = makeTestPki(['time.test', '127.0.0.1']);
+  t.after(() => pki.cleanup());
+  const second = pki.writeLeaf('nts-test', [NTS_TEST_NAME]);
+  const ntsd = await startLoopbackNtsd({ certPath: pki.chainPath, keyPath: pki.keyPath, moreCertificates: [{ certPath: second.chainPath, keyPath: second.keyPath }] });
+  t.after(() => ntsd.stop());
+  const chrony = await startChronyClient({ kePort: ntsd.kePort, caPath: pki.caCertPath });
+  t.after(() => chrony.stop());
+  await waitFor('chrony: an authenticated sample through the second certificate', 20_000, () => {
+    const source = chrony.ntpdata()[0];
+    return source !== undefined && source['Authenticated'] === 'Yes' && Number(source['Total valid RX']) > 0 ? source : undefined;
+  }, 250).catch((err: unknown) => {
+    throw new Error(`${String(err)}\nchronyc authdata:\n${chrony.chronyc('authdata')}\nchronyd:\n${chrony.output()}\nntsd:\n${ntsd.output()}`);
+  });
+  const auth = chrony.authdata()[0];
+  assert.equal(auth?.mode, 'NTS', chrony.chronyc('authdata'));
+  assert.ok((auth?.cookies ?? 0) > 0, chrony.chronyc('authdata'));
+});

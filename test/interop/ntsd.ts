@@ -45,6 +45,8 @@ export function ntsdTestConfig(options: {
   readonly keyPath: string;
   readonly keyStoragePath: string;
   readonly threads?: number;
+  /** Further certificate pairs of the KE listener, as `[[nts-ke-server.certificate]]` tables. */
+  readonly moreCertificates?: readonly { readonly certPath: string; readonly keyPath: string }[];
 }): string {
   return [
     '[[server]]',
@@ -55,6 +57,11 @@ export function ntsdTestConfig(options: {
     `certificate-chain-path = "${options.certPath}"`,
     `private-key-path = "${options.keyPath}"`,
     `ntp-port = ${options.ntpPort}`,
+    ...(options.moreCertificates ?? []).flatMap((p) => [
+      '[[nts-ke-server.certificate]]',
+      `certificate-chain-path = "${p.certPath}"`,
+      `private-key-path = "${p.keyPath}"`,
+    ]),
     '',
     '[keyset]',
     `key-storage-path = "${options.keyStoragePath}"`,
@@ -105,7 +112,13 @@ export interface LoopbackNtsd extends NtsdProcess {
 }
 
 /** Picks free ports, writes ntsdTestConfig (keyset inside the daemon's temp dir) and starts ntsd. */
-export async function startLoopbackNtsd(options: { readonly certPath: string; readonly keyPath: string; readonly threads?: number }): Promise<LoopbackNtsd> {
+export async function startLoopbackNtsd(options: {
+  readonly certPath: string;
+  readonly keyPath: string;
+  readonly threads?: number;
+  /** Further certificate pairs on the KE listener. */
+  readonly moreCertificates?: readonly { readonly certPath: string; readonly keyPath: string }[];
+}): Promise<LoopbackNtsd> {
   const ntpPort = await freeUdpPort();
   const kePort = await freeTcpPort();
   const keysetDir = makeWorkDir('ntsd-keyset');
@@ -116,6 +129,7 @@ export async function startLoopbackNtsd(options: { readonly certPath: string; re
     keyPath: options.keyPath,
     keyStoragePath: join(keysetDir, 'ntsd.keys'),
     ...(options.threads === undefined ? {} : { threads: options.threads }),
+    ...(options.moreCertificates === undefined ? {} : { moreCertificates: options.moreCertificates }),
   });
   let ntsd: NtsdProcess;
   try {

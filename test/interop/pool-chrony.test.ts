@@ -1,5 +1,5 @@
 /**
- * NTS for pools with real processes (README "Pools"): an ntsd `[pool-ke]` front end on 127.0.0.1 in front
+ * NTS for pools with real processes (docs/pools.md): an ntsd `[pool-ke]` front end on 127.0.0.1 in front
  * of three ntsd sources on 127.0.0.2–4, each its own daemon with its own cookie keys and its own pool
  * token. Debian's chronyd does NTS-KE at the front end (the pool name), is sent to a source by the
  * Server record and authenticates there. NTP Server Deny is honoured, a wrong token is refused by the

@@ -132,7 +132,10 @@ test('a real Prometheus scrapes a live ntsd; every dashboard query and alert rul
 
   const ports = await freePorts();
   mkdirSync(join(dir, 'ntsd'));
-  daemon = await startDaemon({ toml: testConfigToml({ ...ports, certPath: pki.chainPath, keyPath: pki.keyPath }), dir: join(dir, 'ntsd') });
+  // Two certificate pairs on the KE listener: the certificate panel and alerts work per name.
+  const second = pki.writeLeaf('second', ['nts.test']);
+  const keExtra = ['[[nts-ke-server.certificate]]', `certificate-chain-path = ${JSON.stringify(second.chainPath)}`, `private-key-path = ${JSON.stringify(second.keyPath)}`];
+  daemon = await startDaemon({ toml: testConfigToml({ ...ports, certPath: pki.chainPath, keyPath: pki.keyPath, keExtra }), dir: join(dir, 'ntsd') });
   const metricsAt = daemon.metrics;
   assert.ok(metricsAt !== undefined, 'the test daemon serves metrics');
 
@@ -238,6 +241,7 @@ test('a real Prometheus scrapes a live ntsd; every dashboard query and alert rul
     assert.ok(queries.length > 0, `the dashboard has no panel "${title}"`);
     for (const q of queries) assert.ok(q.series > 0, `panel "${title}" returned no series`);
   }
+  assert.deepEqual(panel('Certificate expires in').map((q) => q.series), [2], 'one certificate series per name (localhost, nts.test)');
   // The traffic shows: non-zero rates where it went, and the gauges read what the daemon holds.
   const anyAbove = (title: string, min: number): boolean => panel(title).some((q) => q.values.some((v) => Number.isFinite(v) && v > min));
   // On a loaded machine scrapes arrive late, and a rate window of 4 scrapes can hold fewer than two samples.

@@ -1,5 +1,5 @@
 /**
- * NTS pools on the KE server (README "Pools"): Keep Alive for authenticated front ends over real TLS on a
+ * NTS pools on the KE server (docs/pools.md): Keep Alive for authenticated front ends over real TLS on a
  * KE thread, within `longlived-connections`, with the idle timeout and maximum age; on a kept connection only
  * support and fixed key requests; the pool requests are counted by kind and outcome.
  */

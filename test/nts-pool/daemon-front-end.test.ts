@@ -1,5 +1,5 @@
 /**
- * The `[pool-ke]` front end as the daemon runs it (README "Pools"): one KE listener like `[[nts-ke-server]]`
+ * The `[pool-ke]` front end as the daemon runs it (docs/pools.md): one KE listener like `[[nts-ke-server]]`
  * with the front end's request handler. From a TOML table: two KE threads, PROXY v2 from a trusted balancer
  * (the header's client address is what the access list sees), certificate hot reload (SIGHUP and polling),
  * and the KE metrics (ntsd_ke_*) counting the front end's sessions next to the pool metrics.

@@ -197,7 +197,8 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     m.keys.setKeyset(1_700_000_000, 9);
     m.keys.persistFailure();
     m.keys.setMode('ratchet');
-    m.keys.setCertificateExpiry(1_800_000_000);
+    m.keys.setCertificateExpiries(new Map([['old.example.org', 1_700_000_000]]));
+    m.keys.setCertificateExpiries(new Map([['nts.example.org', 1_800_000_000], ['time.example.org', 1_900_000_000]]));
     m.keys.tlsReload('failure');
     m.ntpThreads.addRestarts(1);
     m.timeSource.set({ leap: 0, stratum: 3, precision: -22, rootDelay: 65536, rootDispersion: 32768, referenceId: 0, referenceTime: { seconds: 0, fraction: 0 } });
@@ -215,7 +216,9 @@ test('KE, keyset, TLS, pool and time-source setters', () =>
     assert.equal(sample(body, 'ntsd_keyset_persist_failures_total'), 1);
     assert.equal(sample(body, 'ntsd_keyset_mode{mode="ratchet"}'), 1);
     assert.equal(sample(body, 'ntsd_keyset_mode{mode="local"}'), 0);
-    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds'), 1_800_000_000);
+    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds{name="nts.example.org"}'), 1_800_000_000);
+    assert.equal(sample(body, 'ntsd_tls_certificate_expiry_timestamp_seconds{name="time.example.org"}'), 1_900_000_000);
+    assert.ok(!body.includes('old.example.org'), 'a name no longer served loses its series');
     assert.equal(sample(body, 'ntsd_tls_reloads_total{result="failure"}'), 1);
     assert.equal(sample(body, 'ntsd_worker_restarts_total'), 1);
     assert.equal(sample(body, 'ntsd_time_source_synchronized'), 1);
@@ -246,5 +249,38 @@ test('a busy port fails with BIND_FAILED; registries are independent', async () 
     await assert.rejects(startMetricsServer(b.registry, '127.0.0.1', first.port), (e: unknown) => (e as { code?: unknown }).code === 'BIND_FAILED');
   } finally {
     await first.close();
+  }
+});
+
+test('client log aggregates: read at each scrape, 0 without a log; /clients only with a view', async () => {
+  const m = createMetrics({ version: '9.9.9-test' });
+  const plain = await startMetricsServer(m.registry, '127.0.0.1', 0);
+  try {
+    const r = await get(plain.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 0);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0);
+    assert.equal(sample(r.body, 'ntsd_client_log_capacity_clients'), 0);
+    assert.equal((await get(plain.port, '/clients')).status, 404);
+  } finally {
+    await plain.close();
+  }
+  let summary = { tracked: 3, requests: 40, topRequests: 30 };
+  m.clients.setSource(4096, () => summary);
+  const viewing = await startMetricsServer(m.registry, '127.0.0.1', 0, { clients: () => ({ capacity: 4096, tracked: 0, clients: [] }) });
+  try {
+    let r = await get(viewing.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 3);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0.75);
+    assert.equal(sample(r.body, 'ntsd_client_log_capacity_clients'), 4096);
+    summary = { tracked: 5, requests: 0, topRequests: 0 };
+    r = await get(viewing.port, '/metrics');
+    assert.equal(sample(r.body, 'ntsd_clients_tracked'), 5);
+    assert.equal(sample(r.body, 'ntsd_clients_top_request_share'), 0, 'no requests: no share');
+    const c = await get(viewing.port, '/clients');
+    assert.equal(c.status, 200);
+    assert.match(c.contentType, /^application\/json/);
+    assert.deepEqual(JSON.parse(c.body), { capacity: 4096, tracked: 0, clients: [] });
+  } finally {
+    await viewing.close();
   }
 });

@@ -29,7 +29,7 @@ function u32(v: number): Buffer {
   return b;
 }
 
-/** The README definition, written again with node:crypto. */
+/** The definition in docs/fleet.md, written again with node:crypto. */
 function independentKey(seed: Uint8Array, intervalS: number, epoch: number): Uint8Array {
   const tag = Buffer.from(hkdfSync('sha256', seed, Buffer.alloc(0), 'ntsd-ratchet-v1 tag', 1))[0] ?? 0;
   const id = (n: number): number => ((tag << 24) | (n & 0xffffff)) >>> 0;
