@@ -514,7 +514,8 @@ export function renderExchangeTable(result: NtpCompareResult, o: NtpCompareOptio
   const columns = Object.keys(sum);
   if (columns.length === 0) return '';
   const get = (col: string, key: string): number => sum[col]?.[key] ?? Number.NaN;
-  const us = (n: number): string => fmt(n, n >= 100 ? 0 : 1);
+  // Interleaved samples are sub-microsecond at p50 and p99: two decimals below 10 µs.
+  const us = (n: number): string => fmt(n, n >= 100 ? 0 : n >= 10 ? 1 : 2);
   const label = (col: string): string => {
     const [v, client] = col.split('/');
     return `${v === 'chrony' ? 'chrony' : 'ntsd native'} ${client ?? ''}`;
