@@ -23,7 +23,17 @@ import { generateDevPki } from '../../src/cli/dev-certs.js';
 import { freeTcpAndUdpPort } from '../../test/interop/peers.js';
 import type { LoadReport } from '../load/protocol.js';
 import { renderKeFloodTable, runKeFloodExperiment, summariseKeFlood, type KeFloodOptions } from './ke-flood.js';
-import { NTP_VARIANTS, renderNtpTables, runNtpCompare, summarise, type NtpCompareOptions, type NtpCompareResult, type NtpVariant } from './ntp.js';
+import {
+  DEFAULT_NTP_VARIANTS,
+  NTP_VARIANTS,
+  renderNtpTables,
+  runNtpCompare,
+  summarise,
+  summariseExchanges,
+  type NtpCompareOptions,
+  type NtpCompareResult,
+  type NtpVariant,
+} from './ntp.js';
 import { cpuSeconds, residentBytes } from './procfs.js';
 import { ensureChronyInstalled, startNtsd, type ServerTls, type ServerUnderTest } from './servers.js';
 
@@ -126,6 +136,8 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       'soak-s': { type: 'string' },
       'ntsd-main': { type: 'string' },
       out: { type: 'string' },
+      interleaved: { type: 'boolean' },
+      'interleaved-sockets': { type: 'string' },
       'ke-flood': { type: 'boolean' },
       'ke-flood-nice': { type: 'string' },
       'ke-flood-concurrency': { type: 'string' },
@@ -139,8 +151,9 @@ function parseOptions(argv: readonly string[]): CompareOptions {
   if (values.help === true) {
     process.stdout.write(
       'usage: node dist/bench/compare/main.js [--pairs 3] [--duration-s 5] [--warmup-s 1] [--threads 1] [--max-threads 2] [--sockets 8] [--window 16]\n' +
-        `         [--idle-rate 1000] [--servers ${NTP_VARIANTS.join(',')}] [--ntsd-threads N] [--soak-s 60]\n` +
-        '         [--ntsd-main dist/src/main.js] [--out FILE]\n' +
+        `         [--idle-rate 1000] [--servers ${DEFAULT_NTP_VARIANTS.join(',')}] [--ntsd-threads N] [--soak-s 60]\n` +
+        '         [--interleaved] [--interleaved-sockets 32] [--ntsd-main dist/src/main.js] [--out FILE]\n' +
+        `       servers known: ${NTP_VARIANTS.join(', ')}\n` +
         '       node dist/bench/compare/main.js --ke-flood [--pairs 3] [--duration-s 5] [--ke-flood-nice 0,10]\n' +
         '         [--ke-flood-concurrency 16] [--ke-flood-threads 2] [--ke-flood-generator-nice 0]\n' +
         '         [--ke-flood-rate-fraction 0.25] [--ntsd-threads N]\n',
@@ -155,7 +168,7 @@ function parseOptions(argv: readonly string[]): CompareOptions {
   };
   const isVariant = (s: string): s is NtpVariant => NTP_VARIANTS.some((v) => v === s);
   const variants: NtpVariant[] = [];
-  for (const s of (values.servers ?? NTP_VARIANTS.join(',')).split(',').map((t) => t.trim())) {
+  for (const s of (values.servers ?? DEFAULT_NTP_VARIANTS.join(',')).split(',').map((t) => t.trim())) {
     if (!isVariant(s)) throw new Error(`--servers: unknown server "${s}" (known: ${NTP_VARIANTS.join(', ')})`);
     variants.push(s);
   }
@@ -202,6 +215,8 @@ function parseOptions(argv: readonly string[]): CompareOptions {
       soakS: num(values['soak-s'], 'soak-s', 0, 0),
       ntsdMain,
       cpus: cpus().length,
+      interleaved: values.interleaved === true,
+      interleavedSockets: Math.floor(num(values['interleaved-sockets'], 'interleaved-sockets', 32, 1)),
     },
     ntsdThreads,
     ntsdMain,
@@ -274,6 +289,7 @@ async function main(): Promise<number> {
     options: o,
     labels: result.labels,
     summary: summarise(result),
+    exchangeSummary: summariseExchanges(result),
     endRss: result.endRss,
     soak: result.soak,
     runs: result.records,

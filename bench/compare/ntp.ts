@@ -13,19 +13,25 @@
  * T3 − T2 is the server's residence time. A result without kernel stamps is flagged in the table.
  * The variants run only `max` and `half` (their question is throughput and error at load).
  */
-import type { LoadReport } from '../load/protocol.js';
+import type { ClientModeValue, LoadReport } from '../load/protocol.js';
 import { residentBytes } from './procfs.js';
 import { startChrony, startNtsd, type ServerTls, type ServerUnderTest } from './servers.js';
 
 /** Server variants this comparison knows. */
-export const NTP_VARIANTS = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch'] as const;
+export const NTP_VARIANTS = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch', 'native-noxleave'] as const;
 /** One of NTP_VARIANTS. */
 export type NtpVariant = (typeof NTP_VARIANTS)[number];
+/** The variants run when `--servers` is not given (native-noxleave, ntsd with `interleaved = false`, on request). */
+export const DEFAULT_NTP_VARIANTS: readonly NtpVariant[] = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch'];
+/** Servers of the interleaved section (plain NTP, client exchanges), in this order when present. */
+const EXCHANGE_VARIANTS: readonly NtpVariant[] = ['native', 'chrony'];
+/** Request forms of the interleaved section, per server. */
+const EXCHANGE_CLIENTS: readonly ClientModeValue[] = ['basic', 'interleaved'];
 /** The three servers of the main table. */
 const MAIN_VARIANTS: readonly NtpVariant[] = ['native', 'dgram', 'chrony'];
 
-/** Kinds of run. */
-type RunKind = 'max' | 'idle' | 'half' | 'ninety';
+/** Kinds of run ('plainMax': plain NTP closed loop with basic client exchanges, the interleaved section's maximum). */
+type RunKind = 'max' | 'idle' | 'half' | 'ninety' | 'plainMax';
 
 /** Options of the NTP comparison. */
 export interface NtpCompareOptions {
@@ -54,6 +60,13 @@ export interface NtpCompareOptions {
   readonly ntsdMain: string;
   /** Usable CPUs (labels the default thread count). */
   readonly cpus: number;
+  /**
+   * Add the interleaved section to every pair: ntsd native and chrony with plain-NTP client exchanges
+   * (bench/load --client), basic and interleaved, at idle and 50 % / 90 % of each server's plain maximum.
+   */
+  readonly interleaved: boolean;
+  /** Interleaved section: sockets (source addresses, 4 clients each) per generator thread in the fixed-rate runs. */
+  readonly interleavedSockets: number;
 }
 
 /** Runs one bench/load process with --json; the server's CPU seconds and VmRSS samples over the run. */
@@ -79,6 +92,8 @@ export interface NtpRunRecord {
   readonly pair: number;
   readonly variant: NtpVariant;
   readonly kind: RunKind;
+  /** Interleaved section: the generator's request form; undefined = the NTS runs of the main tables. */
+  readonly client?: ClientModeValue;
   readonly offeredRatePerS: number | null;
   readonly report: LoadReport;
   readonly serverCpuS: number;
@@ -130,6 +145,8 @@ export function variantLabel(variant: NtpVariant, o: Pick<NtpCompareOptions, 'nt
       return `ntsd native (${t(2)})`;
     case 'native-batch':
       return `ntsd native, send-mode batch (${t(threads)})`;
+    case 'native-noxleave':
+      return `ntsd native, interleaved = false (${t(threads)})`;
   }
 }
 
@@ -145,6 +162,8 @@ async function startVariant(variant: NtpVariant, o: NtpCompareOptions, deps: Ntp
       return startNtsd({ ...common, datapath: 'native', threads: 2, sendMode: 'each' });
     case 'native-batch':
       return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'batch' });
+    case 'native-noxleave':
+      return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'each', interleaved: false });
     default:
       return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'each' });
   }
@@ -207,6 +226,54 @@ export async function runNtpCompare(o: NtpCompareOptions, deps: NtpCompareDeps):
     return rec;
   };
 
+  // The interleaved section: plain NTP from client exchanges on their own source addresses (bench/load --client).
+  const exchangeVariants = EXCHANGE_VARIANTS.filter((v) => o.variants.includes(v));
+  const exchangeArgs = (s: ServerUnderTest, client: ClientModeValue, rate: number | undefined): string[] => [
+    '--mode',
+    'plain',
+    '--target',
+    `127.0.0.1:${s.ntpPort}`,
+    '--client',
+    client,
+    '--window',
+    '4',
+    '--duration-s',
+    String(o.durationS),
+    '--warmup-s',
+    String(o.warmupS),
+    '--threads',
+    String(rate === undefined ? o.maxThreads : o.threads),
+    '--sockets',
+    String(rate === undefined ? Math.max(1, Math.round((o.interleavedSockets * o.threads) / o.maxThreads)) : o.interleavedSockets),
+    '--max-requests',
+    '2000000000',
+    ...(rate === undefined ? [] : ['--rate', String(Math.round(rate))]),
+  ];
+  const runExchange = async (pair: number, variant: NtpVariant, kind: RunKind, client: ClientModeValue, rate: number | undefined): Promise<NtpRunRecord> => {
+    const s = servers.get(variant);
+    if (s === undefined) throw new Error(`no server for ${variant}`);
+    const { report, serverCpuS, rssMaxBytes, samples } = await deps.runGenerator(exchangeArgs(s, client, rate), s, timeoutS);
+    const rec: NtpRunRecord = { pair, variant, kind, client, offeredRatePerS: rate ?? null, report, serverCpuS, rssMaxBytes, rssSamplesBytes: samples };
+    records.push(rec);
+    const off = report.offsetAbsUs;
+    deps.log(
+      `pair ${pair} ${kind.padEnd(8)} ${variant.padEnd(12)} plain ${client.padEnd(11)} ${fmtInt(report.ratePerS)}/s${rate === undefined ? '' : ` (offered ${fmtInt(rate)})`}, ` +
+        `|offset| p50/p99/p99.9 ${fmt(off?.p50 ?? Number.NaN, 1)}/${fmt(off?.p99 ?? Number.NaN, 1)}/${fmt(off?.p999 ?? Number.NaN, 1)} µs, ` +
+        `interleaved ${fmt((report.exchanges?.interleavedFraction ?? Number.NaN) * 100, 1)} %, loss ${fmt(report.lossPercent, 3)} %, invalid ${report.invalid}`,
+    );
+    return rec;
+  };
+  const exchangeRuns = async (pair: number): Promise<void> => {
+    const plainMax = new Map<NtpVariant, number>();
+    for (const v of exchangeVariants) plainMax.set(v, (await runExchange(pair, v, 'plainMax', 'basic', undefined)).report.ratePerS);
+    const rates: readonly [RunKind, (v: NtpVariant) => number][] = [
+      ['idle', () => o.idleRatePerS],
+      ['half', (v) => Math.max(100, (plainMax.get(v) ?? 0) * 0.5)],
+      ['ninety', (v) => Math.max(100, (plainMax.get(v) ?? 0) * 0.9)],
+    ];
+    for (const [kind, rate] of rates) for (const v of exchangeVariants) for (const client of EXCHANGE_CLIENTS) await runExchange(pair, v, kind, client, rate(v));
+  };
+
   const mains = o.variants.filter((v) => MAIN_VARIANTS.includes(v));
   for (let pair = 1; pair <= o.pairs; pair++) {
     const max = new Map<NtpVariant, number>();
@@ -214,6 +281,7 @@ export async function runNtpCompare(o: NtpCompareOptions, deps: NtpCompareDeps):
     for (const v of mains) await run(pair, v, 'idle', o.idleRatePerS);
     for (const v of o.variants) await run(pair, v, 'half', Math.max(100, (max.get(v) ?? 0) * 0.5));
     for (const v of mains) await run(pair, v, 'ninety', Math.max(100, (max.get(v) ?? 0) * 0.9));
+    if (o.interleaved) await exchangeRuns(pair);
   }
 
   let soak: NtpSoak | null = null;
@@ -259,7 +327,7 @@ interface Row {
 export function summarise(result: NtpCompareResult): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
   const pick = (v: NtpVariant, kind: RunKind, f: (r: NtpRunRecord) => number): number =>
-    median(result.records.filter((r) => r.variant === v && r.kind === kind).map(f));
+    median(result.records.filter((r) => r.variant === v && r.kind === kind && r.client === undefined).map(f));
   for (const v of NTP_VARIANTS) {
     if (!result.records.some((r) => r.variant === v)) continue;
     const s: Record<string, number> = {
@@ -371,7 +439,7 @@ export function renderNtpTables(result: NtpCompareResult, o: NtpCompareOptions):
     const mark = r.met === undefined || native.length === 0 || native.some((n) => !Number.isFinite(n)) ? '' : r.met(native) ? ' ✓' : ' ✗';
     lines.push(`| ${r.metric} | ${cells.join(' | ')} |${ratio} ${r.target ?? ''}${mark} |`);
   }
-  const variants = (['native', 'native-2t', 'native-batch'] as const).filter((v) => sum[v] !== undefined);
+  const variants = (['native', 'native-2t', 'native-batch', 'native-noxleave'] as const).filter((v) => sum[v] !== undefined);
   if (variants.length > 1) {
     lines.push('');
     lines.push(`| ntsd native variant | NTS req/s (max) | req per server CPU-second | \\|offset\\| p50 / p99 / p99.9 at 50 % (µs) | residence p99 at 50 % (µs) |`);
@@ -404,5 +472,91 @@ export function renderNtpTables(result: NtpCompareResult, o: NtpCompareOptions):
     lines.push('');
     lines.push(`VmRSS per second (MB): ${soak.samplesMb.join(' ')}`);
   }
+  const exchangeTable = renderExchangeTable(result, o);
+  if (exchangeTable !== '') lines.push('', exchangeTable);
+  return lines.join('\n');
+}
+
+/**
+ * The interleaved section's figures, medians over pairs, keyed `variant/client` (e.g. `native/interleaved`):
+ * the plain maximum (basic clients, closed loop) and, at idle / 50 % / 90 %, the achieved rate, |offset|
+ * p50 / p99 / p99.9 of every sample the client took and the fraction of interleaved replies.
+ */
+export function summariseExchanges(result: NtpCompareResult): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  const exchange = result.records.filter((r) => r.client !== undefined);
+  for (const v of EXCHANGE_VARIANTS) {
+    const plainMax = median(exchange.filter((r) => r.variant === v && r.kind === 'plainMax').map((r) => r.report.ratePerS));
+    for (const client of EXCHANGE_CLIENTS) {
+      const mine = exchange.filter((r) => r.variant === v && r.client === client && r.kind !== 'plainMax');
+      if (mine.length === 0) continue;
+      const pick = (kind: RunKind, f: (r: NtpRunRecord) => number): number => median(mine.filter((r) => r.kind === kind).map(f));
+      const s: Record<string, number> = { plainMaxRatePerS: plainMax };
+      for (const kind of ['idle', 'half', 'ninety'] as const) {
+        s[`${kind}AchievedPerS`] = pick(kind, (r) => r.report.ratePerS);
+        s[`${kind}OffsetP50Us`] = pick(kind, (r) => r.report.offsetAbsUs?.p50 ?? Number.NaN);
+        s[`${kind}OffsetP99Us`] = pick(kind, (r) => r.report.offsetAbsUs?.p99 ?? Number.NaN);
+        s[`${kind}OffsetP999Us`] = pick(kind, (r) => r.report.offsetAbsUs?.p999 ?? Number.NaN);
+        s[`${kind}InterleavedFraction`] = pick(kind, (r) => r.report.exchanges?.interleavedFraction ?? Number.NaN);
+        s[`${kind}LossPercent`] = pick(kind, (r) => r.report.lossPercent);
+      }
+      s['invalid'] = mine.reduce((a, r) => a + r.report.invalid, 0);
+      s['userStampRuns'] = mine.filter((r) => r.report.timestamps !== 'kernel').length;
+      out[`${v}/${client}`] = s;
+    }
+  }
+  return out;
+}
+
+/** The interleaved section as a markdown table (empty when it did not run). */
+export function renderExchangeTable(result: NtpCompareResult, o: NtpCompareOptions): string {
+  const sum = summariseExchanges(result);
+  const columns = Object.keys(sum);
+  if (columns.length === 0) return '';
+  const get = (col: string, key: string): number => sum[col]?.[key] ?? Number.NaN;
+  // Interleaved samples are sub-microsecond at p50 and p99: two decimals below 10 µs.
+  const us = (n: number): string => fmt(n, n >= 100 ? 0 : n >= 10 ? 1 : 2);
+  const label = (col: string): string => {
+    const [v, client] = col.split('/');
+    return `${v === 'chrony' ? 'chrony' : 'ntsd native'} ${client ?? ''}`;
+  };
+  const lines: string[] = [];
+  lines.push(
+    `Interleaved section: plain NTP from bench/load client exchanges (\`--client basic|interleaved\`), ${o.threads} generator thread(s) × ${o.interleavedSockets} sockets × 4 clients, ` +
+      `each socket on its own loopback source address; rates are fractions of each server's plain maximum (basic clients, closed loop, ${o.maxThreads} threads). ` +
+      '|offset| covers every sample the clients took: in interleaved form the previous exchange with the server\'s transmit stamp of it (see bench/load/README.md).',
+  );
+  lines.push('');
+  lines.push(`| metric | ${columns.map(label).join(' | ')} |`);
+  lines.push(`|---|${columns.map(() => '---:|').join('')}`);
+  const row = (metric: string, cell: (col: string) => string): void => {
+    lines.push(`| ${metric} | ${columns.map(cell).join(' | ')} |`);
+  };
+  row('plain req/s, closed loop (basic clients)', (c) => (c.endsWith('/basic') ? fmtInt(get(c, 'plainMaxRatePerS')) : ''));
+  row(`req/s achieved at idle (${fmtInt(o.idleRatePerS)}/s) / 50 % / 90 %`, (c) => ['idle', 'half', 'ninety'].map((k) => fmtInt(get(c, `${k}AchievedPerS`))).join(' / '));
+  for (const [kind, name] of [
+    ['idle', 'idle'],
+    ['half', '50 %'],
+    ['ninety', '90 %'],
+  ] as const) {
+    row(`\\|offset\\| p50 / p99 / p99.9 at ${name} (µs)`, (c) => [get(c, `${kind}OffsetP50Us`), get(c, `${kind}OffsetP99Us`), get(c, `${kind}OffsetP999Us`)].map(us).join(' / '));
+  }
+  row('interleaved replies at idle / 50 % / 90 % (%)', (c) => ['idle', 'half', 'ninety'].map((k) => fmt(get(c, `${k}InterleavedFraction`) * 100, 1)).join(' / '));
+  row('loss at idle / 50 % / 90 % (%)', (c) => ['idle', 'half', 'ninety'].map((k) => fmt(get(c, `${k}LossPercent`), 3)).join(' / '));
+  row('invalid replies (all runs)', (c) => fmtInt(get(c, 'invalid')));
+  const a = 'native/interleaved';
+  const b = 'chrony/interleaved';
+  if (sum[a] !== undefined && sum[b] !== undefined) {
+    const verdict = (kind: string): string => {
+      const x = get(a, `${kind}OffsetP99Us`);
+      const y = get(b, `${kind}OffsetP99Us`);
+      if (!Number.isFinite(x) || !Number.isFinite(y)) return '–';
+      return `${us(x)} vs ${us(y)} µs ${x <= y ? '✓' : '✗'}`;
+    };
+    lines.push('');
+    lines.push(`Target: interleaved |offset| p99 of ntsd ≤ chrony's in the same run: idle ${verdict('idle')}, 50 % ${verdict('half')}.`);
+  }
+  const user = columns.filter((c) => get(c, 'userStampRuns') > 0);
+  if (user.length > 0) lines.push('', `**Warning: ${user.join(', ')} ran without kernel generator stamps.**`);
   return lines.join('\n');
 }

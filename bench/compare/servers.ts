@@ -63,6 +63,8 @@ export async function startNtsd(options: {
   readonly datapath?: 'native' | 'dgram' | 'auto' | undefined;
   /** `[worker-pool] send-mode` (native datapath); undefined = ntsd's default. */
   readonly sendMode?: 'each' | 'batch' | undefined;
+  /** `[[server]] interleaved` (RFC 9769); undefined = ntsd's default (on). */
+  readonly interleaved?: boolean | undefined;
   /** Name reported in results (default "ntsd"). */
   readonly label?: string | undefined;
   /** More lines for the `[[nts-ke-server]]` table (e.g. `concurrent-connections = 512`). */
@@ -77,6 +79,7 @@ export async function startNtsd(options: {
     '# Written by bench/compare: loopback only, unprivileged ports.',
     '[[server]]',
     `listen = "127.0.0.1:${options.ntpPort}"`,
+    ...(options.interleaved === undefined ? [] : [`interleaved = ${String(options.interleaved)}`]),
     '',
     '[[nts-ke-server]]',
     `listen = "127.0.0.1:${options.kePort}"`,

@@ -10,10 +10,13 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { runLoad } from './run.js';
 import {
+  CLIENTS_PER_ADDRESS,
+  ClientMode,
   DEFAULT_LOAD_OPTIONS,
   LoadMode,
   Pacing,
   Timestamps,
+  type ClientModeValue,
   type HostPort,
   type LoadModeValue,
   type LoadOptions,
@@ -48,6 +51,12 @@ const USAGE = `usage: node dist/bench/load/main.js --mode nts|plain|ke|echo [opt
                        delay and |offset| apart: the server's timestamping error under the load
   --timestamps T       auto (default: kernel stamps when the native addon loads), kernel (or fail), user
   --tick-us U          kernel-stamped sender: longest idle sleep between socket polls (default ${DEFAULT_LOAD_OPTIONS.tickUs})
+  --interleaved        plain: RFC 9769 interleaved client exchanges (same as --client interleaved)
+  --client basic|interleaved
+                       plain: the client-exchange sender: each socket bound to its own loopback source
+                       address (127.0.0.2, .3, …) carries --window (default and most ${CLIENTS_PER_ADDRESS}) clients, each with
+                       one request outstanding; interleaved requests carry the previous exchange's
+                       timestamps, basic ones do not (needs kernel timestamps; no NTS, no probe)
   --json               print one JSON object (the LoadReport) instead of text
 `;
 
@@ -115,6 +124,8 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
       'probe-rate': { type: 'string' },
       timestamps: { type: 'string' },
       'tick-us': { type: 'string' },
+      interleaved: { type: 'boolean' },
+      client: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -147,6 +158,23 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
   const timestamps = values.timestamps ?? d.timestamps;
   if (!isTimestamps(timestamps)) throw new UsageError(`--timestamps: expected auto, kernel or user, got "${timestamps}"`);
   const placeholders = integer(values.placeholders, '--placeholders', d.placeholders, 0);
+  let client: ClientModeValue | undefined;
+  if (values.client !== undefined) {
+    const c = Object.values(ClientMode).find((m) => m === values.client);
+    if (c === undefined) throw new UsageError(`--client: expected basic or interleaved, got "${values.client}"`);
+    client = c;
+  }
+  if (values.interleaved === true) {
+    if (client === 'basic') throw new UsageError('--interleaved and --client basic exclude each other');
+    client = 'interleaved';
+  }
+  if (client !== undefined) {
+    if (mode !== 'plain') throw new UsageError(`--client/--interleaved: plain NTP only (--mode plain); NTS requests would have to be sealed at send time`);
+    if (values['probe-rate'] !== undefined) throw new UsageError('--client/--interleaved: no --probe-rate');
+    if (timestamps === 'user') throw new UsageError('--client/--interleaved: needs kernel timestamps');
+  }
+  const window = integer(values.window, '--window', client === undefined ? d.window : CLIENTS_PER_ADDRESS);
+  if (client !== undefined && window > CLIENTS_PER_ADDRESS) throw new UsageError(`--window: at most ${CLIENTS_PER_ADDRESS} clients per socket with --client/--interleaved`);
   if (placeholders > 7) throw new UsageError('--placeholders: at most 7 (RFC 8915 §5.7)');
   const options: LoadOptions = {
     mode,
@@ -156,7 +184,7 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
     servername: values.servername,
     aeadIds,
     ratePerS: values.rate === undefined ? undefined : positive(values.rate, '--rate', 0),
-    window: integer(values.window, '--window', d.window),
+    window,
     durationS: positive(values['duration-s'], '--duration-s', d.durationS),
     maxRequests: integer(values['max-requests'], '--max-requests', d.maxRequests),
     warmupS: positive(values['warmup-s'], '--warmup-s', d.warmupS, true),
@@ -171,6 +199,7 @@ export function parseLoadArgs(argv: readonly string[]): { options: LoadOptions; 
     probeRatePerS: positive(values['probe-rate'], '--probe-rate', d.probeRatePerS, true),
     timestamps,
     tickUs: integer(values['tick-us'], '--tick-us', d.tickUs),
+    client,
   };
   if (options.warmupS >= options.durationS) throw new UsageError('--warmup-s must be shorter than --duration-s');
   return { options, json: values.json === true };
@@ -210,6 +239,21 @@ export function formatReport(r: LoadReport): string {
       lines.push(
         `samples ${st.samples}; rejected: stale ${st.stale}, late ${st.late}; no RX stamp ${st.noRxStamp}, no TX stamp ${st.noTxStamp}, TX stamp outside its send ${st.txStampOutsideSend}, unmatched TX stamps ${st.txStampUnmatched}; requests re-sealed ${st.rebuilt}`,
       );
+    }
+  }
+  if (r.exchanges !== null) {
+    const e = r.exchanges;
+    lines.push(
+      `client exchanges (${e.client}): ${e.clients} clients on ${e.sourceAddresses} source address(es); interleaved replies ${e.interleavedReplies}/${e.replies} (${(e.interleavedFraction * 100).toFixed(1)} %), ` +
+        `requests in interleaved form ${e.askedInterleaved}; samples: ${e.interleavedSamples} interleaved, ${e.basicSamples} basic, ${e.interleavedWithoutSample} interleaved replies without one`,
+    );
+    if (e.interleavedOffsetAbsUs.count > 0) {
+      const q = e.interleavedOffsetAbsUs;
+      lines.push(`|offset| of interleaved samples: p50 ${us(q.p50)}, p99 ${us(q.p99)}, p99.9 ${us(q.p999)}, max ${us(q.max)}`);
+    }
+    if (e.basicOffsetAbsUs.count > 0) {
+      const q = e.basicOffsetAbsUs;
+      lines.push(`|offset| of basic samples: p50 ${us(q.p50)}, p99 ${us(q.p99)}, p99.9 ${us(q.p999)}, max ${us(q.max)}`);
     }
   }
   if (r.probe !== null) {

@@ -94,7 +94,27 @@ export interface LoadOptions {
   readonly timestamps: TimestampsValue;
   /** Kernel-stamped sender: longest sleep between polls of its sockets, µs (fixed rate: also the burst spacing). */
   readonly tickUs: number;
+  /**
+   * plain mode only: the client-exchange sender (exchange-sender.ts) instead of the pooled one. Each socket
+   * carries `window` (≤ 4) clients, each with one request outstanding and the previous exchange kept;
+   * `interleaved` puts its timestamps into the next request (RFC 9769), `basic` sends origin and receive
+   * zero (a client without xleave). undefined = the pooled sender.
+   */
+  readonly client: ClientModeValue | undefined;
 }
+
+/** Request forms of the client-exchange sender (LoadOptions.client). */
+export const ClientMode = {
+  /** Origin and receive zero: RFC 5905 basic client/server mode. */
+  basic: 'basic',
+  /** RFC 9769 interleaved: origin = the server's receive timestamp of the previous reply, receive = our T4 of it. */
+  interleaved: 'interleaved',
+} as const;
+/** One of ClientMode. */
+export type ClientModeValue = (typeof ClientMode)[keyof typeof ClientMode];
+
+/** Clients one source address may hold with the client-exchange sender: ntsd keeps 4 interleave entries per address. */
+export const CLIENTS_PER_ADDRESS = 4;
 
 /** Defaults of LoadOptions (the CLI starts from these). */
 export const DEFAULT_LOAD_OPTIONS: LoadOptions = {
@@ -120,6 +140,7 @@ export const DEFAULT_LOAD_OPTIONS: LoadOptions = {
   probeRatePerS: 0,
   timestamps: 'auto',
   tickUs: 200,
+  client: undefined,
 };
 
 /** Keys and cookies from the one NTS-KE of an nts run, handed to every sender thread. */
@@ -153,6 +174,10 @@ export interface UdpWorkerData {
   /** Kernel-stamped sender: the target's IP literal (resolved by the main thread). */
   readonly targetAddress: string;
   readonly tickUs: number;
+  /** The client-exchange sender's request form; undefined = the pooled sender. */
+  readonly client: ClientModeValue | undefined;
+  /** Client-exchange sender: the local address of each of this thread's sockets (IP literals; "" = any). */
+  readonly sourceAddresses: readonly string[];
 }
 
 /** workerData of a KE thread. */
@@ -209,6 +234,47 @@ export interface UdpWorkerResult {
   /** Server residence T3 − T2 of the measured valid replies, µs. */
   readonly residence: HistogramSnapshot;
   readonly stamps: StampCounts;
+  /** The client-exchange sender's counts; undefined for the pooled sender. */
+  readonly exchanges?: ExchangeCounts;
+}
+
+/** What the client-exchange sender counts (measured replies only). */
+export interface ExchangeCounts {
+  /** Valid measured replies. */
+  readonly replies: number;
+  /** Of those, replies in interleaved mode (origin = the receive field of our request). */
+  readonly interleaved: number;
+  /** Requests sent in interleaved form (origin and receive from the previous exchange), measured ones. */
+  readonly askedInterleaved: number;
+  /** Samples from basic replies (this exchange's T1..T4). */
+  readonly basicSamples: number;
+  /** Samples from interleaved replies (the previous exchange, with this reply's transmit as its T3). */
+  readonly interleavedSamples: number;
+  /** Interleaved replies that gave no sample: the previous exchange already gave a basic one (chrony's rule), or lacked a stamp. */
+  readonly interleavedWithoutSample: number;
+  /** |offset| of the interleaved samples alone, µs. */
+  readonly interleavedOffset: HistogramSnapshot;
+  /** |offset| of the basic samples alone, µs. */
+  readonly basicOffset: HistogramSnapshot;
+}
+
+/** The client-exchange sender's figures in a report. */
+export interface ExchangeReport {
+  readonly client: ClientModeValue;
+  /** Distinct source addresses the sockets were bound to. */
+  readonly sourceAddresses: number;
+  /** Clients (one exchange outstanding each) over all threads. */
+  readonly clients: number;
+  readonly replies: number;
+  readonly interleavedReplies: number;
+  /** interleavedReplies / replies (0 when there were none). */
+  readonly interleavedFraction: number;
+  readonly askedInterleaved: number;
+  readonly basicSamples: number;
+  readonly interleavedSamples: number;
+  readonly interleavedWithoutSample: number;
+  readonly interleavedOffsetAbsUs: QuantilesUs;
+  readonly basicOffsetAbsUs: QuantilesUs;
 }
 
 /** How the timestamps and matches of a sender's replies went. */
@@ -306,6 +372,8 @@ export interface LoadReport {
   readonly stamps: StampCounts | null;
   /** The probe thread's own measurements (see LoadOptions.probeRatePerS); null without a probe. */
   readonly probe: ProbeReport | null;
+  /** The client-exchange sender's figures (LoadOptions.client); null for the pooled sender. */
+  readonly exchanges: ExchangeReport | null;
   /** The one NTS-KE of an nts run. */
   readonly session: { readonly aeadId: number; readonly cookies: number; readonly cookieBytes: number; readonly ntp: string; readonly keMs: number } | null;
   /** KE mode only. */

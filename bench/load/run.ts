@@ -12,7 +12,9 @@ import { startClockCalibrator, WallClock, monotonicS } from '../../src/runtime/c
 import { performKeyExchange } from '../../src/cli/ke-client.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
 import { UsHistogram } from './histogram.js';
+import { CLIENTS_PER_ADDRESS } from './protocol.js';
 import type {
+  ExchangeReport,
   HostPort,
   KeWorkerData,
   KeWorkerResult,
@@ -120,6 +122,35 @@ function probeReport(r: UdpWorkerResult): ProbeReport {
   };
 }
 
+/** The client-exchange figures of all bulk threads. */
+function exchangeReport(options: LoadOptions, results: readonly UdpWorkerResult[]): ExchangeReport {
+  const interleavedOffset = new UsHistogram();
+  const basicOffset = new UsHistogram();
+  const sum = { replies: 0, interleaved: 0, askedInterleaved: 0, basicSamples: 0, interleavedSamples: 0, interleavedWithoutSample: 0 };
+  for (const r of results) {
+    const e = r.exchanges;
+    if (e === undefined) continue;
+    interleavedOffset.merge(e.interleavedOffset);
+    basicOffset.merge(e.basicOffset);
+    for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += e[k];
+  }
+  const sockets = options.threads * options.socketsPerThread;
+  return {
+    client: options.client ?? 'basic',
+    sourceAddresses: Math.min(sockets, LOOPBACK_SOURCES),
+    clients: sockets * options.window,
+    replies: sum.replies,
+    interleavedReplies: sum.interleaved,
+    interleavedFraction: sum.replies > 0 ? sum.interleaved / sum.replies : 0,
+    askedInterleaved: sum.askedInterleaved,
+    basicSamples: sum.basicSamples,
+    interleavedSamples: sum.interleavedSamples,
+    interleavedWithoutSample: sum.interleavedWithoutSample,
+    interleavedOffsetAbsUs: interleavedOffset.quantiles(),
+    basicOffsetAbsUs: basicOffset.quantiles(),
+  };
+}
+
 function histogramOf(snapshot: UdpWorkerResult['residence']): UsHistogram {
   const h = new UsHistogram();
   h.merge(snapshot);
@@ -139,9 +170,34 @@ export function chooseTimestamps(options: Pick<LoadOptions, 'mode' | 'timestamps
   return { kernel: false, note: `native addon unavailable (${loaded.reason}): user-space stamps, which include the generator's own queueing` };
 }
 
+/** Loopback source addresses the client-exchange sender spreads its sockets over: 127.0.0.2 … 127.0.0.254. */
+export const LOOPBACK_SOURCES = 253;
+
+/**
+ * The local address of every socket of the client-exchange sender, per thread: one loopback address per
+ * socket (127.0.0.2, .3, …) when the target is IPv4 loopback, else the wildcard (""). Throws when a
+ * source address would hold more than CLIENTS_PER_ADDRESS clients (ntsd's interleave entries per address).
+ */
+export function sourceAddressPlan(targetAddress: string, threads: number, socketsPerThread: number, clientsPerSocket: number): string[][] {
+  if (clientsPerSocket > CLIENTS_PER_ADDRESS) throw new Error(`client exchanges: at most ${CLIENTS_PER_ADDRESS} clients per socket (--window), got ${clientsPerSocket}`);
+  const loopback4 = /^127\./.test(targetAddress);
+  const total = threads * socketsPerThread;
+  if (loopback4 && Math.ceil(total / LOOPBACK_SOURCES) * clientsPerSocket > CLIENTS_PER_ADDRESS) {
+    throw new Error(`client exchanges: ${total} sockets × ${clientsPerSocket} clients put more than ${CLIENTS_PER_ADDRESS} clients on one of the ${LOOPBACK_SOURCES} loopback source addresses`);
+  }
+  return Array.from({ length: threads }, (_, t) =>
+    Array.from({ length: socketsPerThread }, (_, j) => (loopback4 ? `127.0.0.${2 + ((t * socketsPerThread + j) % LOOPBACK_SOURCES)}` : '')),
+  );
+}
+
 /** Runs one load run as described by `options` and returns its report. Throws on setup failures (KE refused, bad options). */
 export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   if (options.threads < 1) throw new Error('threads must be at least 1');
+  if (options.client !== undefined) {
+    if (options.mode !== 'plain') throw new Error(`client exchanges (${options.client}) run plain NTP only (--mode plain)`);
+    if (options.probeRatePerS > 0) throw new Error('client exchanges run without a probe thread');
+    if (options.timestamps === 'user') throw new Error('client exchanges need kernel timestamps (the native addon)');
+  }
   const clock = new WallClock();
   const native = loadNativeUdp();
   const calibrator = startClockCalibrator(clock, undefined, native.ok ? (out) => native.addon.realtime(out) : undefined);
@@ -206,9 +262,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       if (target === undefined) throw new Error('no NTP target');
       const mode = options.mode;
       stampChoice = chooseTimestamps(options);
+      if (options.client !== undefined && !stampChoice.kernel) throw new Error(`client exchanges need kernel timestamps: ${stampChoice.note ?? ''}`);
       // The kernel-stamped sender connects by IP literal: resolve a name (the KE's Server record may be one) once here.
       const targetAddress = isIP(target.host) !== 0 || !stampChoice.kernel ? target.host : (await lookup(target.host)).address;
       const kernelStamps = stampChoice.kernel;
+      const sources = options.client === undefined ? [] : sourceAddressPlan(targetAddress, options.threads, options.socketsPerThread, options.window);
       const udpThread = (index: number, ratePerS: number | undefined, maxRequests: number, extra: Partial<UdpWorkerData>): Thread =>
         startThread({
           role: 'udp',
@@ -229,6 +287,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           kernelStamps,
           targetAddress,
           tickUs: options.tickUs,
+          client: options.client,
+          sourceAddresses: sources[index] ?? [],
           ...extra,
         });
       for (let i = 0; i < options.threads; i++) {
@@ -237,7 +297,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       if (options.probeRatePerS > 0 && mode !== 'echo') {
         // One socket, one packet per millisecond tick at most, every reply fully verified.
         const probeMax = Math.ceil(options.probeRatePerS * options.durationS) + 16;
-        threads.push(udpThread(options.threads, options.probeRatePerS, probeMax, { socketsPerThread: 1, verifyEvery: 1, pacing: 'tick', poolSize: Math.min(probeMax, 65_536) }));
+        threads.push(
+          udpThread(options.threads, options.probeRatePerS, probeMax, { socketsPerThread: 1, verifyEvery: 1, pacing: 'tick', poolSize: Math.min(probeMax, 65_536), client: undefined, sourceAddresses: [] }),
+        );
       }
     }
 
@@ -305,6 +367,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         timestampsNote: null,
         stamps: null,
         probe: null,
+        exchanges: null,
         session: null,
         keFailures: failures,
         firstKeFailure: firstFailure ?? null,
@@ -387,6 +450,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       timestampsNote: stampChoice.note,
       stamps,
       probe: probeResult === undefined ? null : probeReport(probeResult),
+      exchanges: options.client === undefined ? null : exchangeReport(options, udpResults),
       session: sessionInfo,
       keFailures: null,
       firstKeFailure: null,

@@ -20,6 +20,7 @@ import { getAead } from '../../src/core/crypto/aead.js';
 import { performKeyExchange } from '../../src/cli/ke-client.js';
 import { loadNativeUdp } from '../../src/runtime/addon.js';
 import { UsHistogram } from './histogram.js';
+import { runExchangeSender } from './exchange-sender.js';
 import { runNativeSender } from './native-sender.js';
 import { ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, RequestPool } from './pool.js';
 import { RequestTracker } from './tracker.js';
@@ -227,11 +228,15 @@ function runUdp(data: UdpWorkerData, port: MessagePort): void {
   });
 }
 
-/** The kernel-stamped sender (native-sender.ts); the main thread only asks for it when the addon loads. */
+/**
+ * The kernel-stamped senders (native-sender.ts, or exchange-sender.ts for client exchanges); the main
+ * thread only asks for them when the addon loads.
+ */
 function runKernelStamped(data: UdpWorkerData, port: MessagePort): void {
   const loaded = loadNativeUdp();
   if (!loaded.ok) throw new Error(`kernel timestamps unavailable: ${loaded.reason}`);
-  runNativeSender(loaded.addon, data, port, () => waitForGo(port), randomU32()).then(
+  const sender = data.client === undefined ? runNativeSender : runExchangeSender;
+  sender(loaded.addon, data, port, () => waitForGo(port), randomU32()).then(
     (result) => post(port, result),
     (err: unknown) => post(port, { type: 'failed', message: err instanceof Error ? err.message : String(err) }),
   );
