@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import type { ClientLogView, ClientView } from '../core/client-log.js';
 import { commandHelp, synopsis } from './help.js';
-import { endpointFrom, formatDurationS, StatusUsageError } from './status.js';
+import { ENDPOINT_OPTIONS, endpointOptions, formatDurationS, isUsageError, StatusUsageError } from './status.js';
 
 /** Exit codes of `ntsd clients`. */
 export const ClientsExitCode = { ok: 0, unavailable: 1, usage: 64 } as const;
@@ -141,39 +141,25 @@ export async function runClients(args: readonly string[], write: (line: string) 
       args: [...args],
       allowPositionals: true,
       strict: true,
-      options: {
-        metrics: { type: 'string' },
-        config: { type: 'string', short: 'c' },
-        sort: { type: 'string' },
-        limit: { type: 'string' },
-        'timeout-ms': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: { ...ENDPOINT_OPTIONS, sort: { type: 'string' }, limit: { type: 'string' } },
     });
     if (values.help === true) {
       write(commandHelp('clients'));
       return ClientsExitCode.ok;
     }
-    if (positionals.length > 0) throw new StatusUsageError(`unexpected argument "${positionals[0] ?? ''}"`);
-    if (values.metrics !== undefined && values.config !== undefined) throw new StatusUsageError('give --metrics or -c, not both');
+    const endpoint = endpointOptions(values, positionals);
     const sortText = values.sort ?? 'requests';
     if (!(CLIENT_SORTS as readonly string[]).includes(sortText)) throw new StatusUsageError(`--sort takes ${CLIENT_SORTS.join(', ')}, not "${sortText}"`);
     sort = sortText as ClientSort;
     limit = Number(values.limit ?? '50');
     if (!Number.isInteger(limit) || limit < 1 || limit > 16_777_216) throw new StatusUsageError('--limit takes a whole number of clients, at least 1');
-    timeoutMs = Number(values['timeout-ms'] ?? '3000');
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw new StatusUsageError('--timeout-ms takes whole milliseconds, 1 to 600000');
-    const metrics = endpointFrom(values.metrics, values.config);
-    if (!/^https?:\/\//.test(metrics)) throw new StatusUsageError(`--metrics takes an http:// URL, not "${metrics}"`);
-    url = clientsUrl(metrics);
+    timeoutMs = endpoint.timeoutMs;
+    url = clientsUrl(endpoint.url);
     json = values.json === true;
   } catch (error) {
-    if (error instanceof StatusUsageError || (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
-      process.stderr.write(`ntsd clients: ${error.message}\n${synopsis('clients')}\n`);
-      return ClientsExitCode.usage;
-    }
-    throw error;
+    if (!isUsageError(error)) throw error;
+    process.stderr.write(`ntsd clients: ${error.message}\n${synopsis('clients')}\n`);
+    return ClientsExitCode.usage;
   }
   const read = await fetchClientLogView(url, timeoutMs);
   if (!read.ok) {

@@ -457,6 +457,34 @@ export function endpointFrom(metrics: string | undefined, configPath: string | u
 /** A usage problem found while reading the options (exit 64). */
 export class StatusUsageError extends Error {}
 
+/** A bad command line: ours, or node:util parseArgs's (unknown option, missing value). */
+export function isUsageError(error: unknown): error is Error {
+  return error instanceof StatusUsageError || (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'));
+}
+
+/** parseArgs options of every command that reads a running ntsd's metrics listener (status, clients). */
+export const ENDPOINT_OPTIONS = {
+  metrics: { type: 'string' },
+  config: { type: 'string', short: 'c' },
+  'timeout-ms': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** The metrics URL (from --metrics, or -c's metrics-listen) and --timeout-ms; a StatusUsageError when they are wrong. */
+export function endpointOptions(
+  values: { readonly metrics?: string | undefined; readonly config?: string | undefined; readonly 'timeout-ms'?: string | undefined },
+  positionals: readonly string[],
+): { url: string; timeoutMs: number } {
+  if (positionals.length > 0) throw new StatusUsageError(`unexpected argument "${positionals[0] ?? ''}"`);
+  if (values.metrics !== undefined && values.config !== undefined) throw new StatusUsageError('give --metrics or -c, not both');
+  const timeoutMs = Number(values['timeout-ms'] ?? '3000');
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw new StatusUsageError('--timeout-ms takes whole milliseconds, 1 to 600000');
+  const url = endpointFrom(values.metrics, values.config);
+  if (!/^https?:\/\//.test(url)) throw new StatusUsageError(`--metrics takes an http:// URL, not "${url}"`);
+  return { url, timeoutMs };
+}
+
 /** Options of collectStatus. */
 export interface StatusOptions {
   readonly url: string;
@@ -492,35 +520,21 @@ export async function runStatus(args: readonly string[], write: (line: string) =
       args: [...args],
       allowPositionals: true,
       strict: true,
-      options: {
-        metrics: { type: 'string' },
-        config: { type: 'string', short: 'c' },
-        interval: { type: 'string' },
-        'timeout-ms': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: { ...ENDPOINT_OPTIONS, interval: { type: 'string' } },
     });
     if (values.help === true) {
       write(commandHelp('status'));
       return StatusExitCode.ok;
     }
-    if (positionals.length > 0) throw new StatusUsageError(`unexpected argument "${positionals[0] ?? ''}"`);
-    if (values.metrics !== undefined && values.config !== undefined) throw new StatusUsageError('give --metrics or -c, not both');
+    const { url, timeoutMs } = endpointOptions(values, positionals);
     const intervalS = Number(values.interval ?? '1');
     if (!Number.isFinite(intervalS) || intervalS < 0 || intervalS > 3600) throw new StatusUsageError('--interval takes seconds, 0 to 3600');
-    const timeoutMs = Number(values['timeout-ms'] ?? '3000');
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw new StatusUsageError('--timeout-ms takes whole milliseconds, 1 to 600000');
-    const url = endpointFrom(values.metrics, values.config);
-    if (!/^https?:\/\//.test(url)) throw new StatusUsageError(`--metrics takes an http:// URL, not "${url}"`);
     options = { url, intervalS, timeoutMs };
     json = values.json === true;
   } catch (error) {
-    if (error instanceof StatusUsageError || (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
-      process.stderr.write(`ntsd status: ${error.message}\n${STATUS_USAGE}\n`);
-      return StatusExitCode.usage;
-    }
-    throw error;
+    if (!isUsageError(error)) throw error;
+    process.stderr.write(`ntsd status: ${error.message}\n${STATUS_USAGE}\n`);
+    return StatusExitCode.usage;
   }
   const report = await collectStatus(options);
   if (json) write(JSON.stringify({ ...report, exitCode: statusExitCode(report.health) }, null, 2));

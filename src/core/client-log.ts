@@ -20,7 +20,7 @@
  * Pure: callers pass the time (`nowMs` on one clock every sharing thread reads alike, e.g.
  * performance.timeOrigin + performance.now(), which is also Unix milliseconds) and the addresses.
  */
-import { ClientTable, clientTableBytes, type ClientTableCursor, type ClientTableLayout } from './client-table.js';
+import { ClientTable, ClientTableUser, clientTableBytes, type ClientTableCursor, type ClientTableLayout } from './client-table.js';
 import { formatIpAddress, hashIpWords, parseIpAddress, type IpFamily } from './ip.js';
 import type { KeSessionOutcomeLabel } from './ke-handler.js';
 import { OUTCOME_METRICS } from './responder.js';
@@ -188,8 +188,7 @@ function familyOfKey(words: Uint32Array): IpFamily {
 }
 
 /** A client log over a (possibly shared) fixed table. */
-export class ClientLog {
-  readonly #table: ClientTable;
+export class ClientLog extends ClientTableUser {
   readonly #words = new Uint32Array(4);
   readonly #cursor: ClientTableCursor = { bucket: 0, slot: -1 };
 
@@ -204,17 +203,7 @@ export class ClientLog {
   }
 
   private constructor(table: ClientTable) {
-    this.#table = table;
-  }
-
-  /** The memory, to hand to other threads. */
-  get buffer(): ArrayBuffer | SharedArrayBuffer {
-    return this.#table.buffer;
-  }
-
-  /** Most clients kept at once. */
-  get capacity(): number {
-    return this.#table.capacity;
+    super(table);
   }
 
   /**
@@ -224,7 +213,7 @@ export class ClientLog {
   noteNtp(peer: Uint32Array, family: IpFamily | 0, outcome: number, requestLength: number, nowMs: number): void {
     if (family === 0) return;
     const slot = this.#enter(peer, family, nowMs);
-    const t = this.#table;
+    const t = this.table;
     try {
       const last = t.float(slot, F_NTP_LAST);
       if (last > 0) {
@@ -245,7 +234,7 @@ export class ClientLog {
   /** Counts one NTS-KE connection from `words` (a peer or a key, core/ip.ts form) that ended as `kind`, at `nowMs`. */
   noteKe(words: Uint32Array, kind: KeClassValue, nowMs: number): void {
     const slot = this.#enter(words, familyOfKey(words), nowMs);
-    const t = this.#table;
+    const t = this.table;
     try {
       const last = t.float(slot, F_KE_LAST);
       if (last > 0) {
@@ -277,7 +266,7 @@ export class ClientLog {
     words[1] = peer[1] ?? 0;
     words[2] = family === 6 ? 0 : (peer[2] ?? 0);
     words[3] = family === 6 ? 0 : (peer[3] ?? 0);
-    const t = this.#table;
+    const t = this.table;
     const cursor = this.#cursor;
     t.lock(hashIpWords(words, t.seed), cursor);
     let slot = t.find(words, cursor);
@@ -291,7 +280,7 @@ export class ClientLog {
 
   /** Every entry, read bucket by bucket under its lock (allocates: for the view, not the hot path). */
   read(): ClientRecord[] {
-    const t = this.#table;
+    const t = this.table;
     const cursor: ClientTableCursor = { bucket: 0, slot: -1 };
     const key = new Uint32Array(4);
     const out: ClientRecord[] = [];
@@ -340,7 +329,7 @@ export class ClientLog {
 
   /** Tracked clients and the request counts behind the busiest client's share (a scan without locks: for metrics). */
   summary(): ClientLogSummary {
-    const t = this.#table;
+    const t = this.table;
     let tracked = 0;
     let requests = 0;
     let topRequests = 0;

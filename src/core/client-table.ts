@@ -337,3 +337,31 @@ export class ClientTable {
     return n;
   }
 }
+
+/**
+ * Base of the tables kept in a ClientTable (the rate limiter, the interleave table, the client log): the shared
+ * memory to hand to other threads and its size. A subclass adds its own reads and writes of the slots.
+ */
+export abstract class ClientTableUser {
+  /** The table every thread's view shares. */
+  protected readonly table: ClientTable;
+
+  protected constructor(table: ClientTable) {
+    this.table = table;
+  }
+
+  /** The memory, to hand to other threads. */
+  get buffer(): ArrayBuffer | SharedArrayBuffer {
+    return this.table.buffer;
+  }
+
+  /** Most entries held at once. */
+  get capacity(): number {
+    return this.table.capacity;
+  }
+
+  /** Entries held now (a scan of every slot: exact when no thread writes meanwhile). */
+  get size(): number {
+    return this.table.countUsed();
+  }
+}

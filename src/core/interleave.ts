@@ -29,7 +29,7 @@
  * The stamp itself is stored as its offset from the receive timestamp (like chrony), and only when it
  * is within MAX_TRANSMIT_DELAY_S of it.
  */
-import { ClientTable, clientTableBytes, type ClientTableCursor } from './client-table.js';
+import { ClientTable, ClientTableUser, clientTableBytes, type ClientTableCursor } from './client-table.js';
 import { hashIpWords } from './ip.js';
 import { NtpHeaderOffset } from './ntp/header.js';
 import type { NtpTimestamp } from './ntp/timestamp.js';
@@ -108,8 +108,7 @@ export function originFraction(request: Uint8Array): number {
 }
 
 /** The bounded, possibly shared table of replies waiting for (or holding) their kernel transmit stamp. */
-export class InterleaveTable {
-  readonly #table: ClientTable;
+export class InterleaveTable extends ClientTableUser {
   readonly #cursor: ClientTableCursor = { bucket: 0, slot: -1 };
 
   /** Lays out an empty table of at most `capacity` entries in `buffer` (interleaveTableBytes(capacity) octets), hashed under `seed`. */
@@ -123,32 +122,17 @@ export class InterleaveTable {
   }
 
   private constructor(table: ClientTable) {
-    this.#table = table;
-  }
-
-  /** The memory, to hand to other threads. */
-  get buffer(): ArrayBuffer | SharedArrayBuffer {
-    return this.#table.buffer;
-  }
-
-  /** Most entries held at once. */
-  get capacity(): number {
-    return this.#table.capacity;
-  }
-
-  /** Entries held now (a scan; exact when no thread writes meanwhile). */
-  get size(): number {
-    return this.#table.countUsed();
+    super(table);
   }
 
   /** Entries dropped before use so far, by any thread (u32, wraps). */
   get evictions(): number {
-    return this.#table.userWord(U_EVICTIONS) >>> 0;
+    return this.table.userWord(U_EVICTIONS) >>> 0;
   }
 
   /** Finds the entry (peer, rx, nts) in the locked bucket: its slot or -1. */
   #find(peer: Uint32Array, rxSeconds: number, rxFraction: number, nts: number): number {
-    const t = this.#table;
+    const t = this.table;
     const first = t.firstSlot(this.#cursor);
     for (let s = first; s < first + t.ways; s++) {
       if (
@@ -169,7 +153,7 @@ export class InterleaveTable {
    * reply's kernel transmit stamp.
    */
   take(peer: Uint32Array, origin: NtpTimestamp, nts: boolean, out: MutableNtpTimestamp): InterleaveLookup {
-    const t = this.#table;
+    const t = this.table;
     const cursor = this.#cursor;
     t.lock(hashIpWords(peer, t.seed), cursor);
     try {
@@ -196,7 +180,7 @@ export class InterleaveTable {
    * for no stamp).
    */
   save(peer: Uint32Array, rx: NtpTimestamp, nts: boolean, nowMs: number): boolean {
-    const t = this.#table;
+    const t = this.table;
     const cursor = this.#cursor;
     t.lock(hashIpWords(peer, t.seed), cursor);
     try {
@@ -250,7 +234,7 @@ export class InterleaveTable {
     const secondsDelta = ((tx.seconds - rxSeconds) | 0) * FRACTION_PER_S;
     const delta = secondsDelta + (tx.fraction - rxFraction);
     if (delta > MAX_DELTA || delta < -MAX_DELTA) return false;
-    const t = this.#table;
+    const t = this.table;
     const cursor = this.#cursor;
     t.lock(hashIpWords(peer, t.seed), cursor);
     try {

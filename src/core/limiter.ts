@@ -17,7 +17,7 @@
  * Time: callers pass `nowMs` from one clock that every sharing thread reads the same way
  * (e.g. performance.timeOrigin + performance.now()); a step backwards earns nothing and takes nothing away.
  */
-import { ClientTable, clientTableBytes, type ClientTableCursor } from './client-table.js';
+import { ClientTable, ClientTableUser, clientTableBytes, type ClientTableCursor } from './client-table.js';
 import { hashIpWords, maskIpPrefix, parseIpAddress, type IpFamily } from './ip.js';
 
 /** Limits of one limiter; `intervalMs` 0 turns it off (every request admitted, the table untouched). */
@@ -65,8 +65,7 @@ export function rateLimitConfigProblem(config: RateLimitConfig): string | undefi
 }
 
 /** A token-bucket rate limiter over a (possibly shared) bounded table. */
-export class RateLimiter {
-  readonly #table: ClientTable;
+export class RateLimiter extends ClientTableUser {
   readonly #words = new Uint32Array(4);
   readonly #cursor: ClientTableCursor = { bucket: 0, slot: -1 };
 
@@ -86,27 +85,12 @@ export class RateLimiter {
   }
 
   private constructor(table: ClientTable) {
-    this.#table = table;
-  }
-
-  /** The memory to hand to other threads. */
-  get buffer(): ArrayBuffer | SharedArrayBuffer {
-    return this.#table.buffer;
-  }
-
-  /** Most clients tracked at once. */
-  get capacity(): number {
-    return this.#table.capacity;
-  }
-
-  /** Clients tracked now. */
-  get size(): number {
-    return this.#table.countUsed();
+    super(table);
   }
 
   /** The current configuration (as every view of the table sees it). */
   get config(): RateLimitConfig {
-    const t = this.#table;
+    const t = this.table;
     return {
       intervalMs: t.userWord(CFG_INTERVAL_MS),
       burst: t.userWord(CFG_BURST),
@@ -124,7 +108,7 @@ export class RateLimiter {
   configure(config: RateLimitConfig): void {
     const problem = rateLimitConfigProblem(config);
     if (problem !== undefined) throw new RangeError(problem);
-    const t = this.#table;
+    const t = this.table;
     t.setUserWord(CFG_BURST, config.burst);
     t.setUserWord(CFG_LEAK, config.leak);
     t.setUserWord(CFG_V4_BITS, config.ipv4PrefixBits);
@@ -137,7 +121,7 @@ export class RateLimiter {
    * is not an IP literal is keyed as the unspecified address (all such requests share one bucket).
    */
   take(address: string, nowMs: number): RateDecision {
-    if (this.#table.userWord(CFG_INTERVAL_MS) <= 0) return 'admit';
+    if (this.table.userWord(CFG_INTERVAL_MS) <= 0) return 'admit';
     const words = this.#words;
     let family = parseIpAddress(address, words);
     if (family === 0) {
@@ -152,7 +136,7 @@ export class RateLimiter {
    * configured prefix: pass a scratch copy). No allocation: for per-packet use.
    */
   takeWords(words: Uint32Array, family: IpFamily, nowMs: number): RateDecision {
-    const t = this.#table;
+    const t = this.table;
     const intervalMs = t.userWord(CFG_INTERVAL_MS);
     if (intervalMs <= 0) return 'admit';
     const burst = t.userWord(CFG_BURST);

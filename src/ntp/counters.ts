@@ -30,20 +30,74 @@ export function keyAgeBucket(age: number): number {
   return age > KEY_AGE_MAX_TRACKED ? KEY_AGE_MAX_TRACKED + 2 : age + 1;
 }
 
-/** Counters of one thread since its last report, plus the first error message of each kind. */
-export class ThreadCounters {
-  received = 0;
+/** The scalar counts an NTP thread keeps, reports, and the main thread adds up, by name. */
+export const PACKET_COUNT_NAMES = [
+  'sent',
+  'sendErrors',
+  'socketErrors',
+  'truncated',
+  'unstamped',
+  'transmitStamps',
+  'transmitCompensationSumS',
+  'interleavedReplies',
+  'txStampsCaptured',
+  'txStampsMissing',
+  'txStampsLate',
+] as const;
+/** One of PACKET_COUNT_NAMES. */
+export type PacketCountName = (typeof PACKET_COUNT_NAMES)[number];
+/** The scalar counts as plain data (in a thread's report and in the summed stats). */
+export type PacketCountValues = { readonly [K in PacketCountName]: number };
+
+/** The scalar counts, each documented once: a thread's since its last report, or the sum over all threads. */
+export class PacketCounts {
+  /** Replies handed to the kernel (KoDs included). */
   sent = 0;
+  /** Send calls that failed. */
   sendErrors = 0;
+  /** Socket errors (a failed receive, the socket's 'error' event). */
   socketErrors = 0;
+  /** Datagrams longer than a native receive slot, dropped (`ntsd_ntp_dropped_total{reason="truncated"}`). */
   truncated = 0;
+  /** Datagrams without a kernel receive timestamp (native backend; the clock was read on arrival instead). */
   unstamped = 0;
+  /** Transmit timestamps taken (replies and NAKs). */
   transmitStamps = 0;
+  /** Sum of the compensation added to those timestamps, seconds. */
   transmitCompensationSumS = 0;
+  /** RFC 9769: replies sent in interleaved mode. */
   interleavedReplies = 0;
+  /** Kernel TX stamps of replies saved for interleaving clients, stored in the table. */
   txStampsCaptured = 0;
+  /** ... that never came (within a second, or before their pending slot was reused). */
   txStampsMissing = 0;
+  /** ... that came after the client's next request had used (or the table had dropped) their entry. */
   txStampsLate = 0;
+
+  /** Adds `other`'s counts to these. */
+  addCounts(other: PacketCountValues): void {
+    for (const name of PACKET_COUNT_NAMES) this[name] += other[name];
+  }
+
+  /** The counts as plain data. */
+  countValues(): PacketCountValues {
+    return Object.fromEntries(PACKET_COUNT_NAMES.map((name) => [name, this[name]])) as PacketCountValues;
+  }
+
+  /** Whether any count is not zero. */
+  anyCount(): boolean {
+    return PACKET_COUNT_NAMES.some((name) => this[name] !== 0);
+  }
+
+  /** Zeroes every count. */
+  resetCounts(): void {
+    for (const name of PACKET_COUNT_NAMES) this[name] = 0;
+  }
+}
+
+/** Counters of one thread since its last report, plus the first error message of each kind. */
+export class ThreadCounters extends PacketCounts {
+  received = 0;
   /** Deltas in the Tally layout. */
   readonly tally = new Float64Array(TALLY_WORDS);
   readonly #bounds: readonly number[] | undefined;
@@ -52,6 +106,7 @@ export class ThreadCounters {
   readonly #firstErrors = new Map<ThreadEventKind, string>();
 
   constructor(durationBucketsS: readonly number[] | undefined) {
+    super();
     this.#bounds = durationBucketsS;
     this.#durationCounts = new Float64Array(durationBucketsS === undefined ? 0 : durationBucketsS.length + 1);
   }
@@ -80,31 +135,17 @@ export class ThreadCounters {
   take(): { report: ThreadReport | undefined; errors: [ThreadEventKind, string][] } {
     const errors = [...this.#firstErrors];
     this.#firstErrors.clear();
-    const changed =
-      this.received > 0 || this.sent > 0 || this.sendErrors > 0 || this.socketErrors > 0 || this.truncated > 0 ||
-      this.unstamped > 0 || this.transmitStamps > 0 || this.tally.some((v) => v !== 0) ||
-      this.txStampsCaptured > 0 || this.txStampsMissing > 0 || this.txStampsLate > 0;
+    const changed = this.received > 0 || this.anyCount() || this.tally.some((v) => v !== 0);
     if (!changed) return { report: undefined, errors };
     const report: ThreadReport = {
+      ...this.countValues(),
       tally: Array.from(this.tally),
       received: this.received,
-      sent: this.sent,
-      sendErrors: this.sendErrors,
-      socketErrors: this.socketErrors,
-      truncated: this.truncated,
-      unstamped: this.unstamped,
       durationCounts: Array.from(this.#durationCounts),
       durationSumS: this.#durationSumS,
-      transmitStamps: this.transmitStamps,
-      transmitCompensationSumS: this.transmitCompensationSumS,
-      interleavedReplies: this.interleavedReplies,
-      txStampsCaptured: this.txStampsCaptured,
-      txStampsMissing: this.txStampsMissing,
-      txStampsLate: this.txStampsLate,
     };
-    this.received = this.sent = this.sendErrors = this.socketErrors = this.truncated = this.unstamped = 0;
-    this.transmitStamps = this.transmitCompensationSumS = 0;
-    this.interleavedReplies = this.txStampsCaptured = this.txStampsMissing = this.txStampsLate = 0;
+    this.received = 0;
+    this.resetCounts();
     this.tally.fill(0);
     this.#durationCounts.fill(0);
     this.#durationSumS = 0;

@@ -6,6 +6,7 @@
 import type { AdmissionSpec } from '../core/admission.js';
 import type { ServerFields } from '../core/responder.js';
 import type { ResponderPolicy } from '../core/serve.js';
+import type { PacketCountValues } from './counters.js';
 
 /** workerData marker of NTP threads. */
 export const NTP_THREAD_ROLE = 'ntsd-ntp-thread';
@@ -52,30 +53,13 @@ export interface ThreadInit {
   readonly durationBucketsS: readonly number[] | undefined;
 }
 
-/** A thread's counters since its previous report. */
-export interface ThreadReport {
+/** A thread's counters since its previous report (the scalar counts are documented in counters.ts PacketCounts). */
+export interface ThreadReport extends PacketCountValues {
   /** TALLY_WORDS deltas in ntp/counters.ts Tally layout (outcomes, key ages, cookies issued, respond errors). */
   readonly tally: readonly number[];
   readonly received: number;
-  readonly sent: number;
-  readonly sendErrors: number;
-  readonly socketErrors: number;
-  /** Datagrams longer than a native slot, dropped (`truncated`). */
-  readonly truncated: number;
-  /** Datagrams that came without a kernel timestamp (the clock was read on arrival instead). */
-  readonly unstamped: number;
   readonly durationCounts: readonly number[];
   readonly durationSumS: number;
-  readonly transmitStamps: number;
-  readonly transmitCompensationSumS: number;
-  /** RFC 9769: replies sent in interleaved mode. */
-  readonly interleavedReplies: number;
-  /** Kernel TX stamps of replies saved for interleaving: stored in the table. */
-  readonly txStampsCaptured: number;
-  /** ... that never came (within a second, or before their pending slot was reused). */
-  readonly txStampsMissing: number;
-  /** ... that came after the client's next request had used (or the table had dropped) their entry. */
-  readonly txStampsLate: number;
 }
 
 /** Events a thread reports once per report interval (the first message of each kind). */

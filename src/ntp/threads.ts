@@ -17,7 +17,7 @@ import { decodeKeyset, wipeKeyset } from '../core/nts/keyset.js';
 import { OUTCOME_COUNT, type ServerFields } from '../core/responder.js';
 import type { ResponderPolicy } from '../core/serve.js';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { KEY_AGE_BUCKETS, TALLY_WORDS, Tally } from './counters.js';
+import { KEY_AGE_BUCKETS, PacketCounts, TALLY_WORDS, Tally, type PacketCountValues } from './counters.js';
 import {
   NTP_THREAD_ROLE,
   errorMessage,
@@ -91,8 +91,8 @@ export type NtpThreadEvent =
   | { readonly kind: 'keysetRejected'; readonly index: number; readonly reason: string }
   | { readonly kind: 'udpError'; readonly index: number; readonly where: 'socket' | 'send'; readonly message: string };
 
-/** Cumulative counters of every NTP thread since start (for metrics collected as deltas). */
-export interface NtpThreadsStats {
+/** Cumulative counters of every NTP thread since start (for metrics collected as deltas; the scalar counts are counters.ts PacketCounts). */
+export interface NtpThreadsStats extends PacketCountValues {
   /** NTP threads configured. */
   readonly threads: number;
   /** NTP threads running and bound. */
@@ -103,16 +103,6 @@ export interface NtpThreadsStats {
   readonly received: number;
   /** Datagrams received per thread index (replacements continue their index's count). */
   readonly receivedPerThread: readonly number[];
-  /** Replies handed to the kernel. */
-  readonly sent: number;
-  /** Send calls that failed. */
-  readonly sendErrors: number;
-  /** Socket 'error' events. */
-  readonly socketErrors: number;
-  /** Datagrams longer than a native receive slot, dropped (`ntsd_ntp_dropped_total{reason="truncated"}`). */
-  readonly truncated: number;
-  /** Datagrams without a kernel receive timestamp (native backend; the clock was read on arrival instead). */
-  readonly unstamped: number;
   /** Counts per responder Outcome value (index = Outcome). */
   readonly outcomes: readonly number[];
   /** Cookie decodes per key-age bucket (counters.ts keyAgeBucket). */
@@ -125,18 +115,6 @@ export interface NtpThreadsStats {
   readonly durationCounts: readonly number[];
   /** Sum of those durations, seconds. */
   readonly durationSumS: number;
-  /** Transmit timestamps taken (replies and NAKs). */
-  readonly transmitStamps: number;
-  /** Sum of the compensation added to those timestamps, seconds. */
-  readonly transmitCompensationSumS: number;
-  /** RFC 9769: replies in interleaved mode. */
-  readonly interleavedReplies: number;
-  /** Kernel TX stamps captured for interleaving clients. */
-  readonly txStampsCaptured: number;
-  /** Kernel TX stamps that never came. */
-  readonly txStampsMissing: number;
-  /** Kernel TX stamps that came too late to be used. */
-  readonly txStampsLate: number;
 }
 
 /** Running NTP threads. */
@@ -182,24 +160,14 @@ function startError(index: number, error: unknown): NtsdError {
 }
 
 /** Sums the threads' reports. */
-class StatsSum {
+class StatsSum extends PacketCounts {
   readonly tally = new Float64Array(TALLY_WORDS);
   readonly receivedPerThread: Float64Array;
   readonly durationCounts: Float64Array;
   durationSumS = 0;
-  sent = 0;
-  sendErrors = 0;
-  socketErrors = 0;
-  truncated = 0;
-  unstamped = 0;
-  transmitStamps = 0;
-  transmitCompensationSumS = 0;
-  interleavedReplies = 0;
-  txStampsCaptured = 0;
-  txStampsMissing = 0;
-  txStampsLate = 0;
 
   constructor(threads: number, buckets: number) {
+    super();
     this.receivedPerThread = new Float64Array(threads);
     this.durationCounts = new Float64Array(buckets);
   }
@@ -209,17 +177,7 @@ class StatsSum {
     this.receivedPerThread[index] = (this.receivedPerThread[index] ?? 0) + r.received;
     for (let i = 0; i < this.durationCounts.length; i++) this.durationCounts[i] = (this.durationCounts[i] ?? 0) + (r.durationCounts[i] ?? 0);
     this.durationSumS += r.durationSumS;
-    this.sent += r.sent;
-    this.sendErrors += r.sendErrors;
-    this.socketErrors += r.socketErrors;
-    this.truncated += r.truncated;
-    this.unstamped += r.unstamped;
-    this.interleavedReplies += r.interleavedReplies;
-    this.txStampsCaptured += r.txStampsCaptured;
-    this.txStampsMissing += r.txStampsMissing;
-    this.txStampsLate += r.txStampsLate;
-    this.transmitStamps += r.transmitStamps;
-    this.transmitCompensationSumS += r.transmitCompensationSumS;
+    this.addCounts(r);
   }
 }
 
@@ -238,7 +196,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
   const threads = options.threads;
   const onEvent = options.onEvent;
   const sum = new StatsSum(threads, options.durationBucketsS === undefined ? 0 : options.durationBucketsS.length + 1);
-  let keysetBytes = options.keysetBytes.slice();
+  let keysetBytes = new Uint8Array(options.keysetBytes); // a copy, also when given a Buffer
   let serverFields = options.serverFields;
   let admissions = options.admissions ?? [];
   const v4Ports = new Set(options.listen.filter((l) => l.family === 'IPv4').map((l) => l.port));
@@ -326,7 +284,7 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
       const decoded = decodeKeyset(bytes);
       if (!decoded.ok) throw new RangeError(`ntp threads: keyset does not decode (${decoded.error})`);
       wipeKeyset(decoded.keyset);
-      keysetBytes = bytes.slice();
+      keysetBytes = new Uint8Array(bytes);
       supervisor.broadcast({ kind: 'keyset', bytes: keysetBytes } satisfies ToThread);
     },
     setServerFields(fields) {
@@ -345,23 +303,13 @@ export async function startNtpThreads(options: NtpThreadsOptions): Promise<NtpTh
         restarts: supervisor.restarts,
         received: sum.receivedPerThread.reduce((a, b) => a + b, 0),
         receivedPerThread: Array.from(sum.receivedPerThread),
-        sent: sum.sent,
-        sendErrors: sum.sendErrors,
-        socketErrors: sum.socketErrors,
-        truncated: sum.truncated,
-        unstamped: sum.unstamped,
+        ...sum.countValues(),
         outcomes: Array.from(t.subarray(Tally.outcomes, Tally.outcomes + OUTCOME_COUNT)),
         keyAges: Array.from(t.subarray(Tally.keyAges, Tally.keyAges + KEY_AGE_BUCKETS)),
         cookiesIssued: t[Tally.cookiesIssued] ?? 0,
         respondErrors: t[Tally.respondErrors] ?? 0,
         durationCounts: Array.from(sum.durationCounts),
         durationSumS: sum.durationSumS,
-        transmitStamps: sum.transmitStamps,
-        interleavedReplies: sum.interleavedReplies,
-        txStampsCaptured: sum.txStampsCaptured,
-        txStampsMissing: sum.txStampsMissing,
-        txStampsLate: sum.txStampsLate,
-        transmitCompensationSumS: sum.transmitCompensationSumS,
       };
     },
     terminateThread: (index) => supervisor.terminate(index),

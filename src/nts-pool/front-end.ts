@@ -37,6 +37,7 @@ import {
   type SourceCapabilities,
 } from '../core/pool/front-end.js';
 import { UpstreamPool, type UpstreamFailure } from './upstream.js';
+import type { PoolKeSourceConfig } from '../config/schema.js';
 
 /** How a client session at the front end ended (one per connection): a KE outcome, or one of its own errors 0xF000–0xF003. */
 export type PoolKeOutcome = KeSessionOutcomeLabel | 'no_such_server' | 'could_not_connect' | 'could_not_get_capabilities' | 'could_not_get_cookies';
@@ -52,16 +53,8 @@ export type PoolKeUpstreamResult = 'ok' | UpstreamFailure | 'bad_answer';
  */
 export type PoolKeSeries = 'session' | 'upstream' | 'health';
 
-/** One source behind the front end. */
-export interface PoolKeSourceOptions {
-  readonly name: string;
-  readonly host: string;
-  readonly port: number;
-  readonly tlsName: string;
-  /** The pool's token for this source (secret). */
-  readonly authenticationToken: string;
-  readonly weight: number;
-}
+/** One source behind the front end, as `[[pool-ke.source]]` configures it (the token is secret). */
+export type PoolKeSourceOptions = PoolKeSourceConfig;
 
 /** The handler's options (KeHandlerSpec.options: plain data, cloned to each KE thread). */
 export interface PoolFrontEndOptions {

@@ -404,7 +404,9 @@ export function decodeKeyset(bytes: Uint8Array): KeysetDecodeResult {
     ids.add(id);
     parsed.push({ id, createdAtS, offset: at + 16 });
   }
-  const keys = parsed.map((p) => makeMasterKey(p.id, bytes.slice(p.offset, p.offset + MASTER_KEY_LENGTH), p.createdAtS));
+  // A copy of each key (never a view: a caller's Buffer.slice would share memory, and wiping a key would
+  // then zero the caller's bytes).
+  const keys = parsed.map((p) => makeMasterKey(p.id, new Uint8Array(bytes.subarray(p.offset, p.offset + MASTER_KEY_LENGTH)), p.createdAtS));
   const [current, next, ...stale] = keys;
   if (current === undefined || next === undefined) return { ok: false, error: 'bad_key_count' };
   return { ok: true, keyset: makeKeyset(current, next, stale, staleKeyCount, currentSinceS) };

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
 import {
@@ -13,6 +14,7 @@ import {
   keysetKeys,
   resizeKeyset,
   rotateKeyset,
+  wipeKeyset,
   type Keyset,
 } from '../../../src/core/nts/keyset.js';
 import { deterministicRandom } from '../ntp/independent-nts-client.js';
@@ -223,4 +225,15 @@ describe('keyset encoding', () => {
     rotateKeyset(old, T0 + 1, rnd); // drops and wipes old.current
     assert.throws(() => encodeKeyset(old), /wiped/);
   });
+});
+
+it('decodeKeyset copies each key, also from a Buffer: wiping the decoded keys leaves the input bytes intact', () => {
+  const ks = createKeyset(1_700_000_000, deterministicRandom(3), { staleKeyCount: 2 });
+  const encoded = Buffer.from(encodeKeyset(ks));
+  const before = Buffer.from(encoded);
+  const decoded = decodeKeyset(encoded);
+  assert.ok(decoded.ok);
+  wipeKeyset(decoded.keyset);
+  assert.deepEqual(encoded, before, 'the input Buffer is unchanged');
+  assert.ok(decodeKeyset(encoded).ok, 'and still decodes');
 });
