@@ -30,119 +30,50 @@
  * A reply matching neither is counted `unmatched` (a late reply to a lost request whose client moved on),
  * one naming an earlier send of the client `stale`, one for a request already declared lost `late`.
  */
-import type { MessagePort } from 'node:worker_threads';
-import { NTP_UNIX_OFFSET_S, monotonicS } from '../../src/runtime/clock.js';
-import {
-  META_WORDS,
-  MetaWord,
-  NATIVE_COUNTERS,
-  NativeCounter,
-  NativeLayout,
-  RxFlag,
-  StampMode,
-  addressBytes,
-  errnoName,
-  type NativeHandle,
-  type NativeUdpAddon,
-} from '../../src/runtime/addon.js';
+import { NTP_UNIX_OFFSET_S } from '../../src/runtime/clock.js';
+import { META_WORDS, MetaWord, NativeLayout, RxFlag, type NativeUdpAddon } from '../../src/runtime/addon.js';
 import { UsHistogram } from './histogram.js';
+import { KernelStamps, Pacer, closeKernelSockets, openKernelSockets, runLoop, rxStampSeconds, type KernelSender, type KernelSocket, type KernelSocketSizes, type ReplyHandler } from './kernel-socket.js';
 import { NTP_HEADER_BYTES, ORIGIN_OFFSET, RECEIVE_OFFSET, TRANSMIT_OFFSET, TWO_POW_32, readU32BE, writeU32BE } from './pool.js';
 import { cheapReplyProblem } from './reply-check.js';
 import type { GoMessage, UdpWorkerData, UdpWorkerResult } from './protocol.js';
 
-/** Per-socket ring mapping OPT_ID → client; a socket has at most 4 requests in flight. */
-const TX_RING = 1 << 10;
-/** recvmmsg batches per socket per loop iteration. */
-const MAX_RECV_ROUNDS = 4;
-const RECEIVE_BUFFER_BYTES = 1 << 20;
-const MAX_SLEEP_MS = 2;
-const TX_STAMPS_PER_READ = 64;
+/** A socket has at most 4 requests in flight (one per client): a small ring, short reads, a smaller buffer. */
+const SIZES: KernelSocketSizes = { ring: 1 << 10, receiveBufferBytes: 1 << 20, recvRounds: 4, stampsPerRead: 64 };
 /** LI 0, VN 4, mode 3. */
 const CLIENT_LI_VN_MODE = (4 << 3) | 3;
 /** Poll exponent written into requests (2^6 s, chrony's default minpoll); servers only echo it. */
 const POLL = 6;
 const NS_TO_FRACTION = TWO_POW_32 / 1e9;
 
-interface ExchangeSocket {
-  readonly index: number;
-  readonly handle: NativeHandle;
-  readonly meta: Uint32Array;
-  readonly counters: Float64Array;
-  readonly rx: Uint8Array;
-  readonly tx: Uint8Array;
+/** A socket and the clients it carries. */
+interface ClientQueue {
   /** First client of this socket; its clients are first .. first + window − 1. */
   readonly first: number;
-  nextTxId: number;
-  sentSeen: number;
-  errorsSeen: number;
-  readonly ringClient: Int32Array;
-  readonly ringId: Float64Array;
   /** Clients of this socket with nothing outstanding, first in first out (so every client keeps its turn at a low rate). */
   readonly ready: Int32Array;
   readyHead: number;
   readyCount: number;
 }
-
-function openSockets(addon: NativeUdpAddon, data: UdpWorkerData, clientsPerSocket: number): ExchangeSocket[] {
-  const peer = addressBytes(data.targetAddress);
-  if (peer === undefined) throw new Error(`the client-exchange sender needs an IP literal target, got "${data.targetAddress}"`);
-  const sockets: ExchangeSocket[] = [];
-  for (let j = 0; j < data.socketsPerThread; j++) {
-    const source = data.sourceAddresses[j] ?? '';
-    let local: Uint8Array = peer.family === 4 ? new Uint8Array(4) : new Uint8Array(16);
-    if (source !== '') {
-      const parsed = addressBytes(source);
-      if (parsed === undefined || parsed.family !== peer.family) throw new Error(`source address "${source}" does not fit target ${data.targetAddress}`);
-      local = parsed.bytes;
-    }
-    const block = new ArrayBuffer(NativeLayout.blockBytes);
-    const handle = addon.openUdp(peer.family, local, 0, 0, 0, RECEIVE_BUFFER_BYTES, StampMode.receiveTransmit, peer.bytes, data.target.port, block);
-    if (typeof handle === 'number') {
-      for (const s of sockets) addon.close(s.handle);
-      throw new Error(`cannot open a kernel-stamping UDP socket from ${source === '' ? 'any address' : source} to ${data.targetAddress}:${data.target.port}: ${errnoName(handle)}`);
-    }
-    const ready = new Int32Array(clientsPerSocket);
-    for (let k = 0; k < clientsPerSocket; k++) ready[k] = j * clientsPerSocket + k;
-    sockets.push({
-      index: j,
-      handle,
-      meta: new Uint32Array(block, NativeLayout.metaOffset, NativeLayout.slots * META_WORDS),
-      counters: new Float64Array(block, 0, NATIVE_COUNTERS),
-      rx: new Uint8Array(block, NativeLayout.rxOffset, NativeLayout.slots * NativeLayout.slotBytes),
-      tx: new Uint8Array(block, NativeLayout.txOffset, NativeLayout.slots * NativeLayout.slotBytes),
-      first: j * clientsPerSocket,
-      nextTxId: 0,
-      sentSeen: 0,
-      errorsSeen: 0,
-      ringClient: new Int32Array(TX_RING),
-      ringId: new Float64Array(TX_RING).fill(-1),
-      ready,
-      readyHead: 0,
-      readyCount: clientsPerSocket,
-    });
-  }
-  return sockets;
-}
+type ExchangeSocket = KernelSocket & ClientQueue;
 
 /** Runs one client-exchange sender thread: opens its sockets, says ready, waits for `go`, loops, returns its result. */
-export async function runExchangeSender(
-  addon: NativeUdpAddon,
-  data: UdpWorkerData,
-  port: MessagePort,
-  waitForGo: () => Promise<GoMessage>,
-  runTag: number,
-): Promise<UdpWorkerResult> {
+export const runExchangeSender: KernelSender = async (addon, data, port, waitForGo, runTag) => {
   if (data.mode !== 'plain' || data.client === undefined) throw new Error('the client-exchange sender runs plain NTP only');
-  const clientsPerSocket = data.window;
-  const sockets = openSockets(addon, data, clientsPerSocket);
+  const perSocket = data.window;
+  const sockets = openKernelSockets(addon, data, SIZES, 'the client-exchange sender', (j): ClientQueue => {
+    const ready = new Int32Array(perSocket);
+    for (let k = 0; k < perSocket; k++) ready[k] = j * perSocket + k;
+    return { first: j * perSocket, ready, readyHead: 0, readyCount: perSocket };
+  });
   try {
     port.postMessage({ type: 'ready' });
     const go = await waitForGo();
-    return loop(addon, data, sockets, clientsPerSocket, go, runTag);
+    return loop(addon, data, sockets, perSocket, go, runTag);
   } finally {
-    for (const s of sockets) addon.close(s.handle);
+    closeKernelSockets(addon, sockets);
   }
-}
+};
 
 function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocket[], perSocket: number, go: GoMessage, runTag: number): UdpWorkerResult {
   const interleavedForm = data.client === 'interleaved';
@@ -152,17 +83,6 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
   const clientSpan = 2 ** clientBits;
   const sendMask = 2 ** (32 - clientBits) - 1;
 
-  const clockOut = new Float64Array(2);
-  addon.realtime(clockOut);
-  const baseUnixS = clockOut[0] ?? 0;
-  const baseNtpS = (baseUnixS + NTP_UNIX_OFFSET_S) >>> 0;
-  const realNow = (): number => {
-    addon.realtime(clockOut);
-    return (clockOut[0] ?? 0) - baseUnixS + (clockOut[1] ?? 0) / 1e9;
-  };
-  const serverTime = (b: Uint8Array, at: number): number => ((readU32BE(b, at) - baseNtpS) | 0) + readU32BE(b, at + 4) / TWO_POW_32;
-  const mono = monotonicS;
-
   // The outstanding request of each client.
   const inFlight = new Uint8Array(clients);
   const sends = new Float64Array(clients);
@@ -171,11 +91,12 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
   const sentRxFrac = new Uint32Array(clients);
   const sentAt = new Float64Array(clients);
   const measured = new Uint8Array(clients);
-  const txId = new Float64Array(clients).fill(-1);
-  const t1 = new Float64Array(clients);
-  const t1Known = new Uint8Array(clients);
-  const sendLo = new Float64Array(clients);
-  const sendHi = new Float64Array(clients);
+  // Stamps are kept per client; a client never changes socket.
+  const socketOfClient = new Uint16Array(clients);
+  for (let c = 0; c < clients; c++) socketOfClient[c] = Math.floor(c / perSocket);
+  const stamps = new KernelStamps(addon, sockets, clients, SIZES, inFlight, 1, socketOfClient);
+  const { t1, t1Known } = stamps;
+  const pace = new Pacer(data, go);
   // The previous exchange of each client (what an interleaved request carries and its reply completes).
   const prevValid = new Uint8Array(clients);
   const prevT1Known = new Uint8Array(clients);
@@ -203,12 +124,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
   let lost = 0;
   let stale = 0;
   let late = 0;
-  let sendErrors = 0;
-  let loops = 0;
   let noRxStamp = 0;
   let noTxStamp = 0;
-  let txOutside = 0;
-  let txUnmatched = 0;
   let maxReplyBytes = 0;
   let outstanding = 0;
   let interleavedReplies = 0;
@@ -217,50 +134,12 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
   let interleavedSamples = 0;
   let interleavedWithoutSample = 0;
 
-  const startMono = mono();
-  const measureFrom = go.measureFromMonoS;
-  const stopAt = go.stopMonoS;
-  const closedLoop = data.ratePerS === undefined;
-  const ratePerS = data.ratePerS ?? 0;
-  const timeoutS = data.timeoutMs / 1000;
-  const tickMs = data.tickUs / 1000;
-  const spin = data.pacing === 'spin';
-  const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-  const sleepMs = (ms: number): void => {
-    if (ms > 0.005) Atomics.wait(sleepCell, 0, 0, ms);
-  };
-
-  const stampsOut = new Float64Array(TX_STAMPS_PER_READ * 3);
-  const drainTxStamps = (s: ExchangeSocket): void => {
-    for (;;) {
-      const k = addon.readTxStamps(s.handle, stampsOut);
-      for (let j = 0; j < k; j++) {
-        const id = stampsOut[j * 3] ?? -1;
-        const at = (stampsOut[j * 3 + 1] ?? 0) - baseUnixS + (stampsOut[j * 3 + 2] ?? 0) / 1e9;
-        const slot = id % TX_RING;
-        const c = s.ringClient[slot] ?? -1;
-        if (s.ringId[slot] !== id || c < 0 || inFlight[c] !== 1 || txId[c] !== id) {
-          txUnmatched++;
-          continue;
-        }
-        s.ringId[slot] = -1;
-        if (at < (sendLo[c] ?? 0) || at > (sendHi[c] ?? 0)) {
-          txOutside++;
-          continue;
-        }
-        t1[c] = at;
-        t1Known[c] = 1;
-      }
-      if (k < TX_STAMPS_PER_READ) return;
-    }
-  };
-
   const batch = new Int32Array(NativeLayout.slots);
   /** Sends one request from each of `count` ready clients of socket s in one sendmmsg. */
   const sendReady = (s: ExchangeSocket, count: number, nowMono: number): void => {
     const meta = s.meta;
     const tx = s.tx;
-    const isMeasured = nowMono >= measureFrom;
+    const isMeasured = nowMono >= pace.measureFrom;
     for (let k = 0; k < count; k++) {
       const c = s.ready[s.readyHead] ?? 0;
       s.readyHead = s.readyHead + 1 === perSocket ? 0 : s.readyHead + 1;
@@ -290,17 +169,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
       writeU32BE(tx, at + TRANSMIT_OFFSET + 4, t);
       meta[k * META_WORDS + MetaWord.txLength] = NTP_HEADER_BYTES;
     }
-    const lo = realNow();
-    addon.sendBatch(s.handle, count);
-    const hi = realNow();
-    const sentNow = s.counters[NativeCounter.sent] ?? 0;
-    const errorsNow = s.counters[NativeCounter.sendErrors] ?? 0;
-    const sentDelta = sentNow - s.sentSeen;
-    const errorDelta = errorsNow - s.errorsSeen;
-    s.sentSeen = sentNow;
-    s.errorsSeen = errorsNow;
-    const clean = errorDelta === 0 && sentDelta === count;
-    if (!clean) sendErrors += errorDelta;
+    stamps.send(s, batch, count);
     for (let k = 0; k < count; k++) {
       const c = batch[k] ?? 0;
       inFlight[c] = 1;
@@ -309,20 +178,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
       measured[c] = isMeasured ? 1 : 0;
       sentTotal++;
       if (isMeasured) sent++;
-      t1Known[c] = 0;
-      sendLo[c] = lo;
-      sendHi[c] = hi;
-      if (clean) {
-        const id = s.nextTxId + k;
-        txId[c] = id;
-        const slot = id % TX_RING;
-        s.ringId[slot] = id;
-        s.ringClient[slot] = c;
-      } else {
-        txId[c] = -1;
-      }
     }
-    s.nextTxId += sentDelta;
   };
 
   /** The client's request is answered or lost: it may send again. */
@@ -352,12 +208,8 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
     residence.record((a3 - a2) * 1e6);
   };
 
-  const handleReply = (s: ExchangeSocket, i: number): void => {
+  const handleReply: ReplyHandler<ExchangeSocket> = (s, base, at, flags, length) => {
     const meta = s.meta;
-    const base = i * META_WORDS;
-    const flags = meta[base + MetaWord.rxFlags] ?? 0;
-    const length = meta[base + MetaWord.rxLength] ?? 0;
-    const at = i * NativeLayout.slotBytes;
     const rx = s.rx;
     if ((flags & RxFlag.truncated) !== 0 || length < NTP_HEADER_BYTES) {
       unmatched++;
@@ -389,7 +241,7 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
       unmatched++;
       return;
     }
-    if (t1Known[c] !== 1 && txId[c] !== -1) drainTxStamps(s);
+    if (stamps.stampPending(c)) stamps.drainTxStamps(s);
     repliesTotal++;
     if (length > maxReplyBytes) maxReplyBytes = length;
     release(c);
@@ -403,11 +255,11 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
       return;
     }
     const rxStamped = (flags & RxFlag.kernelStamp) !== 0;
-    const stampSeconds = (meta[base + MetaWord.stampSecondsHigh] ?? 0) * TWO_POW_32 + (meta[base + MetaWord.stampSecondsLow] ?? 0);
+    const stampSeconds = rxStampSeconds(meta, base);
     const stampNs = meta[base + MetaWord.stampNanoseconds] ?? 0;
-    const t4 = stampSeconds - baseUnixS + stampNs / 1e9;
-    const t2 = serverTime(rx, at + RECEIVE_OFFSET);
-    const t3 = serverTime(rx, at + TRANSMIT_OFFSET);
+    const t4 = stampSeconds - stamps.baseUnixS + stampNs / 1e9;
+    const t2 = stamps.serverTime(rx, at + RECEIVE_OFFSET);
+    const t3 = stamps.serverTime(rx, at + TRANSMIT_OFFSET);
     const haveT1 = t1Known[c] === 1;
     let sampledBasic = false;
     if (isMeasured) {
@@ -450,78 +302,44 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
     prevT4Frac[c] = Math.floor(stampNs * NS_TO_FRACTION) >>> 0 || 1;
   };
 
-  const receiveAll = (): number => {
-    let got = 0;
-    for (const s of sockets) {
-      for (let round = 0; round < MAX_RECV_ROUNDS; round++) {
-        const n = addon.recv(s.handle);
-        if (n <= 0) break;
-        for (let i = 0; i < n; i++) handleReply(s, i);
-        got += n;
-        if (n < NativeLayout.slots) break;
-      }
-    }
-    return got;
-  };
-
   const sweep = (cutoff: number): void => {
     for (let c = 0; c < clients; c++) if (inFlight[c] === 1 && (sentAt[c] ?? 0) <= cutoff) expire(c);
   };
 
-  const creditCap = Math.max(2, (ratePerS * tickMs * 2) / 1000, Math.min(ratePerS * 0.002, 128));
-  let credit = 0;
-  let lastCredit = startMono;
-  let sending = true;
-  let endSend = startMono;
-  let lastSweep = startMono;
   let nextSocket = 0;
-
-  for (;;) {
-    loops++;
-    const got = receiveAll();
-    let now = mono();
-    if (now - lastSweep >= 0.005) {
-      sweep(now - timeoutS);
-      lastSweep = now;
-    }
-    if (sending && (sentTotal >= data.maxRequests || now >= stopAt)) {
-      sending = false;
-      endSend = now;
-    }
+  const sendDue = (now: number): number => {
     let sentNow = 0;
-    if (sending) {
-      if (closedLoop) {
-        for (const s of sockets) {
-          const c = Math.min(s.readyCount, data.maxRequests - sentTotal);
-          if (c <= 0) continue;
-          sendReady(s, c, now);
-          sentNow += c;
-        }
-      } else {
-        // Token bucket as in native-sender.ts; what no ready client can send now stays as credit.
-        credit = Math.min(credit + (now - lastCredit) * ratePerS, creditCap);
-        lastCredit = now;
-        let due = Math.min(Math.floor(credit), data.maxRequests - sentTotal);
-        for (let tried = 0; due > 0 && tried < sockets.length; tried++) {
-          const s = sockets[nextSocket];
-          nextSocket = nextSocket + 1 === sockets.length ? 0 : nextSocket + 1;
-          if (s === undefined || s.readyCount === 0) continue;
-          const c = Math.min(due, s.readyCount);
-          sendReady(s, c, now);
-          sentNow += c;
-          due -= c;
-          credit -= c;
-        }
+    if (pace.closedLoop) {
+      for (const s of sockets) {
+        const c = Math.min(s.readyCount, data.maxRequests - sentTotal);
+        if (c <= 0) continue;
+        sendReady(s, c, now);
+        sentNow += c;
       }
-    } else if (outstanding <= 0 || now >= endSend + timeoutS) {
-      break;
+      return sentNow;
     }
-    if (got > 0 || sentNow > 0 || spin) continue;
-    now = mono();
-    let waitMs = closedLoop ? tickMs / 2 : tickMs;
-    if (sending && !closedLoop && ratePerS > 0) waitMs = Math.max(waitMs, ((1 - credit) / ratePerS) * 1000);
-    sleepMs(Math.min(waitMs, MAX_SLEEP_MS));
-  }
+    // Fixed rate: only ready clients can send; what none of them can send now stays as credit.
+    let due = pace.due(now, data.maxRequests - sentTotal);
+    for (let tried = 0; due > 0 && tried < sockets.length; tried++) {
+      const s = sockets[nextSocket];
+      nextSocket = nextSocket + 1 === sockets.length ? 0 : nextSocket + 1;
+      if (s === undefined || s.readyCount === 0) continue;
+      const c = Math.min(due, s.readyCount);
+      sendReady(s, c, now);
+      sentNow += c;
+      due -= c;
+      pace.credit -= c;
+    }
+    return sentNow;
+  };
+
+  runLoop(pace, data.maxRequests, {
+    receive: () => stamps.receiveAll(handleReply),
+    sweep,
+    sentTotal: () => sentTotal,
+    send: sendDue,
+    outstanding: () => outstanding,
+  });
   for (let c = 0; c < clients; c++) if (inFlight[c] === 1) expire(c);
 
   return {
@@ -534,16 +352,16 @@ function loop(addon: NativeUdpAddon, data: UdpWorkerData, sockets: ExchangeSocke
     lost,
     invalid,
     verified: received,
-    sendErrors,
-    measuredS: Math.max(0, endSend - Math.max(startMono, measureFrom)),
+    sendErrors: stamps.sendErrors,
+    measuredS: pace.measuredS(),
     requestBytes: NTP_HEADER_BYTES,
     maxReplyBytes,
     delay: delay.snapshot(),
     offset: offset.snapshot(),
     offsetSumUs,
-    loops,
+    loops: pace.loops,
     residence: residence.snapshot(),
-    stamps: { samples: offset.count, stale, late, noRxStamp, noTxStamp, txStampOutsideSend: txOutside, txStampUnmatched: txUnmatched, rebuilt: 0 },
+    stamps: { samples: offset.count, stale, late, noRxStamp, noTxStamp, txStampOutsideSend: stamps.txOutside, txStampUnmatched: stamps.txUnmatched, rebuilt: 0 },
     exchanges: {
       replies: received,
       interleaved: interleavedReplies,
