@@ -257,7 +257,7 @@ test('a key file the daemon may not read refuses to start with KEYSET_UNREADABLE
     const srcCopy = join(dir, 'src');
     cpSync(fileURLToPath(new URL('../../src/', import.meta.url)), srcCopy, { recursive: true });
     writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
-    const moduleUrl = pathToFileURL(join(srcCopy, 'io', 'keyset-store.js')).href;
+    const moduleUrl = pathToFileURL(join(srcCopy, 'keys', 'store.js')).href;
     const script = `
       import { openKeysetStore } from ${JSON.stringify(moduleUrl)};
       const logger = { warn() {}, error() {}, info() {} };
