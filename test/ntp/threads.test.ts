@@ -338,10 +338,24 @@ function threadSuite(backend: ThreadBackend): void {
         const s = receivers.stats();
         return s.outcomes.reduce((a, b) => a + b, 0) + s.respondErrors + s.truncated;
       };
+      // Each thread reports every 50 ms (reportIntervalMs): the earlier tests' last counts may still be on
+      // their way. Start once the total has stood still for several report intervals.
+      let last = -1;
+      let stillSinceMs = Date.now();
+      await waitFor(() => {
+        const now = accounted();
+        if (now !== last) {
+          last = now;
+          stillSinceMs = Date.now();
+        }
+        return Date.now() - stillSinceMs >= 300;
+      }, 5000, 'the earlier counts settled');
+      const settled = (): boolean => accounted() === receivers.stats().received;
       const start = accounted();
       const repliesBefore = client.replies.length;
       for (const p of packets) await client.send(p, port);
-      await waitFor(() => accounted() - start === packets.length, 5000, 'every datagram accounted for');
+      await waitFor(() => settled() && accounted() - start >= packets.length, 5000, 'every datagram accounted for');
+      assert.equal(accounted() - start, packets.length, 'exactly one outcome per datagram');
       await new Promise((r) => setTimeout(r, 50));
       const replies = client.replies.slice(repliesBefore);
       // 48 octets of 0x23 then zeros is a valid plain request: at least that one was answered.
