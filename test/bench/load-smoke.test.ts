@@ -263,9 +263,13 @@ test('kernel timestamps against a live ntsd: every sample has the TX stamp of it
     assert.ok(offset !== null && residence !== null);
     assert.equal(offset.count, r.received);
     // Same clock both ends, kernel stamps both ends: the median error is microseconds, far below 1 ms
-    // even on a loaded machine; the round trip contains the residence.
+    // even on a loaded machine. The round trip T4 − T1 contains the residence T3 − T2, up to the server's
+    // T3: a read of its calibrated clock, which may stand up to one calibration width (20 µs) off the
+    // kernel's CLOCK_REALTIME that stamped T1, T2 and T4. On a loaded CI machine, where nearly the whole
+    // round trip is residence, that error alone put the residence p50 2.7 µs above the round trip's. A
+    // stale match (a reply held 150 ms) would be thousands of times off, so the margin costs nothing.
     assert.ok(offset.p50 < 1000, `|offset| p50 ${offset.p50} µs`);
-    assert.ok(residence.p50 >= 0 && residence.p50 <= r.delayUs.p50 * 1.02 + 1, `residence p50 ${residence.p50} µs vs delay p50 ${r.delayUs.p50} µs`);
+    assert.ok(residence.p50 >= 0 && residence.p50 <= r.delayUs.p50 * 1.02 + 20, `residence p50 ${residence.p50} µs vs delay p50 ${r.delayUs.p50} µs`);
   } finally {
     await ntsd.stop();
     pki.cleanup();
