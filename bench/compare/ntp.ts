@@ -18,10 +18,13 @@ import { residentBytes } from './procfs.js';
 import { startChrony, startNtsd, type ServerTls, type ServerUnderTest } from './servers.js';
 
 /** Server variants this comparison knows. */
-export const NTP_VARIANTS = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch', 'native-noxleave'] as const;
+export const NTP_VARIANTS = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch', 'native-noxleave', 'native-noclientlog'] as const;
 /** One of NTP_VARIANTS. */
 export type NtpVariant = (typeof NTP_VARIANTS)[number];
-/** The variants run when `--servers` is not given (native-noxleave, ntsd with `interleaved = false`, on request). */
+/**
+ * The variants run when `--servers` is not given. On request only: native-noxleave (`interleaved = false`) and
+ * native-noclientlog (`client-log-size = 0`), each to price one feature of the hot path.
+ */
 export const DEFAULT_NTP_VARIANTS: readonly NtpVariant[] = ['native', 'dgram', 'chrony', 'native-2t', 'native-batch'];
 /** Servers of the interleaved section (plain NTP, client exchanges), in this order when present. */
 const EXCHANGE_VARIANTS: readonly NtpVariant[] = ['native', 'chrony'];
@@ -147,6 +150,8 @@ export function variantLabel(variant: NtpVariant, o: Pick<NtpCompareOptions, 'nt
       return `ntsd native, send-mode batch (${t(threads)})`;
     case 'native-noxleave':
       return `ntsd native, interleaved = false (${t(threads)})`;
+    case 'native-noclientlog':
+      return `ntsd native, client-log-size = 0 (${t(threads)})`;
   }
 }
 
@@ -164,6 +169,8 @@ async function startVariant(variant: NtpVariant, o: NtpCompareOptions, deps: Ntp
       return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'batch' });
     case 'native-noxleave':
       return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'each', interleaved: false });
+    case 'native-noclientlog':
+      return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'each', clientLogSize: 0 });
     default:
       return startNtsd({ ...common, datapath: 'native', threads: o.ntsdThreads, sendMode: 'each' });
   }
@@ -439,7 +446,7 @@ export function renderNtpTables(result: NtpCompareResult, o: NtpCompareOptions):
     const mark = r.met === undefined || native.length === 0 || native.some((n) => !Number.isFinite(n)) ? '' : r.met(native) ? ' ✓' : ' ✗';
     lines.push(`| ${r.metric} | ${cells.join(' | ')} |${ratio} ${r.target ?? ''}${mark} |`);
   }
-  const variants = (['native', 'native-2t', 'native-batch', 'native-noxleave'] as const).filter((v) => sum[v] !== undefined);
+  const variants = (['native', 'native-2t', 'native-batch', 'native-noxleave', 'native-noclientlog'] as const).filter((v) => sum[v] !== undefined);
   if (variants.length > 1) {
     lines.push('');
     lines.push(`| ntsd native variant | NTS req/s (max) | req per server CPU-second | \\|offset\\| p50 / p99 / p99.9 at 50 % (µs) | residence p99 at 50 % (µs) |`);

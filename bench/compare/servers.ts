@@ -65,6 +65,8 @@ export async function startNtsd(options: {
   readonly sendMode?: 'each' | 'batch' | undefined;
   /** `[[server]] interleaved` (RFC 9769); undefined = ntsd's default (on). */
   readonly interleaved?: boolean | undefined;
+  /** `[observability] client-log-size` (the `ntsd clients` table); undefined = ntsd's default. */
+  readonly clientLogSize?: number | undefined;
   /** Name reported in results (default "ntsd"). */
   readonly label?: string | undefined;
   /** More lines for the `[[nts-ke-server]]` table (e.g. `concurrent-connections = 512`). */
@@ -97,6 +99,7 @@ export async function startNtsd(options: {
     '[observability]',
     'log-level = "info"',
     'metrics-listen = ""',
+    ...(options.clientLogSize === undefined ? [] : [`client-log-size = ${options.clientLogSize}`]),
     '',
     '[worker-pool]',
     ...(options.threads === undefined ? [] : [`threads = ${options.threads}`]),
