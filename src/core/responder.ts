@@ -510,30 +510,26 @@ export function respondRefused(
   return result;
 }
 
-function plainReply(
+/** Writes the reply to a request that respond() has accepted, of the request's `version`, into `out`. */
+type ReplyWriter = (
   request: Uint8Array,
   receiveTime: NtpTimestamp,
   ctx: ResponderContext,
   version: number,
   out: Uint8Array,
   client: InterleaveClient | undefined,
-): RespondResult {
+) => RespondResult;
+
+const plainReply: ReplyWriter = (request, receiveTime, ctx, version, out, client) => {
   const result = ctx.scratch.result;
   const interleaved = client !== undefined && planInterleave(request, receiveTime, client, false, ctx.scratch);
   writeTimeHeader(request, receiveTime, ctx.serverFields, version, out, interleaved);
   writeTransmit(ctx, out, client, interleaved);
   result.interleaved = interleaved;
   return finish(result, Outcome.ntpTime, NTP_HEADER_LENGTH);
-}
+};
 
-function ntsReply(
-  request: Uint8Array,
-  receiveTime: NtpTimestamp,
-  ctx: ResponderContext,
-  version: number,
-  out: Uint8Array,
-  client: InterleaveClient | undefined,
-): RespondResult {
+const ntsReply: ReplyWriter = (request, receiveTime, ctx, version, out, client) => {
   const scratch = ctx.scratch;
   const result = scratch.result;
   const nts = scratch.nts;
@@ -628,4 +624,4 @@ function ntsReply(
   out.fill(0, ciphertextAt + ciphertextLength, end);
   result.cookiesIssued = count;
   return finish(result, Outcome.ntsTime, end);
-}
+};

@@ -100,18 +100,21 @@ export function scanExtensionField(
     setSpan(cursor, offset, end);
     return EfScan.malformed;
   }
-  const length = readU16(packet, offset + 2);
   // RFC 7822 §3: multiple of 4, at least 16, inside the packet. A field that ends the packet is ≥ 28
   // automatically: anything shorter left 16..27 octets, which the checks above have already refused.
-  if ((length & 3) !== 0 || length < EF_MIN_LENGTH || length > remaining) {
+  return checkedField(cursor, packet, offset, end, EF_MIN_LENGTH);
+}
+
+/**
+ * Reads the Length of the field at `offset` and points the cursor at the field when that length is a multiple
+ * of 4, at least `minLength` and inside packet[offset..end); otherwise marks the rest malformed.
+ */
+function checkedField(cursor: ExtensionFieldCursor, packet: Uint8Array, offset: number, end: number, minLength: number): EfScanValue {
+  const length = readU16(packet, offset + 2);
+  if ((length & 3) !== 0 || length < minLength || length > end - offset) {
     setSpan(cursor, offset, end);
     return EfScan.malformed;
   }
-  return setField(cursor, packet, offset, length);
-}
-
-/** Points the cursor at a validated field of `length` octets at `offset`. */
-function setField(cursor: ExtensionFieldCursor, packet: Uint8Array, offset: number, length: number): EfScanValue {
   cursor.type = readU16(packet, offset);
   cursor.offset = offset;
   cursor.length = length;
@@ -141,12 +144,7 @@ export function scanInnerExtensionField(
     setSpan(cursor, offset, end);
     return EfScan.malformed;
   }
-  const length = readU16(packet, offset + 2);
-  if ((length & 3) !== 0 || length < EF_HEADER_LENGTH || length > remaining) {
-    setSpan(cursor, offset, end);
-    return EfScan.malformed;
-  }
-  return setField(cursor, packet, offset, length);
+  return checkedField(cursor, packet, offset, end, EF_HEADER_LENGTH);
 }
 
 /** One decoded EF (allocating form for tests and tools): `value` is a view including any padding. */
