@@ -64,13 +64,15 @@ export function createExtensionFieldCursor(): ExtensionFieldCursor {
   return { type: 0, offset: 0, length: 0, valueOffset: 0, valueLength: 0, next: 0 };
 }
 
-function setSpan(cursor: ExtensionFieldCursor, offset: number, end: number): void {
+/** Points the cursor at packet[offset..end) as one item that is not a field, and returns its class. */
+function span(cursor: ExtensionFieldCursor, offset: number, end: number, scan: EfScanValue): EfScanValue {
   cursor.type = 0;
   cursor.offset = offset;
   cursor.length = end - offset;
   cursor.valueOffset = offset;
   cursor.valueLength = end - offset;
   cursor.next = end;
+  return scan;
 }
 
 /**
@@ -84,22 +86,10 @@ export function scanExtensionField(
   end: number = packet.length,
 ): EfScanValue {
   const remaining = end - offset;
-  if (remaining === 0) {
-    setSpan(cursor, offset, offset);
-    return EfScan.end;
-  }
-  if (remaining === CRYPTO_NAK_LENGTH) {
-    setSpan(cursor, offset, end);
-    return EfScan.cryptoNak;
-  }
-  if (remaining === 20 || remaining === 24) {
-    setSpan(cursor, offset, end);
-    return EfScan.legacyMac;
-  }
-  if (remaining < EF_MIN_LAST_LENGTH) {
-    setSpan(cursor, offset, end);
-    return EfScan.malformed;
-  }
+  if (remaining === 0) return span(cursor, offset, offset, EfScan.end);
+  if (remaining === CRYPTO_NAK_LENGTH) return span(cursor, offset, end, EfScan.cryptoNak);
+  if (remaining === 20 || remaining === 24) return span(cursor, offset, end, EfScan.legacyMac);
+  if (remaining < EF_MIN_LAST_LENGTH) return span(cursor, offset, end, EfScan.malformed);
   // RFC 7822 §3: multiple of 4, at least 16, inside the packet. A field that ends the packet is ≥ 28
   // automatically: anything shorter left 16..27 octets, which the checks above have already refused.
   return checkedField(cursor, packet, offset, end, EF_MIN_LENGTH);
@@ -111,10 +101,7 @@ export function scanExtensionField(
  */
 function checkedField(cursor: ExtensionFieldCursor, packet: Uint8Array, offset: number, end: number, minLength: number): EfScanValue {
   const length = readU16(packet, offset + 2);
-  if ((length & 3) !== 0 || length < minLength || length > end - offset) {
-    setSpan(cursor, offset, end);
-    return EfScan.malformed;
-  }
+  if ((length & 3) !== 0 || length < minLength || length > end - offset) return span(cursor, offset, end, EfScan.malformed);
   cursor.type = readU16(packet, offset);
   cursor.offset = offset;
   cursor.length = length;
@@ -136,14 +123,8 @@ export function scanInnerExtensionField(
   end: number = packet.length,
 ): EfScanValue {
   const remaining = end - offset;
-  if (remaining === 0) {
-    setSpan(cursor, offset, offset);
-    return EfScan.end;
-  }
-  if (remaining < EF_HEADER_LENGTH) {
-    setSpan(cursor, offset, end);
-    return EfScan.malformed;
-  }
+  if (remaining === 0) return span(cursor, offset, offset, EfScan.end);
+  if (remaining < EF_HEADER_LENGTH) return span(cursor, offset, end, EfScan.malformed);
   return checkedField(cursor, packet, offset, end, EF_HEADER_LENGTH);
 }
 
