@@ -61,8 +61,11 @@ test('calibrateFromRealtime: the anchor follows a nanosecond realtime reader, an
   };
   assert.equal(clock.calibrateFromRealtime(reader), true);
   const error = clock.nowUnixS() - (monotonicS() + offsetS);
-  assert.ok(Math.abs(error) < 5e-6, `error ${error} s`);
-  assert.ok(clock.calibrationState().uncertaintyS <= 20e-6);
+  // The anchor is off by at most the kept sample's half-width (its uncertainty, ≤ 10 µs: a preempted round
+  // on a loaded machine widens it), plus the moment between the two reads above.
+  const { uncertaintyS } = clock.calibrationState();
+  assert.ok(uncertaintyS <= 10e-6, `uncertainty ${uncertaintyS} s`);
+  assert.ok(Math.abs(error) < uncertaintyS + 5e-6, `error ${error} s, uncertainty ${uncertaintyS} s`);
   // A reader that takes 1 ms: the interval is too wide to trust and the old anchor stays.
   const before = clock.nowUnixS();
   const slow = (out: Float64Array): void => {
