@@ -41,7 +41,7 @@ export type KeOutcome =
 
 /** Server policy for NTS-KE answers. */
 export interface KePolicy {
-  /** AEAD ids the server accepts (order irrelevant: the client's order decides). 15 is always added (§4.1.5). */
+  /** AEAD ids the server accepts (order irrelevant: chooseAead follows the client's, constant-time AEADs first). 15 is always added (§4.1.5). */
   readonly aeadIds: readonly number[];
   /** NTPv4 Server Negotiation value (§4.1.7): ASCII IPv4/IPv6 literal or FQDN; omitted when undefined or empty. */
   readonly ntpServer?: string | undefined;
@@ -118,15 +118,24 @@ function acceptedTokens(policy: KePolicy): readonly Uint8Array[] {
 }
 
 /**
- * Picks the AEAD: the first client-offered id (client order, as chrony and ntpd-rs do) that the
- * server accepts and implements. 15 is always accepted (§4.1.5: a server accepting NTPv4 MUST NOT
- * answer empty when AEAD_AES_SIV_CMAC_256 was offered). Returns undefined when none overlaps.
+ * Picks the AEAD among the client-offered ids that the server accepts and implements. 15 is always accepted
+ * (§4.1.5: a server accepting NTPv4 MUST NOT answer empty when AEAD_AES_SIV_CMAC_256 was offered).
+ * The client's order decides (as chrony and ntpd-rs do), except that an AEAD this thread runs on the
+ * table-driven JavaScript AES comes after every offered one it runs in constant time (§4.1.5 lets the server
+ * ignore the client's order). That is AEAD 30 where OpenSSL is older than 3.2 (Node 20): chrony ≥ 4.4 offers
+ * "30 15" by default, and its per-request keys would otherwise meet a cache-timing channel there.
+ * Returns undefined when none overlaps.
  */
 export function chooseAead(clientAeadIds: readonly number[], serverAeadIds: readonly number[]): number | undefined {
+  let fallback: number | undefined;
   for (const id of clientAeadIds) {
-    if ((id === AeadId.AES_SIV_CMAC_256 || serverAeadIds.includes(id)) && getAead(id) !== undefined) return id;
+    if (id !== AeadId.AES_SIV_CMAC_256 && !serverAeadIds.includes(id)) continue;
+    const aead = getAead(id);
+    if (aead === undefined) continue;
+    if (aead.constantTime) return id;
+    fallback ??= id;
   }
-  return undefined;
+  return fallback;
 }
 
 /**

@@ -230,6 +230,7 @@ function openSslAlgorithm(addon: NativeAeadFunctions, js: AeadAlgorithm): AeadAl
     minNonceLength: js.minNonceLength,
     maxNonceLength: js.maxNonceLength,
     tagLength: js.tagLength,
+    constantTime: true,
     newCipher: (key: Uint8Array) => new OpenSslAeadCipher(addon, algorithm, key),
   });
   return algorithm;

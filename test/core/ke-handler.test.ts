@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { FillRandom } from '../../src/core/bytes.js';
-import { getAead } from '../../src/core/crypto/aead.js';
+import { getAead, getJavaScriptAead, setAeadProvider } from '../../src/core/crypto/aead.js';
 import { chooseAead, handleKeRequest, type KeHandlerResult, type KePolicy } from '../../src/core/ke-handler.js';
 import { cookieLength, openCookie } from '../../src/core/nts/cookie.js';
 import type { ExportKeys } from '../../src/core/nts/exporter.js';
@@ -105,6 +105,36 @@ describe('handleKeRequest: success (RFC 8915 §4.1)', () => {
       assert.equal(run([NP0, aead(...offer), EOM]).res.aeadId, chosen, `offer ${offer.join(',')}`);
     }
     assert.equal(chooseAead([30, 17, 15], [17, 15]), 17);
+  });
+
+  it('AEAD choice: an AEAD on the table-driven JavaScript AES comes after every offered constant-time one', () => {
+    // Providers that declare constant time stand in for OpenSSL's (runtime/aead-openssl.test.ts runs the real ones).
+    const constantTime = (id: number): void => {
+      const js = getJavaScriptAead(id);
+      assert.ok(js);
+      setAeadProvider(id, { ...js, constantTime: true });
+    };
+    try {
+      // Node 20's OpenSSL 3.0: the SIV AEADs on OpenSSL, 30 on JavaScript. chrony ≥ 4.4 offers "30 15".
+      for (const id of [15, 16, 17]) constantTime(id);
+      for (const [offer, chosen] of [
+        [[30, 15], 15],
+        [[30, 17, 16], 17],
+        [[15, 30], 15],
+        [[30], 30], // nothing constant-time offered: the client's choice still stands
+        [[30, 99], 30],
+      ] as const) {
+        assert.equal(run([NP0, aead(...offer), EOM]).res.aeadId, chosen, `offer ${offer.join(',')}`);
+      }
+      assert.equal(chooseAead([30, 17, 15], [30, 15]), 15, '17 is not accepted by the server');
+      // OpenSSL ≥ 3.2 (Node 24): all four constant-time, the client's order again.
+      constantTime(30);
+      assert.equal(run([NP0, aead(30, 15), EOM]).res.aeadId, 30);
+    } finally {
+      for (const id of [15, 16, 17, 30]) setAeadProvider(id, undefined);
+    }
+    assert.equal(getAead(30)?.constantTime, false);
+    assert.equal(chooseAead([30, 15], [15, 30]), 30, 'all on JavaScript: the client order');
   });
 
   it('RFC 8915 §4.1.5: a server accepting NTPv4 MUST NOT answer empty when 15 was offered', () => {

@@ -1,7 +1,8 @@
 /**
  * Debian 13's chrony 4.6.1 (in the debootstrap root test/install-peers.sh builds, PEERS.md) against ntsd in
  * both directions: as an NTS client of the real daemon with `ntsaeads 30` (AES-128-GCM-SIV, with chrony's
- * key-export rule for it) and with `ntsaeads 15`, and as an NTS server probed by `ntsd check` with each AEAD.
+ * key-export rule for it), with `ntsaeads 15` and with its default offer ("30 15"), and as an NTS server probed by
+ * `ntsd check` with each AEAD.
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,6 +20,7 @@ import {
 } from './peers.js';
 import { startLoopbackNtsd, type LoopbackNtsd } from './ntsd.js';
 import { makeTestPki } from '../helpers/certs.js';
+import { getOpenSslAeads } from '../../src/runtime/aead-openssl.js';
 
 ensureNtsTestHost();
 ensureTrixieChrony();
@@ -34,6 +36,25 @@ after(async () => {
   await ntsd?.stop();
   await server?.stop();
   pki.cleanup();
+});
+
+test('chrony 4.6.1 with its default offer ("30 15"): ntsd picks 30 where OpenSSL runs it, else 15 (never 30 on JavaScript AES when 15 runs on OpenSSL)', { timeout: 40_000 }, async (t) => {
+  assert.ok(ntsd, 'ntsd started');
+  // The daemon runs this Node and this addon (or none, under NTSD_NATIVE=0): what loads here loads there.
+  const openssl = getOpenSslAeads();
+  const expected = openssl.has(30) || !openssl.has(15) ? 30 : 15;
+  const chrony = await startChronyClient({ kePort: ntsd.kePort, caPath: pki.caCertPath, build: 'trixie' });
+  t.after(() => chrony.stop());
+  await waitFor('chrony 4.6.1: an authenticated sample from ntsd', 25_000, () => {
+    const source = chrony.ntpdata()[0];
+    return source !== undefined && source['Authenticated'] === 'Yes' && Number(source['Total valid RX']) > 1 ? source : undefined;
+  }, 250).catch((err: unknown) => {
+    throw new Error(`${String(err)}\nauthdata:\n${chrony.chronyc('authdata')}\nchronyd:\n${chrony.output()}\nntsd:\n${ntsd?.output() ?? ''}`);
+  });
+  const auth = chrony.authdata()[0];
+  assert.equal(auth?.mode, 'NTS', chrony.chronyc('authdata'));
+  assert.equal(auth?.type, expected, `OpenSSL AEADs here: ${[...openssl.keys()].join(', ') || 'none'}\n${chrony.chronyc('authdata')}`);
+  assert.equal(auth?.naks, 0, 'no NTS NAKs');
 });
 
 for (const aead of [30, 15]) {

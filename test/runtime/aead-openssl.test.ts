@@ -18,6 +18,7 @@ import { SUPPORTED_AEAD_IDS, getAead, getJavaScriptAead, setAeadProvider, type A
 import { AesSiv } from '../../src/core/crypto/aes-siv.js';
 import { createCookieOpenScratch, openCookieInto, sealCookie, CookieStatus, cookieLength } from '../../src/core/nts/cookie.js';
 import { createKeyset, decodeKeyset, encodeKeyset, rotateKeyset, type Keyset } from '../../src/core/nts/keyset.js';
+import { chooseAead } from '../../src/core/ke-handler.js';
 import { createResponderContext, type ResponderContext } from '../../src/core/responder.js';
 import { loadNativeUdp, type NativeAeadFunctions } from '../../src/runtime/addon.js';
 import { OpenSslAeadCipher, getOpenSslAeads, installAeadBackend, missingOpenSslAeads, openSslUnavailableReasons } from '../../src/runtime/aead-openssl.js';
@@ -74,6 +75,21 @@ describe('OpenSSL AEAD backend: availability', () => {
       openssl.has(30) ? [] : [30],
     );
     installAeadBackend('javascript');
+  });
+
+  it('NTS-KE with the real backends: chrony\'s default offer "30 15" gets 30 only where OpenSSL runs it (Node 24), else 15', { skip }, () => {
+    const accepted = [15, 16, 17, 30];
+    try {
+      const auto = installAeadBackend('auto');
+      for (const e of auto.entries) assert.equal(getAead(e.aeadId)?.constantTime, e.constantTime, e.name);
+      assert.equal(chooseAead([30, 15], accepted), openssl.has(30) ? 30 : 15);
+      assert.equal(chooseAead([30], accepted), 30, 'offered alone, 30 is still served');
+      assert.equal(chooseAead([16, 15], accepted), 16);
+      installAeadBackend('javascript');
+      assert.equal(chooseAead([30, 15], accepted), 30, 'all on JavaScript: the client order');
+    } finally {
+      installAeadBackend('javascript');
+    }
   });
 });
 

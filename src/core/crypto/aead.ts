@@ -114,6 +114,11 @@ export interface AeadAlgorithm {
   readonly maxNonceLength: number;
   /** Ciphertext expansion in octets (16 for all NTS AEADs). */
   readonly tagLength: number;
+  /**
+   * True when the implementation's timing does not depend on its keys (OpenSSL's AES through the addon); false
+   * for the table-driven JavaScript AES, whose memory accesses do. NTS-KE prefers constant-time AEADs (chooseAead).
+   */
+  readonly constantTime: boolean;
   /** Creates a keyed instance. */
   newCipher(key: Uint8Array): AeadCipher;
 }

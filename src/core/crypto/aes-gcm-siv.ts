@@ -315,6 +315,7 @@ export const AEAD_AES_128_GCM_SIV: AeadAlgorithm = Object.freeze({
   minNonceLength: GCM_SIV_NONCE_LENGTH,
   maxNonceLength: GCM_SIV_NONCE_LENGTH,
   tagLength: GCM_SIV_TAG_LENGTH,
+  constantTime: false, // table-driven AES (aes.ts)
   newCipher(key: Uint8Array): AeadCipher {
     if (key.length !== 16) throw new RangeError(`AEAD_AES_128_GCM_SIV: key must be 16 octets, got ${key.length}`);
     return new AesGcmSiv(key);

@@ -318,6 +318,7 @@ function sivAlgorithm(aeadId: number, name: string, keyLength: number): AeadAlgo
     minNonceLength: 1,
     maxNonceLength: 0xffff,
     tagLength: SIV_TAG_LENGTH,
+    constantTime: false, // table-driven AES (aes.ts)
     newCipher(key: Uint8Array): AeadCipher {
       if (key.length !== keyLength) throw new RangeError(`${name}: key must be ${keyLength} octets, got ${key.length}`);
       return new AesSiv(key);
