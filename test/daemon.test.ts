@@ -11,6 +11,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import { getJavaScriptAead } from '../src/core/crypto/aead.js';
 import { decodeKeyset } from '../src/core/nts/keyset.js';
 import { makeTestPki, type TestPki } from './helpers/certs.js';
 import {
@@ -219,6 +220,7 @@ const DOCUMENTED_METRICS = [
   'ntsd_tls_reloads_total',
   'ntsd_worker_restarts_total',
   'ntsd_build_info',
+  'ntsd_ke_aead_negotiated_total',
   'nodejs_eventloop_lag_seconds',
   'process_cpu_user_seconds_total',
 ];
@@ -310,6 +312,8 @@ test('metrics: every documented metric is exposed and counters move with KE, NTS
   assert.equal(sample(s, 'ntsd_ke_sessions_total{outcome="success"}'), 1);
   assert.equal(sample(s, 'ntsd_ke_connections_accepted_total'), 1);
   assert.equal(sample(s, 'ntsd_nts_cookies_issued_total{via="ke"}'), 8);
+  assert.equal(sample(s, `ntsd_ke_aead_negotiated_total{aead="${getJavaScriptAead(keys.aeadId)?.name ?? ''}"}`), 1, `AEAD ${keys.aeadId}`);
+  assert.equal(sumOf(s, 'ntsd_ke_aead_negotiated_total'), 1);
   assert.equal(sample(s, 'ntsd_ntp_packets_received_total'), 6);
   assert.equal(sample(s, 'ntsd_ntp_responses_total{protocol="nts",kind="time"}'), 2);
   assert.equal(sample(s, 'ntsd_ntp_responses_total{protocol="nts",kind="nts_nak"}'), 2);

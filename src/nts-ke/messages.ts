@@ -36,6 +36,8 @@ export interface KeStats {
   readonly sessionDurationsS: readonly number[];
   /** New Cookie records sent (ntsd_nts_cookies_issued_total{via="ke"}). */
   readonly cookiesIssued: number;
+  /** Responses that agreed on an AEAD, by AEAD id (ntsd_ke_aead_negotiated_total). */
+  readonly aeads: Readonly<Record<number, number>>;
   /** Valid PROXY v2 headers, by the `proxy-trusted-sources` entry their balancer matched. */
   readonly proxyConnections: Readonly<Record<string, number>>;
   /** Connections open right now over every thread of the listener (gauge ntsd_ke_active_connections). */
@@ -55,6 +57,7 @@ export interface KeTallies {
   sessions: Record<KeSessionOutcome, number>;
   sessionDurationsS: number[];
   cookiesIssued: number;
+  aeads: Record<number, number>;
   proxyConnections: Record<string, number>;
   poolRequests: Record<string, number>;
 }
@@ -67,6 +70,7 @@ export function newKeTallies(): KeTallies {
     sessions: Object.fromEntries(KE_SESSION_OUTCOMES.map((o) => [o, 0])) as Record<KeSessionOutcome, number>,
     sessionDurationsS: [],
     cookiesIssued: 0,
+    aeads: {},
     proxyConnections: {},
     poolRequests: {},
   };

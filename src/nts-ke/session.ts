@@ -42,6 +42,8 @@ export interface SessionContext {
    * through `settled` (answers after the first on a kept connection).
    */
   poolAnswered?(kind: Exclude<KeRequestKind, 'ordinary'>, outcome: KeSessionOutcome, extraCookies: number): void;
+  /** A response agreed on this AEAD (an ordinary session's or a pool's fixed key request). */
+  negotiated?(aeadId: number): void;
   /** The listener's own request handler (docs/pools.md: the front end); undefined = the ordinary KE answer. */
   readonly handler?: KeRequestHandler | undefined;
   readonly keyExchangeTimeoutMs: number;
@@ -260,6 +262,7 @@ export class KeSession {
         this.#ctx.log('error', 'NTS-KE internal error', { error: errorText(result.internalError) });
       }
       const outcome = sessionOutcome(result.outcome);
+      if (result.aeadId !== undefined && result.outcome === 'success') this.#ctx.negotiated?.(result.aeadId);
       if (result.requestKind !== 'ordinary') this.#ctx.poolAnswered?.(result.requestKind, outcome, kept ? result.cookiesIssued : 0);
       if (result.keepAlive) {
         this.#keep(result.response, outcome, result.cookiesIssued);

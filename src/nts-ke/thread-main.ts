@@ -190,6 +190,9 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
         tallies.poolRequests[key] = (tallies.poolRequests[key] ?? 0) + 1;
         tallies.cookiesIssued += extraCookies;
       },
+      negotiated: (aeadId) => {
+        tallies.aeads[aeadId] = (tallies.aeads[aeadId] ?? 0) + 1;
+      },
       settled: (outcome, durationS, cookiesIssued, detail) => {
         handler?.settled(outcome, detail);
         tallies.sessions[outcome]++;
@@ -217,6 +220,7 @@ async function runKeThread(init: KeWorkerInit, port: MessagePort): Promise<void>
       t.cookiesIssued === 0 &&
       t.sessionDurationsS.length === 0 &&
       Object.keys(t.proxyConnections).length === 0 &&
+      Object.keys(t.aeads).length === 0 &&
       Object.keys(t.poolRequests).length === 0 &&
       Object.values(t.rejected).every((n) => n === 0) &&
       active === lastReportedActive;

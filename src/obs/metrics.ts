@@ -13,6 +13,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import { OUTCOME_METRICS, type OutcomeMetricLabels, type ServerFields } from '../core/responder.js';
 import { KE_REJECT_REASONS, KE_SESSION_OUTCOMES, type KeRejectReasonLabel, type KeSessionOutcomeLabel } from '../core/ke-handler.js';
 import type { ClientLogSummary } from '../core/client-log.js';
+import { SUPPORTED_AEAD_IDS, getJavaScriptAead } from '../core/crypto/aead.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Label value sets.
@@ -237,6 +238,8 @@ export interface KeStatsReport {
   readonly sessions: Readonly<Partial<Record<KeSessionOutcomeLabel, number>>>;
   readonly sessionDurationsS: readonly number[];
   readonly cookiesIssued: number;
+  /** Responses that agreed on an AEAD, by AEAD id (absent: none). */
+  readonly aeads?: Readonly<Record<number, number>>;
   /** Valid PROXY v2 headers by trusted-source entry (absent when the listener is not proxied). */
   readonly proxyConnections?: Readonly<Record<string, number>>;
   readonly activeConnections: number;
@@ -391,6 +394,14 @@ export function createMetrics(options: MetricsOptions): Metrics {
     KE_REJECT_REASONS,
   );
   const keSessions = labelled(registry, 'ntsd_ke_sessions_total', 'NTS-KE sessions finished, by outcome.', 'outcome', KE_SESSION_OUTCOMES);
+  const aeadName = (id: number): string => getJavaScriptAead(id)?.name ?? `AEAD_${id}`;
+  const keAeads = labelled(
+    registry,
+    'ntsd_ke_aead_negotiated_total',
+    'NTS-KE responses that agreed on an AEAD for the client, by AEAD.',
+    'aead',
+    SUPPORTED_AEAD_IDS.map(aeadName),
+  );
   const keDuration = new Histogram({
     name: 'ntsd_ke_session_duration_seconds',
     help: 'NTS-KE session duration from accept to close, TLS handshake included, seconds.',
@@ -556,6 +567,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
         }
         for (const d of stats.sessionDurationsS) keDuration.observe(d);
         if (stats.cookiesIssued > 0) cookiesIssued.inc({ via: 'ke' }, stats.cookiesIssued);
+        for (const [id, n] of Object.entries(stats.aeads ?? {})) if (n > 0) keAeads.inc({ aead: aeadName(Number(id)) }, n);
         for (const [source, n] of Object.entries(stats.proxyConnections ?? {})) if (n > 0) keProxied.inc({ source }, n);
         keActive.set(stats.activeConnections);
       },
