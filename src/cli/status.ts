@@ -66,6 +66,8 @@ export interface StatusReport {
     readonly accepted: Counted;
     readonly rejectedByReason: CountedBy;
     readonly sessionsByOutcome: CountedBy;
+    /** Responses by the AEAD they agreed on (label: the IANA name); empty when this ntsd does not export it. */
+    readonly aeadsNegotiated: CountedBy;
     readonly activeConnections: number | null;
     readonly sessionDuration: DurationSummary | null;
   } | null;
@@ -257,6 +259,7 @@ export function buildStatusReport(endpoint: string, now: PromPage, before: PromP
       accepted: c('ntsd_ke_connections_accepted_total'),
       rejectedByReason: by('ntsd_ke_connections_rejected_total', 'reason'),
       sessionsByOutcome: by('ntsd_ke_sessions_total', 'outcome'),
+      aeadsNegotiated: by('ntsd_ke_aead_negotiated_total', 'aead'),
       activeConnections: gauge(now, 'ntsd_ke_active_connections'),
       sessionDuration: durationSummary(now, before, 'ntsd_ke_session_duration_seconds'),
     },
@@ -374,6 +377,7 @@ export function formatStatusReport(r: StatusReport): string[] {
     out.push(row('connections accepted', r.ke.accepted));
     out.push(...rows('connections rejected: ', r.ke.rejectedByReason));
     out.push(...rows('sessions: ', r.ke.sessionsByOutcome, ['success']));
+    out.push(...rows('agreed ', Object.fromEntries(Object.entries(r.ke.aeadsNegotiated).map(([name, v]) => [name.replace(/^AEAD_/, ''), v]))));
     out.push(`  ${'active connections'.padEnd(LABEL_WIDTH)}${String(r.ke.activeConnections ?? '-').padStart(10)}`);
     out.push(durationLine('session time', r.ke.sessionDuration));
   }

@@ -86,6 +86,8 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.ok((r.ntp.cookiesIssuedVia['ke']?.total ?? 0) >= 8 * tally.keSessions);
   assert.ok(r.ntp.requestDuration !== null && r.ntp.requestDuration.meanS > 0 && r.ntp.requestDuration.meanS < 1);
   assert.ok((r.ke.sessionsByOutcome['success']?.total ?? 0) >= tally.keSessions);
+  const agreed = Object.values(r.ke.aeadsNegotiated).reduce((n, c) => n + c.total, 0);
+  assert.ok(agreed >= tally.keSessions, `AEAD agreed in ${agreed} responses, ${tally.keSessions} KE sessions`);
   assert.ok(r.ke.accepted.total >= tally.keSessions);
   assert.ok(r.ke.sessionDuration !== null);
   assert.ok(r.certificate !== null && r.certificate.expiresInS > 800 * 86400, 'the test leaf lives 825 days');
@@ -104,7 +106,7 @@ test('healthy ntsd under traffic: exit 0, every section filled, rates over the i
   assert.equal(text.code, 0, text.stdout + text.stderr);
   const out = text.stdout;
   for (const want of [/^ntsd \S+ on Node\.js \S+, up \S+, at http:/m, /^health: OK$/m, /^  packets received +\d+ +[\d.]+$/m, /^  replies nts\/time +\d+/m,
-    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^certificate +\S+: expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
+    /^  NTS NAKs +\d+ .*\n    cookie_\w+ +\d+/m, /^  sessions: success +\d+/m, /^  agreed AES_\w+ +\d+/m, /^certificate +\S+: expires \d{4}-\d\d-\d\dT/m, /^keys +current key [0-9a-f]{8} created .*; mode local$/m,
     /^time source +synchronised, stratum 2,/m, /^threads +restarts: NTP 0 \(.*\/s\), NTS-KE 0 \(.*\/s\)$/m, /^datapath +/m]) {
     assert.match(out, want);
   }
