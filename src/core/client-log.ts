@@ -215,12 +215,7 @@ export class ClientLog extends ClientTableUser {
     const slot = this.#enter(peer, family, nowMs);
     const t = this.table;
     try {
-      const last = t.float(slot, F_NTP_LAST);
-      if (last > 0) {
-        const stored = t.float(slot, F_NTP_LOG2);
-        t.setFloat(slot, F_NTP_LOG2, nextIntervalLog2(stored === 0 ? NaN : stored - LOG2_BIAS, nowMs - last) + LOG2_BIAS);
-      }
-      if (nowMs > last) t.setFloat(slot, F_NTP_LAST, nowMs);
+      this.#noteInterval(slot, F_NTP_LAST, F_NTP_LOG2, nowMs);
       const kind = REQUEST_KIND[outcome] ?? 2;
       t.incrementInt(slot, kind === 1 || (kind === 2 && requestLength > PLAIN_NTP_MAX_LENGTH) ? I_NTS : I_NTP);
       if (REPLIED[outcome] === 1) t.incrementInt(slot, I_REPLIES);
@@ -236,16 +231,22 @@ export class ClientLog extends ClientTableUser {
     const slot = this.#enter(words, familyOfKey(words), nowMs);
     const t = this.table;
     try {
-      const last = t.float(slot, F_KE_LAST);
-      if (last > 0) {
-        const stored = t.float(slot, F_KE_LOG2);
-        t.setFloat(slot, F_KE_LOG2, nextIntervalLog2(stored === 0 ? NaN : stored - LOG2_BIAS, nowMs - last) + LOG2_BIAS);
-      }
-      if (nowMs > last) t.setFloat(slot, F_KE_LAST, nowMs);
+      this.#noteInterval(slot, F_KE_LAST, F_KE_LOG2, nowMs);
       t.incrementInt(slot, I_KE0 + kind);
     } finally {
       t.unlock(this.#cursor);
     }
+  }
+
+  /** Folds the gap since the slot's last request of one kind into its mean interval, and moves its last-seen time (slot locked). */
+  #noteInterval(slot: number, lastField: number, log2Field: number, nowMs: number): void {
+    const t = this.table;
+    const last = t.float(slot, lastField);
+    if (last > 0) {
+      const stored = t.float(slot, log2Field);
+      t.setFloat(slot, log2Field, nextIntervalLog2(stored === 0 ? NaN : stored - LOG2_BIAS, nowMs - last) + LOG2_BIAS);
+    }
+    if (nowMs > last) t.setFloat(slot, lastField, nowMs);
   }
 
   /** Like noteKe() for an address as node:net reports it; a string that is not an IP literal is not counted. */
