@@ -25,13 +25,8 @@ import {
   waitUntil,
   type RunningDaemon,
 } from '../helpers/daemon.js';
+import { plainRequest } from '../ntp/nts-test-client.js';
 
-/** A plain NTPv4 client request. */
-function plainRequest(): Uint8Array {
-  const p = new Uint8Array(48);
-  p[0] = (4 << 3) | 3;
-  return p;
-}
 
 /** Sends `datagram` from a fresh socket bound to `from` (so a new source port each time); resolves with the reply or undefined. */
 function sendFrom(from: string, to: string, port: number, datagram: Uint8Array, waitMs = 1000): Promise<Uint8Array | undefined> {

@@ -6,7 +6,7 @@ import { InterleaveTable, interleaveTableBytes } from '../../src/core/interleave
 import { Outcome, createResponderContext, respond, type InterleaveClient, type ResponderContext } from '../../src/core/responder.js';
 import { readTimestamp, type NtpTimestamp } from '../../src/core/ntp/timestamp.js';
 import { buildClientRequest, counting, deterministicRandom, verifyNak, verifyServerReply } from './ntp/independent-nts-client.js';
-import { TEST_SERVER_FIELDS } from '../ntp/nts-test-client.js';
+import { TEST_SERVER_FIELDS, plainRequest } from '../ntp/nts-test-client.js';
 
 const T0 = 1_700_000_000;
 const PEER = Uint32Array.of(0, 0, 0xffff, 0xc0000201);
@@ -49,12 +49,7 @@ function eight(seconds: number, fraction: number): Uint8Array {
 }
 
 function plain(origin: Uint8Array, receive: Uint8Array, transmit: Uint8Array): Uint8Array {
-  const p = new Uint8Array(48);
-  p[0] = (4 << 3) | 3;
-  p.set(origin, 24);
-  p.set(receive, 32);
-  p.set(transmit, 40);
-  return p;
+  return plainRequest(4, { origin, receive, transmit });
 }
 
 function ask(r: Rig, request: Uint8Array, receiveTime: NtpTimestamp, peer = PEER) {

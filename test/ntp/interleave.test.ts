@@ -15,7 +15,7 @@ import { readTimestamp } from '../../src/core/ntp/timestamp.js';
 import { startNtpThreads, type NtpThreads } from '../../src/ntp/threads.js';
 import { loadNativeUdp } from '../../src/runtime/addon.js';
 import { MAX_PENDING_MS, MISMATCHES_BEFORE_RESET, PendingTransmitStamps } from '../../src/ntp/transmit-stamps.js';
-import { TEST_SERVER_FIELDS, checkNtsReply, newSession, ntsRequest, openTestClient, waitFor } from './nts-test-client.js';
+import { TEST_SERVER_FIELDS, checkNtsReply, newSession, ntsRequest, openTestClient, plainRequest, waitFor } from './nts-test-client.js';
 
 const native = loadNativeUdp();
 const fill = (b: Uint8Array): void => {
@@ -23,12 +23,7 @@ const fill = (b: Uint8Array): void => {
 };
 
 function request(origin: Uint8Array, receive: Uint8Array, transmit: Uint8Array): Uint8Array {
-  const p = new Uint8Array(48);
-  p[0] = (4 << 3) | 3;
-  p.set(origin, 24);
-  p.set(receive, 32);
-  p.set(transmit, 40);
-  return p;
+  return plainRequest(4, { origin, receive, transmit });
 }
 
 /** One request from a fresh source port (chrony's default), returning the reply. */

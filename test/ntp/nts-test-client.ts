@@ -34,11 +34,17 @@ const put16 = (b: Uint8Array, o: number, v: number): void => {
   b[o + 1] = v & 0xff;
 };
 
-/** A plain NTPv4 client request (RFC 5905 §7.3: LI 0, VN 4, mode 3) with a random transmit timestamp. */
-export function plainRequest(version = 4): Uint8Array {
+/**
+ * A plain NTPv4 client request (RFC 5905 §7.3: LI 0, VN 4, mode 3) with a random transmit timestamp, or the
+ * origin, receive and transmit timestamps given (RFC 9769 interleaved requests set all three).
+ */
+export function plainRequest(version = 4, header: { origin?: Uint8Array; receive?: Uint8Array; transmit?: Uint8Array } = {}): Uint8Array {
   const p = new Uint8Array(48);
   p[0] = (version << 3) | 3;
-  randomFillSync(p.subarray(40, 48));
+  if (header.origin !== undefined) p.set(header.origin, 24);
+  if (header.receive !== undefined) p.set(header.receive, 32);
+  if (header.transmit !== undefined) p.set(header.transmit, 40);
+  else randomFillSync(p.subarray(40, 48));
   return p;
 }
 
