@@ -13,21 +13,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { validateConfig } from '../src/config/schema.js';
+import { repoRoot } from './helpers/daemon.js';
 
-/** The repository root: the nearest ancestor of this compiled test holding tsconfig.json and src/, else cwd. */
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'tsconfig.json')) && existsSync(join(dir, 'src'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) return process.cwd();
-    dir = parent;
-  }
-}
-
-const ROOT = findRepoRoot();
+const ROOT = repoRoot();
 const read = (path: string): string => readFileSync(join(ROOT, path), 'utf8');
 
 // ---------------------------------------------------------------------------------------------------------
