@@ -29,6 +29,7 @@
  * The stamp itself is stored as its offset from the receive timestamp (like chrony), and only when it
  * is within MAX_TRANSMIT_DELAY_S of it.
  */
+import { readU32 } from './bytes.js';
 import { ClientTable, ClientTableUser, clientTableBytes, type ClientTableCursor } from './client-table.js';
 import { hashIpWords } from './ip.js';
 import { NtpHeaderOffset } from './ntp/header.js';
@@ -79,10 +80,6 @@ export function markTransmitFraction(fraction: number): number {
   return (fraction & 0xfffffffe) >>> 0;
 }
 
-function u32(b: Uint8Array, at: number): number {
-  return (((b[at] ?? 0) << 24) | ((b[at + 1] ?? 0) << 16) | ((b[at + 2] ?? 0) << 8) | (b[at + 3] ?? 0)) >>> 0;
-}
-
 /**
  * Whether a request (at least 48 octets) may be in interleaved mode (RFC 9769 §2): NTPv4, its origin
  * timestamp has the marker bit of our receive timestamps, and its receive and transmit fields differ
@@ -90,7 +87,7 @@ function u32(b: Uint8Array, at: number): number {
  */
 export function looksInterleaved(request: Uint8Array): boolean {
   if ((((request[0] ?? 0) >>> 3) & 7) !== 4) return false;
-  if ((u32(request, NtpHeaderOffset.originTime + 4) & 1) === 0) return false;
+  if ((readU32(request, NtpHeaderOffset.originTime + 4) & 1) === 0) return false;
   for (let i = 0; i < 8; i++) {
     if (request[NtpHeaderOffset.receiveTime + i] !== request[NtpHeaderOffset.transmitTime + i]) return true;
   }
@@ -99,12 +96,18 @@ export function looksInterleaved(request: Uint8Array): boolean {
 
 /** The origin timestamp of a request, seconds half. */
 export function originSeconds(request: Uint8Array): number {
-  return u32(request, NtpHeaderOffset.originTime);
+  return readU32(request, NtpHeaderOffset.originTime);
 }
 
 /** The origin timestamp of a request, fraction half. */
 export function originFraction(request: Uint8Array): number {
-  return u32(request, NtpHeaderOffset.originTime + 4);
+  return readU32(request, NtpHeaderOffset.originTime + 4);
+}
+
+/** What InterleaveTable.exchange found (the lookup) and did (whether it saved the new entry); reused per call. */
+export interface InterleaveExchange {
+  lookup: InterleaveLookup;
+  saved: boolean;
 }
 
 /** The bounded, possibly shared table of replies waiting for (or holding) their kernel transmit stamp. */
@@ -154,23 +157,44 @@ export class InterleaveTable extends ClientTableUser {
    */
   take(peer: Uint32Array, origin: NtpTimestamp, nts: boolean, out: MutableNtpTimestamp): InterleaveLookup {
     const t = this.table;
-    const cursor = this.#cursor;
-    t.lock(hashIpWords(peer, t.seed), cursor);
+    t.lock(hashIpWords(peer, t.seed), this.#cursor);
     try {
-      const s = this.#find(peer, origin.seconds, origin.fraction, nts ? FLAG_NTS : 0);
-      if (s < 0) return 'absent';
-      const flags = t.int(s, I_FLAGS);
-      const delta = t.float(s, F_TX_DELTA);
-      t.releaseSlot(s);
-      if ((flags & FLAG_TX) === 0) return 'pending';
-      const total = origin.fraction + delta;
-      const carry = Math.floor(total / FRACTION_PER_S);
-      out.seconds = (origin.seconds + carry) >>> 0;
-      out.fraction = (total - carry * FRACTION_PER_S) >>> 0;
-      return 'hit';
+      return this.#take(peer, origin, nts, out);
     } finally {
-      t.unlock(cursor);
+      t.unlock(this.#cursor);
     }
+  }
+
+  /**
+   * take(peer, origin, nts, out) and then save(peer, rx, nts, nowMs) under one lock of the peer's bucket (one
+   * hash), as a reply to a request that looks interleaved needs both. Returns the lookup; `saved` is save's answer.
+   */
+  exchange(peer: Uint32Array, origin: NtpTimestamp, rx: NtpTimestamp, nts: boolean, nowMs: number, out: MutableNtpTimestamp, result: InterleaveExchange): InterleaveExchange {
+    const t = this.table;
+    t.lock(hashIpWords(peer, t.seed), this.#cursor);
+    try {
+      result.lookup = this.#take(peer, origin, nts, out);
+      result.saved = this.#save(peer, rx, nts, nowMs);
+      return result;
+    } finally {
+      t.unlock(this.#cursor);
+    }
+  }
+
+  /** take() with the peer's bucket locked. */
+  #take(peer: Uint32Array, origin: NtpTimestamp, nts: boolean, out: MutableNtpTimestamp): InterleaveLookup {
+    const t = this.table;
+    const s = this.#find(peer, origin.seconds, origin.fraction, nts ? FLAG_NTS : 0);
+    if (s < 0) return 'absent';
+    const flags = t.int(s, I_FLAGS);
+    const delta = t.float(s, F_TX_DELTA);
+    t.releaseSlot(s);
+    if ((flags & FLAG_TX) === 0) return 'pending';
+    const total = origin.fraction + delta;
+    const carry = Math.floor(total / FRACTION_PER_S);
+    out.seconds = (origin.seconds + carry) >>> 0;
+    out.fraction = (total - carry * FRACTION_PER_S) >>> 0;
+    return 'hit';
   }
 
   /**
@@ -181,49 +205,55 @@ export class InterleaveTable extends ClientTableUser {
    */
   save(peer: Uint32Array, rx: NtpTimestamp, nts: boolean, nowMs: number): boolean {
     const t = this.table;
-    const cursor = this.#cursor;
-    t.lock(hashIpWords(peer, t.seed), cursor);
+    t.lock(hashIpWords(peer, t.seed), this.#cursor);
     try {
-      const existing = this.#find(peer, rx.seconds, rx.fraction, -1);
-      if (existing >= 0) {
-        t.releaseSlot(existing);
-        return false;
-      }
-      const first = t.firstSlot(cursor);
-      let free = -1;
-      let own = 0;
-      let ownOldest = -1;
-      let oldest = -1;
-      for (let s = first; s < first + t.ways; s++) {
-        if (!t.isUsed(s)) {
-          if (free < 0) free = s;
-          continue;
-        }
-        const savedMs = t.float(s, F_SAVED_MS);
-        if (oldest < 0 || savedMs < t.float(oldest, F_SAVED_MS)) oldest = s;
-        if (t.holds(s, peer)) {
-          own++;
-          if (ownOldest < 0 || savedMs < t.float(ownOldest, F_SAVED_MS)) ownOldest = s;
-        }
-      }
-      let slot: number;
-      if (own >= INTERLEAVE_ENTRIES_PER_ADDRESS && ownOldest >= 0) {
-        slot = ownOldest;
-      } else if (free >= 0) {
-        slot = free;
-      } else {
-        slot = oldest;
-      }
-      if (slot !== free) t.addUserWord(U_EVICTIONS, 1);
-      t.claimSlot(peer, cursor, slot);
-      t.setInt(slot, I_RX_SECONDS, rx.seconds | 0);
-      t.setInt(slot, I_RX_FRACTION, rx.fraction | 0);
-      t.setInt(slot, I_FLAGS, nts ? FLAG_NTS : 0);
-      t.setFloat(slot, F_SAVED_MS, nowMs);
-      return true;
+      return this.#save(peer, rx, nts, nowMs);
     } finally {
-      t.unlock(cursor);
+      t.unlock(this.#cursor);
     }
+  }
+
+  /** save() with the peer's bucket locked. */
+  #save(peer: Uint32Array, rx: NtpTimestamp, nts: boolean, nowMs: number): boolean {
+    const t = this.table;
+    const cursor = this.#cursor;
+    const existing = this.#find(peer, rx.seconds, rx.fraction, -1);
+    if (existing >= 0) {
+      t.releaseSlot(existing);
+      return false;
+    }
+    const first = t.firstSlot(cursor);
+    let free = -1;
+    let own = 0;
+    let ownOldest = -1;
+    let oldest = -1;
+    for (let s = first; s < first + t.ways; s++) {
+      if (!t.isUsed(s)) {
+        if (free < 0) free = s;
+        continue;
+      }
+      const savedMs = t.float(s, F_SAVED_MS);
+      if (oldest < 0 || savedMs < t.float(oldest, F_SAVED_MS)) oldest = s;
+      if (t.holds(s, peer)) {
+        own++;
+        if (ownOldest < 0 || savedMs < t.float(ownOldest, F_SAVED_MS)) ownOldest = s;
+      }
+    }
+    let slot: number;
+    if (own >= INTERLEAVE_ENTRIES_PER_ADDRESS && ownOldest >= 0) {
+      slot = ownOldest;
+    } else if (free >= 0) {
+      slot = free;
+    } else {
+      slot = oldest;
+    }
+    if (slot !== free) t.addUserWord(U_EVICTIONS, 1);
+    t.claimSlot(peer, cursor, slot);
+    t.setInt(slot, I_RX_SECONDS, rx.seconds | 0);
+    t.setInt(slot, I_RX_FRACTION, rx.fraction | 0);
+    t.setInt(slot, I_FLAGS, nts ? FLAG_NTS : 0);
+    t.setFloat(slot, F_SAVED_MS, nowMs);
+    return true;
   }
 
   /**

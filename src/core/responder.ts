@@ -23,7 +23,15 @@ import { getAead, isRekeyable, sealRegions, type AeadAlgorithm, type AeadCipher 
 import { EF_HEADER_LENGTH } from './ntp/extension.js';
 import { LeapIndicator, NTP_HEADER_LENGTH, NtpHeaderOffset, NtpMode, packLiVnMode } from './ntp/header.js';
 import { writeTimestamp, type NtpTimestamp } from './ntp/timestamp.js';
-import { looksInterleaved, originFraction, originSeconds, type InterleaveTable, type MutableNtpTimestamp } from './interleave.js';
+import {
+  looksInterleaved,
+  markReceiveFraction,
+  originFraction,
+  originSeconds,
+  type InterleaveExchange,
+  type InterleaveTable,
+  type MutableNtpTimestamp,
+} from './interleave.js';
 import {
   COOKIE_MAX_LENGTH,
   COOKIE_OVERHEAD,
@@ -196,6 +204,8 @@ export interface ResponderScratch {
   /** A request's origin timestamp, and the stored transmit stamp an interleaved reply carries. */
   readonly origin: MutableNtpTimestamp;
   readonly interleavedTransmit: MutableNtpTimestamp;
+  /** What the interleave table's exchange() found and did for the current request. */
+  readonly interleaveExchange: InterleaveExchange;
 }
 
 /** Everything `respond` needs besides the packet. Mutable fields may be swapped by the shell between calls. */
@@ -264,6 +274,7 @@ export function createResponderScratch(): ResponderScratch {
     s2cCiphers: new Map(),
     origin: { seconds: 0, fraction: 0 },
     interleavedTransmit: { seconds: 0, fraction: 0 },
+    interleaveExchange: { lookup: 'absent', saved: false },
   };
 }
 
@@ -300,15 +311,27 @@ function keyedCipher(cache: Map<number, AeadCipher>, aead: AeadAlgorithm, key: U
   return fresh;
 }
 
+/** Clears what respond() reports besides outcome and length, so a refused or dropped packet carries nothing stale. */
+export function resetResult(result: RespondResult): RespondResult {
+  result.keyAge = KEY_AGE_NONE;
+  result.cookiesIssued = 0;
+  result.interleaved = false;
+  result.transmitStampWanted = false;
+  return result;
+}
+
 function finish(result: RespondResult, outcome: OutcomeValue, length: number): RespondResult {
   result.outcome = outcome;
   result.length = length;
   return result;
 }
 
-/** Copies the request's transmit timestamp into the reply's origin field (RFC 5905 §8). */
-function copyOrigin(request: Uint8Array, out: Uint8Array): void {
-  for (let i = 0; i < 8; i++) out[NtpHeaderOffset.originTime + i] = request[NtpHeaderOffset.transmitTime + i] ?? 0;
+/**
+ * Copies a request timestamp into the reply's origin field: its transmit timestamp (RFC 5905 §8), or its
+ * receive timestamp in interleaved mode (RFC 9769 §2). A loop, not a subarray view: nothing allocated.
+ */
+function copyOrigin(request: Uint8Array, out: Uint8Array, from: number = NtpHeaderOffset.transmitTime): void {
+  for (let i = 0; i < 8; i++) out[NtpHeaderOffset.originTime + i] = request[from + i] ?? 0;
 }
 
 /**
@@ -325,11 +348,7 @@ function writeTimeHeader(request: Uint8Array, receiveTime: NtpTimestamp, f: Serv
   writeU32(out, NtpHeaderOffset.rootDispersion, f.rootDispersion);
   writeU32(out, NtpHeaderOffset.referenceId, f.referenceId);
   writeTimestamp(out, NtpHeaderOffset.referenceTime, f.referenceTime);
-  if (interleaved) {
-    out.set(request.subarray(NtpHeaderOffset.receiveTime, NtpHeaderOffset.receiveTime + 8), NtpHeaderOffset.originTime);
-  } else {
-    copyOrigin(request, out);
-  }
+  copyOrigin(request, out, interleaved ? NtpHeaderOffset.receiveTime : NtpHeaderOffset.transmitTime);
   writeTimestamp(out, NtpHeaderOffset.receiveTime, receiveTime);
 }
 
@@ -350,12 +369,12 @@ function planInterleave(request: Uint8Array, receiveTime: NtpTimestamp, client: 
   const origin = scratch.origin;
   origin.seconds = originSeconds(request);
   origin.fraction = originFraction(request);
-  const interleaved = client.table.take(client.peer, origin, nts, scratch.interleavedTransmit) === 'hit';
   const key = result.stampKey;
   key.seconds = receiveTime.seconds;
-  key.fraction = (receiveTime.fraction | 1) >>> 0;
-  result.transmitStampWanted = client.table.save(client.peer, key, nts, client.nowMs);
-  return interleaved;
+  key.fraction = markReceiveFraction(receiveTime.fraction);
+  const done = client.table.exchange(client.peer, origin, key, nts, client.nowMs, scratch.interleavedTransmit, scratch.interleaveExchange);
+  result.transmitStampWanted = done.saved;
+  return done.lookup === 'hit';
 }
 
 /**
@@ -413,12 +432,8 @@ export function respond(
   out: Uint8Array,
   client?: InterleaveClient,
 ): RespondResult {
-  const result = ctx.scratch.result;
+  const result = resetResult(ctx.scratch.result);
   result.length = 0;
-  result.keyAge = KEY_AGE_NONE;
-  result.cookiesIssued = 0;
-  result.interleaved = false;
-  result.transmitStampWanted = false;
   if (out.length < request.length) throw new RangeError('respond: out must be at least as long as the request');
   const length = request.length;
   if (length < NTP_HEADER_LENGTH) return finish(result, Outcome.dropMalformed, 0);

@@ -14,7 +14,7 @@ import { InterleaveTable } from './interleave.js';
 import type { IpFamily } from './ip.js';
 import type { NtpTimestamp } from './ntp/timestamp.js';
 import {
-  KEY_AGE_NONE,
+  resetResult,
   Outcome,
   respond,
   respondRefused,
@@ -106,11 +106,7 @@ export function serve(
   if (family !== 0 && admission !== undefined && (admission.access !== undefined || admission.limiter !== undefined)) {
     const decision = admit(admission, peer, family, nowMs, state.limiterScratch);
     if (decision !== 'admit') {
-      const r = ctx.scratch.result;
-      r.keyAge = KEY_AGE_NONE;
-      r.cookiesIssued = 0;
-      r.interleaved = false;
-      r.transmitStampWanted = false;
+      const r = resetResult(ctx.scratch.result);
       if (decision === 'limit') {
         r.outcome = Outcome.dropRateLimited;
         r.length = 0;
@@ -126,7 +122,7 @@ export function serve(
   // Interleaved mode needs to know who asks; a peer of unknown family gets basic mode.
   const client = family === 0 ? undefined : state.interleave[policyIndex];
   if (client !== undefined) {
-    client.peer.set(peer);
+    client.peer = peer; // read during this call only
     client.nowMs = nowMs;
   }
   return respond(request, receiveTime, ctx, out, client);
