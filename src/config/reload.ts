@@ -5,7 +5,7 @@
  * needing a restart. No I/O but reading the file; the daemon applies the result.
  */
 import { loadConfigFile } from './load.js';
-import type { Config, KeListenerConfig, KeRuntimeSettings, PoolKeConfig } from './schema.js';
+import type { Config, KeListenerConfig, KeRuntimeSettings } from './schema.js';
 import { NtsdError } from '../errors.js';
 
 /** The part of a KE listener's table (`[[nts-ke-server]]`, `[pool-ke]`) a SIGHUP applies at runtime (the rest needs a restart). */
@@ -47,10 +47,12 @@ export function changesRequiringRestart(running: Config, next: Config): string[]
   if (running.observability.clientLogSize !== next.observability.clientLogSize) changed.push('observability.client-log-size');
   if (!same(running.workerPool, next.workerPool)) changed.push('worker-pool');
   if (!same(running.timeSource, next.timeSource)) changed.push('time-source');
-  // A KE listener's caps, client rate limit and access list apply at runtime; the rest of [pool-ke] does not.
-  const fixedPart = (p: PoolKeConfig | undefined): unknown =>
-    p === undefined ? undefined : { ...p, concurrentConnections: 0, concurrentConnectionsPerSource: 0, clientRateLimit: p.clientRateLimit.tableSize, access: undefined };
-  if (!same(fixedPart(running.poolKe), fixedPart(next.poolKe))) changed.push('pool-ke');
+  // [pool-ke]: what keRuntimeSettings takes applies at runtime (as for [[nts-ke-server]]); any other difference does not.
+  const poolKeChanged =
+    running.poolKe === undefined || next.poolKe === undefined
+      ? running.poolKe !== next.poolKe
+      : !same({ ...running.poolKe, ...keRuntimeSettings(next.poolKe) }, next.poolKe);
+  if (poolKeChanged) changed.push('pool-ke');
   return changed;
 }
 

@@ -769,3 +769,20 @@ test('client-log-size: 4096 by default, 0 turns the log off, a change needs a re
   bigger['observability'] = { 'client-log-size': 65536 };
   assert.deepEqual(changesRequiringRestart(running, valid(bigger)), ['observability.client-log-size']);
 });
+
+test('SIGHUP and [pool-ke]: caps, the client rate limit (table size included) and access lists apply; anything else needs a restart', () => {
+  const running = valid(poolKeDoc());
+  const tuned = poolKeDoc();
+  Object.assign(tuned['pool-ke'] as Doc, {
+    'concurrent-connections': 64,
+    'concurrent-connections-per-source': 2,
+    'client-rate-limit-interval-s': 8,
+    'client-rate-limit-table-size': 1024,
+    deny: ['192.0.2.0/24'],
+  });
+  assert.deepEqual(changesRequiringRestart(running, valid(tuned)), []);
+  const moved = poolKeDoc();
+  (moved['pool-ke'] as Doc)['upstream-timeout-ms'] = 1000;
+  assert.deepEqual(changesRequiringRestart(running, valid(moved)), ['pool-ke']);
+  assert.deepEqual(changesRequiringRestart(running, valid(base())).includes('pool-ke'), true);
+});
