@@ -42,10 +42,6 @@ export function formatIntervalS(seconds: number | null): string {
   return formatDurationS(seconds).replace(/^(\d+[dhm])\d+[hms]$/, '$1');
 }
 
-function ago(seconds: number | null): string {
-  return seconds === null ? '-' : formatIntervalS(seconds);
-}
-
 /** The table, one string per line: a summary line, the header, one row per client. */
 export function formatClientsTable(view: ClientLogView, sort: ClientSort): string[] {
   const width = Math.max(15, ...view.clients.map((c) => c.address.length));
@@ -78,11 +74,11 @@ export function formatClientsTable(view: ClientLogView, sort: ClientSort): strin
         String(c.ntp.naks),
         String(c.ntp.kods),
         formatIntervalS(c.ntp.intervalS),
-        ago(c.ntp.lastAgoS),
+        formatIntervalS(c.ntp.lastAgoS),
         String(c.ke.sessions),
         String(c.ke.sessions - c.ke.ok),
         formatIntervalS(c.ke.intervalS),
-        ago(c.ke.lastAgoS),
+        formatIntervalS(c.ke.lastAgoS),
       ]),
     );
   }

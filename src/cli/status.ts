@@ -447,8 +447,8 @@ export async function scrapePage(url: string, timeoutMs: number): Promise<{ ok: 
   return { ok: true, page: parsed.page };
 }
 
-/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default (also for `ntsd clients`). */
-export function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
+/** The endpoint to read: --metrics, else the config file's metrics-listen, else the default. */
+function endpointFrom(metrics: string | undefined, configPath: string | undefined): string {
   if (metrics !== undefined) return metrics;
   if (configPath === undefined) return DEFAULT_METRICS_URL;
   const listen = loadConfigFile(configPath).observability.metricsListen;

@@ -6,7 +6,7 @@
  */
 import { loadNativeUdp } from '../runtime/addon.js';
 import { nodeEndOfLife, ntsdVersion } from '../runtime/version.js';
-import { getOpenSslAeads, openSslUnavailableReasons } from '../runtime/aead-openssl.js';
+import { openSslUnavailableReasons } from '../runtime/aead-openssl.js';
 import { SUPPORTED_AEAD_IDS, getJavaScriptAead } from '../core/crypto/aead.js';
 
 /** The lines of `ntsd --version`. */
@@ -22,12 +22,12 @@ export function versionReport(): string[] {
       : `NTP datapath: dgram (Node sockets; the native addon is not used: ${native.reason})`,
   );
   // What aead-backend = "auto" would install: OpenSSL per AEAD where the addon provides it.
-  const openssl = getOpenSslAeads();
+  // Every AEAD is either available or has a reason: one load and self-test of the OpenSSL AEADs serves both.
   const reasons = openSslUnavailableReasons();
   for (const id of SUPPORTED_AEAD_IDS) {
     const name = getJavaScriptAead(id)?.name ?? `AEAD ${id}`;
     lines.push(
-      openssl.has(id)
+      !reasons.has(id)
         ? `AEAD ${id} ${name}: OpenSSL (constant-time AES)`
         : `AEAD ${id} ${name}: JavaScript (table-driven AES, not constant-time: ${reasons.get(id) ?? 'no OpenSSL AEAD'})`,
     );

@@ -25,9 +25,7 @@ import { formatIpAddress, hashIpWords, parseIpAddress, type IpFamily } from './i
 import type { KeSessionOutcomeLabel } from './ke-handler.js';
 import { OUTCOME_METRICS } from './responder.js';
 
-/** Bits of an IPv4 address that make a client key (one address). */
-export const CLIENT_LOG_IPV4_PREFIX_BITS = 32;
-/** Bits of an IPv6 address that make a client key (one site's /64). */
+/** Bits of an IPv6 address that make a client key (one site's /64; an IPv4 client is its address). */
 export const CLIENT_LOG_IPV6_PREFIX_BITS = 64;
 /** Default `[observability] client-log-size`: chrony's default clientloglimit (512 KiB) holds 4096 clients too. */
 export const DEFAULT_CLIENT_LOG_SIZE = 4096;

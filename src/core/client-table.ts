@@ -47,7 +47,7 @@ export interface ClientTableLayout {
 }
 
 /** The layout of the limiter's and the concurrency caps' tables: 3 int32, 2 float64 (48-octet slots). */
-export const DEFAULT_CLIENT_TABLE_LAYOUT: ClientTableLayout = Object.freeze({ ints: 3, floats: 2 });
+const DEFAULT_CLIENT_TABLE_LAYOUT: ClientTableLayout = Object.freeze({ ints: 3, floats: 2 });
 
 /** Int32 words per slot for `layout` (the int32 part padded to keep the float64s 8-octet aligned). */
 function slotWords(layout: ClientTableLayout): number {

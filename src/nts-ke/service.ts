@@ -100,12 +100,12 @@ interface Listener {
  * The `name` label of a pair's ntsd_tls_certificate_expiry_timestamp_seconds series: the configured
  * `name`, else the certificate's primary name.
  */
-export function certificateMetricName(config: CertificatePairConfig, pair: CertificatePair): string {
+function certificateMetricName(config: CertificatePairConfig, pair: CertificatePair): string {
   return config.name ?? (pair.primaryName === '' ? config.certificateChainPath : pair.primaryName);
 }
 
 /** Earliest notAfter per label over `pairs` (pairs that share a name report the one that expires first). */
-export function certificateExpiries(pairs: readonly { readonly config: CertificatePairConfig; readonly current: CertificatePair }[]): Map<string, number> {
+function certificateExpiries(pairs: readonly { readonly config: CertificatePairConfig; readonly current: CertificatePair }[]): Map<string, number> {
   const byName = new Map<string, number>();
   for (const p of pairs) {
     const name = certificateMetricName(p.config, p.current);

@@ -289,13 +289,13 @@ export interface ClientLogMetrics {
   setSource(capacity: number, summary: () => ClientLogSummary): void;
 }
 
-/** Every ntsd metric, grouped by the component that updates it. */
 /** Which implementation each AEAD runs on (src/runtime/aead-openssl.ts). */
 export interface AeadMetrics {
   /** ntsd_aead_backend_info{aead, backend} = 1 per AEAD (earlier series removed). */
   setBackends(backends: readonly { readonly aead: string; readonly backend: 'openssl' | 'javascript' }[]): void;
 }
 
+/** Every ntsd metric, grouped by the component that updates it. */
 export interface Metrics {
   /** The registry to serve (obs/metrics-http.ts) or scrape in tests. */
   readonly registry: Registry;
