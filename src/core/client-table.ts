@@ -202,15 +202,7 @@ export class ClientTable {
   find(words: Uint32Array, cursor: ClientTableCursor): number {
     const first = cursor.bucket * this.ways;
     for (let s = first; s < first + this.ways; s++) {
-      const at = this.#slotsI32At + s * this.#slotI32;
-      const i32 = this.#i32;
-      if (
-        i32[at] === 1 &&
-        i32[at + 1] === ((words[0] ?? 0) | 0) &&
-        i32[at + 2] === ((words[1] ?? 0) | 0) &&
-        i32[at + 3] === ((words[2] ?? 0) | 0) &&
-        i32[at + 4] === ((words[3] ?? 0) | 0)
-      ) {
+      if (this.holds(s, words)) {
         cursor.slot = s;
         return s;
       }
@@ -285,7 +277,7 @@ export class ClientTable {
 
   /** Frees the cursor's slot (its bucket must be locked). */
   release(cursor: ClientTableCursor): void {
-    if (cursor.slot >= 0) this.#i32[this.#slotsI32At + cursor.slot * this.#slotI32] = 0;
+    if (cursor.slot >= 0) this.releaseSlot(cursor.slot);
   }
 
   /** Int32 user value `k` (0 .. layout.ints-1) of `slot`. */
