@@ -14,7 +14,7 @@ import { readFile } from 'node:fs/promises';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import { NtsdError, NtsdErrorCode } from '../errors.js';
-import { certificateIdentity, type CertificateIdentity } from './certificates.js';
+import { leafIdentity, type CertificateIdentity } from './certificates.js';
 
 /** A validated chain + key pair. */
 export interface CertificatePair {
@@ -93,7 +93,7 @@ export function validateCertificatePair(chainPem: string, keyPem: string, nowMs:
   }
   let identity: CertificateIdentity;
   try {
-    identity = certificateIdentity(chainPem);
+    identity = leafIdentity(leaf);
   } catch (error: unknown) {
     return { ok: false, error: `leaf certificate names do not parse: ${errorText(error)}` };
   }

@@ -41,7 +41,11 @@ export interface CertificateIdentity {
 export function certificateIdentity(chainPem: string): CertificateIdentity {
   const block = PEM_CERTIFICATE.exec(chainPem)?.[0];
   if (block === undefined) throw new Error('no PEM certificate in the chain');
-  const leaf = new X509Certificate(block);
+  return leafIdentity(new X509Certificate(block));
+}
+
+/** The names and key type of a parsed leaf certificate. */
+export function leafIdentity(leaf: X509Certificate): CertificateIdentity {
   const dnsNames: string[] = [];
   const ipAddresses: string[] = [];
   for (const entry of splitSubjectAltName(leaf.subjectAltName ?? '')) {
