@@ -79,12 +79,17 @@ export interface KeListeners {
   stop(): Promise<void>;
 }
 
-/** One configured certificate pair and its watcher. */
+/** One configured certificate pair and its watcher (which holds the pair installed now). */
 interface Pair {
   readonly config: CertificatePairConfig;
   readonly watcher: CertWatcher;
-  /** The pair installed now (the initial one until a reload succeeds). */
-  current: CertificatePair;
+}
+
+/** The pair installed now: the watcher's, loaded before the Pair was made. */
+function installed(p: Pair): CertificatePair {
+  const current = p.watcher.current;
+  if (current === undefined) throw new Error('certificate watcher used before load()');
+  return current;
 }
 
 interface Listener {
@@ -105,11 +110,12 @@ function certificateMetricName(config: CertificatePairConfig, pair: CertificateP
 }
 
 /** Earliest notAfter per label over `pairs` (pairs that share a name report the one that expires first). */
-function certificateExpiries(pairs: readonly { readonly config: CertificatePairConfig; readonly current: CertificatePair }[]): Map<string, number> {
+function certificateExpiries(pairs: readonly Pair[]): Map<string, number> {
   const byName = new Map<string, number>();
   for (const p of pairs) {
-    const name = certificateMetricName(p.config, p.current);
-    byName.set(name, Math.min(byName.get(name) ?? Infinity, p.current.notAfterS));
+    const current = installed(p);
+    const name = certificateMetricName(p.config, current);
+    byName.set(name, Math.min(byName.get(name) ?? Infinity, current.notAfterS));
   }
   return byName;
 }
@@ -133,7 +139,6 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
     const holder: { listener?: Listener } = {};
     const pairs: Pair[] = [];
     for (const [index, pairConfig] of keConfig.certificates.entries()) {
-      const slot: { pair?: Pair } = {};
       const watcher = new CertWatcher({
         chainPath: pairConfig.certificateChainPath,
         keyPath: pairConfig.privateKeyPath,
@@ -143,19 +148,14 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
           const server = holder.listener?.server;
           if (server !== undefined) await server.reloadCertificate(pair.chainPem, pair.keyPem, index);
         },
-        onResult: (result, pair) => {
+        onResult: (result) => {
           if (result === 'unchanged') return;
           metrics.keys.tlsReload(result);
-          if (result === 'success' && pair !== undefined && slot.pair !== undefined) {
-            slot.pair.current = pair;
-            updateExpiry();
-          }
+          if (result === 'success') updateExpiry();
         },
       });
       const initial = await watcher.load();
-      const pair: Pair = { config: pairConfig, watcher, current: initial };
-      slot.pair = pair;
-      pairs.push(pair);
+      pairs.push({ config: pairConfig, watcher });
       logger.info(
         {
           listen: `${keConfig.listen.host}:${keConfig.listen.port}`,
@@ -190,9 +190,9 @@ export async function startKeListeners(config: Config, options: KeListenersOptio
         if (first === undefined) throw new Error('a KE listener without a certificate pair');
         const server = new KeServer({
           listen: [{ host: c.listen.host, port: c.listen.port }],
-          certificateChainPem: first.current.chainPem,
-          privateKeyPem: first.current.keyPem,
-          moreCertificates: more.map((p) => ({ chainPem: p.current.chainPem, keyPem: p.current.keyPem })),
+          certificateChainPem: installed(first).chainPem,
+          privateKeyPem: installed(first).keyPem,
+          moreCertificates: more.map((p) => ({ chainPem: installed(p).chainPem, keyPem: installed(p).keyPem })),
           keyExchangeTimeoutMs: c.keyExchangeTimeoutMs,
           concurrentConnections: c.concurrentConnections,
           concurrentConnectionsPerSource: c.concurrentConnectionsPerSource,
