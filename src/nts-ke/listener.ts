@@ -117,6 +117,13 @@ export function keIpv6Only(address: KeListenAddress, addresses: readonly KeListe
   return net.isIPv6(address.host) && address.port !== 0 && addresses.some((other) => net.isIPv4(other.host) && other.port === address.port);
 }
 
+/** Gives an admitted connection's place back to the concurrency limiter, once. */
+function releaseAdmission(admission: Admission): void {
+  if (admission.released) return;
+  admission.released = true;
+  admission.limiter.release(admission.key, admission.tracked);
+}
+
 /** The listeners of one KE thread and the sessions they accepted. */
 export class KeListener {
   readonly #ctx: ListenerContext;
@@ -295,17 +302,16 @@ export class KeListener {
     const cancel = readClientHelloServerName(raw, (result) => {
       const wait = this.#hellos.get(raw);
       if (wait === undefined) return;
-      clearTimeout(wait.timer);
-      this.#hellos.delete(raw);
-      if (result.kind === 'closed') this.#endBeforeSession(raw, wait, 'client_closed');
-      else this.#startSession(raw, admission, acceptedAtMs, choose(result.serverName));
+      if (result.kind === 'closed') {
+        this.#endBeforeSession(raw, wait, 'client_closed');
+        return;
+      }
+      this.#stopWaiting(raw, wait);
+      this.#startSession(raw, admission, acceptedAtMs, choose(result.serverName));
     });
     const timer = setTimeout(() => {
       const wait = this.#hellos.get(raw);
-      if (wait === undefined) return;
-      wait.cancel();
-      this.#hellos.delete(raw);
-      this.#endBeforeSession(raw, wait, 'timeout');
+      if (wait !== undefined) this.#endBeforeSession(raw, wait, 'timeout');
     }, this.#ctx.session.keyExchangeTimeoutMs);
     this.#hellos.set(raw, { admission, acceptedAtMs, timer, cancel });
   }
@@ -316,13 +322,18 @@ export class KeListener {
     this.#stages[session.stage].add(session);
   }
 
+  /** Stops awaiting `raw`'s ClientHello: its deadline, its reader and its entry (each safe to repeat). */
+  #stopWaiting(raw: net.Socket, wait: HelloWait): void {
+    clearTimeout(wait.timer);
+    wait.cancel();
+    this.#hellos.delete(raw);
+  }
+
   /** A connection that never got to TLS (closed, timed out or evicted while its ClientHello was awaited). */
   #endBeforeSession(raw: net.Socket, wait: HelloWait, outcome: 'client_closed' | 'timeout' | 'evicted'): void {
+    this.#stopWaiting(raw, wait);
     raw.destroy();
-    if (!wait.admission.released) {
-      wait.admission.released = true;
-      wait.admission.limiter.release(wait.admission.key, wait.admission.tracked);
-    }
+    releaseAdmission(wait.admission);
     this.#ctx.clientLog?.noteKe(wait.admission.key, keClassOf(outcome), sharedNowMs());
     this.#ctx.session.settled(outcome, (performance.now() - wait.acceptedAtMs) / 1000, 0, undefined);
     this.#ctx.sessionClosed();
@@ -364,9 +375,6 @@ export class KeListener {
     const hello = this.#hellos.entries().next();
     if (!silent && hello.done !== true) {
       const [raw, wait] = hello.value;
-      clearTimeout(wait.timer);
-      wait.cancel();
-      this.#hellos.delete(raw);
       this.#endBeforeSession(raw, wait, 'evicted');
       return true;
     }
@@ -380,9 +388,7 @@ export class KeListener {
 
   #release(session: KeSession): void {
     const admission = this.#sessions.get(session);
-    if (admission === undefined || admission.released) return;
-    admission.released = true;
-    admission.limiter.release(admission.key, admission.tracked);
+    if (admission !== undefined) releaseAdmission(admission);
   }
 
   /** Counts this thread's open sessions in `next`, a fresh table that replaces the shared one (thread restart). */
