@@ -112,15 +112,17 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
     }
   };
 
-  /** After slot `i` of `s` was sent: notes its stamp request, if the addon made one. */
-  const noteSent = (s: NativeSocket, pending: PendingTransmitStamps, i: number, key: NtpTime, nowMs: number): boolean => {
+  /** After slot `i` of `s` was sent: notes its stamp request, if the addon made one, under the slot's key. */
+  const slotKey: NtpTime = { seconds: 0, fraction: 0 };
+  const noteSent = (s: NativeSocket, pending: PendingTransmitStamps, i: number, nowMs: number): boolean => {
     const base = i * META_WORDS;
     if (s.meta[base + MetaWord.txStamp] !== TxStampFlag.asked) return false;
     peerWords(s.metaBytes, s.meta, base, peer);
-    pending.add(s.meta[base + MetaWord.txId] ?? 0, peer, key, nowMs);
+    slotKey.seconds = s.slotKeys[i * 2] ?? 0;
+    slotKey.fraction = s.slotKeys[i * 2 + 1] ?? 0;
+    pending.add(s.meta[base + MetaWord.txId] ?? 0, peer, slotKey, nowMs);
     return true;
   };
-  const batchKey: NtpTime = { seconds: 0, fraction: 0 };
 
   /** Answers everything waiting on `s`, up to MAX_ROUNDS_PER_WAKE batches. */
   const drain = (s: NativeSocket, errorQueue: boolean): void => {
@@ -161,7 +163,7 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
         }
         if (sendEach) {
           addon.sendOne(s.handle, i);
-          if (pending !== undefined && noteSent(s, pending, i, responder.stampKey, nowMs)) stampsAsked = true;
+          if (pending !== undefined && noteSent(s, pending, i, nowMs)) stampsAsked = true;
           const afterSendMs = responder.sent();
           // Receive (kernel) to send: T3's clock read minus T2, plus what followed the read.
           if (counters.measuresDurations && stamped) counters.observeDurationS(durationS(realtime, meta, base) + (afterSendMs - responder.stampedAtMs) / 1000);
@@ -174,11 +176,7 @@ export async function startNativeBackend(init: ThreadInit, counters: ThreadCount
         const replies = addon.sendBatch(s.handle, n);
         if (replies > 0) responder.sendCost.observe((performance.now() - beforeSendMs) / 1000 / replies);
         if (pending !== undefined) {
-          for (let i = 0; i < n; i++) {
-            batchKey.seconds = s.slotKeys[i * 2] ?? 0;
-            batchKey.fraction = s.slotKeys[i * 2 + 1] ?? 0;
-            if (noteSent(s, pending, i, batchKey, nowMs)) stampsAsked = true;
-          }
+          for (let i = 0; i < n; i++) if (noteSent(s, pending, i, nowMs)) stampsAsked = true;
         }
       }
       // One error-queue read for the round's stamps (software stamps are usually queued by now).
