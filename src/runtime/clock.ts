@@ -104,21 +104,29 @@ export class WallClock {
   /**
    * Measures realtime − monotonic by catching `Date.now()` at a millisecond edge. Spins for at most about
    * `rounds` milliseconds; keeps the sample with the narrowest interval. Returns false, keeping the old
-   * anchor, when no edge was seen or every sample was too wide to trust.
+   * anchor, when no edge was seen or every sample was too wide to trust. The two readers are parameters only
+   * so a test can play a preemption at a chosen moment.
    */
-  calibrate(rounds = 5): boolean {
+  calibrate(rounds = 5, readMs: () => number = Date.now, readMonotonicS: () => number = monotonicS): boolean {
     let bestOffset = 0;
     let bestWidth = Number.POSITIVE_INFINITY;
     for (let round = 0; round < rounds; round++) {
-      const startMs = Date.now();
-      let before = monotonicS();
+      // Reads alternate monotonic m0, Date.now() d0, m1, d1, m2, ... When d(k) is the first read of the new
+      // millisecond, the edge lies between d(k-1) and d(k), so inside [m(k-1), m(k+1)]. Starting the bracket
+      // at m(k) instead would miss a preemption between d(k-1) and m(k) while the width still looked narrow.
+      let beforeOld = readMonotonicS();
+      const startMs = readMs();
+      let beforeNext = readMonotonicS();
       let ms = startMs;
-      let after = before;
-      const giveUp = before + 0.005;
+      let before = beforeOld;
+      let after = beforeNext;
+      const giveUp = beforeOld + 0.005;
       while (ms === startMs) {
-        before = after;
-        ms = Date.now();
-        after = monotonicS();
+        before = beforeOld;
+        ms = readMs();
+        after = readMonotonicS();
+        beforeOld = beforeNext;
+        beforeNext = after;
         if (after > giveUp) break;
       }
       if (ms === startMs) continue;

@@ -33,6 +33,54 @@ test('calibrated clock agrees with Date.now() to well under a millisecond', () =
   }
 });
 
+/**
+ * Simulated clocks for calibrate(): monotonic time advances 0.1 µs per read and realtime is monotonic + 0.25 s.
+ * With `preemptions` > 0 the thread is "descheduled" for 300 µs right after a Date.now() read that still saw the
+ * old millisecond with the edge less than 0.5 µs away: the edge passes while the thread is away.
+ */
+function simulatedClocks(preemptions: number): { readMs: () => number; readMonotonicS: () => number } {
+  let t = 100.000_123;
+  let left = preemptions;
+  const realtimeOffsetS = 0.25;
+  return {
+    readMonotonicS: () => (t += 1e-7),
+    readMs: () => {
+      t += 1e-7;
+      const ms = Math.floor((t + realtimeOffsetS) * 1000);
+      const toEdgeS = (ms + 1) / 1000 - (t + realtimeOffsetS);
+      if (left > 0 && toEdgeS < 0.5e-6) {
+        left--;
+        t += 300e-6;
+      }
+      return ms;
+    },
+  };
+}
+
+/** The clock's anchor (realtime − monotonic) is within 1 µs of `expectedS`, read between two monotonic reads. */
+function assertAnchorNear(clock: WallClock, expectedS: number): void {
+  const before = monotonicS();
+  const now = clock.nowUnixS();
+  const after = monotonicS();
+  const low = now - after;
+  const high = now - before;
+  assert.ok(expectedS > low - 1e-6 && expectedS < high + 1e-6, `anchor in [${low}, ${high}] s, expected ${expectedS} s`);
+}
+
+test('calibrate: a preemption just after the last old-millisecond read widens the sample, never shifts the anchor', () => {
+  const clock = new WallClock();
+  const once = simulatedClocks(1);
+  assert.equal(clock.calibrate(5, once.readMs, once.readMonotonicS), true);
+  // The anchor is realtime − monotonic of the simulation: 0.25 s. The preempted round brackets 300 µs and is
+  // refused; the other rounds are narrow. (Bracketing from the read after the old one put this 0.3 ms off.)
+  assertAnchorNear(clock, 0.25);
+  assert.ok(clock.calibrationState().uncertaintyS < 1e-6);
+  // Every round preempted: nothing narrow enough to trust, the anchor stays.
+  const always = simulatedClocks(Number.POSITIVE_INFINITY);
+  assert.equal(clock.calibrate(5, always.readMs, always.readMonotonicS), false);
+  assertAnchorNear(clock, 0.25);
+});
+
 test('a clock built from the shared buffer reads the same anchor, and the calibrator thread updates it', async () => {
   const clock = new WallClock();
   const twin = new WallClock(clock.shared);
