@@ -57,14 +57,14 @@ function simulatedClocks(preemptions: number): { readMs: () => number; readMonot
   };
 }
 
-/** The clock's anchor (realtime − monotonic) is within 1 µs of `expectedS`, read between two monotonic reads. */
-function assertAnchorNear(clock: WallClock, expectedS: number): void {
+/** The clock's anchor (realtime − monotonic) is within `toleranceS` of `expectedS`, read between two monotonic reads. */
+function assertAnchorNear(clock: WallClock, expectedS: number, toleranceS = 1e-6): void {
   const before = monotonicS();
   const now = clock.nowUnixS();
   const after = monotonicS();
   const low = now - after;
   const high = now - before;
-  assert.ok(expectedS > low - 1e-6 && expectedS < high + 1e-6, `anchor in [${low}, ${high}] s, expected ${expectedS} s`);
+  assert.ok(expectedS > low - toleranceS && expectedS < high + toleranceS, `anchor in [${low}, ${high}] s, expected ${expectedS} s`);
 }
 
 test('calibrate: a preemption just after the last old-millisecond read widens the sample, never shifts the anchor', () => {
@@ -107,15 +107,17 @@ test('calibrateFromRealtime: the anchor follows a nanosecond realtime reader, an
     out[0] = Math.floor(t);
     out[1] = (t - Math.floor(t)) * 1e9;
   };
-  assert.equal(clock.calibrateFromRealtime(reader), true);
-  const error = clock.nowUnixS() - (monotonicS() + offsetS);
-  // The anchor is off by at most the kept sample's half-width (its uncertainty, ≤ 10 µs: a preempted round
-  // on a loaded machine widens it), plus the moment between the two reads above.
+  // Three rounds all preempted (each wider than 20 µs) refuse the calibration; on a loaded machine, retry.
+  let calibrated = false;
+  for (let attempt = 0; attempt < 20 && !calibrated; attempt++) calibrated = clock.calibrateFromRealtime(reader);
+  assert.equal(calibrated, true);
+  // The anchor is off by at most the kept sample's half-width (its uncertainty, ≤ 10 µs), plus the float
+  // resolution of a 1.8e9 s value (0.24 µs).
   const { uncertaintyS } = clock.calibrationState();
   assert.ok(uncertaintyS <= 10e-6, `uncertainty ${uncertaintyS} s`);
-  assert.ok(Math.abs(error) < uncertaintyS + 5e-6, `error ${error} s, uncertainty ${uncertaintyS} s`);
-  // A reader that takes 1 ms: the interval is too wide to trust and the old anchor stays.
-  const before = clock.nowUnixS();
+  assertAnchorNear(clock, offsetS, uncertaintyS + 1e-6);
+  // A reader that takes 1 ms: the interval is too wide to trust and the old anchor stays. (Compared as an
+  // anchor, not as two clock reads: on a loaded machine the three 1 ms rounds may take much longer.)
   const slow = (out: Float64Array): void => {
     const end = performance.now() + 1;
     while (performance.now() < end);
@@ -123,7 +125,7 @@ test('calibrateFromRealtime: the anchor follows a nanosecond realtime reader, an
     out[1] = 0;
   };
   assert.equal(clock.calibrateFromRealtime(slow), false);
-  assert.ok(Math.abs(clock.nowUnixS() - before) < 0.01, 'the anchor did not move');
+  assertAnchorNear(clock, offsetS, uncertaintyS + 1e-6);
 });
 
 test('with the native addon, the calibrator is a timer on this thread that tracks CLOCK_REALTIME', { skip: !loadNativeUdp().ok && 'native addon not built' }, async () => {
@@ -137,11 +139,13 @@ test('with the native addon, the calibrator is a timer on this thread that track
     const deadline = Date.now() + 5000;
     while (clock.calibrationState().calibrations < start + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     assert.ok(clock.calibrationState().calibrations >= start + 2, 'the timer recalibrated');
+    // CLOCK_REALTIME read between two reads of ours (a preemption between reads only widens the bracket).
     const pair = new Float64Array(2);
-    const ours = clock.nowUnixS();
+    const oursBefore = clock.nowUnixS();
     loaded.addon.realtime(pair);
+    const oursAfter = clock.nowUnixS();
     const real = (pair[0] ?? 0) + (pair[1] ?? 0) / 1e9;
-    assert.ok(Math.abs(real - ours) < 50e-6, `clock ${ours} vs CLOCK_REALTIME ${real}`);
+    assert.ok(real > oursBefore - 50e-6 && real < oursAfter + 50e-6, `CLOCK_REALTIME ${real} vs clock [${oursBefore}, ${oursAfter}]`);
   } finally {
     await calibrator.stop();
   }
