@@ -114,26 +114,25 @@ export class WallClock {
       // Reads alternate monotonic m0, Date.now() d0, m1, d1, m2, ... When d(k) is the first read of the new
       // millisecond, the edge lies between d(k-1) and d(k), so inside [m(k-1), m(k+1)]. Starting the bracket
       // at m(k) instead would miss a preemption between d(k-1) and m(k) while the width still looked narrow.
-      let beforeOld = readMonotonicS();
+      let older = readMonotonicS(); // m(k-1): the read before the last old-millisecond Date.now()
       const startMs = readMs();
-      let beforeNext = readMonotonicS();
+      let newer = readMonotonicS(); // m(k)
+      const giveUp = older + 0.005;
       let ms = startMs;
-      let before = beforeOld;
-      let after = beforeNext;
-      const giveUp = beforeOld + 0.005;
-      while (ms === startMs) {
-        before = beforeOld;
+      let after = newer;
+      while (ms === startMs && after <= giveUp) {
         ms = readMs();
-        after = readMonotonicS();
-        beforeOld = beforeNext;
-        beforeNext = after;
-        if (after > giveUp) break;
+        after = readMonotonicS(); // m(k+1)
+        if (ms === startMs) {
+          older = newer;
+          newer = after;
+        }
       }
       if (ms === startMs) continue;
-      const width = after - before;
+      const width = after - older;
       if (width < bestWidth) {
         bestWidth = width;
-        bestOffset = ms / 1000 - (before + after) / 2;
+        bestOffset = ms / 1000 - (older + after) / 2;
       }
     }
     return this.#store(bestOffset, bestWidth);
